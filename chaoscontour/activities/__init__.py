@@ -1,0 +1,1 @@
+"""The activities that `chaos discover` lists, grouped by what they act on."""

@@ -1,0 +1,110 @@
+"""The Kubernetes edge: one way to get API clients, and API failures turned into sentences a user can act on.
+
+Clients come from chaostoolkit-kubernetes' ``create_k8s_api_client`` so that kubeconfig, ``KUBERNETES_CONTEXT``,
+``CHAOSTOOLKIT_IN_POD=true`` and the ``KUBERNETES_HOST`` family behave exactly as in the rest of the ecosystem.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from chaosk8s import create_k8s_api_client
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Secrets
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+__all__ = ["REQUEST_TIMEOUT_S", "Kube", "kube", "explain", "call", "is_not_found"]
+
+# Every API call carries its own deadline: the python provider never enforces an activity's `timeout`, and a
+# request to an unreachable API server would otherwise hang the whole experiment.
+REQUEST_TIMEOUT_S = 15.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Kube:
+    """The typed API groups the activities use, sharing one ``ApiClient``."""
+
+    api: client.ApiClient
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def coordination(self) -> client.CoordinationV1Api:
+        return client.CoordinationV1Api(self.api)
+
+    @property
+    def networking(self) -> client.NetworkingV1Api:
+        return client.NetworkingV1Api(self.api)
+
+    @property
+    def discovery(self) -> client.DiscoveryV1Api:
+        return client.DiscoveryV1Api(self.api)
+
+    @property
+    def batch(self) -> client.BatchV1Api:
+        return client.BatchV1Api(self.api)
+
+
+def kube(secrets: Secrets = None) -> Kube:
+    """API clients configured as chaostoolkit-kubernetes configures them (kubeconfig, in-pod or environment)."""
+    return Kube(create_k8s_api_client(secrets))
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, ApiException) and exc.status == 404
+
+
+def explain(exc: BaseException, doing: str) -> ActivityFailed:
+    """An ``ActivityFailed`` that says what we were doing, why it failed and what to fix.
+
+    ``doing`` completes "failed to ...", e.g. ``"read Lease projectcontour/leader-elect"``.
+    """
+    if isinstance(exc, ApiException):
+        status = exc.status
+        if status == 401:
+            why = "the API server rejected our credentials (401); check the kubeconfig or the token"
+        elif status == 403:
+            why = (
+                "RBAC forbids it (403); grant the permissions listed in the README's RBAC section to the identity "
+                "running the experiment"
+            )
+        elif status == 404:
+            why = "it does not exist (404); check the namespace and the name"
+        elif status == 409:
+            why = "it conflicts with an existing object (409)"
+        elif status == 422:
+            why = f"the API server found it invalid (422): {_reason(exc)}"
+        else:
+            why = f"the API server answered {status} {exc.reason}: {_reason(exc)}"
+        return ActivityFailed(f"failed to {doing}: {why}")
+    if isinstance(exc, (Urllib3Error, OSError)):
+        return ActivityFailed(
+            f"failed to {doing}: the Kubernetes API server could not be reached ({type(exc).__name__}: {exc}); "
+            "check KUBECONFIG / KUBERNETES_CONTEXT and that the cluster is up"
+        )
+    return ActivityFailed(f"failed to {doing}: {type(exc).__name__}: {exc}")
+
+
+def _reason(exc: ApiException) -> str:
+    import json
+
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return str(exc.body or exc.reason)
+    return str(body.get("message") or exc.reason)
+
+
+def call(doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a client method with our request deadline, turning any failure into an explained ``ActivityFailed``."""
+    kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
+    try:
+        return fn(*args, **kwargs)
+    except (ApiException, Urllib3Error, OSError) as exc:
+        raise explain(exc, doing) from exc

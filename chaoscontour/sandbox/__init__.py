@@ -1,0 +1,1 @@
+"""The local sandbox and the binary builder. The chaos activities never import this subpackage."""

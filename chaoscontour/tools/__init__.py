@@ -1,0 +1,1 @@
+"""Operator tools behind the `chaoscontour` command: cleanup, the CI gate, the report."""
