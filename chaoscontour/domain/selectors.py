@@ -1,9 +1,9 @@
 """Label selectors, accepted as ``k=v,k2=v2`` strings or as mappings (chaostoolkit-kubernetes#139)."""
 
-from collections.abc import Mapping
 import re
+from collections.abc import Mapping
 
-__all__ = ["InvalidSelector", "parse_label_selector", "format_label_selector", "selector_matches"]
+__all__ = ["InvalidSelector", "format_label_selector", "parse_label_selector", "selector_matches"]
 
 # Kubernetes label keys: an optional DNS-subdomain prefix and a name of at most 63 characters; values likewise
 # (apimachinery/pkg/util/validation). Checked here so a typo fails before anything is sent.

@@ -15,7 +15,17 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-__all__ = ["REQUEST_TIMEOUT_S", "Kube", "kube", "explain", "call", "is_not_found"]
+__all__ = [
+    "REQUEST_TIMEOUT_S",
+    "Kube",
+    "call",
+    "delete_if_present",
+    "explain",
+    "is_not_found",
+    "kube",
+    "read_lease",
+    "to_dict",
+]
 
 # Every API call carries its own deadline: the python provider never enforces an activity's `timeout`, and a
 # request to an unreachable API server would otherwise hang the whole experiment.
@@ -101,10 +111,48 @@ def _reason(exc: ApiException) -> str:
     return str(body.get("message") or exc.reason)
 
 
-def call(doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call a client method with our request deadline, turning any failure into an explained ``ActivityFailed``."""
+def call(doing: str, fn: Callable[..., T], *args: Any, not_found: str | None = None, **kwargs: Any) -> T:
+    """Call a client method with our request deadline, turning any failure into an explained ``ActivityFailed``.
+
+    ``not_found``, when given, is the whole message for a 404 (say what is missing and what to check).
+    """
     kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
     try:
         return fn(*args, **kwargs)
     except (ApiException, Urllib3Error, OSError) as exc:
+        if not_found is not None and is_not_found(exc):
+            raise ActivityFailed(not_found) from exc
         raise explain(exc, doing) from exc
+
+
+def to_dict(k: Kube, obj: Any) -> dict[str, Any]:
+    """An API object as the plain camelCase mapping the domain layer works on."""
+    return dict(k.api.sanitize_for_serialization(obj))
+
+
+def read_lease(k: Kube, namespace: str, name: str) -> dict[str, Any]:
+    """The Lease as an API-shaped mapping; a missing Lease is an ``ActivityFailed`` that names it."""
+    lease = call(
+        f"read Lease {namespace}/{name}",
+        k.coordination.read_namespaced_lease,
+        name,
+        namespace,
+        not_found=(
+            f"Lease {namespace}/{name} not found: is Contour running in namespace {namespace!r} with leader "
+            "election on (no --disable-leader-election)? Gateway-provisioned Contours use "
+            "'leader-elect-<gateway-name>'"
+        ),
+    )
+    return dict(k.api.sanitize_for_serialization(lease))
+
+
+def delete_if_present(doing: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+    """Call a ``delete_*`` method; an object already gone is success. Returns whether it was there to delete."""
+    kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
+    try:
+        fn(*args, **kwargs)
+    except (ApiException, Urllib3Error, OSError) as exc:
+        if is_not_found(exc):
+            return False
+        raise explain(exc, doing) from exc
+    return True

@@ -33,14 +33,14 @@ from pathlib import Path
 from chaoscontour.sandbox import versions
 
 __all__ = [
+    "COMPONENTS",
     "BinaryNotFound",
     "BuildFailed",
     "Component",
-    "COMPONENTS",
     "cache_dir",
+    "ensure_binaries",
     "find_binary",
     "find_envoy",
-    "ensure_binaries",
     "main",
 ]
 
@@ -179,7 +179,7 @@ def _compile_with_progress(
     assert proc.stderr is not None
     for line in proc.stderr:
         line = line.rstrip()
-        tail = (tail + [line])[-25:]
+        tail = [*tail, line][-25:]
         # `go build -v` prints one import path per compiled package; anything else is a message.
         if line and " " not in line:
             compiled += 1

@@ -1,0 +1,367 @@
+"""The API-server egress fault as Kubernetes objects, and the checks that decide whether it can work.
+
+Everything here works on plain API-shaped dictionaries (camelCase keys, as ``ApiClient.sanitize_for_serialization``
+returns them), so it is tested without a cluster or mocks.
+
+Why the policy looks the way it does:
+
+* NetworkPolicies are additive allow-lists. Egress isolation starts when any policy with ``policyTypes: [Egress]``
+  selects a pod; what any such policy allows stays allowed. So our policy *allows* everything except the API
+  server (``0.0.0.0/0`` and ``::/0`` with the API server's addresses in ``except``), and we refuse to run when another
+  policy already allows the API server, since the fault would silently do nothing.
+* Some CNIs (Cilium) never match pod-to-pod traffic against ``ipBlock``; a second rule keeps DNS (port 53 to any pod)
+  open there, so the fault cuts the API server and nothing else.
+* Which address a CNI matches for the ``kubernetes`` Service depends on where it translates the ClusterIP, so both
+  the ClusterIP(s) and the real endpoints (the EndpointSlices the API server maintains for ``default/kubernetes``)
+  are excepted.
+"""
+
+import ipaddress
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "EXPIRES_AT_ANNOTATION",
+    "FAULT_APISERVER_EGRESS",
+    "FAULT_LABEL",
+    "MANAGED_BY",
+    "MANAGED_BY_LABEL",
+    "RUN_ID_LABEL",
+    "ApiServerTarget",
+    "apiserver_target",
+    "build_block_policy",
+    "build_expiry_job",
+    "defeating_policies",
+    "egress_allow_reason",
+    "expiry_job_name",
+    "host_cidr",
+    "label_selector_matches",
+    "managed_labels",
+    "managed_selector",
+    "policy_name",
+]
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "chaoscontour"
+RUN_ID_LABEL = "chaoscontour/run-id"
+FAULT_LABEL = "chaoscontour/fault"
+FAULT_APISERVER_EGRESS = "apiserver-egress"
+EXPIRES_AT_ANNOTATION = "chaoscontour/expires-at"
+_PURPOSE_ANNOTATION = "chaoscontour/purpose"
+
+_NAME_PREFIX = "chaoscontour-block-apiserver"
+
+
+@dataclass(frozen=True)
+class ApiServerTarget:
+    """Where the API server is reached from a pod: its endpoint addresses and ports, and its Service ClusterIPs."""
+
+    endpoint_addresses: tuple[str, ...]
+    endpoint_ports: tuple[int, ...]
+    cluster_ips: tuple[str, ...]
+    service_ports: tuple[int, ...] = field(default=())
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every address to block, endpoints first, without duplicates."""
+        seen: dict[str, None] = {}
+        for address in (*self.endpoint_addresses, *self.cluster_ips):
+            seen.setdefault(address, None)
+        return tuple(seen)
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return tuple(sorted({*self.endpoint_ports, *self.service_ports}))
+
+
+def apiserver_target(
+    endpoint_slices: Iterable[Mapping[str, Any]], service: Mapping[str, Any] | None
+) -> ApiServerTarget:
+    """The API server's addresses from the ``default/kubernetes`` EndpointSlices (IPv4 and IPv6) and Service.
+
+    Raises ``ValueError`` when neither yields an address: there would be nothing to block.
+    """
+    addresses: dict[str, None] = {}
+    ports: set[int] = set()
+    for eps in endpoint_slices:
+        if eps.get("addressType") not in ("IPv4", "IPv6"):
+            continue  # FQDN slices name hosts, not addresses a NetworkPolicy can match
+        for endpoint in eps.get("endpoints") or []:
+            for address in endpoint.get("addresses") or []:
+                addresses.setdefault(str(ipaddress.ip_address(address)), None)
+        for port in eps.get("ports") or []:
+            if port.get("port"):
+                ports.add(int(port["port"]))
+    cluster_ips: dict[str, None] = {}
+    service_ports: set[int] = set()
+    if service:
+        spec = service.get("spec") or {}
+        for ip in spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []):
+            if ip and ip != "None":
+                cluster_ips.setdefault(str(ipaddress.ip_address(ip)), None)
+        for port in spec.get("ports") or []:
+            if port.get("port"):
+                service_ports.add(int(port["port"]))
+    if not addresses and not cluster_ips:
+        raise ValueError(
+            "found no address for the API server: the default/kubernetes Service has no ClusterIP and its "
+            "EndpointSlices list no endpoints"
+        )
+    return ApiServerTarget(
+        endpoint_addresses=tuple(addresses),
+        endpoint_ports=tuple(sorted(ports)),
+        cluster_ips=tuple(cluster_ips),
+        service_ports=tuple(sorted(service_ports)),
+    )
+
+
+def host_cidr(address: str) -> str:
+    """``10.0.0.1`` -> ``10.0.0.1/32``; ``fd00::1`` -> ``fd00::1/128``."""
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{ip.max_prefixlen}"
+
+
+def policy_name(run_id: str) -> str:
+    return f"{_NAME_PREFIX}-{run_id}"
+
+
+def expiry_job_name(run_id: str) -> str:
+    return f"chaoscontour-expiry-{run_id}"
+
+
+def managed_labels(run_id: str) -> dict[str, str]:
+    """The labels on every object this extension creates: how unblock and cleanup find them again."""
+    return {MANAGED_BY_LABEL: MANAGED_BY, FAULT_LABEL: FAULT_APISERVER_EGRESS, RUN_ID_LABEL: run_id}
+
+
+def managed_selector(run_id: str = "") -> str:
+    """A label selector for our objects: all of them, or one run's."""
+    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{FAULT_LABEL}={FAULT_APISERVER_EGRESS}"
+    return f"{selector},{RUN_ID_LABEL}={run_id}" if run_id else selector
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _split_families(cidrs: Iterable[str]) -> tuple[list[str], list[str]]:
+    v4: list[str] = []
+    v6: list[str] = []
+    for cidr in cidrs:
+        network = ipaddress.ip_network(cidr, strict=False)
+        bucket = v4 if network.version == 4 else v6
+        if str(network) not in bucket:
+            bucket.append(str(network))
+    return v4, v6
+
+
+def build_block_policy(
+    *,
+    namespace: str,
+    pod_labels: Mapping[str, str],
+    blocked_cidrs: Sequence[str],
+    run_id: str,
+    expires_at: datetime,
+    owner: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The NetworkPolicy that denies the selected pods egress to ``blocked_cidrs`` and to nothing else.
+
+    ``owner`` is the expiry Job (``{"apiVersion", "kind", "name", "uid"}``): Kubernetes' garbage collector deletes
+    the policy when the Job goes, whether or not our process is still alive.
+    """
+    if not blocked_cidrs:
+        raise ValueError("nothing to block")
+    v4, v6 = _split_families(blocked_cidrs)
+    everything_but: list[dict[str, Any]] = [
+        {"ipBlock": {"cidr": "0.0.0.0/0", **({"except": v4} if v4 else {})}},
+        {"ipBlock": {"cidr": "::/0", **({"except": v6} if v6 else {})}},
+    ]
+    metadata: dict[str, Any] = {
+        "name": policy_name(run_id),
+        "namespace": namespace,
+        "labels": managed_labels(run_id),
+        "annotations": {
+            EXPIRES_AT_ANNOTATION: _rfc3339(expires_at),
+            _PURPOSE_ANNOTATION: "chaos experiment: deny egress to the Kubernetes API server; safe to delete",
+        },
+    }
+    if owner:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": owner["apiVersion"],
+                "kind": owner["kind"],
+                "name": owner["name"],
+                "uid": owner["uid"],
+                "controller": False,
+                "blockOwnerDeletion": False,
+            }
+        ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata,
+        "spec": {
+            "podSelector": {"matchLabels": dict(pod_labels)},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {"to": everything_but},
+                {
+                    "to": [{"namespaceSelector": {}}],
+                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                },
+            ],
+        },
+    }
+
+
+def build_expiry_job(*, namespace: str, run_id: str, duration_s: float, now: datetime) -> dict[str, Any]:
+    """A Job that owns the policy and whose end Kubernetes itself brings about.
+
+    ``parallelism: 0`` means the Job never starts a pod (no image is pulled, nothing runs in the cluster), yet the
+    job controller still starts its clock: at ``activeDeadlineSeconds`` it marks the Job failed
+    (``DeadlineExceeded``), the TTL-after-finished controller deletes it at once (``ttlSecondsAfterFinished: 0``),
+    and the garbage collector then deletes the NetworkPolicy it owns. No process of ours has to survive for that.
+    """
+    deadline_s = max(1, math.ceil(duration_s))
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": expiry_job_name(run_id),
+            "namespace": namespace,
+            "labels": managed_labels(run_id),
+            "annotations": {
+                EXPIRES_AT_ANNOTATION: _rfc3339(datetime.fromtimestamp(now.timestamp() + deadline_s, tz=UTC)),
+                _PURPOSE_ANNOTATION: "expiry timer of a chaoscontour fault: runs no pod; its deadline deletes the "
+                "fault's NetworkPolicy (owner reference). Deleting this Job ends the fault now.",
+            },
+        },
+        "spec": {
+            "parallelism": 0,
+            "completions": 1,
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": deadline_s,
+            "ttlSecondsAfterFinished": 0,
+            "template": {
+                "metadata": {"labels": managed_labels(run_id)},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "containers": [{"name": "expiry-timer", "image": "busybox", "command": ["true"]}],
+                },
+            },
+        },
+    }
+
+
+# --- does an existing policy defeat the fault? ---------------------------------------------------------------------
+
+
+def label_selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str] | None) -> bool:
+    """Kubernetes LabelSelector semantics (``matchLabels`` and ``matchExpressions``); an empty selector matches all."""
+    labels = labels or {}
+    if selector is None:
+        return False  # a nil selector matches nothing
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, operator, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def _selects_egress(policy: Mapping[str, Any], pod_labels: Mapping[str, str]) -> bool:
+    spec = policy.get("spec") or {}
+    types = spec.get("policyTypes")
+    if types is None:  # the API defaults policyTypes; Egress is included when egress rules are present
+        types = ["Ingress", "Egress"] if spec.get("egress") else ["Ingress"]
+    return "Egress" in types and label_selector_matches(spec.get("podSelector") or {}, pod_labels)
+
+
+def _ports_allow(ports: Sequence[Mapping[str, Any]] | None, targets: Sequence[int]) -> bool:
+    if not ports:
+        return True
+    for port in ports:
+        if (port.get("protocol") or "TCP") != "TCP":
+            continue
+        number = port.get("port")
+        if number is None:
+            return True  # a rule with only a protocol allows every port of it
+        if isinstance(number, str) and not number.isdigit():
+            continue  # a named port refers to a pod's container port; the API server is not a pod of the cluster
+        low = int(number)
+        high = int(port.get("endPort") or low)
+        if any(low <= t <= high for t in targets) or not targets:
+            return True
+    return False
+
+
+def _ip_block_allows(block: Mapping[str, Any], address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    network = ipaddress.ip_network(block["cidr"], strict=False)
+    if ip.version != network.version or ip not in network:
+        return False
+    return not any(
+        ip in ipaddress.ip_network(excepted, strict=False)
+        for excepted in block.get("except") or []
+        if ipaddress.ip_network(excepted, strict=False).version == ip.version
+    )
+
+
+def egress_allow_reason(
+    policy: Mapping[str, Any], pod_labels: Mapping[str, str], addresses: Sequence[str], ports: Sequence[int]
+) -> str | None:
+    """Why ``policy`` lets a pod with ``pod_labels`` reach one of ``addresses`` on one of ``ports``; else ``None``."""
+    if not _selects_egress(policy, pod_labels):
+        return None
+    name = (policy.get("metadata") or {}).get("name", "?")
+    for index, rule in enumerate((policy.get("spec") or {}).get("egress") or []):
+        if not _ports_allow(rule.get("ports"), ports):
+            continue
+        peers = rule.get("to")
+        if not peers:
+            return f"NetworkPolicy {name} egress rule {index} allows every destination"
+        for peer in peers:
+            block = peer.get("ipBlock")
+            if not block:
+                continue
+            for address in addresses:
+                if _ip_block_allows(block, address):
+                    return f"NetworkPolicy {name} egress rule {index} allows {address} (ipBlock {block['cidr']})"
+    return None
+
+
+def defeating_policies(
+    policies: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]],
+    addresses: Sequence[str],
+    ports: Sequence[int],
+) -> list[str]:
+    """Reasons, one per (policy, pod), why other policies would keep the API server reachable from these pods.
+
+    Our own policies are skipped: they allow everything *but* the API server.
+    """
+    reasons: list[str] = []
+    for policy in policies:
+        labels = (policy.get("metadata") or {}).get("labels") or {}
+        if labels.get(MANAGED_BY_LABEL) == MANAGED_BY:
+            continue
+        for pod in pods:
+            metadata = pod.get("metadata") or {}
+            reason = egress_allow_reason(policy, metadata.get("labels") or {}, addresses, ports)
+            if reason:
+                reasons.append(f"{reason} for pod {metadata.get('name')}")
+                break
+    return reasons
