@@ -1,0 +1,171 @@
+"""Envoy's ``/stats`` text format, and the xDS state it tells: is Envoy connected, how old is its configuration.
+
+The text format is one stat per line, ``name: value``: counters and gauges are integers, text readouts are quoted
+strings (``cluster_manager.cds.version_text: "v1"``), histograms are summaries (``P0(...) P25(...)`` or
+``No recorded values``). Stat names never contain ``": "``, so a line is split at its first one.
+
+Where the connected state lives depends on how Envoy subscribes (checked on Envoy 1.38.3, the version Contour
+v1.33 supports):
+
+* ``contour bootstrap`` writes plain gRPC ``api_config_source`` CDS and LDS (Contour's ``ConfigSource``): each
+  subscription has its own gRPC stream and its own gauge, ``cluster_manager.cds.control_plane.connected_state``
+  and ``listener_manager.lds.control_plane.connected_state``;
+* an ADS bootstrap (and older Envoys) report one ``control_plane.connected_state``.
+
+Both are read; Envoy counts as connected when every one of these gauges that exists is 1.
+
+Per subscription (prefixes ``cluster_manager.cds.`` and ``listener_manager.lds.``): ``update_time`` is the wall
+clock time (ms since the epoch) of the last accepted update, 0 before the first one; ``update_success``,
+``update_rejected`` (config refused by Envoy), ``update_failure`` (fetch failed, e.g. the stream broke) and
+``update_attempt`` are counters; ``version`` is a hash of the accepted ``version_text``.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "CDS",
+    "LDS",
+    "StatValue",
+    "Subscription",
+    "XdsState",
+    "parse_stats",
+    "subscription",
+    "xds_state",
+]
+
+CDS = "cluster_manager.cds"
+LDS = "listener_manager.lds"
+TOP_LEVEL_CONNECTED = "control_plane.connected_state"
+
+StatValue = int | str
+
+
+def parse_stats(text: str) -> dict[str, StatValue]:
+    """Every stat in an Envoy ``/stats`` text body: integers as ``int``, quoted text readouts unquoted, anything
+    else (histogram summaries) as the raw string. Blank and malformed lines are skipped."""
+    stats: dict[str, StatValue] = {}
+    for line in text.splitlines():
+        name, sep, raw = line.partition(": ")
+        name = name.strip()
+        if not sep or not name or " " in name:
+            continue
+        raw = raw.strip()
+        value: StatValue
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            value = raw[1:-1]
+        else:
+            try:
+                value = int(raw)
+            except ValueError:
+                value = raw
+        stats[name] = value
+    return stats
+
+
+def _int(stats: dict[str, StatValue], name: str) -> int | None:
+    value = stats.get(name)
+    return value if isinstance(value, int) else None
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """The state of one xDS subscription (CDS or LDS) as its stats show it; ``None`` for a stat that is absent."""
+
+    prefix: str
+    connected_state: int | None
+    update_time_ms: int | None
+    update_attempt: int | None
+    update_success: int | None
+    update_rejected: int | None
+    update_failure: int | None
+    version: int | None
+    version_text: str | None
+
+    @property
+    def last_update_s(self) -> float | None:
+        """Epoch seconds of the last accepted update; ``None`` when none was ever accepted (``update_time`` 0)."""
+        if not self.update_time_ms:
+            return None
+        return self.update_time_ms / 1000.0
+
+    def update_age_s(self, now_s: float) -> float | None:
+        """Seconds between the last accepted update and ``now_s``; ``None`` when none was ever accepted.
+
+        Envoy's clock and the caller's are compared: a tiny negative difference (clock skew) reads as 0.
+        """
+        last = self.last_update_s
+        return None if last is None else max(0.0, now_s - last)
+
+    def as_dict(self, now_s: float) -> dict[str, Any]:
+        age = self.update_age_s(now_s)
+        return {
+            "connected_state": self.connected_state,
+            "update_age_s": None if age is None else round(age, 3),
+            "update_time_ms": self.update_time_ms,
+            "update_attempt": self.update_attempt,
+            "update_success": self.update_success,
+            "update_rejected": self.update_rejected,
+            "update_failure": self.update_failure,
+            "version": self.version,
+            "version_text": self.version_text,
+        }
+
+
+def subscription(stats: dict[str, StatValue], prefix: str) -> Subscription | None:
+    """The subscription under ``prefix`` (``CDS`` or ``LDS``), or ``None`` when Envoy has no stat for it at all
+    (a static-only configuration)."""
+    if not any(name.startswith(prefix + ".") for name in stats):
+        return None
+    text = stats.get(f"{prefix}.version_text")
+    return Subscription(
+        prefix=prefix,
+        connected_state=_int(stats, f"{prefix}.{TOP_LEVEL_CONNECTED}"),
+        update_time_ms=_int(stats, f"{prefix}.update_time"),
+        update_attempt=_int(stats, f"{prefix}.update_attempt"),
+        update_success=_int(stats, f"{prefix}.update_success"),
+        update_rejected=_int(stats, f"{prefix}.update_rejected"),
+        update_failure=_int(stats, f"{prefix}.update_failure"),
+        version=_int(stats, f"{prefix}.version"),
+        version_text=text if isinstance(text, str) else None,
+    )
+
+
+@dataclass(frozen=True)
+class XdsState:
+    """Envoy's connection to its control plane and its CDS/LDS subscriptions."""
+
+    control_plane_connected_state: int | None
+    cds: Subscription | None
+    lds: Subscription | None
+
+    @property
+    def connected_states(self) -> dict[str, int]:
+        """Every connected-state gauge present, by where it was found (``control_plane``, ``cds``, ``lds``)."""
+        found = {
+            "control_plane": self.control_plane_connected_state,
+            "cds": self.cds.connected_state if self.cds else None,
+            "lds": self.lds.connected_state if self.lds else None,
+        }
+        return {k: v for k, v in found.items() if v is not None}
+
+    @property
+    def connected(self) -> bool | None:
+        """True when every connected-state gauge present is 1; ``None`` when Envoy has none (no gRPC xDS)."""
+        states = self.connected_states
+        if not states:
+            return None
+        return all(v == 1 for v in states.values())
+
+    @property
+    def has_xds(self) -> bool:
+        return self.control_plane_connected_state is not None or self.cds is not None or self.lds is not None
+
+
+def xds_state(stats: dict[str, StatValue]) -> XdsState:
+    """The xDS state in parsed ``stats`` (see :func:`parse_stats`)."""
+    return XdsState(
+        control_plane_connected_state=_int(stats, TOP_LEVEL_CONNECTED),
+        cds=subscription(stats, CDS),
+        lds=subscription(stats, LDS),
+    )

