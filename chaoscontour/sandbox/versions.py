@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["VERSIONS_FILE", "pinned_versions", "KUBERNETES", "ETCD", "CONTOUR", "ENVOY"]
+__all__ = ["CONTOUR", "ENVOY", "ETCD", "KUBERNETES", "VERSIONS_FILE", "pinned_versions"]
 
 VERSIONS_FILE = Path(__file__).with_name("versions.env")
 

@@ -1,0 +1,112 @@
+"""Holder identities, Lease summaries and restart counting, on API-shaped dicts."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from chaoscontour.domain.identity import InvalidHolderIdentity, parse_holder_identity
+from chaoscontour.domain.lease import lease_summary, renewed_by_other
+from chaoscontour.domain.restarts import restart_summary
+
+UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+NOW = datetime(2026, 11, 26, 19, 0, 10, tzinfo=timezone.utc)
+
+
+def test_holder_identity_is_pod_name_and_uuid():
+    holder = parse_holder_identity(f"contour-6d4f9c7b8-x2x9q_{UUID}")
+    assert holder.pod_name == "contour-6d4f9c7b8-x2x9q"
+    assert holder.uuid == UUID
+
+
+def test_pod_names_with_underscore_free_dots_and_dashes_parse():
+    assert parse_holder_identity(f"contour.a-b_{UUID}").pod_name == "contour.a-b"
+
+
+@pytest.mark.parametrize(
+    "identity",
+    [
+        "",
+        "contour-abc",
+        f"contour_{UUID[:-1]}",
+        f"_{UUID}",
+        f"Contour_{UUID}",
+        "contour_not-a-uuid-at-all-xxxxxxxxxxxxx",
+    ],
+)
+def test_malformed_holder_identity_is_refused(identity):
+    with pytest.raises(InvalidHolderIdentity):
+        parse_holder_identity(identity)
+
+
+def _lease(holder: str, renew: datetime, duration: int = 15, transitions: int = 2) -> dict:
+    return {
+        "metadata": {"name": "leader-elect", "namespace": "projectcontour"},
+        "spec": {
+            "holderIdentity": holder,
+            "acquireTime": "2026-11-26T18:00:00.000000Z",
+            "renewTime": renew.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "leaseDurationSeconds": duration,
+            "leaseTransitions": transitions,
+        },
+    }
+
+
+def test_lease_summary_of_a_live_leader():
+    summary = lease_summary(_lease(f"contour-a_{UUID}", NOW - timedelta(seconds=1.5)), NOW)
+    assert summary["pod_name"] == "contour-a"
+    assert summary["seconds_since_renewal"] == 1.5
+    assert summary["held"] is True
+    assert summary["lease_transitions"] == 2
+
+
+def test_lease_not_renewed_within_its_duration_is_not_held():
+    summary = lease_summary(_lease(f"contour-a_{UUID}", NOW - timedelta(seconds=16)), NOW)
+    assert summary["held"] is False
+
+
+def test_released_lease_has_no_holder():
+    summary = lease_summary(_lease("", NOW), NOW)
+    assert summary["held"] is False and summary["pod_name"] is None
+
+
+def test_renewed_by_other_needs_a_different_holder_and_a_newer_renewal():
+    old = f"contour-a_{UUID}"
+    new = "contour-b_1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+    before = NOW - timedelta(seconds=5)
+    assert renewed_by_other(_lease(new, NOW), old, after=before)
+    assert not renewed_by_other(_lease(old, NOW), old, after=before)
+    assert not renewed_by_other(_lease(new, before - timedelta(seconds=1)), old, after=before)
+    assert not renewed_by_other(_lease("", NOW), old, after=before)
+
+
+def _pod(name: str, restarts: int, finished: str | None, state: dict | None = None) -> dict:
+    last = {"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": finished}} if finished else {}
+    return {
+        "metadata": {"name": name},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {"name": "contour", "restartCount": restarts, "ready": False, "lastState": last, "state": state or {}}
+            ],
+        },
+    }
+
+
+def test_restart_totals_and_detail():
+    summary = restart_summary([_pod("a", 2, "2026-11-26T19:00:00Z"), _pod("b", 0, None)])
+    assert summary["total_restarts"] == 2
+    assert summary["pod_count"] == 2
+    assert summary["pods"][0]["containers"][0]["last_terminated"]["reason"] == "Error"
+    assert "terminated_since" not in summary
+
+
+def test_terminations_after_a_time_count_only_later_ones():
+    since = datetime(2026, 11, 26, 19, 0, 0, tzinfo=timezone.utc)
+    pods = [
+        _pod("a", 3, "2026-11-26T19:00:05Z"),
+        _pod("b", 1, "2026-11-26T18:59:00Z"),
+        _pod("c", 0, None, state={"terminated": {"exitCode": 1, "finishedAt": "2026-11-26T19:00:07Z"}}),
+    ]
+    summary = restart_summary(pods, since=since)
+    assert summary["terminated_since"] == 2
+    assert [t["pod"] for t in summary["terminations"]] == ["a", "c"]
