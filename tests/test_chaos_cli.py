@@ -1,0 +1,76 @@
+"""The real `chaos` CLI sees the extension as users will: discovery lists every activity, typed, and the shipped
+experiments validate (which binds each activity's arguments to its real signature)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAOS = str(Path(sys.executable).with_name("chaos"))
+EXPERIMENTS = sorted((ROOT / "experiments").glob("*.json"))
+EXPECTED = {
+    "block_apiserver_egress": "action",
+    "unblock_apiserver_egress": "action",
+    "kill_leader": "action",
+    "lease_holder": "probe",
+    "contour_restart_count": "probe",
+    "envoy_serving": "probe",
+    "envoy_availability": "probe",
+    "envoy_xds_connected": "probe",
+}
+DISCOVERABLE_TYPES = {"string", "integer", "number", "boolean", "list", "mapping"}
+
+
+def test_chaos_discover_lists_every_activity_with_typed_arguments(tmp_path):
+    out = tmp_path / "discovery.json"
+    proc = subprocess.run(
+        [CHAOS, "discover", "chaostoolkit-contour", "--no-install", "--discovery-path", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    discovery = json.loads(out.read_text())
+    activities = {a["name"]: a for a in discovery["activities"]}
+    assert {name: a["type"] for name, a in activities.items()} == EXPECTED
+    for name, activity in activities.items():
+        assert activity["doc"] and len(activity["doc"]) > 80, f"{name} needs a real docstring"
+        for argument in activity["arguments"]:
+            assert argument.get("type") in DISCOVERABLE_TYPES, f"{name}({argument['name']}) has no discoverable type"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=[e.stem for e in EXPERIMENTS])
+def test_shipped_experiment_validates(experiment, tmp_path):
+    proc = subprocess.run(
+        [CHAOS, "--log-file", str(tmp_path / "chaos.log"), "validate", str(experiment)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "experiment syntax and semantic look valid" in (proc.stdout + proc.stderr)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=[e.stem for e in EXPERIMENTS])
+def test_shipped_experiments_always_roll_back_and_take_values_from_configuration(experiment):
+    body = json.loads(experiment.read_text())
+    assert body["runtime"]["rollbacks"]["strategy"] == "always"
+    for key, entry in body["configuration"].items():
+        assert entry["type"] == "env", f"{key} has no environment override"
+    text = experiment.read_text()
+    for namespace_literal in ('"namespace": "projectcontour"', '"url": "http'):
+        assert namespace_literal not in text, "cluster-specific values belong in configuration"
+
+
+def test_apiserver_outage_fault_window_exceeds_the_liveness_restart_delay():
+    body = json.loads((ROOT / "experiments" / "apiserver-outage.json").read_text())
+    config = body["configuration"]
+    # Stock liveness probe: every 10 s, 3 failures -> restarts about 30 s into the outage.
+    assert config["fault_window_s"]["default"] > 30
+    assert config["sampling_s"]["default"] > config["fault_window_s"]["default"]
+    assert config["fault_expiry_s"]["default"] > config["sampling_s"]["default"]
