@@ -1,0 +1,111 @@
+"""``chaoscontour cleanup``: remove every object chaoscontour created, for operators.
+
+Finds NetworkPolicies and expiry Jobs labelled ``app.kubernetes.io/managed-by=chaoscontour`` in every namespace
+(or one), optionally only those older than a duration, and deletes them (Jobs with background propagation, so
+anything they own goes too). ``--dry-run`` lists what would go. Deleting what is already gone is success.
+"""
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from chaoslib.exceptions import ActivityFailed
+from kubernetes.client import V1DeleteOptions
+
+from chaoscontour.domain.lease import parse_api_time
+from chaoscontour.domain.policy import MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL
+from chaoscontour.edges.kube import Kube, call, delete_if_present, kube, to_dict
+
+__all__ = ["parse_duration_s", "older_than", "main"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration_s(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; write e.g. 90s, 15m, 2h or 1d")
+    return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
+
+
+def older_than(objects: Sequence[dict[str, Any]], now: datetime, min_age_s: float) -> list[dict[str, Any]]:
+    """The objects whose ``creationTimestamp`` is at least ``min_age_s`` seconds before ``now``."""
+    kept = []
+    for obj in objects:
+        created = parse_api_time((obj.get("metadata") or {}).get("creationTimestamp"))
+        if created is None or (now - created).total_seconds() >= min_age_s:
+            kept.append(obj)
+    return kept
+
+
+def _ours(k: Kube, namespace: str | None) -> list[tuple[str, dict[str, Any]]]:
+    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+    if namespace:
+        policies = call(
+            "list NetworkPolicies", k.networking.list_namespaced_network_policy, namespace, label_selector=selector
+        )
+        jobs = call("list Jobs", k.batch.list_namespaced_job, namespace, label_selector=selector)
+    else:
+        policies = call(
+            "list NetworkPolicies", k.networking.list_network_policy_for_all_namespaces, label_selector=selector
+        )
+        jobs = call("list Jobs", k.batch.list_job_for_all_namespaces, label_selector=selector)
+    return [("NetworkPolicy", p) for p in to_dict(k, policies).get("items") or []] + [
+        ("Job", j) for j in to_dict(k, jobs).get("items") or []
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="chaoscontour cleanup",
+        description="Remove the NetworkPolicies and expiry Jobs that chaoscontour created "
+        f"(label {MANAGED_BY_LABEL}={MANAGED_BY}). Uses KUBECONFIG / KUBERNETES_CONTEXT like the activities.",
+    )
+    parser.add_argument("--namespace", "-n", help="only this namespace (default: all namespaces)")
+    parser.add_argument("--older-than", default="0s", help="only objects at least this old, e.g. 30m (default: all)")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    args = parser.parse_args(argv)
+    try:
+        min_age_s = parse_duration_s(args.older_than)
+    except ValueError as exc:
+        parser.error(f"--older-than: {exc}")
+    try:
+        k = kube()
+        found = _ours(k, args.namespace)
+        now = datetime.now(UTC)
+        stale = {id(obj) for obj in older_than([obj for _, obj in found], now, min_age_s)}
+        targets = [(kind, obj) for kind, obj in found if id(obj) in stale]
+        for kind, obj in targets:
+            meta = obj["metadata"]
+            where = f"{kind} {meta['namespace']}/{meta['name']} (run {meta.get('labels', {}).get(RUN_ID_LABEL, '?')})"
+            if args.dry_run:
+                print(f"would remove {where}")
+                continue
+            delete = (
+                k.networking.delete_namespaced_network_policy
+                if kind == "NetworkPolicy"
+                else k.batch.delete_namespaced_job
+            )
+            gone = delete_if_present(
+                f"delete {where}",
+                delete,
+                meta["name"],
+                meta["namespace"],
+                body=V1DeleteOptions(propagation_policy="Background"),
+            )
+            print(f"{'removed' if gone else 'already gone'}: {where}")
+    except ActivityFailed as exc:
+        print(f"chaoscontour cleanup: {exc}", file=sys.stderr)
+        return 1
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(targets)} object(s); {len(found) - len(targets)} younger than {args.older_than} kept")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
