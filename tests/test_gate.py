@@ -7,7 +7,6 @@ network, no cluster); each run takes well under a second. Each is run once per t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.chaosrun import CHAOS, EXPERIMENTS, run_chaos
 
 from chaoscontour.cli import main as cli_main
 from chaoscontour.tools.gate import (
@@ -30,28 +30,7 @@ from chaoscontour.tools.gate import (
 )
 from chaoscontour.tools.junit import junit_xml
 
-FIXTURES = Path(__file__).parent / "fixtures"
-EXPERIMENTS = FIXTURES / "experiments"
 BIN = Path(sys.executable).parent
-CHAOS = BIN / "chaos"
-
-
-def run_chaos(experiment: Path, journal: Path, *extra: str) -> int:
-    """Run the real ``chaos run`` on ``experiment`` and return its exit code."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(FIXTURES), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run(
-        [
-            *(str(CHAOS), "--no-version-check", "--no-log-file", "run", "--rollback-strategy", "always"),
-            *("--journal-path", str(journal), *extra, str(experiment)),
-        ],
-        env=env,
-        cwd=journal.parent,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert journal.exists(), f"chaos run wrote no journal:\n{proc.stdout}\n{proc.stderr}"
-    return proc.returncode
 
 
 @pytest.fixture(scope="session")

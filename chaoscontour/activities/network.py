@@ -217,17 +217,11 @@ def block_apiserver_egress(
         raise InvalidInput(f"verify_timeout_s ({verify_timeout:g}) must be longer than verify_window_s ({window:g})")
 
     k = kube(secrets)
-    call(
-        f"read namespace {namespace}",
-        k.core.read_namespace,
-        namespace,
-        not_found=f"namespace {namespace!r} does not exist; set `namespace` to where Contour runs",
-    )
     pods = _selected_pods(k, namespace, labels)
     if not pods:
         raise ActivityFailed(
-            f"no pod in namespace {namespace} matches {format_label_selector(labels)!r}; nothing was created. "
-            "Set label_selector to Contour's pod labels"
+            f"no running pod in namespace {namespace!r} matches {format_label_selector(labels)!r}; nothing was "
+            "created. Check that the namespace is where Contour runs and that label_selector matches its pods"
         )
     target = _apiserver_target(k)
     blocked = [fault.host_cidr(a) for a in target.addresses] + [c for c in extra if c not in target.addresses]
