@@ -1,0 +1,543 @@
+"""``chaoscontour report JOURNAL``: a PNG of what Envoy's clients saw during the experiment, and an HTML page.
+
+The PNG plots, per second, the availability and the latency that ``envoy_availability`` measured (its output's
+``timeline``), with the fault and its removal marked: the start of ``block_apiserver_egress`` or ``kill_leader``, the
+``unblock_apiserver_egress`` rollback, the window between them shaded, and each Contour container termination that a
+``contour_restart_count`` output lists. The HTML page embeds the PNG next to the gate's outcome and an activity table.
+
+:func:`report_data` is pure (journal in, numbers out), so the marker positions are tested against the journal's
+times without drawing; matplotlib (the optional ``[report]`` extra) is imported only to draw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import math
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chaoscontour.tools.gate import (
+    JournalError,
+    Verdict,
+    availability_outputs,
+    judge,
+    load_journal,
+)
+
+__all__ = ["Marker", "ReportData", "Series", "label_levels", "main", "render_html", "render_png", "report_data"]
+
+FAULT_FUNCS = ("block_apiserver_egress", "kill_leader")
+FAULT_END_FUNCS = ("unblock_apiserver_egress",)
+RESTART_FUNC = "contour_restart_count"
+
+MAX_KEY_LINES = 12
+MISSING_MATPLOTLIB = (
+    "chaoscontour report needs matplotlib, which is an optional extra: pip install 'chaostoolkit-contour[report]'"
+)
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A moment to mark on the plot: ``kind`` is ``fault``, ``fault-end`` or ``restart``."""
+
+    kind: str
+    label: str
+    epoch_s: float
+    offset_s: float  # seconds since the plot's origin (the first second of the timeline)
+
+
+@dataclass(frozen=True)
+class Series:
+    """The per-second timeline, as columns; ``None`` where a second had no request (or no success, for latency)."""
+
+    offset_s: list[float]
+    requests: list[int]
+    availability_pct: list[float | None]
+    p50_ms: list[float | None]
+    p95_ms: list[float | None]
+    p99_ms: list[float | None]
+
+
+@dataclass(frozen=True)
+class ReportData:
+    title: str
+    verdict: Verdict
+    origin_epoch_s: float | None
+    source: str | None  # the name of the envoy_availability activity plotted
+    series: Series | None
+    markers: tuple[Marker, ...] = field(default_factory=tuple)
+    # The shaded fault window, in offsets: from the fault's start to its removal (or the end of the timeline).
+    fault_window: tuple[float, float] | None = None
+    summary: Mapping[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------------- pure part
+
+
+def epoch_of(value: Any) -> float | None:
+    """Epoch seconds of an ISO 8601 time as journals and the API server write it (``Z`` or offset; naive = UTC)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _func(run: Mapping[str, Any]) -> str | None:
+    activity = run.get("activity")
+    provider = activity.get("provider") if isinstance(activity, Mapping) else None
+    func = provider.get("func") if isinstance(provider, Mapping) else None
+    return func if isinstance(func, str) else None
+
+
+def _name(run: Mapping[str, Any]) -> str:
+    activity = run.get("activity")
+    return str(activity.get("name") or "") if isinstance(activity, Mapping) else ""
+
+
+def _runs(journal: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    value = journal.get(key)
+    return [r for r in value if isinstance(r, Mapping)] if isinstance(value, list) else []
+
+
+def _all_runs(journal: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    runs = _runs(journal, "run") + _runs(journal, "rollbacks")
+    steady = journal.get("steady_states")
+    if isinstance(steady, Mapping):
+        for when in ("before", "after"):
+            state = steady.get(when)
+            if isinstance(state, Mapping) and isinstance(state.get("probes"), list):
+                runs += [r for r in state["probes"] if isinstance(r, Mapping)]
+    return runs
+
+
+def _row_epoch(row: Mapping[str, Any]) -> float | None:
+    for key in ("epoch_s", "epoch"):
+        if key in row:
+            return _num(row[key])
+    return None
+
+
+def _row_latency(row: Mapping[str, Any], q: str) -> float | None:
+    if f"{q}_ms" in row:
+        return _num(row[f"{q}_ms"])
+    nested = row.get("latency_ms")
+    return _num(nested.get(q)) if isinstance(nested, Mapping) else None
+
+
+def _series(timeline: Sequence[Any]) -> tuple[float, Series] | None:
+    rows = [(e, r) for r in timeline if isinstance(r, Mapping) and (e := _row_epoch(r)) is not None]
+    if not rows:
+        return None
+    rows.sort(key=lambda pair: pair[0])
+    origin = rows[0][0]
+    offsets, requests, avail = [], [], []
+    p50, p95, p99 = [], [], []
+    for epoch, row in rows:
+        sent = row.get("requests")
+        ok = row.get("successes")
+        sent_n = int(sent) if isinstance(sent, int) and not isinstance(sent, bool) else 0
+        ok_n = int(ok) if isinstance(ok, int) and not isinstance(ok, bool) else 0
+        offsets.append(round(epoch - origin, 6))
+        requests.append(sent_n)
+        avail.append(100.0 * ok_n / sent_n if sent_n else None)
+        p50.append(_row_latency(row, "p50"))
+        p95.append(_row_latency(row, "p95"))
+        p99.append(_row_latency(row, "p99"))
+    return origin, Series(offsets, requests, avail, p50, p95, p99)
+
+
+def _walk(value: Any) -> Iterator[Mapping[str, Any]]:
+    if isinstance(value, Mapping):
+        yield value
+        for child in value.values():
+            yield from _walk(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _walk(child)
+
+
+def restart_times(output: Any) -> list[tuple[float, str]]:
+    """``(epoch, label)`` of each container termination listed in a ``contour_restart_count`` output.
+
+    Terminations are any objects with a ``finished_at`` (or the API's ``finishedAt``) time, labelled with their
+    ``pod``/``container`` when given. The probe lists a termination twice (in ``terminations`` and under its pod),
+    so terminations at the same instant count once, keeping the most specific label.
+    """
+    found: dict[float, str] = {}
+    for obj in _walk(output):
+        when = epoch_of(obj.get("finished_at", obj.get("finishedAt")))
+        if when is None:
+            continue
+        who = "/".join(str(obj[k]) for k in ("pod", "container") if obj.get(k))
+        if len(who) >= len(found.get(when, "")):
+            found[when] = who
+    return sorted(found.items())
+
+
+def report_data(journal: Mapping[str, Any]) -> ReportData:
+    """Everything the PNG and the HTML show, computed from a journal without drawing.
+
+    The plot's origin (offset 0) is the first second of the plotted ``envoy_availability`` timeline (the longest one
+    when the journal has several); without a timeline it is the journal's ``start``. Marker offsets are seconds
+    from that origin; restarts outside the plotted time range are left out.
+    """
+    verdict = judge(journal)
+    outputs = availability_outputs(journal)
+    best: tuple[str, Mapping[str, Any], float, Series] | None = None
+    for name, output in outputs:
+        timeline = output.get("timeline")
+        built = _series(timeline) if isinstance(timeline, list) else None
+        if built and (best is None or len(built[1].offset_s) > len(best[3].offset_s)):
+            best = (name, output, built[0], built[1])
+
+    origin: float | None
+    if best is not None:
+        source, summary, origin, series = best[0], best[1], best[2], best[3]
+    else:
+        source, summary, series = None, {}, None
+        origin = epoch_of(journal.get("start"))
+    summary_fields = {k: v for k, v in summary.items() if k != "timeline"}
+
+    markers: list[Marker] = []
+
+    def add(kind: str, label: str, epoch: float | None) -> None:
+        if epoch is not None and origin is not None:
+            markers.append(Marker(kind, label, epoch, round(epoch - origin, 6)))
+
+    for run in _runs(journal, "run"):
+        if _func(run) in FAULT_FUNCS:
+            add("fault", f"{_name(run) or _func(run)} starts", epoch_of(run.get("start")))
+    for key, where in (("run", "method"), ("rollbacks", "rollback")):
+        for run in _runs(journal, key):
+            if _func(run) in FAULT_END_FUNCS:
+                add("fault-end", f"{_name(run) or _func(run)} ({where})", epoch_of(run.get("start")))
+
+    if series is not None and origin is not None:
+        lo, hi = origin - 1.0, origin + series.offset_s[-1] + 2.0
+    else:
+        lo, hi = -math.inf, math.inf
+    for run in _all_runs(journal):
+        if _func(run) == RESTART_FUNC:
+            for epoch, who in restart_times(run.get("output")):
+                if lo <= epoch <= hi:
+                    add("restart", f"Contour restart {who}".strip(), epoch)
+    # Several restart probes may list the same termination.
+    unique = list(dict.fromkeys(markers))
+    unique.sort(key=lambda m: m.epoch_s)
+
+    window: tuple[float, float] | None = None
+    faults = [m for m in unique if m.kind == "fault"]
+    if faults:
+        start = faults[0].offset_s
+        ends = [m.offset_s for m in unique if m.kind == "fault-end" and m.offset_s >= start]
+        if ends:
+            window = (start, ends[0])
+        elif series is not None:
+            window = (start, series.offset_s[-1] + 1.0)
+
+    return ReportData(
+        title=verdict.title,
+        verdict=verdict,
+        origin_epoch_s=origin,
+        source=source,
+        series=series,
+        markers=tuple(unique),
+        fault_window=window,
+        summary=summary_fields,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------- drawing
+
+_COLOURS = {
+    "availability": "#1f4e9c",
+    "loss": "#d62728",
+    "p50": "#17a2b8",
+    "p95": "#e67e22",
+    "p99": "#8e44ad",
+    "fault": "#b03a2e",
+    "window": "#f4d03f",
+    "fault-end": "#1e8449",
+    "restart": "#34495e",
+    "requests": "#95a5a6",
+}
+
+
+def _import_pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise RuntimeError(MISSING_MATPLOTLIB) from exc
+    matplotlib.use("Agg")  # no display in CI or in a pod
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _steps(offsets: list[float], values: list[float | None]) -> tuple[list[float], list[float]]:
+    """Step-plot columns where each value covers its whole second; ``None`` becomes a gap (NaN)."""
+    xs = [*offsets, offsets[-1] + 1.0]
+    ys = [math.nan if v is None else v for v in values]
+    return xs, [*ys, ys[-1]]
+
+
+def label_levels(offsets: Sequence[float], width: float, slots: int = 4) -> list[int]:
+    """A vertical slot per marker badge so that badges of markers closer than 3 % of ``width`` do not overlap."""
+    gap = width * 0.03
+    last: list[float] = [-math.inf] * slots
+    levels = []
+    for x in offsets:
+        level = next((i for i in range(slots) if x - last[i] >= gap), min(range(slots), key=lambda i: last[i]))
+        last[level] = x
+        levels.append(level)
+    return levels
+
+
+def render_png(data: ReportData, path: Path) -> None:
+    plt = _import_pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    key_rows = min(len(data.markers), MAX_KEY_LINES + 1)
+    fig, axes = plt.subplots(
+        3,
+        1,
+        figsize=(12, 8.5 + 0.2 * (key_rows if key_rows <= 4 else math.ceil(key_rows / 2))),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, 3, 1.4], "hspace": 0.12},
+    )
+    ax_av, ax_lat, ax_req = axes
+    outcome = "PASSED" if data.verdict.passed else "FAILED"
+    fig.suptitle(f"{data.title}\nchaos gate: {outcome} (run status {data.verdict.status})", fontsize=13)
+
+    handles: list[Any] = []
+    series = data.series
+    if series is not None and series.offset_s:
+        xs, av = _steps(series.offset_s, series.availability_pct)
+        ax_av.step(xs, av, where="post", color=_COLOURS["availability"], linewidth=1.8)
+        ax_av.fill_between(xs, av, 100, step="post", color=_COLOURS["loss"], alpha=0.18, linewidth=0)
+        handles.append(Line2D([], [], color=_COLOURS["availability"], label="availability per second"))
+        handles.append(Patch(color=_COLOURS["loss"], alpha=0.25, label="failed requests"))
+        for q, values in (("p50", series.p50_ms), ("p95", series.p95_ms), ("p99", series.p99_ms)):
+            if any(v is not None for v in values):
+                lx, ly = _steps(series.offset_s, values)
+                ax_lat.step(lx, ly, where="post", color=_COLOURS[q], linewidth=1.4)
+                handles.append(Line2D([], [], color=_COLOURS[q], label=f"{q} latency"))
+        latencies = [v for vs in (series.p50_ms, series.p95_ms, series.p99_ms) for v in vs if v is not None and v > 0]
+        if latencies and max(latencies) / max(min(latencies), 1e-6) > 30:
+            ax_lat.set_yscale("log")
+        else:
+            ax_lat.set_ylim(bottom=0)
+        ax_req.bar(series.offset_s, series.requests, width=1.0, align="edge", color=_COLOURS["requests"], alpha=0.7)
+        right = max([series.offset_s[-1] + 1.0, *(m.offset_s + 0.5 for m in data.markers)])
+        ax_req.set_xlim(min([0.0, *(m.offset_s - 0.5 for m in data.markers)]), right)
+    else:
+        ax_av.text(0.5, 0.5, "no envoy_availability timeline in this journal", transform=ax_av.transAxes, ha="center")
+        offsets = [m.offset_s for m in data.markers]
+        if offsets:
+            ax_req.set_xlim(min(0.0, *offsets) - 1, max(offsets) + 5)
+
+    ax_av.set_ylim(-3, 105)
+    ax_av.set_ylabel("availability (%)")
+    ax_lat.set_ylabel("latency of successes (ms)")
+    ax_req.set_ylabel("requests / s")
+    origin = (
+        datetime.fromtimestamp(data.origin_epoch_s, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if data.origin_epoch_s is not None
+        else "the journal's start"
+    )
+    ax_req.set_xlabel(f"seconds since {origin}")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+
+    if data.fault_window is not None:
+        for ax in axes:
+            ax.axvspan(*data.fault_window, color=_COLOURS["window"], alpha=0.22, linewidth=0, zorder=0)
+        handles.append(Patch(color=_COLOURS["window"], alpha=0.35, label="fault window"))
+    styles: dict[str, Any] = {"fault": "-", "fault-end": "--", "restart": ":"}
+    names = {"fault": "fault injected", "fault-end": "fault removed", "restart": "Contour restart"}
+    # Each marker line carries a numbered badge at the top; the key under the plot says what each number is, so
+    # labels never overlap however close the markers are.
+    left, right = ax_av.get_xlim()
+    for number, (marker, level) in enumerate(
+        zip(data.markers, label_levels([m.offset_s for m in data.markers], right - left), strict=True), start=1
+    ):
+        for ax in axes:
+            ax.axvline(marker.offset_s, color=_COLOURS[marker.kind], linestyle=styles[marker.kind], linewidth=1.6)
+        ax_av.annotate(
+            str(number),
+            xy=(marker.offset_s, 0.97 - 0.1 * level),
+            xycoords=("data", "axes fraction"),
+            ha="center",
+            va="top",
+            fontsize=8,
+            fontweight="bold",
+            color="white",
+            bbox={"boxstyle": "circle,pad=0.25", "facecolor": _COLOURS[marker.kind], "edgecolor": "none"},
+        )
+    for kind in dict.fromkeys(m.kind for m in data.markers):
+        handles.append(Line2D([], [], color=_COLOURS[kind], linestyle=styles[kind], label=names[kind]))
+
+    key = [f"({n}) t={m.offset_s:.1f} s  {m.label}" for n, m in enumerate(data.markers[:MAX_KEY_LINES], start=1)]
+    if len(data.markers) > MAX_KEY_LINES:
+        key.append(f"... and {len(data.markers) - MAX_KEY_LINES} more (see the HTML page)")
+    key_columns = 2 if len(key) > 4 else 1
+    key_rows = math.ceil(len(key) / key_columns)
+    inch = 1.0 / fig.get_figheight()
+    key_height = (0.15 + 0.16 * key_rows) if key else 0.0
+    for column in range(key_columns):
+        lines = key[column * key_rows : (column + 1) * key_rows]
+        fig.text(0.08 + 0.46 * column, 0.12 * inch, "\n".join(lines), fontsize=8.5, va="bottom", family="monospace")
+    if handles:
+        fig.legend(
+            handles=handles,
+            loc="lower center",
+            bbox_to_anchor=(0.5, key_height * inch),
+            ncol=min(len(handles), 5),
+            frameon=False,
+            fontsize=9,
+        )
+    bottom = (key_height + 0.55 + 0.6) * inch
+    fig.subplots_adjust(top=1 - 0.75 * inch, bottom=bottom, left=0.08, right=0.98)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
+    number = _num(value)
+    if number is None:
+        return "-"
+    return f"{number:.{digits}f}{unit}"
+
+
+def render_html(data: ReportData, png_name: str, png_bytes: bytes | None = None) -> str:
+    """A self-contained page: the PNG inlined (or linked when ``png_bytes`` is None), the outcome, the activities."""
+    e = html.escape
+    v = data.verdict
+    src = f"data:image/png;base64,{base64.b64encode(png_bytes).decode('ascii')}" if png_bytes else e(png_name)
+    outcome = "passed" if v.passed else "failed"
+    reasons = "".join(f"<li>{e(r)}</li>" for r in v.reasons)
+    figures = ""
+    if data.summary:
+        s = data.summary
+        latency = s.get("latency_ms") if isinstance(s.get("latency_ms"), Mapping) else {}
+        assert isinstance(latency, Mapping)
+        availability = _num(s.get("availability"))
+        pct = availability * 100 if availability is not None and availability <= 1 else availability
+        figures = (
+            f"<h2>Envoy availability (<code>{e(data.source or '')}</code>)</h2><table><tr><th>availability</th>"
+            "<th>longest outage</th><th>p50</th><th>p95</th><th>p99</th><th>requests (ok / total)</th></tr>"
+            f"<tr><td>{_fmt(pct, ' %', 2)}</td><td>{_fmt(s.get('longest_outage_s'), ' s')}</td>"
+            f"<td>{_fmt(latency.get('p50'), ' ms')}</td><td>{_fmt(latency.get('p95'), ' ms')}</td>"
+            f"<td>{_fmt(latency.get('p99'), ' ms')}</td>"
+            f"<td>{e(str(s.get('successes', '-')))} / {e(str(s.get('requests', '-')))}</td></tr></table>"
+        )
+    origin = data.origin_epoch_s
+    rows = []
+    for r in v.results:
+        start = epoch_of(r.start)
+        at = f"{start - origin:.1f} s" if start is not None and origin is not None else "-"
+        css = "bad" if r.failure else ("skip" if not r.ran else "ok")
+        note = r.failure or (r.detail if not r.ran else "") or ""
+        rows.append(
+            f'<tr class="{css}"><td>{e(r.phase)}</td><td><code>{e(r.name)}</code></td><td>{e(r.kind)}</td>'
+            f"<td>{e(r.status)}</td><td>{at}</td><td>{_fmt(r.duration_s, ' s', 2) if r.ran else '-'}</td>"
+            f"<td>{e(note)}</td></tr>"
+        )
+    markers = "".join(
+        f"<li>{e(m.label)} at t={m.offset_s:.1f} s ({datetime.fromtimestamp(m.epoch_s, tz=UTC).isoformat()})</li>"
+        for m in data.markers
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(data.title)}: chaos report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
+.outcome {{ font-size: 1.3em; font-weight: bold; }}
+.outcome.passed {{ color: #1e8449; }} .outcome.failed {{ color: #c0392b; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }}
+tr.bad td {{ background: #fdecea; }} tr.skip td {{ color: #888; }}
+img {{ max-width: 100%; border: 1px solid #ddd; }}
+</style></head>
+<body>
+<h1>{e(data.title)}</h1>
+<p class="outcome {outcome}">Chaos gate {outcome.upper()}: run status <code>{e(v.status)}</code>,
+deviated <code>{str(v.deviated).lower()}</code>.</p>
+{f"<ul>{reasons}</ul>" if reasons else ""}
+<img src="{src}" alt="availability and latency over time, with the fault and its removal marked">
+{f"<h2>Markers</h2><ul>{markers}</ul>" if markers else ""}
+{figures}
+<h2>Activities</h2>
+<table><tr><th>phase</th><th>activity</th><th>type</th><th>status</th><th>start</th><th>duration</th><th>note</th></tr>
+{"".join(rows)}
+</table>
+</body></html>
+"""
+
+
+# --------------------------------------------------------------------------------------------------------- command
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chaoscontour report",
+        description="Render a journal as a PNG (availability and latency over time, fault marked) and an HTML page.",
+    )
+    parser.add_argument("journal", help="the journal written by `chaos run --journal-path`")
+    parser.add_argument("--out", metavar="DIR", default="reports", help="where to write the files (default: reports)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        journal = load_journal(args.journal)
+    except JournalError as exc:
+        print(f"chaoscontour report: error: {exc}", file=sys.stderr)
+        return 2
+    data = report_data(journal)
+    out = Path(args.out)
+    stem = Path(args.journal).stem
+    png, page = out / f"{stem}.png", out / f"{stem}.html"
+    try:
+        render_png(data, png)
+    except RuntimeError as exc:
+        if str(exc) == MISSING_MATPLOTLIB:
+            print(f"chaoscontour report: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+    page.write_text(render_html(data, png.name, png.read_bytes()), encoding="utf-8")
+    if data.series is None:
+        print("chaoscontour report: note: no envoy_availability timeline in this journal; only markers are drawn")
+    print(f"wrote {png}")
+    print(f"wrote {page}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
