@@ -4,6 +4,7 @@ Clients come from chaostoolkit-kubernetes' ``create_k8s_api_client`` so that kub
 ``CHAOSTOOLKIT_IN_POD=true`` and the ``KUBERNETES_HOST`` family behave exactly as in the rest of the ecosystem.
 """
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Secrets
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from kubernetes.config import ConfigException, kube_config
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 __all__ = [
@@ -63,7 +65,16 @@ class Kube:
 
 def kube(secrets: Secrets = None) -> Kube:
     """API clients configured as chaostoolkit-kubernetes configures them (kubeconfig, in-pod or environment)."""
-    return Kube(create_k8s_api_client(secrets))
+    # The kubernetes package reads $KUBECONFIG once, when imported; chaosk8s checks its current value. Keep the two
+    # in step so a KUBECONFIG set later in a long-lived process (a test session, a notebook) is the one used.
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = os.environ.get("KUBECONFIG", "~/.kube/config")
+    try:
+        return Kube(create_k8s_api_client(secrets))
+    except (ConfigException, OSError) as exc:
+        raise ActivityFailed(
+            f"cannot configure a Kubernetes client: {exc}. Set KUBECONFIG (and KUBERNETES_CONTEXT), run in a pod "
+            "with CHAOSTOOLKIT_IN_POD=true, or set KUBERNETES_HOST with a token or certificate"
+        ) from exc
 
 
 def is_not_found(exc: BaseException) -> bool:

@@ -1,0 +1,65 @@
+"""The fault's expiry is Kubernetes' own doing: a pod-less Job's deadline, the TTL controller, the garbage collector.
+
+Runs its own control plane with kube-controller-manager (the session's has none), creates the fault with the real
+activity, and then does nothing: the policy must vanish by itself within its duration plus the documented margin.
+"""
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from chaoscontour.activities.network import block_apiserver_egress
+from chaoscontour.sandbox.controlplane import ControlPlane
+
+# Job controller deadline + TTL-after-finished deletion + garbage collection; measured 3.2 s above a 5 s deadline.
+EXPIRY_MARGIN_S = 15
+
+
+@pytest.fixture
+def plane_with_controllers(require: Any) -> Iterator[ControlPlane]:
+    require("etcd", "kube-apiserver", "kube-controller-manager")
+    with ControlPlane(controller_manager=True, progress=lambda m: print(f"\n{m}", flush=True)) as plane:
+        yield plane
+
+
+def _contour_like_pod(core: client.CoreV1Api, namespace: str) -> None:
+    core.create_namespace({"metadata": {"name": namespace}})
+    deadline = time.monotonic() + 30
+    while True:  # kube-controller-manager creates the `default` ServiceAccount that pod admission needs
+        try:
+            core.read_namespaced_service_account("default", namespace)
+            break
+        except client.ApiException:
+            assert time.monotonic() < deadline, "kube-controller-manager never created the default ServiceAccount"
+            time.sleep(0.2)
+    pod: Any = {
+        "metadata": {"name": "contour-0", "labels": {"app": "contour"}},
+        "spec": {"containers": [{"name": "contour", "image": "contour"}]},
+    }
+    core.create_namespaced_pod(namespace, pod)
+
+
+def test_policy_disappears_by_itself_after_its_duration(plane_with_controllers, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(plane_with_controllers.kubeconfig))
+    api = plane_with_controllers.api_client()
+    core, net, batch = client.CoreV1Api(api), client.NetworkingV1Api(api), client.BatchV1Api(api)
+    _contour_like_pod(core, "expiry")
+
+    duration_s = 5
+    created = block_apiserver_egress(namespace="expiry", duration_s=duration_s, run_id="expiry-1", verify=False)
+    started = time.monotonic()
+    assert net.read_namespaced_network_policy(created["name"], "expiry").metadata.owner_references[0].kind == "Job"
+    assert batch.read_namespaced_job(created["expiry_job"], "expiry").spec.parallelism == 0
+
+    while net.list_namespaced_network_policy("expiry").items:
+        elapsed = time.monotonic() - started
+        assert elapsed < duration_s + EXPIRY_MARGIN_S, f"policy still there {elapsed:.1f} s after creation"
+        time.sleep(0.5)
+    elapsed = time.monotonic() - started
+    print(f"\nexpiry: policy gone {elapsed:.1f} s after creation (duration {duration_s} s)")
+    assert elapsed >= duration_s - 1, "the policy must live for its duration"
+    assert batch.list_namespaced_job("expiry").items == []
+    assert core.list_namespaced_pod("expiry", label_selector="app.kubernetes.io/managed-by=chaoscontour").items == []
