@@ -191,6 +191,29 @@ def test_availability_reports_an_injected_outage_of_about_its_length(envoy_url, 
     assert result["timeline"][second_of_outage]["successes"] < result["timeline"][second_of_outage]["requests"]
 
 
+def test_availability_below_min_availability_is_marked_and_keeps_its_figures(backend):
+    backend.fail_in(0.5, 0.3, status_code=503)
+    result = envoy_availability(backend.url, duration_s=1.5, rate_per_s=40, min_availability=0.999)
+    assert result["meets_min_availability"] is False
+    assert result["min_availability"] == 0.999
+    assert result["failures"] >= 8 and result["timeline"], "the figures stay in the journal"
+
+
+def test_availability_above_min_availability_meets_it(backend):
+    result = envoy_availability(backend.url, duration_s=1.0, rate_per_s=20, min_availability=0.99)
+    assert result["meets_min_availability"] is True
+
+
+def test_no_min_availability_adds_no_verdict(backend):
+    assert "meets_min_availability" not in envoy_availability(backend.url, duration_s=1.0, rate_per_s=10)
+
+
+@pytest.mark.parametrize("floor", [-0.1, 1.5, "high", True])
+def test_min_availability_must_be_a_ratio(backend, floor):
+    with pytest.raises(ActivityFailed, match="`min_availability` must be a ratio between 0 and 1"):
+        envoy_availability(backend.url, duration_s=1.0, rate_per_s=10, min_availability=floor)
+
+
 def test_availability_sees_closed_connections_as_an_outage(backend):
     backend.fail_in(0.5, 0.4, mode="close")
     result = envoy_availability(backend.url, duration_s=1.5, rate_per_s=40)

@@ -88,6 +88,18 @@ def _number(value: Any, name: str, example: str, maximum: float | None = None) -
     return number
 
 
+def _ratio(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ActivityFailed(f"`{name}` must be a ratio between 0 and 1, such as 0.999, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ActivityFailed(f"`{name}` must be a ratio between 0 and 1, such as 0.999, got {value!r}") from None
+    if not math.isfinite(number) or not 0 <= number <= 1:
+        raise ActivityFailed(f"`{name}` must be a ratio between 0 and 1, such as 0.999, got {value!r}")
+    return number
+
+
 def _statuses(value: Any) -> frozenset[int]:
     items: Iterable[Any]
     if isinstance(value, str):
@@ -440,6 +452,7 @@ def envoy_availability(
     timeout_s: float = 1.0,
     expected_status: List[int] = DEFAULT_EXPECTED_STATUS,
     verify_tls: bool = True,
+    min_availability: float = 0,
 ) -> Dict[str, Any]:
     """Send requests through Envoy at a fixed rate for a fixed time and report how available it was.
 
@@ -468,6 +481,12 @@ def envoy_availability(
     50 ms). `timeout_s` bounds the connection and each read of one request, in seconds; a timed-out request counts as
     failed. `expected_status` lists the status codes that count as success (default `[200]`). `verify_tls` checks
     the server certificate of an https URL.
+
+    `min_availability` (0..1, default 0 = no bound) adds `min_availability` and `meets_min_availability` to the
+    result and logs an error when the ratio falls below it. The result is returned either way, so the journal keeps
+    the figures and the timeline: chaostoolkit evaluates tolerances only in the steady-state hypothesis (and a
+    failed method activity does not change `chaos run`'s exit code), so `chaoscontour gate` fails a journal in
+    which `meets_min_availability` is false.
     """
     target = _http_url(url, "url", "http://127.0.0.1:8080/")
     host_header = _host(host)
@@ -481,6 +500,7 @@ def envoy_availability(
             f"`duration_s` x `rate_per_s` = {duration * rate:.0f} requests; keep it at most {MAX_REQUESTS} "
             "(lower the rate for a long window)"
         )
+    floor = _ratio(min_availability, "min_availability")
     sampler = TrafficSampler(target, host_header, rate, duration, timeout, statuses, verify)
     logger.info(
         f"envoy_availability: {rate:g} requests/s for {duration:g} s to {sampler.where}, expecting {sorted(statuses)}"
@@ -490,6 +510,14 @@ def envoy_availability(
         f"envoy_availability: done: {result['requests']} requests, availability {result['availability']:.4f}, "
         f"longest outage {result['longest_outage_s']:.3f} s, achieved {result['achieved_rate_per_s']:.2f}/s"
     )
+    if floor:
+        result["min_availability"] = floor
+        result["meets_min_availability"] = result["availability"] >= floor
+        if not result["meets_min_availability"]:
+            logger.error(
+                f"envoy_availability: availability {result['availability']:.4%} is below min_availability "
+                f"{floor:.4%} ({result['failures']} failed requests, longest outage {result['longest_outage_s']:.3f} s)"
+            )
     return result
 
 
