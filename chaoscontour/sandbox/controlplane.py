@@ -1,0 +1,681 @@
+"""A real Kubernetes control plane as local processes: etcd, kube-apiserver and, on request, kube-controller-manager.
+
+Modelled on controller-runtime's envtest: one object with ``start()`` / ``stop()`` (and a context manager) that owns
+its temp dir, its ports and its processes, and cleans all of them up on every exit path -- an exception during
+``start()``, ``stop()``, leaving a ``with`` block, Ctrl-C, and interpreter exit (``atexit``). Binaries come from
+:mod:`chaoscontour.sandbox.binaries` (``$KUBEBUILDER_ASSETS``, then the per-version cache).
+
+What it runs, and why:
+
+- etcd with ``--unsafe-no-fsync`` on free loopback ports (a test cluster needs no durability).
+- kube-apiserver with TLS from a throw-away CA (:mod:`chaoscontour.sandbox.pki`), client-certificate
+  authentication (an admin certificate with ``O=system:masters`` goes into the written kubeconfig),
+  ``--authorization-mode=Node,RBAC`` so RBAC is really enforced, and service-account issuer and keys so that
+  TokenRequest works (see :meth:`ControlPlane.service_account_kubeconfig`).
+- kube-controller-manager (``controller_manager=True``) for what only controllers do: ``default`` ServiceAccounts
+  in new namespaces, garbage collection, namespace deletion.
+
+The advertise address. kube-apiserver publishes ``--advertise-address`` in the ``default/kubernetes`` Endpoints and
+EndpointSlice, and API validation refuses loopback addresses there (``ValidateEndpointIP`` in
+``pkg/apis/core/validation``, applied to EndpointSlices by ``pkg/apis/discovery/validation``). Started with
+``--advertise-address=127.0.0.1``, kube-apiserver 1.34.4 becomes ready, but every 10 s its endpoint reconciler logs::
+
+    E1126 19:22:15.492529   27157 controller.go:163] "Unhandled Error" err="unable to sync kubernetes service:
+    Endpoints \\"kubernetes\\" is invalid: subsets[0].addresses[0].ip: Invalid value: \\"127.0.0.1\\": may not be
+    in the loopback range (127.0.0.0/8, ::1/128)" logger="UnhandledError"
+
+and ``default/kubernetes`` keeps no Endpoints and no EndpointSlice. So for a loopback bind the advertise address
+defaults to this host's primary address (the source address of its default route, what kube-apiserver itself would
+pick); the API server still listens on loopback only -- the address is what the endpoints carry, which is what the
+activities read.
+
+Inside a network namespace (``netns``), every process runs under ``ip netns exec``; ``bind_address`` must then be
+an address of that namespace the caller can reach (e.g. its bridge address), and etcd stays on the namespace's
+own 127.0.0.1.
+
+``python -m chaoscontour.sandbox.controlplane`` starts one, prints its kubeconfig, and stops on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import contextlib
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import yaml
+
+from chaoscontour.sandbox import binaries, pki
+
+__all__ = ["ControlPlane", "ControlPlaneError", "main"]
+
+Progress = Callable[[str], None]
+
+# How long each component may take to become ready. Generous: the machines this runs on are often shared with a Go
+# build, and kube-apiserver's post-start hooks (RBAC bootstrap, priority-and-fairness) take a few CPU-seconds.
+START_TIMEOUT_S = 90.0
+# How long a process gets between SIGTERM and SIGKILL.
+STOP_GRACE_S = 10.0
+LOG_TAIL_LINES = 30
+CLUSTER_NAME = "chaoscontour"
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not start (the message carries the tail of the failing process's log)."""
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    log_file: IO[bytes]
+
+
+def _is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
+
+
+def _host_address(family: int = socket.AF_INET) -> str:
+    """This host's primary address: the source address of its default route, chosen without sending a packet."""
+    # 192.0.2.1 / 2001:db8::1 are documentation addresses (RFC 5737 / RFC 3849): only the route lookup happens.
+    probe = "192.0.2.1" if family == socket.AF_INET else "2001:db8::1"
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect((probe, 9))
+        except OSError as exc:
+            raise ControlPlaneError(
+                "no default route, so no non-loopback address to advertise for the `default/kubernetes` endpoints; "
+                "pass advertise_address= (an address of this host that is not loopback or link-local)"
+            ) from exc
+        address = str(sock.getsockname()[0])
+    if ipaddress.ip_address(address).is_link_local:
+        raise ControlPlaneError(f"the default route's source address {address} is link-local; pass advertise_address=")
+    return address
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.rstrip().splitlines()[-lines:]) or "(empty log)"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class ControlPlane:
+    """etcd + kube-apiserver (+ kube-controller-manager) as local processes, with TLS, RBAC and an admin kubeconfig.
+
+    Use it as a context manager, or call :meth:`start` and :meth:`stop` yourself::
+
+        with ControlPlane() as cp:
+            api = cp.api_client()
+            ...
+
+    ``workdir`` holds certificates, kubeconfigs, etcd's data and the logs; by default it is a new temp dir that
+    ``stop()`` removes (a given ``workdir`` is kept, logs included). ``bind_address`` is where kube-apiserver listens;
+    ``advertise_address`` is what it publishes in the ``default/kubernetes`` endpoints (default: ``bind_address``
+    unless that is loopback or unspecified, then this host's primary address -- see the module docs). ``netns`` runs
+    every process inside that network namespace. ``secure_port`` defaults to a free port. ``apiserver_args`` are
+    appended to kube-apiserver's command line (later flags win).
+    """
+
+    def __init__(
+        self,
+        *,
+        workdir: Path | None = None,
+        bind_address: str = "127.0.0.1",
+        advertise_address: str | None = None,
+        netns: str | None = None,
+        controller_manager: bool = False,
+        service_cidr: str = "10.0.0.0/24",
+        progress: Progress = print,
+        secure_port: int | None = None,
+        apiserver_args: Sequence[str] = (),
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
+        ipaddress.ip_address(bind_address)  # a clear ValueError now rather than a cryptic flag error later
+        if advertise_address is not None:
+            ipaddress.ip_address(advertise_address)
+        self.service_cidr = ipaddress.ip_network(service_cidr)
+        if netns and _is_loopback(bind_address):
+            raise ValueError(
+                "with netns=, bind_address must be an address of that namespace the caller can reach "
+                "(e.g. its bridge address): the namespace's loopback is invisible from outside"
+            )
+        self.bind_address = bind_address
+        self._advertise_address = advertise_address
+        self.netns = netns
+        self.controller_manager = controller_manager
+        self.progress = progress
+        self.secure_port = secure_port
+        self.apiserver_args = tuple(apiserver_args)
+        self.start_timeout_s = start_timeout_s
+        self._given_workdir = Path(workdir) if workdir is not None else None
+        self._workdir: Path | None = None
+        self._processes: list[_Process] = []
+        self._lock = threading.RLock()
+        self._started = False
+        self.pids: dict[str, int] = {}
+        """PIDs of the processes of the latest ``start()``; kept after ``stop()`` so callers can check they are gone."""
+        self.ports: dict[str, int] = {}
+        """Ports of the latest ``start()`` (``etcd-client``, ``etcd-peer``, ``apiserver``, ``controller-manager``)."""
+        self.startup_s: float | None = None
+
+    # --- paths and addresses ---------------------------------------------------------------------------------------
+
+    @property
+    def workdir(self) -> Path:
+        if self._workdir is None:
+            raise ControlPlaneError("the control plane is not started")
+        return self._workdir
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.workdir / "pki"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin kubeconfig (client certificate in group ``system:masters``, certificates embedded)."""
+        return self.workdir / "admin.kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.pki_dir / "ca.crt"
+
+    @property
+    def advertise_address(self) -> str:
+        """The address kube-apiserver publishes in the ``default/kubernetes`` EndpointSlice."""
+        if self._advertise_address is None:
+            address = ipaddress.ip_address(self.bind_address)
+            if address.is_loopback or address.is_unspecified:
+                family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+                self._advertise_address = _host_address(family)
+            else:
+                self._advertise_address = self.bind_address
+        return self._advertise_address
+
+    @property
+    def _client_host(self) -> str:
+        address = ipaddress.ip_address(self.bind_address)
+        if address.is_unspecified:
+            return "::1" if address.version == 6 else "127.0.0.1"
+        return self.bind_address
+
+    @property
+    def url(self) -> str:
+        if "apiserver" not in self.ports:
+            raise ControlPlaneError("the control plane is not started")
+        return f"https://{_url_host(self._client_host)}:{self.ports['apiserver']}"
+
+    @property
+    def service_ip(self) -> str:
+        """The ClusterIP of ``default/kubernetes``: the service CIDR's first address."""
+        return str(next(self.service_cidr.hosts()))
+
+    @property
+    def running(self) -> bool:
+        return self._started and all(p.popen.poll() is None for p in self._processes)
+
+    # --- life cycle ------------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> ControlPlane:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> ControlPlane:
+        """Start etcd and kube-apiserver (and kube-controller-manager), and return once all are ready.
+
+        Raises :class:`ControlPlaneError` (with the failing process's log tail) or
+        :class:`~chaoscontour.sandbox.binaries.BinaryNotFound`; everything started so far is stopped first.
+        """
+        with self._lock:
+            if self._started:
+                raise ControlPlaneError("the control plane is already started")
+            names = ["etcd", "kube-apiserver"] + (["kube-controller-manager"] if self.controller_manager else [])
+            found = binaries.ensure_binaries(names, build=False, progress=self.progress)
+            self._started = True
+            atexit.register(self.stop)
+            try:
+                self._start(found)
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def _start(self, found: dict[str, Path]) -> None:
+        began = time.monotonic()
+        if self._given_workdir is not None:
+            self._given_workdir.mkdir(parents=True, exist_ok=True)
+            self._workdir = self._given_workdir
+        else:
+            self._workdir = Path(tempfile.mkdtemp(prefix="chaoscontour-cp-"))
+        self.logs_dir.mkdir(exist_ok=True)
+        self.pki_dir.mkdir(exist_ok=True, mode=0o700)
+        self.pids = {}
+        etcd_host = "127.0.0.1"
+        if self.netns:
+            # A fresh namespace's loopback is down, and etcd lives on it.
+            self._run_in_netns(["ip", "link", "set", "lo", "up"])
+            port_host = "127.0.0.1"  # the namespace's ports are free when the host's are: a fresh stack
+        else:
+            port_host = self._client_host
+        self.ports = {
+            "etcd-client": _free_port(etcd_host),
+            "etcd-peer": _free_port(etcd_host),
+            "apiserver": self.secure_port or _free_port(port_host),
+        }
+        if self.controller_manager:
+            self.ports["controller-manager"] = _free_port(port_host)
+        self._write_pki()
+
+        etcd = self._launch("etcd", [str(found["etcd"]), *self._etcd_args(etcd_host)])
+        apiserver = self._launch("kube-apiserver", [str(found["kube-apiserver"]), *self._apiserver_args(etcd_host)])
+        # kube-apiserver retries etcd until it answers, so both start at once; /readyz covers etcd (/readyz/etcd).
+        self._wait_ready(apiserver, f"{self.url}/readyz", self._admin_ssl_context(), watch=[etcd, apiserver])
+        self.progress(
+            f"control plane: etcd + kube-apiserver v{binaries.COMPONENTS['kubernetes'].version} ready in "
+            f"{time.monotonic() - began:.1f} s at {self.url}"
+        )
+        if self.controller_manager:
+            kcm_began = time.monotonic()
+            kcm = self._launch(
+                "kube-controller-manager", [str(found["kube-controller-manager"]), *self._controller_manager_args()]
+            )
+            port = self.ports["controller-manager"]
+            # Its serving certificate is self-signed in --cert-dir; /healthz is an always-allowed path.
+            insecure = ssl.create_default_context()
+            insecure.check_hostname = False
+            insecure.verify_mode = ssl.CERT_NONE
+            url = f"https://{_url_host(self._client_host)}:{port}/healthz"
+            self._wait_ready(kcm, url, insecure, watch=list(self._processes))
+            self.progress(f"control plane: kube-controller-manager ready in {time.monotonic() - kcm_began:.1f} s")
+        self.startup_s = time.monotonic() - began
+        self.progress(f"control plane: started in {self.startup_s:.1f} s; kubeconfig {self.kubeconfig}")
+
+    def stop(self) -> None:
+        """Stop every process (SIGTERM, then SIGKILL after a grace period), wait for them, remove the temp dir.
+
+        Idempotent; safe to call from ``atexit``, a ``finally`` or a signal handler's aftermath.
+        """
+        with self._lock:
+            atexit.unregister(self.stop)
+            # Reverse start order: the controller manager, then the API server, then its storage.
+            processes, self._processes = list(reversed(self._processes)), []
+            for proc in processes:
+                self._terminate(proc.popen, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE_S
+            for proc in processes:
+                try:
+                    proc.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self._terminate(proc.popen, signal.SIGKILL)
+                    proc.popen.wait()
+                # Anything the process left in its session (nothing, normally) goes too.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.log_file.close()
+            if self._workdir is not None and self._given_workdir is None:
+                shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None if self._given_workdir is None else self._workdir
+            self._started = False
+
+    @staticmethod
+    def _terminate(popen: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        if popen.poll() is not None:
+            return
+        # Each child leads its own session (start_new_session): signal the group, which covers `ip netns exec`.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(popen.pid, sig)
+
+    # --- processes -------------------------------------------------------------------------------------------------
+
+    def _wrap(self, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *argv] if self.netns else list(argv)
+
+    def _run_in_netns(self, argv: Sequence[str]) -> None:
+        proc = subprocess.run(self._wrap(argv), capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise ControlPlaneError(f"{' '.join(self._wrap(argv))} failed: {proc.stderr.strip()}")
+
+    def _launch(self, name: str, argv: Sequence[str]) -> _Process:
+        log = self.logs_dir / f"{name}.log"
+        log_file = log.open("ab")
+        log_file.write(f"# {' '.join(self._wrap(argv))}\n".encode())
+        log_file.flush()
+        try:
+            popen = subprocess.Popen(
+                self._wrap(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                # Own session: Ctrl-C in a terminal reaches only us, and we stop the children in order.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            log_file.close()
+            raise ControlPlaneError(f"cannot run {name}: {exc}") from exc
+        proc = _Process(name, popen, log, log_file)
+        self._processes.append(proc)
+        self.pids[name] = popen.pid
+        return proc
+
+    def _wait_ready(self, proc: _Process, url: str, context: ssl.SSLContext, *, watch: Iterable[_Process]) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        last = "no answer yet"
+        while True:
+            for watched in watch:
+                code = watched.popen.poll()
+                if code is not None:
+                    raise ControlPlaneError(
+                        f"{watched.name} exited with code {code} during start-up; the end of {watched.log}:\n"
+                        f"{_tail(watched.log)}"
+                    )
+            try:
+                with urllib.request.urlopen(url, context=context, timeout=2.0) as response:
+                    if response.status == 200:
+                        return
+                    last = f"HTTP {response.status}"
+            except urllib.error.HTTPError as exc:
+                last = f"HTTP {exc.code}: {exc.read()[-500:].decode(errors='replace')}"
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(exc)
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(
+                    f"{proc.name} was not ready within {self.start_timeout_s:.0f} s ({url}: {last}); "
+                    f"the end of {proc.log}:\n{_tail(proc.log)}"
+                )
+            time.sleep(0.2)
+
+    # --- configuration ---------------------------------------------------------------------------------------------
+
+    def _write_pki(self) -> None:
+        ca = pki.CertificateAuthority(f"{CLUSTER_NAME}-ca")
+        ca.key_pair.write(self.ca_file, self.pki_dir / "ca.key")
+        ips = {self.bind_address, self.advertise_address, self._client_host, "127.0.0.1", "::1", self.service_ip}
+        dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
+        dns.append("kubernetes.default.svc.cluster.local")
+        ca.issue("kube-apiserver", server=True, dns_names=dns, ip_addresses=sorted(ips)).write(
+            self.pki_dir / "apiserver.crt", self.pki_dir / "apiserver.key"
+        )
+        admin = ca.issue("chaoscontour-admin", organizations=["system:masters"], client=True)
+        admin.write(self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
+        self._write_kubeconfig(self.kubeconfig, "admin", admin)
+        if self.controller_manager:
+            # The identity bootstrap RBAC grants system:kube-controller-manager to; not an admin.
+            kcm = ca.issue("system:kube-controller-manager", client=True)
+            self._write_kubeconfig(self.workdir / "controller-manager.kubeconfig", "kube-controller-manager", kcm)
+        sa_key = pki.new_private_key()
+        key_path = self.pki_dir / "sa.key"
+        key_path.touch(mode=0o600)
+        key_path.write_bytes(pki.private_key_pem(sa_key))
+        (self.pki_dir / "sa.pub").write_bytes(pki.public_key_pem(sa_key))
+
+    def _kubeconfig_document(self, user: str, credentials: dict[str, str]) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": CLUSTER_NAME,
+                    "cluster": {
+                        "server": self.url,
+                        "certificate-authority-data": _b64(self.ca_file.read_bytes()),
+                    },
+                }
+            ],
+            "users": [{"name": user, "user": credentials}],
+            "contexts": [{"name": f"{user}@{CLUSTER_NAME}", "context": {"cluster": CLUSTER_NAME, "user": user}}],
+            "current-context": f"{user}@{CLUSTER_NAME}",
+            "preferences": {},
+        }
+
+    def _write_kubeconfig(self, path: Path, user: str, pair: pki.KeyPair) -> None:
+        document = self._kubeconfig_document(
+            user, {"client-certificate-data": _b64(pair.cert_pem), "client-key-data": _b64(pair.key_pem)}
+        )
+        path.touch(mode=0o600)
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    def _etcd_args(self, host: str) -> list[str]:
+        client = f"http://{host}:{self.ports['etcd-client']}"
+        peer = f"http://{host}:{self.ports['etcd-peer']}"
+        return [
+            "--name=default",
+            f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=default={peer}",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ]
+
+    def _apiserver_args(self, etcd_host: str) -> list[str]:
+        p = self.pki_dir
+        return [
+            f"--etcd-servers=http://{etcd_host}:{self.ports['etcd-client']}",
+            f"--bind-address={self.bind_address}",
+            f"--advertise-address={self.advertise_address}",
+            f"--secure-port={self.ports['apiserver']}",
+            f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            f"--tls-cert-file={p / 'apiserver.crt'}",
+            f"--tls-private-key-file={p / 'apiserver.key'}",
+            f"--client-ca-file={self.ca_file}",
+            f"--service-cluster-ip-range={self.service_cidr}",
+            "--authorization-mode=Node,RBAC",
+            "--allow-privileged=true",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={p / 'sa.pub'}",
+            f"--service-account-signing-key-file={p / 'sa.key'}",
+            "--profiling=false",
+            *self.apiserver_args,
+        ]
+
+    def _controller_manager_args(self) -> list[str]:
+        p = self.pki_dir
+        kubeconfig = self.workdir / "controller-manager.kubeconfig"
+        return [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={self._client_host}",
+            f"--secure-port={self.ports['controller-manager']}",
+            f"--cert-dir={self.workdir / 'controller-manager-certs'}",
+            f"--service-account-private-key-file={p / 'sa.key'}",
+            f"--root-ca-file={self.ca_file}",
+            f"--cluster-signing-cert-file={self.ca_file}",
+            f"--cluster-signing-key-file={p / 'ca.key'}",
+            f"--service-cluster-ip-range={self.service_cidr}",
+            "--use-service-account-credentials=true",
+            "--leader-elect=false",
+            "--profiling=false",
+        ]
+
+    def _admin_ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(str(self.pki_dir / "admin.crt"), str(self.pki_dir / "admin.key"))
+        return context
+
+    # --- clients and objects ---------------------------------------------------------------------------------------
+
+    def api_client(self) -> Any:
+        """A new ``kubernetes.client.ApiClient`` for the admin user."""
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def install_crds(self, paths: Iterable[Path], *, timeout_s: float = 60.0) -> list[str]:
+        """Create (or replace) every CustomResourceDefinition in the YAML files ``paths``; wait until each is
+        Established. Returns the CRD names. Documents of other kinds are refused (``ValueError``), before any is sent.
+        """
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+
+        crds: list[dict[str, Any]] = []
+        for path in paths:
+            for document in yaml.safe_load_all(Path(path).read_text()):
+                if not document:
+                    continue
+                if document.get("kind") != "CustomResourceDefinition":
+                    raise ValueError(f"{path}: {document.get('kind')!r} is not a CustomResourceDefinition")
+                crds.append(document)
+        with self.api_client() as api:
+            ext = client.ApiextensionsV1Api(api)
+            for crd in crds:
+                name = crd["metadata"]["name"]
+                body: Any = crd  # the client accepts plain documents; its annotations name only its models
+                try:
+                    ext.create_custom_resource_definition(body)
+                except ApiException as exc:
+                    if exc.status != 409:
+                        raise
+                    current: Any = ext.read_custom_resource_definition(name)
+                    version = current.metadata.resource_version
+                    body = dict(crd, metadata=dict(crd["metadata"], resourceVersion=version))
+                    ext.replace_custom_resource_definition(name, body)
+            names = [crd["metadata"]["name"] for crd in crds]
+            deadline = time.monotonic() + timeout_s
+            pending = set(names)
+            while pending:
+                for name in sorted(pending):
+                    status: Any = ext.read_custom_resource_definition(name).status
+                    conditions = (status.conditions if status else None) or []
+                    if any(c.type == "Established" and c.status == "True" for c in conditions):
+                        pending.discard(name)
+                if pending:
+                    if time.monotonic() > deadline:
+                        raise ControlPlaneError(f"CRDs not Established within {timeout_s:.0f} s: {sorted(pending)}")
+                    time.sleep(0.1)
+        self.progress(f"control plane: installed {len(names)} CRDs")
+        return names
+
+    def install_contour_crds(self) -> list[str]:
+        """Install Contour's CRDs, read from the pinned Contour module in the Go module cache."""
+        return self.install_crds([binaries.contour_module_dir() / "examples" / "contour" / "01-crds.yaml"])
+
+    def service_account_kubeconfig(
+        self, namespace: str, name: str, path: Path | None = None, *, expiration_s: int = 24 * 3600
+    ) -> Path:
+        """Write a kubeconfig that authenticates as ServiceAccount ``namespace/name`` and return its path.
+
+        The ServiceAccount is created if missing; the token comes from the TokenRequest API (as a pod's projected
+        token does), so the identity has exactly the permissions RBAC grants it and nothing else.
+        """
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+
+        with self.api_client() as api:
+            core = client.CoreV1Api(api)
+            try:
+                core.create_namespaced_service_account(
+                    namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
+                )
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            # No audiences: the API server defaults them to its own (--api-audiences, else the issuer).
+            request = client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_s)
+            )
+            granted: Any = core.create_namespaced_service_account_token(name, namespace, request)
+            token = str(granted.status.token)
+        target = path or self.workdir / "kubeconfigs" / f"{namespace}.{name}.kubeconfig"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        document = self._kubeconfig_document(f"system:serviceaccount:{namespace}:{name}", {"token": token})
+        target.touch(mode=0o600)
+        target.write_text(yaml.safe_dump(document, sort_keys=False))
+        return target
+
+
+# --- CLI --------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m chaoscontour.sandbox.controlplane",
+        description="Run a local etcd + kube-apiserver (TLS, RBAC) until Ctrl-C, and print its kubeconfig.",
+    )
+    parser.add_argument("--controller-manager", action="store_true", help="also run kube-controller-manager")
+    parser.add_argument("--contour-crds", action="store_true", help="install Contour's CRDs")
+    parser.add_argument("--workdir", type=Path, help="keep certificates, kubeconfig and logs here (default: temp)")
+    parser.add_argument("--bind-address", default="127.0.0.1")
+    parser.add_argument("--advertise-address")
+    parser.add_argument("--port", type=int, help="kube-apiserver's secure port (default: a free one)")
+    args = parser.parse_args(argv)
+
+    # SIGTERM (e.g. from a service manager) takes the same clean path as Ctrl-C.
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    plane = ControlPlane(
+        workdir=args.workdir,
+        bind_address=args.bind_address,
+        advertise_address=args.advertise_address,
+        controller_manager=args.controller_manager,
+        secure_port=args.port,
+        progress=lambda message: print(message, flush=True),
+    )
+    try:
+        with plane:
+            if args.contour_crds:
+                plane.install_contour_crds()
+            print(f"\nexport KUBECONFIG={plane.kubeconfig}\n\nPress Ctrl-C to stop.", flush=True)
+            while plane.running:
+                time.sleep(1.0)
+            print(f"a control-plane process exited; see the logs in {plane.logs_dir}", file=sys.stderr)
+            return 1
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+        return 0
+    except (ControlPlaneError, binaries.BinaryNotFound) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
