@@ -1,0 +1,109 @@
+"""Fixtures for the integration tests: one real control plane (etcd + kube-apiserver) per test session.
+
+Without the binaries the tests skip with one reason line saying how to get them -- except in CI (``CI=true``),
+where a skipped integration suite would be a silent pass, so they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from chaoscontour.sandbox import binaries
+from chaoscontour.sandbox.controlplane import ControlPlane
+
+REQUIRED = ("etcd", "kube-apiserver")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = os.path.dirname(__file__)
+    for item in items:
+        if str(item.path).startswith(here):
+            item.add_marker(pytest.mark.integration)
+
+
+def unavailable(reason: str) -> None:
+    """Skip locally; fail in CI, where a skip would hide that the integration suite never ran."""
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_binaries(*names: str) -> None:
+    missing = [name for name in names if binaries.find_binary(name) is None]
+    if missing:
+        unavailable(
+            f"{', '.join(missing)} not found in $KUBEBUILDER_ASSETS or {binaries.cache_dir()}: "
+            "build them with `chaoscontour binaries build` (needs Go)"
+        )
+
+
+@pytest.fixture
+def require() -> Any:
+    """``require("kube-controller-manager")``: skip (or, in CI, fail) a test whose binaries are missing."""
+    return require_binaries
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    """The session's control plane: etcd + kube-apiserver with TLS, RBAC and an admin kubeconfig."""
+    require_binaries(*REQUIRED)
+    with ControlPlane(progress=lambda message: print(f"\n{message}", flush=True)) as plane:
+        yield plane
+
+
+@pytest.fixture(scope="session")
+def contour_crds(control_plane: ControlPlane) -> list[str]:
+    """Contour's CRDs, installed once from the pinned Contour module in the Go module cache."""
+    if shutil.which("go") is None:
+        unavailable("Contour's CRDs come from the Go module cache and `go` is not on PATH: install Go")
+    return control_plane.install_contour_crds()
+
+
+@pytest.fixture
+def api(control_plane: ControlPlane) -> Iterator[client.ApiClient]:
+    """An admin ``ApiClient`` (``system:masters``) for the session's control plane."""
+    with control_plane.api_client() as api_client:
+        yield api_client
+
+
+@pytest.fixture
+def kubeconfig_env(control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point chaostoolkit-kubernetes' ``create_k8s_api_client`` (``KUBECONFIG``) at the admin kubeconfig."""
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
+    for variable in ("KUBERNETES_CONTEXT", "CHAOSTOOLKIT_IN_POD", "KUBERNETES_HOST"):
+        monkeypatch.delenv(variable, raising=False)
+    return str(control_plane.kubeconfig)
+
+
+@pytest.fixture
+def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, with its ``default`` ServiceAccount, deleted afterwards."""
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower().removeprefix("test_")).strip("-")[:40].strip("-")
+    name = f"{stem}-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(api)
+    body: Any = {"metadata": {"name": name, "labels": {"chaoscontour.test": "integration"}}}
+    core.create_namespace(body)
+    # No kube-controller-manager runs in the session, so nobody creates the `default` ServiceAccount that the
+    # ServiceAccount admission plugin requires before it admits a pod.
+    sa: Any = {"metadata": {"name": "default"}}
+    try:
+        core.create_namespaced_service_account(name, sa)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    yield name
+    try:
+        core.delete_namespace(name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
