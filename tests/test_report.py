@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import struct
 import sys
@@ -127,6 +128,26 @@ def test_journal_without_timeline_still_gets_a_report(tmp_path, capsys):
     assert "no sampler &lt;here&gt;" in page and "Chaos gate FAILED" in page
 
 
+def test_a_failed_sampler_is_named_instead_of_a_blank_plot():
+    sampler = {"type": "probe", "name": "sample", "provider": {"type": "python", "func": "envoy_availability"}}
+    journal = {
+        "experiment": {"title": "t", "method": [sampler]},
+        "status": "completed",
+        "start": "2026-01-01T00:00:00+00:00",
+        "run": [
+            {
+                "activity": sampler,
+                "output": None,
+                "status": "failed",
+                "exception": ["chaoslib.exceptions.ActivityFailed: availability 0.91 below min_availability 0.999\n"],
+            }
+        ],
+    }
+    data = report_data(journal)
+    assert data.series is None
+    assert data.note == "envoy_availability failed: availability 0.91 below min_availability 0.999"
+
+
 def test_unusable_journal_exits_2(tmp_path, capsys):
     path = tmp_path / "cut.json"
     path.write_text('{"experiment": {"title": "x"}, "status": "compl', encoding="utf-8")
@@ -171,3 +192,28 @@ def test_epoch_of_reads_journal_and_api_times_alike():
 
 def test_label_levels_separate_close_markers_only():
     assert label_levels([0.0, 0.1, 5.0, 5.05, 5.1], width=10.0) == [0, 1, 0, 1, 2]
+
+
+SANDBOX_JOURNALS = os.environ.get("CHAOSCONTOUR_SANDBOX_JOURNALS", "")
+
+
+@pytest.mark.skipif(not SANDBOX_JOURNALS, reason="set CHAOSCONTOUR_SANDBOX_JOURNALS to a directory of sandbox journals")
+def test_sandbox_journals_are_judged_and_reported_with_markers_at_their_times(tmp_path):
+    """Opt-in: the journals of real runs against the sandbox (e.g. kept by the e2e suite or .ci/run)."""
+    journals = sorted(Path(SANDBOX_JOURNALS).glob("*.json"))
+    assert journals, f"no *.json in {SANDBOX_JOURNALS}"
+    for path in journals:
+        assert cli_main(["gate", str(path)]) in (0, 1), path
+        assert cli_main(["report", str(path), "--out", str(tmp_path)]) == 0, path
+        assert (tmp_path / f"{path.stem}.png").stat().st_size > 10_000
+        journal = load(path)
+        data = report_data(journal)
+        starts = {
+            epoch_of(run["start"])
+            for run in journal["run"]
+            if run["activity"].get("provider", {}).get("func") in ("block_apiserver_egress", "kill_leader")
+        }
+        assert starts <= {m.epoch_s for m in data.markers if m.kind == "fault"}, path
+        if data.origin_epoch_s is not None and data.series is not None:
+            for marker in data.markers:
+                assert marker.offset_s == pytest.approx(marker.epoch_s - data.origin_epoch_s, abs=1e-3)

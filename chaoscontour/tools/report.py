@@ -75,6 +75,8 @@ class ReportData:
     # The shaded fault window, in offsets: from the fault's start to its removal (or the end of the timeline).
     fault_window: tuple[float, float] | None = None
     summary: Mapping[str, Any] = field(default_factory=dict)
+    # Why there is nothing to plot, when there is not.
+    note: str | None = None
 
 
 # --------------------------------------------------------------------------------------------------------- pure part
@@ -259,7 +261,16 @@ def report_data(journal: Mapping[str, Any]) -> ReportData:
         elif series is not None:
             window = (start, series.offset_s[-1] + 1.0)
 
+    note = None
+    if series is None:
+        note = "no envoy_availability timeline in this journal"
+        failed = [r for r in verdict.results if r.func == "envoy_availability" and r.failure]
+        if failed:
+            # A sampler that raised leaves no output in the journal, only its exception.
+            note = f"envoy_availability {failed[0].failure}"[:160]
+
     return ReportData(
+        note=note,
         title=verdict.title,
         verdict=verdict,
         origin_epoch_s=origin,
@@ -461,7 +472,8 @@ def render_html(data: ReportData, png_name: str, png_bytes: bytes | None = None)
     rows = []
     for r in v.results:
         start = epoch_of(r.start)
-        at = f"{start - origin:.1f} s" if start is not None and origin is not None else "-"
+        # round(...) + 0.0 turns a tiny negative offset into "0.0", not "-0.0".
+        at = f"{round(start - origin, 1) + 0.0:.1f} s" if start is not None and origin is not None else "-"
         css = "bad" if r.failure else ("skip" if not r.ran else "ok")
         note = r.failure or (r.detail if not r.ran else "") or ""
         rows.append(
@@ -532,8 +544,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         raise
     page.write_text(render_html(data, png.name, png.read_bytes()), encoding="utf-8")
-    if data.series is None:
-        print("chaoscontour report: note: no envoy_availability timeline in this journal; only markers are drawn")
+    if data.note:
+        print(f"chaoscontour report: note: {data.note}; only markers are drawn")
     print(f"wrote {png}")
     print(f"wrote {page}")
     return 0
