@@ -7,6 +7,7 @@ network, no cluster); each run takes well under a second. Each is run once per t
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from fixtures.chaosrun import CHAOS, EXPERIMENTS, run_chaos
+from fixtures.fake_envoy import FakeEnvoy
 
 from chaoscontour.cli import main as cli_main
 from chaoscontour.tools.gate import (
@@ -142,6 +144,24 @@ def test_failed_rollback_fails_the_gate_although_chaos_exits_0(chaos_journal, tm
     failure = cases(root)[("chaos.rollback", "remove-fault")].find("failure")
     assert failure is not None and "delete refused" in (failure.get("message") or "")
     assert root.get("failures") == "2"  # the rollback and the experiment outcome
+
+
+def test_availability_below_min_availability_fails_the_gate(tmp_path, capsys):
+    """envoy_availability returns its figures below its bound and marks them; the gate enforces the bound."""
+    journal = tmp_path / "availability.journal.json"
+    with FakeEnvoy() as envoy:
+        env = {"FAKE_ENVOY_URL": envoy.url, "MIN_AVAILABILITY": "0.99"}
+        chaos_code = run_chaos(EXPERIMENTS / "availability-fault.json", journal, env=env)
+    assert chaos_code == 0  # nothing failed as far as chaostoolkit is concerned
+    code, out, root, summary = gate(journal, tmp_path, capsys)
+    assert code == 1
+    (reason,) = out.splitlines()[1:]
+    assert re.fullmatch(
+        r"method probe 'sample-envoy' availability \d+\.\d\d % is below min_availability 99\.00 %", reason
+    )
+    failure = cases(root)[("chaos.method", "sample-envoy")].find("failure")
+    assert failure is not None and "below min_availability" in (failure.get("message") or "")
+    assert "### Envoy availability (`sample-envoy`)" in summary
 
 
 def test_console_script_exit_code_matches_the_verdict(chaos_journal):

@@ -213,6 +213,17 @@ def _float(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _below_min_availability(output: Any) -> bool:
+    """``envoy_availability`` returns its figures even below its ``min_availability`` and marks them so, because
+    chaostoolkit checks no tolerance in the method: the gate is where that bound is enforced."""
+    return isinstance(output, Mapping) and output.get("meets_min_availability") is False
+
+
+def _pct(value: Any) -> str:
+    pct = availability_pct(value)
+    return "?" if pct is None else f"{pct:.2f} %"
+
+
 def _result(phase: str, run: Mapping[str, Any], *, check_tolerance: bool) -> ActivityResult:
     activity = run.get("activity") if isinstance(run.get("activity"), Mapping) else {}
     assert isinstance(activity, Mapping)
@@ -224,6 +235,14 @@ def _result(phase: str, run: Mapping[str, Any], *, check_tolerance: bool) -> Act
     if status != "succeeded":
         failure = f"{status}: {last}" if last else f"status {status!r}"
         detail = full
+    elif _below_min_availability(run.get("output")):
+        output = run.get("output")
+        assert isinstance(output, Mapping)
+        failure = (
+            f"availability {_pct(output.get('availability'))} is below min_availability "
+            f"{_pct(output.get('min_availability'))}"
+        )
+        detail = f"output: {_short({k: v for k, v in output.items() if k != 'timeline'}, 4000)}"
     elif check_tolerance and run.get("tolerance_met") is False:
         failure = (
             f"tolerance not met: expected {_short(activity.get('tolerance'), 120)}, got {_short(run.get('output'))}"
@@ -403,9 +422,9 @@ def judge(journal: Mapping[str, Any]) -> Verdict:
     )
 
     for r in results:
-        if r.phase in (PHASE_METHOD, PHASE_ROLLBACK) and r.status not in ("succeeded", "not run"):
+        if r.phase in (PHASE_METHOD, PHASE_ROLLBACK) and r.failure:
             what = "rollback" if r.phase == PHASE_ROLLBACK else f"method {r.kind}"
-            reasons.append(f"{what} {r.name!r} {r.failure or r.status}")
+            reasons.append(f"{what} {r.name!r} {r.failure}")
         elif r.phase in (PHASE_BEFORE, PHASE_AFTER) and r.failure:
             reasons.append(f"{r.phase} probe {r.name!r} {r.failure}")
 
