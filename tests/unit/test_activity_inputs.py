@@ -4,6 +4,7 @@ The Kubernetes client factory is replaced by an autospec mock (chaostoolkit-kube
 prove that it is never called: nothing can have been created.
 """
 
+import re
 from unittest import mock
 
 import pytest
@@ -37,9 +38,11 @@ BAD_CALLS = [
 
 @pytest.mark.parametrize(("activity", "arguments", "message"), BAD_CALLS)
 def test_invalid_arguments_fail_clearly_and_touch_nothing(activity, arguments, message):
-    with mock.patch("chaoscontour.edges.kube.create_k8s_api_client", autospec=True) as factory:
-        with pytest.raises(ActivityFailed, match=message) as caught:
-            activity(**arguments)
+    with (
+        mock.patch("chaoscontour.edges.kube.create_k8s_api_client", autospec=True) as factory,
+        pytest.raises(ActivityFailed, match=re.escape(message)) as caught,
+    ):
+        activity(**arguments)
     assert caught.value.args[0].startswith(activity.__name__)
     factory.assert_not_called()
 
@@ -49,7 +52,7 @@ def test_malformed_holder_identity_is_refused_and_nothing_deleted():
         mock.patch("chaoscontour.edges.kube.create_k8s_api_client", autospec=True),
         mock.patch("chaoscontour.activities.leader.read_lease", return_value={"spec": {"holderIdentity": "oops"}}),
         mock.patch("chaoscontour.edges.kube.client.CoreV1Api", autospec=True) as core,
+        pytest.raises(ActivityFailed, match=re.escape("is not '<pod-name>_<uuid>'")),
     ):
-        with pytest.raises(ActivityFailed, match="is not '<pod-name>_<uuid>'"):
-            leader.kill_leader()
+        leader.kill_leader()
     core.return_value.delete_namespaced_pod.assert_not_called()

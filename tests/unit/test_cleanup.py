@@ -1,6 +1,6 @@
 """The cleanup tool's pure parts: durations and age filtering."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -26,7 +26,7 @@ def test_bad_older_than_is_a_usage_error_before_any_cluster_call(capsys):
 
 
 def test_older_than_keeps_only_old_enough_objects():
-    now = datetime(2026, 11, 26, 19, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 26, 19, 0, 0, tzinfo=UTC)
     objects = [
         {"metadata": {"name": "old", "creationTimestamp": "2026-11-26T18:00:00Z"}},
         {"metadata": {"name": "young", "creationTimestamp": "2026-11-26T18:59:30Z"}},

@@ -1,6 +1,6 @@
 """Holder identities, Lease summaries and restart counting, on API-shaped dicts."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -9,7 +9,7 @@ from chaoscontour.domain.lease import lease_summary, renewed_by_other
 from chaoscontour.domain.restarts import restart_summary
 
 UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
-NOW = datetime(2026, 11, 26, 19, 0, 10, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 19, 0, 10, tzinfo=UTC)
 
 
 def test_holder_identity_is_pod_name_and_uuid():
@@ -101,7 +101,7 @@ def test_restart_totals_and_detail():
 
 
 def test_terminations_after_a_time_count_only_later_ones():
-    since = datetime(2026, 11, 26, 19, 0, 0, tzinfo=timezone.utc)
+    since = datetime(2026, 11, 26, 19, 0, 0, tzinfo=UTC)
     pods = [
         _pod("a", 3, "2026-11-26T19:00:05Z"),
         _pod("b", 1, "2026-11-26T18:59:00Z"),

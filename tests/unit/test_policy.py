@@ -1,12 +1,12 @@
 """The NetworkPolicy we build, the API server's addresses, and the check for policies that defeat the fault."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from chaoscontour.domain import policy as fault
 
-NOW = datetime(2026, 11, 26, 19, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 19, 0, 0, tzinfo=UTC)
 
 
 def _slice(address_type: str, addresses: list[str], port: int = 6443) -> dict:
