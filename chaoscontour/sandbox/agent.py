@@ -244,7 +244,7 @@ class ContainerRuntime:
         self.state = {"running": {"startedAt": self.started_at}}
         self.started = True
         self.ready = not self.init and "readinessProbe" not in self.spec
-        self.pod.agent.record_pid(self.pod.uid, self.name, self.proc.pid)
+        self.pod.agent.record_pid(self.pod, self.name, self.proc.pid)
         self.pod.changed()
         self.pod.event("Normal", "Started", f"Started container {self.name}")
         if not self.init:
@@ -267,7 +267,7 @@ class ContainerRuntime:
             terminated["message"] = self.kill_reason
         self.state = {"terminated": terminated}
         self.last_state = {"terminated": terminated}
-        self.pod.agent.forget_pid(self.pod.uid, self.name)
+        self.pod.agent.forget_pid(self.pod, self.name)
         self.pod.log(f"container {self.name} exited with code {exit_code}")
         self.pod.changed()
         return exit_code
@@ -344,7 +344,8 @@ class PodRuntime:
         self.spec: Obj = pod["spec"]
         self.netns = f"{network.PREFIX}-{self.uid.replace('-', '')[:8]}"
         self.ip: str | None = None
-        self.dir = agent.sandbox_dir / "pods" / f"{self.namespace}_{self.name}_{self.uid[:8]}"
+        # Short: Envoy's admin socket lives under it, and a Unix socket path has at most 107 bytes.
+        self.dir = agent.sandbox_dir / "pods" / self.uid[:8]
         self.log_dir = agent.sandbox_dir / "logs" / "pods" / f"{self.namespace}_{self.name}_{self.uid}"
         self.init_containers = [ContainerRuntime(self, c, init=True) for c in self.spec.get("initContainers") or []]
         self.containers = [ContainerRuntime(self, c, init=False) for c in self.spec.get("containers") or []]
@@ -639,6 +640,9 @@ class Agent:
         self.plans: dict[str, netpol.EgressPlan] = {}
         self.pids: dict[str, int] = {}
         self.pids_file = sandbox_dir / "agent-pids.json"
+        self.pids_lock = threading.Lock()
+        self.started_at = _now()
+        self.node_uid = ""
         found = binaries.ensure_binaries(["contour"], build=False, progress=self.log)
         envoy = binaries.find_envoy()
         if envoy is None:
@@ -652,16 +656,17 @@ class Agent:
 
     # --- bookkeeping --------------------------------------------------------------------------------------------
 
-    def record_pid(self, uid: str, container: str, pid: int) -> None:
-        self.pids[f"{uid}/{container}"] = pid
+    def record_pid(self, pod: PodRuntime, container: str, pid: int) -> None:
+        """Note a container's PID in ``<dir>/agent-pids.json`` (``namespace/pod/container``: pid), for ``down``."""
+        self.pids[f"{pod.namespace}/{pod.name}/{container}"] = pid
         self._write_pids()
 
-    def forget_pid(self, uid: str, container: str) -> None:
-        self.pids.pop(f"{uid}/{container}", None)
+    def forget_pid(self, pod: PodRuntime, container: str) -> None:
+        self.pids.pop(f"{pod.namespace}/{pod.name}/{container}", None)
         self._write_pids()
 
     def _write_pids(self) -> None:
-        with contextlib.suppress(OSError):
+        with self.pids_lock, contextlib.suppress(OSError):
             staged = self.pids_file.with_suffix(".new")
             staged.write_text(json.dumps(dict(self.pids), indent=1))
             staged.replace(self.pids_file)

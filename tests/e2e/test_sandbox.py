@@ -1,0 +1,169 @@
+"""The sandbox behaves like a one-node cluster: route, leader, restarts, NetworkPolicy drops, clean teardown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+import requests
+
+from chaoscontour.sandbox import network
+
+from .conftest import Sandbox
+
+NS = "projectcontour"
+LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/leader-elect"
+T = TypeVar("T")
+
+
+def wait_for(what: str, timeout_s: float, check: Callable[[], T | None], interval_s: float = 0.25) -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def route(sandbox: Sandbox) -> requests.Response:
+    with requests.Session() as session:
+        session.trust_env = False
+        return session.get(sandbox.settings["ENVOY_URL"], headers={"Host": sandbox.settings["ENVOY_HOST"]}, timeout=3)
+
+
+def contour_pods(sandbox: Sandbox) -> list[dict[str, Any]]:
+    return list(sandbox.get(f"/api/v1/namespaces/{NS}/pods", labelSelector="app=contour")["items"])
+
+
+def container_status(pod: dict[str, Any]) -> dict[str, Any]:
+    return dict(pod["status"]["containerStatuses"][0])
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+def holder(sandbox: Sandbox) -> str:
+    return str(sandbox.get(LEASE)["spec"].get("holderIdentity") or "")
+
+
+def steady(sandbox: Sandbox) -> None:
+    """Wait until both Contour pods are Ready and a leader holds the Lease (a test leaves the sandbox so)."""
+
+    def ok() -> bool:
+        pods = [p for p in contour_pods(sandbox) if not p["metadata"].get("deletionTimestamp")]
+        return (
+            len(pods) == 2
+            and all(is_ready(p) for p in pods)
+            and holder(sandbox)[:-37] in {p["metadata"]["name"] for p in pods}
+        )
+
+    wait_for("both Contour pods Ready and a leader", 120, ok)
+
+
+def test_the_echo_route_answers_through_envoy(sandbox: Sandbox) -> None:
+    response = route(sandbox)
+    assert response.status_code == 200
+    echo_pods = sandbox.get("/api/v1/namespaces/demo/pods", labelSelector="app=echo")["items"]
+    assert response.text.strip() in {p["metadata"]["name"] for p in echo_pods}
+    stats = requests.get(sandbox.settings["ENVOY_STATS_URL"], timeout=3).text
+    assert "listener_manager.lds.control_plane.connected_state: 1" in stats
+
+
+def test_the_lease_holder_is_a_running_contour_pod_whose_hostname_is_its_name(sandbox: Sandbox) -> None:
+    identity = holder(sandbox)
+    pod_name = identity[:-37]
+    assert identity[len(pod_name)] == "_"
+    pods = {p["metadata"]["name"]: p for p in contour_pods(sandbox)}
+    assert pod_name in pods
+    assert "running" in container_status(pods[pod_name])["state"]
+    pid = sandbox.container_pids()[f"{NS}/{pod_name}/contour"]
+    hostname = subprocess.run(["nsenter", "-t", str(pid), "-u", "hostname"], capture_output=True, text=True, check=True)
+    assert hostname.stdout.strip() == pod_name
+
+
+def test_a_killed_contour_process_is_restarted_by_the_agent(sandbox: Sandbox) -> None:
+    steady(sandbox)
+    leader = holder(sandbox)[:-37]
+    follower = next(p for p in contour_pods(sandbox) if p["metadata"]["name"] != leader)
+    name = follower["metadata"]["name"]
+    before = container_status(follower)["restartCount"]
+    os.kill(sandbox.container_pids()[f"{NS}/{name}/contour"], signal.SIGKILL)
+
+    def restarted() -> dict[str, Any] | None:
+        pod = sandbox.get(f"/api/v1/namespaces/{NS}/pods/{name}")
+        status = container_status(pod)
+        return status if status["restartCount"] == before + 1 and "running" in status["state"] else None
+
+    status = wait_for(f"{name} to be restarted", 30, restarted)
+    terminated = status["lastState"]["terminated"]
+    assert terminated["exitCode"] == 137
+    assert terminated["reason"] == "Error"
+    assert terminated["startedAt"] <= terminated["finishedAt"]
+    steady(sandbox)
+
+
+def test_a_policy_denying_egress_to_the_api_server_makes_the_leader_lose_its_lease(sandbox: Sandbox) -> None:
+    steady(sandbox)
+    leader = holder(sandbox)[:-37]
+    slices = sandbox.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices")["items"]
+    apiserver_ip = next(
+        s["endpoints"][0]["addresses"][0]
+        for s in slices
+        if s["metadata"]["labels"].get("kubernetes.io/service-name") == "kubernetes"
+    )
+    assert apiserver_ip == network.CONTROL_PLANE_IP
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "e2e-block-apiserver", "namespace": NS},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "contour"}},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [f"{apiserver_ip}/32"]}}]}],
+        },
+    }
+    path = f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"
+    blocked_at = time.monotonic()
+    sandbox.api.create(path, policy)
+    try:
+        wait_for(
+            "the leader to log 'leader election lost'",
+            45,
+            lambda: "leader election lost" in sandbox.container_logs(NS, leader, "contour"),
+        )
+        lost_after_s = time.monotonic() - blocked_at
+    finally:
+        sandbox.api.delete(f"{path}/e2e-block-apiserver")
+    print(f"leader {leader} exited {lost_after_s:.1f} s after the policy was created")
+    # renew deadline 10 s + retry period 2 s, plus the policy's propagation: well under the 15 s lease duration + 10
+    assert 8 < lost_after_s < 30
+    assert 'level=fatal msg="Contour server failed" error="leader election lost"' in sandbox.container_logs(
+        NS, leader, "contour"
+    )
+    steady(sandbox)
+    assert route(sandbox).status_code == 200
+
+
+@pytest.mark.sandbox_teardown
+def test_sandbox_down_leaves_nothing_behind(sandbox: Sandbox) -> None:
+    pids = list(sandbox.container_pids().values())
+    assert pids
+    down = sandbox.cli("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert network.leftovers() == {"netns": [], "links": [], "iptables": [], "etc_netns": []}
+    alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+    assert alive == []
+    for name in ("contour", "envoy", "etcd", "kube-apiserver", "kube-controller-manager"):
+        found = subprocess.run(["pgrep", "-af", name], capture_output=True, text=True).stdout
+        assert str(sandbox.dir) not in found, found
+    assert not sandbox.dir.exists()
+    again = sandbox.cli("down")
+    assert again.returncode == 0, again.stdout + again.stderr
