@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from kubernetes.client.rest import ApiException
 from chaoscontour.sandbox import binaries
 from chaoscontour.sandbox.controlplane import ControlPlane
 
-REQUIRED = ("etcd", "kube-apiserver")
+REQUIRED = ("etcd", "kube-apiserver", "kube-controller-manager")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -38,25 +38,45 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def require_binaries(*names: str) -> None:
-    missing = [name for name in names if binaries.find_binary(name) is None]
-    if missing:
-        unavailable(
-            f"{', '.join(missing)} not found in $KUBEBUILDER_ASSETS or {binaries.cache_dir()}: "
-            "build them with `chaoscontour binaries build` (needs Go)"
-        )
+def missing_prerequisites() -> str | None:
+    """Why the integration suite cannot run here, in one sentence, or ``None``."""
+    missing = [name for name in REQUIRED if binaries.find_binary(name) is None]
+    # Contour's CRDs are read from the Go module cache, which `go` locates (and fills).
+    if shutil.which("go") is None:
+        missing.append("go")
+    if not missing:
+        return None
+    return (
+        f"integration tests need {', '.join(missing)}: install Go, then run `chaoscontour binaries build` "
+        f"(binaries are looked up in $KUBEBUILDER_ASSETS, then {binaries.cache_dir()})"
+    )
+
+
+_MISSING = missing_prerequisites()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Raised here rather than in a fixture, the skip keeps this one location, so `pytest -rs` folds the whole
+    # suite into one reason line (a skip inside a fixture is reported at each test's own line).
+    if _MISSING:
+        unavailable(_MISSING)
 
 
 @pytest.fixture
-def require() -> Any:
+def require() -> Callable[..., None]:
     """``require("kube-controller-manager")``: skip (or, in CI, fail) a test whose binaries are missing."""
-    return require_binaries
+
+    def check(*names: str) -> None:
+        missing = [name for name in names if binaries.find_binary(name) is None]
+        if missing:
+            unavailable(f"{', '.join(missing)} not found: run `chaoscontour binaries build` (needs Go)")
+
+    return check
 
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
     """The session's control plane: etcd + kube-apiserver with TLS, RBAC and an admin kubeconfig."""
-    require_binaries(*REQUIRED)
     with ControlPlane(progress=lambda message: print(f"\n{message}", flush=True)) as plane:
         yield plane
 
@@ -64,8 +84,6 @@ def control_plane() -> Iterator[ControlPlane]:
 @pytest.fixture(scope="session")
 def contour_crds(control_plane: ControlPlane) -> list[str]:
     """Contour's CRDs, installed once from the pinned Contour module in the Go module cache."""
-    if shutil.which("go") is None:
-        unavailable("Contour's CRDs come from the Go module cache and `go` is not on PATH: install Go")
     return control_plane.install_contour_crds()
 
 

@@ -135,8 +135,7 @@ def test_contour_crds_install_and_are_served_with_their_schema(
     assert refused.value.status == 422
 
 
-def test_stop_after_a_raising_with_block_leaves_no_process_port_or_temp_dir(private_tmp: Path, require: Any) -> None:
-    require("etcd", "kube-apiserver", "kube-controller-manager")
+def test_stop_after_a_raising_with_block_leaves_no_process_port_or_temp_dir(private_tmp: Path) -> None:
     plane = ControlPlane(controller_manager=True, progress=print)
     with pytest.raises(RuntimeError, match="boom"), plane:
         assert set(plane.pids) == {"etcd", "kube-apiserver", "kube-controller-manager"}
@@ -146,8 +145,7 @@ def test_stop_after_a_raising_with_block_leaves_no_process_port_or_temp_dir(priv
     assert_nothing_left(plane.pids, plane.ports, private_tmp)
 
 
-def test_a_failing_start_reports_the_log_tail_and_leaves_nothing(private_tmp: Path, require: Any) -> None:
-    require("etcd", "kube-apiserver")
+def test_a_failing_start_reports_the_log_tail_and_leaves_nothing(private_tmp: Path) -> None:
     plane = ControlPlane(apiserver_args=["--no-such-flag=1"], progress=print)
     with pytest.raises(ControlPlaneError) as failed:
         plane.start()
@@ -157,8 +155,7 @@ def test_a_failing_start_reports_the_log_tail_and_leaves_nothing(private_tmp: Pa
     assert_nothing_left(plane.pids, plane.ports, private_tmp)
 
 
-def test_ctrl_c_during_start_leaves_nothing(private_tmp: Path, require: Any) -> None:
-    require("etcd", "kube-apiserver")
+def test_ctrl_c_during_start_leaves_nothing(private_tmp: Path) -> None:
 
     def interrupt_when_ready(message: str) -> None:
         if "ready in" in message:
@@ -170,8 +167,7 @@ def test_ctrl_c_during_start_leaves_nothing(private_tmp: Path, require: Any) -> 
     assert_nothing_left(plane.pids, plane.ports, private_tmp)
 
 
-def test_interpreter_exit_without_stop_leaves_nothing(tmp_path: Path, require: Any) -> None:
-    require("etcd", "kube-apiserver")
+def test_interpreter_exit_without_stop_leaves_nothing(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import json, sys, tempfile
