@@ -22,7 +22,8 @@
 - on deletion (``deletionTimestamp``) sends SIGTERM to the pod's processes, SIGKILL after the grace period, then
   deletes the pod for good (grace period 0, UID precondition) and frees its namespace and IP;
 - enforces NetworkPolicy egress (:mod:`chaoscontour.sandbox.netpol`) and maps Service ClusterIPs to ready endpoints
-  (:mod:`chaoscontour.sandbox.proxy`) in every pod's namespace, recomputed within a second of any change.
+  (:mod:`chaoscontour.sandbox.proxy`) in every pod's namespace, recomputed within a second of any change; the
+  mode (``per-packet`` or ``conntrack``) is ``--mode``, switched at run time through ``<dir>/netpol-mode``.
 
 Volumes: ``emptyDir`` becomes a directory under the sandbox dir; since containers share the host's filesystem,
 a volume's ``mountPath`` in ``command``, ``args`` or env values is rewritten to that directory (``/config/x`` or
@@ -74,6 +75,8 @@ BACKOFF_RESET_S = 2 * BACKOFF_MAX_S
 DEFAULT_GRACE_S = 30
 STOP_GRACE_S = 5
 SHM_SIZE = "64m"
+# Written by `chaoscontour sandbox mode`: the agent switches its NetworkPolicy mode within a second.
+MODE_FILE = "netpol-mode"
 
 # Image (repository path, registry host and tag ignored) -> the program that stands in for its entrypoint.
 PROGRAMS: dict[str, str] = {
@@ -300,7 +303,12 @@ class ContainerRuntime:
         failure_threshold = int(probe.get("failureThreshold") or 3)
         success_threshold = int(probe.get("successThreshold") or 1)
         failures = successes = 0
-        if self.stopping.wait(float(probe.get("initialDelaySeconds") or 0)):
+        first_s = float(probe.get("initialDelaySeconds") or 0)
+        if kind == "livenessProbe":
+            # The kubelet's probe worker ticks every period and finds a fresh container on its next tick: a liveness
+            # probe never fails on a process that is still binding its port (readiness may, harmlessly).
+            first_s = max(first_s, period)
+        if self.stopping.wait(first_s):
             return
         while self.run_id == run_id and not self.stopping.is_set() and self.proc and self.proc.poll() is None:
             ok, detail = self.pod.probe(probe, timeout)
@@ -864,7 +872,19 @@ class Agent:
     def _on_change(self, kind: str, obj: Obj) -> None:
         self.wake.set()
 
+    def _follow_mode_file(self) -> None:
+        """Switch the NetworkPolicy mode when ``<dir>/netpol-mode`` asks for another one (``sandbox mode``)."""
+        try:
+            wanted = (self.sandbox_dir / MODE_FILE).read_text().strip()
+        except OSError:
+            return
+        if wanted in netpol.MODES and wanted != self.mode:
+            self.log(f"NetworkPolicy mode: {self.mode} -> {wanted}")
+            self.mode = wanted
+        (self.sandbox_dir / (MODE_FILE + ".applied")).write_text(self.mode + "\n")
+
     def reconcile(self) -> None:
+        self._follow_mode_file()
         wanted = {p["metadata"]["uid"]: p for p in self._cached("pods")}
         for uid, pod in wanted.items():
             runtime = self.pods.get(uid)

@@ -13,6 +13,9 @@ leader holds the Lease, both Contour pods are Ready and a request through Envoy 
   ``ENVOY_STATS_URL``, and ``SANDBOX_NETPOL_MODE``);
 - ``state.json``: the PIDs of the background processes; ``logs/``: theirs and every container's.
 
+``mode per-packet|conntrack`` switches a running sandbox's NetworkPolicy mode (the agent recomputes every pod's
+rules within a second), so one sandbox serves experiments against both behaviours.
+
 ``down`` stops the agent (which stops every pod's processes) and the control plane, removes every namespace,
 veth, the bridge, the iptables rules and ``/etc/netns`` dirs, and the sandbox dir (logs too, unless
 ``--keep-logs``); it is idempotent. ``status`` prints what runs, the pods and the route.
@@ -37,6 +40,7 @@ from typing import Any
 import requests
 
 from chaoscontour.sandbox import binaries, netpol, network, plane, workloads
+from chaoscontour.sandbox.agent import MODE_FILE
 from chaoscontour.sandbox.kubeapi import ApiError, KubeApi
 
 __all__ = ["SandboxError", "sandbox_dir", "main"]
@@ -185,7 +189,7 @@ def up(directory: Path, mode: str) -> dict[str, str]:
     clock = _Clock()
     directory.mkdir(parents=True, exist_ok=True)
     logs = directory / "logs"
-    for stale in (STATE_FILE, plane.READY_FILE, SETTINGS_ENV, SETTINGS_JSON, "kubeconfig"):
+    for stale in (STATE_FILE, plane.READY_FILE, SETTINGS_ENV, SETTINGS_JSON, "kubeconfig", MODE_FILE):
         (directory / stale).unlink(missing_ok=True)
 
     clock.say("binaries: etcd, kube-apiserver, kube-controller-manager, contour, envoy")
@@ -373,7 +377,8 @@ def down(directory: Path, *, keep_logs: bool = False) -> None:
     if directory.exists():
         for name in ("controlplane", "pods"):
             shutil.rmtree(directory / name, ignore_errors=True)
-        for name in (STATE_FILE, plane.READY_FILE, SETTINGS_ENV, SETTINGS_JSON, "kubeconfig", "agent-pids.json"):
+        ours = (STATE_FILE, plane.READY_FILE, SETTINGS_ENV, SETTINGS_JSON, "kubeconfig", "agent-pids.json")
+        for name in (*ours, MODE_FILE, MODE_FILE + ".applied"):
             (directory / name).unlink(missing_ok=True)
         if not keep_logs:
             shutil.rmtree(directory / "logs", ignore_errors=True)
@@ -429,6 +434,28 @@ def status(directory: Path) -> int:
     return 0
 
 
+# --- mode ---------------------------------------------------------------------------------------------------------
+
+
+def switch_mode(directory: Path, mode: str) -> None:
+    """Switch a running sandbox's NetworkPolicy mode; returns once the agent has applied it (rules recomputed)."""
+    state = _read_json(directory / STATE_FILE)
+    if not _alive(state.get("pids", {}).get("agent")):
+        raise SandboxError(f"no sandbox agent runs for {directory}; run `chaoscontour sandbox up` first")
+    applied = directory / (MODE_FILE + ".applied")
+    applied.unlink(missing_ok=True)
+    (directory / MODE_FILE).write_text(mode + "\n")
+    _wait("the node agent to switch mode", 10.0, lambda: applied.exists() and applied.read_text().strip() == mode)
+    state["mode"] = mode
+    (directory / STATE_FILE).write_text(json.dumps(state, indent=1))
+    settings = _read_json(directory / SETTINGS_JSON)
+    if settings:
+        settings["SANDBOX_NETPOL_MODE"] = mode
+        (directory / SETTINGS_ENV).write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+        (directory / SETTINGS_JSON).write_text(json.dumps(settings, indent=1) + "\n")
+    print(f"NetworkPolicy mode: {mode}")
+
+
 # --- CLI ----------------------------------------------------------------------------------------------------------
 
 
@@ -442,6 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_down = sub.add_parser("down", parents=[common], help="stop everything and remove what the sandbox created")
     p_down.add_argument("--keep-logs", action="store_true", help="keep the sandbox dir's logs/")
     sub.add_parser("status", parents=[common], help="print what runs and the route")
+    p_mode = sub.add_parser("mode", parents=[common], help="switch a running sandbox's NetworkPolicy mode")
+    p_mode.add_argument("mode", choices=netpol.MODES)
     args = parser.parse_args(argv)
     directory = sandbox_dir(args.dir)
     try:
@@ -460,6 +489,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.action == "down":
             down(directory, keep_logs=args.keep_logs)
+            return 0
+        if args.action == "mode":
+            switch_mode(directory, args.mode)
             return 0
         return status(directory)
     except (SandboxError, binaries.BinaryNotFound, binaries.BuildFailed, network.NetworkError) as exc:

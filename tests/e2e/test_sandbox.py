@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -68,6 +69,20 @@ def steady(sandbox: Sandbox) -> None:
     wait_for("both Contour pods Ready and a leader", 120, ok)
 
 
+def block_apiserver_policy(name: str, apiserver_ip: str) -> dict[str, Any]:
+    """Egress from the Contour pods anywhere but the API server, as ``block_apiserver_egress`` builds it."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "contour"}},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [f"{apiserver_ip}/32"]}}]}],
+        },
+    }
+
+
 def test_the_echo_route_answers_through_envoy(sandbox: Sandbox) -> None:
     response = route(sandbox)
     assert response.status_code == 200
@@ -120,16 +135,7 @@ def test_a_policy_denying_egress_to_the_api_server_makes_the_leader_lose_its_lea
         if s["metadata"]["labels"].get("kubernetes.io/service-name") == "kubernetes"
     )
     assert apiserver_ip == network.CONTROL_PLANE_IP
-    policy = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": "e2e-block-apiserver", "namespace": NS},
-        "spec": {
-            "podSelector": {"matchLabels": {"app": "contour"}},
-            "policyTypes": ["Egress"],
-            "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [f"{apiserver_ip}/32"]}}]}],
-        },
-    }
+    policy = block_apiserver_policy("e2e-block-apiserver", apiserver_ip)
     path = f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"
     blocked_at = time.monotonic()
     sandbox.api.create(path, policy)
@@ -150,6 +156,40 @@ def test_a_policy_denying_egress_to_the_api_server_makes_the_leader_lose_its_lea
     )
     steady(sandbox)
     assert route(sandbox).status_code == 200
+
+
+def test_in_conntrack_mode_the_open_api_connection_outlives_a_new_policy_but_new_ones_are_dropped(
+    sandbox: Sandbox,
+) -> None:
+    steady(sandbox)
+    assert sandbox.cli("mode", "conntrack").returncode == 0
+    leader = holder(sandbox)[:-37]
+    pod = sandbox.get(f"/api/v1/namespaces/{NS}/pods/{leader}")
+    netns = f"{network.PREFIX}-{pod['metadata']['uid'].replace('-', '')[:8]}"
+    apiserver = sandbox.api.server.removeprefix("https://")
+    host, port = apiserver.rsplit(":", 1)
+    path = f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"
+    blocked_at = time.monotonic()
+    sandbox.api.create(path, block_apiserver_policy("e2e-block-apiserver-conntrack", host))
+    try:
+        connect = f"import socket; socket.create_connection(({host!r}, {port}), timeout=2)"
+
+        def new_connections_dropped() -> bool:
+            done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", connect], capture_output=True)
+            return done.returncode != 0 and b"timed out" in done.stderr
+
+        wait_for("a new connection from the leader's pod to be dropped", 10, new_connections_dropped)
+        # Past the lease duration (15 s) and the point where per-packet mode loses the lease (about 16 s).
+        time.sleep(max(0.0, 18 - (time.monotonic() - blocked_at)))
+        assert holder(sandbox)[:-37] == leader
+        renewed = sandbox.get(LEASE)["spec"]["renewTime"]
+        time.sleep(2.5)  # the retry period is 2 s: the leader renews through its open connection
+        assert sandbox.get(LEASE)["spec"]["renewTime"] != renewed
+        assert "leader election lost" not in sandbox.container_logs(NS, leader, "contour")
+    finally:
+        sandbox.api.delete(f"{path}/e2e-block-apiserver-conntrack")
+        assert sandbox.cli("mode", "per-packet").returncode == 0
+    steady(sandbox)
 
 
 @pytest.mark.sandbox_teardown
