@@ -19,7 +19,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from chaoscontour.sandbox import versions
-from chaoscontour.sandbox.controlplane import ControlPlane, ControlPlaneError
+from chaoscontour.sandbox.controlplane import STOP_GRACE_S, ControlPlane, ControlPlaneError
 
 
 def process_exists(pid: int) -> bool:
@@ -141,7 +141,10 @@ def test_stop_after_a_raising_with_block_leaves_no_process_port_or_temp_dir(priv
         assert set(plane.pids) == {"etcd", "kube-apiserver", "kube-controller-manager"}
         assert all(process_exists(pid) for pid in plane.pids.values())
         assert plane.kubeconfig.is_file()
+        stopping = time.monotonic()
         raise RuntimeError("boom")
+    # Each process stopped on SIGTERM, well before the grace period that ends in SIGKILL.
+    assert time.monotonic() - stopping < STOP_GRACE_S
     assert_nothing_left(plane.pids, plane.ports, private_tmp)
 
 
