@@ -1,0 +1,203 @@
+"""`block_apiserver_egress` / `unblock_apiserver_egress` against the real API server.
+
+The API server validates the policy and the expiry Job, and maintains the `default/kubernetes` EndpointSlice the
+fault is aimed at. No CNI runs here, so a policy never cuts anything: that is what the verification step must
+notice (a leader that keeps renewing), and it is the honest outcome to test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from chaoslib.exceptions import ActivityFailed
+from kubernetes import client
+
+from chaoscontour.activities.network import block_apiserver_egress, unblock_apiserver_egress
+from chaoscontour.sandbox.controlplane import ControlPlane
+from tests.integration.contour_like import Candidate, create_lease, create_pod, holder_identity, names, now
+
+pytestmark = pytest.mark.usefixtures("kubeconfig_env")
+
+MANAGED = "app.kubernetes.io/managed-by=chaoscontour"
+
+
+@pytest.fixture
+def net(api: client.ApiClient) -> client.NetworkingV1Api:
+    return client.NetworkingV1Api(api)
+
+
+@pytest.fixture
+def batch(api: client.ApiClient) -> client.BatchV1Api:
+    return client.BatchV1Api(api)
+
+
+@pytest.fixture
+def contour(api: client.ApiClient, namespace: str) -> str:
+    """Two running Contour-labelled pods in ``namespace``."""
+    core = client.CoreV1Api(api)
+    for pod in ("contour-a", "contour-b"):
+        create_pod(core, namespace, pod)
+    return namespace
+
+
+@pytest.fixture
+def leader(api: client.ApiClient, contour: str) -> Iterator[Candidate]:
+    """contour-a holding the Lease and renewing it, as a live leader does."""
+    candidate = Candidate(api, contour, "contour-a")
+    candidate.start()
+    assert candidate.acquired.wait(10)
+    yield candidate
+    candidate.stop()
+    assert not candidate.errors
+
+
+def policy_names(net: client.NetworkingV1Api, namespace: str) -> list[str]:
+    return names(net.list_namespaced_network_policy(namespace))
+
+
+def job_names(batch: client.BatchV1Api, namespace: str) -> list[str]:
+    return names(batch.list_namespaced_job(namespace))
+
+
+def test_block_creates_a_policy_the_api_server_accepts_aimed_at_its_own_endpoints(
+    control_plane: ControlPlane, net: client.NetworkingV1Api, batch: client.BatchV1Api, contour: str
+) -> None:
+    result = block_apiserver_egress(namespace=contour, run_id="t1", duration_s=300, verify=False)
+
+    assert result["selected_pods"] == ["contour-a", "contour-b"]
+    # The address kube-apiserver itself published in default/kubernetes, then the Service's ClusterIP.
+    assert result["blocked_cidrs"] == [f"{control_plane.advertise_address}/32", f"{control_plane.service_ip}/32"]
+    assert control_plane.ports["apiserver"] in result["apiserver_ports"]
+    policy: Any = net.read_namespaced_network_policy(result["name"], contour)
+    assert policy.spec.pod_selector.match_labels == {"app": "contour"}
+    assert policy.spec.policy_types == ["Egress"]
+    excepted = {
+        cidr
+        for rule in policy.spec.egress
+        for peer in rule.to or []
+        if peer.ip_block
+        for cidr in peer.ip_block._except or []
+    }
+    assert set(result["blocked_cidrs"]) <= excepted
+    assert policy.metadata.labels["chaoscontour/run-id"] == "t1"
+    [owner] = policy.metadata.owner_references
+    assert (owner.kind, owner.name) == ("Job", result["expiry_job"])
+    job: Any = batch.read_namespaced_job(result["expiry_job"], contour)
+    assert job.spec.parallelism == 0
+    assert job.spec.active_deadline_seconds == 300
+
+    removed = unblock_apiserver_egress(namespace=contour, run_id="t1")
+    assert removed["removed_policies"] == [result["name"]]
+    assert removed["removed_jobs"] == [result["expiry_job"]]
+    assert policy_names(net, contour) == []
+    assert unblock_apiserver_egress(namespace=contour, run_id="t1") == {
+        "run_id": "t1",
+        "removed_policies": [],
+        "removed_jobs": [],
+    }
+
+
+def test_block_refuses_when_an_allow_all_egress_policy_selects_the_pods(
+    net: client.NetworkingV1Api, batch: client.BatchV1Api, contour: str
+) -> None:
+    allow_all: Any = {
+        "metadata": {"name": "allow-all-egress"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
+    }
+    net.create_namespaced_network_policy(contour, allow_all)
+
+    with pytest.raises(ActivityFailed, match=r"already allows these pods to reach the API server.*allow-all-egress"):
+        block_apiserver_egress(namespace=contour, run_id="t2", verify=False)
+    assert policy_names(net, contour) == ["allow-all-egress"]
+    assert job_names(batch, contour) == []
+
+    forced = block_apiserver_egress(namespace=contour, run_id="t2", verify=False, force=True)
+    assert policy_names(net, contour) == sorted(["allow-all-egress", forced["name"]])
+    unblock_apiserver_egress(namespace=contour, run_id="t2")
+    assert policy_names(net, contour) == ["allow-all-egress"]
+
+
+def test_unblock_removes_only_the_given_runs_objects(
+    net: client.NetworkingV1Api, batch: client.BatchV1Api, contour: str
+) -> None:
+    foreign: Any = {
+        "metadata": {"name": "deny-ingress", "labels": {"app.kubernetes.io/managed-by": "someone-else"}},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }
+    net.create_namespaced_network_policy(contour, foreign)
+    first = block_apiserver_egress(namespace=contour, run_id="r1", verify=False)
+    second = block_apiserver_egress(namespace=contour, run_id="r2", verify=False)
+
+    unblock_apiserver_egress(namespace=contour, run_id="r1")
+    assert policy_names(net, contour) == sorted(["deny-ingress", second["name"]])
+    assert job_names(batch, contour) == [second["expiry_job"]]
+
+    everything = unblock_apiserver_egress(namespace=contour, all_runs=True)
+    assert everything["removed_policies"] == [second["name"]]
+    assert policy_names(net, contour) == ["deny-ingress"]
+    assert first["name"] not in policy_names(net, contour)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"duration_s": 0},
+        {"extra_cidrs": ["10.0.0.0/33"]},
+        {"run_id": "Not_A_Run"},
+        {"open_connections": "sometimes"},
+        {"label_selector": "app in (contour"},
+        {"verify_window_s": 10, "verify_timeout_s": 5},
+    ],
+    ids=["duration", "cidr", "run-id", "open-connections", "selector", "verify-timeout"],
+)
+def test_block_rejects_invalid_input_before_creating_anything(
+    net: client.NetworkingV1Api, batch: client.BatchV1Api, contour: str, arguments: dict[str, Any]
+) -> None:
+    with pytest.raises(ActivityFailed, match="block_apiserver_egress"):
+        block_apiserver_egress(namespace=contour, **arguments)
+    assert policy_names(net, contour) == []
+    assert job_names(batch, contour) == []
+
+
+def test_block_refuses_when_no_pod_matches(net: client.NetworkingV1Api, batch: client.BatchV1Api, contour: str) -> None:
+    with pytest.raises(ActivityFailed, match=r"no running pod .* matches 'app=envoy'; nothing was created"):
+        block_apiserver_egress(namespace=contour, label_selector="app=envoy", verify=False)
+    assert policy_names(net, contour) == []
+    assert job_names(batch, contour) == []
+
+
+def test_block_removes_its_policy_when_the_leader_keeps_renewing(
+    net: client.NetworkingV1Api, batch: client.BatchV1Api, contour: str, leader: Candidate
+) -> None:
+    # No CNI enforces policies here, exactly like a cluster on flannel: the fault must be reported as not working.
+    with pytest.raises(ActivityFailed, match=r"the fault did not take effect: .* renewed .* The policy was removed"):
+        block_apiserver_egress(namespace=contour, run_id="t3", verify_window_s=1, verify_timeout_s=3)
+    assert leader.renewals > 1
+    assert policy_names(net, contour) == []
+    assert job_names(batch, contour) == []
+
+
+def test_block_is_confirmed_when_the_leader_stops_renewing(
+    api: client.ApiClient, net: client.NetworkingV1Api, contour: str
+) -> None:
+    # A leader that is cut off: its Lease is never renewed again.
+    create_lease(client.CoordinationV1Api(api), contour, holder_identity("contour-a"), renewed=now())
+    result = block_apiserver_egress(namespace=contour, run_id="t4", verify_window_s=1, verify_timeout_s=5)
+    assert result["verification"]["confirmed"] is True
+    assert result["verification"]["signal"] == "lease-renewals-stopped"
+    assert policy_names(net, contour) == [result["name"]]
+    unblock_apiserver_egress(namespace=contour, run_id="t4")
+
+
+def test_block_with_restart_pods_deletes_only_the_selected_pods(
+    api: client.ApiClient, net: client.NetworkingV1Api, contour: str
+) -> None:
+    core = client.CoreV1Api(api)
+    create_pod(core, contour, "envoy-x", labels={"app": "envoy"})
+    result = block_apiserver_egress(namespace=contour, run_id="t5", open_connections="restart-pods", verify=False)
+    assert result["restarted_pods"] == ["contour-a", "contour-b"]
+    assert names(core.list_namespaced_pod(contour)) == ["envoy-x"]
+    unblock_apiserver_egress(namespace=contour, run_id="t5")
+    assert policy_names(net, contour) == []
