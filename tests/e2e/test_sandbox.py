@@ -125,6 +125,25 @@ def test_a_killed_contour_process_is_restarted_by_the_agent(sandbox: Sandbox) ->
     steady(sandbox)
 
 
+def test_a_deleted_pod_loses_its_processes_and_namespace_and_is_replaced(sandbox: Sandbox) -> None:
+    steady(sandbox)
+    leader = holder(sandbox)[:-37]
+    victim = next(p for p in contour_pods(sandbox) if p["metadata"]["name"] != leader)
+    name, uid = victim["metadata"]["name"], victim["metadata"]["uid"]
+    pid = sandbox.container_pids()[f"{NS}/{name}/contour"]
+    netns = f"{network.PREFIX}-{uid.replace('-', '')[:8]}"
+    assert netns in network.list_netns()
+    sandbox.api.delete(f"/api/v1/namespaces/{NS}/pods/{name}")
+
+    def gone() -> bool:
+        names = {p["metadata"]["name"] for p in contour_pods(sandbox)}
+        return name not in names and not os.path.exists(f"/proc/{pid}") and netns not in network.list_netns()
+
+    wait_for(f"{name}, its process and its namespace to be gone", 30, gone)
+    steady(sandbox)
+    assert name not in {p["metadata"]["name"] for p in contour_pods(sandbox)}
+
+
 def test_a_policy_denying_egress_to_the_api_server_makes_the_leader_lose_its_lease(sandbox: Sandbox) -> None:
     steady(sandbox)
     leader = holder(sandbox)[:-37]
