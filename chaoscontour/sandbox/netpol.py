@@ -28,6 +28,10 @@ Two modes, because real CNIs differ on connections that were open before a polic
   current rules, so a new policy cuts Contour's open HTTP/2 connection to the API server.
 - ``conntrack`` (Calico/Antrea-like): ``--ctstate ESTABLISHED,RELATED`` is accepted first, so connections open
   before the policy live on; only new ones are checked.
+
+and a third, ``off``: NetworkPolicies are accepted by the API server and ignored, as on a cluster whose CNI does not
+enforce them (flannel, plain kindnet). That is the cluster on which a naive chaos tool reports a fault that never
+happened.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ __all__ = [
     "render_filter_table",
 ]
 
-MODES = ("per-packet", "conntrack")
+MODES = ("per-packet", "conntrack", "off")
 CHAIN = "CCSBX-EGRESS"
 
 Obj = Mapping[str, Any]
@@ -257,7 +261,7 @@ def render_filter_table(plan: EgressPlan, mode: str) -> str:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     chains = [CHAIN]
     rules: list[str] = ["-A OUTPUT -j " + CHAIN]
-    if plan.isolated:
+    if plan.isolated and mode != "off":
         rules.append(f"-A {CHAIN} -o lo -j ACCEPT")
         if mode == "conntrack":
             rules.append(f"-A {CHAIN} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT")

@@ -77,6 +77,12 @@ def test_conntrack_mode_accepts_every_established_connection_before_the_policy_r
     assert lines.index("-A CCSBX-EGRESS -o lo -j ACCEPT") < established < lines.index("-A CCSBX-EGRESS -j DROP")
 
 
+def test_off_mode_enforces_nothing_like_a_cni_without_network_policy_support():
+    selected = egress_plan(CONTOUR, [BLOCK_APISERVER])
+    assert selected.isolated
+    assert render_filter_table(selected, "off") == render_filter_table(EgressPlan(), "per-packet")
+
+
 def test_an_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="per-packet, conntrack"):
         render_filter_table(EgressPlan(), "cilium")
