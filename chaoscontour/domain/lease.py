@@ -18,7 +18,7 @@ def parse_api_time(value: object) -> datetime | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-def _iso(when: datetime | None) -> str | None:
+def format_api_time(when: datetime | None) -> str | None:
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z") if when else None
 
 
@@ -45,8 +45,8 @@ def lease_summary(lease: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         "name": metadata.get("name"),
         "holder_identity": holder or None,
         "pod_name": pod_name,
-        "acquire_time": _iso(acquire),
-        "renew_time": _iso(renew),
+        "acquire_time": format_api_time(acquire),
+        "renew_time": format_api_time(renew),
         "seconds_since_renewal": round(since_renewal, 3) if since_renewal is not None else None,
         "lease_duration_s": duration_s,
         "lease_transitions": spec.get("leaseTransitions") or 0,

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from chaoscontour.domain.lease import parse_api_time
+from chaoscontour.domain.lease import format_api_time, parse_api_time
 
 __all__ = ["restart_summary"]
 
@@ -46,7 +46,7 @@ def restart_summary(pods: Iterable[Mapping[str, Any]], since: datetime | None = 
                         {
                             "exit_code": last.get("exitCode"),
                             "reason": last.get("reason"),
-                            "finished_at": last.get("finishedAt"),
+                            "finished_at": format_api_time(parse_api_time(last.get("finishedAt"))),
                         }
                         if last
                         else None
@@ -62,7 +62,7 @@ def restart_summary(pods: Iterable[Mapping[str, Any]], since: datetime | None = 
                         {
                             "pod": metadata.get("name"),
                             "container": cs.get("name"),
-                            "finished_at": terminated["finishedAt"],
+                            "finished_at": format_api_time(finished),
                             "exit_code": terminated.get("exitCode"),
                             "reason": terminated.get("reason"),
                             "state": where,
@@ -79,7 +79,7 @@ def restart_summary(pods: Iterable[Mapping[str, Any]], since: datetime | None = 
     result: dict[str, Any] = {"total_restarts": total, "pods": detail, "pod_count": len(detail)}
     if since is not None:
         terminations.sort(key=lambda t: t["finished_at"])
-        result["since"] = since.isoformat().replace("+00:00", "Z")
+        result["since"] = format_api_time(since)
         result["terminated_since"] = len(terminations)
         result["terminations"] = terminations
     return result

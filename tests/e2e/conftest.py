@@ -40,6 +40,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("sandbox_teardown") is not None)
 
 
+_FIGURES: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="session")
+def figures() -> dict[str, Any]:
+    """Measurements the e2e tests record (README's reproduction of the outage story), printed at the end."""
+    return _FIGURES
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _FIGURES:
+        return
+    terminalreporter.section("chaoscontour e2e figures")
+    for name, values in _FIGURES.items():
+        terminalreporter.write_line(f"{name}: {json.dumps(values)}")
+    target = os.environ.get("CHAOSCONTOUR_E2E_FIGURES")
+    if target:
+        Path(target).write_text(json.dumps(_FIGURES, indent=2) + "\n")
+
+
 def unavailable(reason: str) -> None:
     """Skip locally; fail in CI."""
     if IN_CI:

@@ -110,3 +110,11 @@ def test_terminations_after_a_time_count_only_later_ones():
     summary = restart_summary(pods, since=since)
     assert summary["terminated_since"] == 2
     assert [t["pod"] for t in summary["terminations"]] == ["a", "c"]
+    # One UTC form for every time, whatever form the API client handed over.
+    assert summary["terminations"][0]["finished_at"] == "2026-11-26T19:00:05Z"
+    assert summary["since"] == "2026-11-26T19:00:00Z"
+
+
+def test_finished_at_given_with_an_offset_is_reported_in_utc_z_form():
+    summary = restart_summary([_pod("a", 1, "2026-11-26T20:00:05+01:00")])
+    assert summary["pods"][0]["containers"][0]["last_terminated"]["finished_at"] == "2026-11-26T19:00:05Z"
