@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support import stop_process
+
 __all__ = ["CONTROL_PATH", "Backend", "BackendProcess", "FailureWindow"]
 
 LOOPBACK = "127.0.0.1"
@@ -209,13 +211,7 @@ class BackendProcess:
 
     def stop(self) -> None:
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=5)
+            stop_process(self.proc)
             if self.proc.stdout is not None:
                 self.proc.stdout.close()
             self.proc = None

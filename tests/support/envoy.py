@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from tests.support import stop_process
+
 __all__ = [
     "EnvoyNotFound",
     "EnvoyProcess",
@@ -273,13 +275,7 @@ class EnvoyProcess:
 
     def stop(self) -> None:
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=5)
+            stop_process(self.proc)
             self.proc = None
         if self._log is not None:
             self._log.close()
