@@ -74,3 +74,10 @@ def test_apiserver_outage_fault_window_exceeds_the_liveness_restart_delay():
     assert config["fault_window_s"]["default"] > 30
     assert config["sampling_s"]["default"] > config["fault_window_s"]["default"]
     assert config["fault_expiry_s"]["default"] > config["sampling_s"]["default"]
+
+
+def test_leader_kill_bound_is_client_go_worst_case_for_contour_timings():
+    body = json.loads((ROOT / "experiments" / "leader-kill.json").read_text())
+    lease_duration_s, retry_period_s, jitter_factor = 15, 2, 1.2  # Contour defaults; client-go JitterFactor
+    worst_case_s = lease_duration_s + 2 * retry_period_s * (1 + jitter_factor)
+    assert worst_case_s <= body["configuration"]["max_failover_s"]["default"] < worst_case_s + 1

@@ -86,8 +86,10 @@ def kill_leader(
     Lease. Returns `old_holder`, `old_pod`, `new_holder`, `new_pod`, `failover_s` (seconds from the delete call to
     the first reading that showed the new holder, polled every 0.25 s) and `deleted_at`. Fails when no new leader
     appears in `timeout_s`, or when `max_failover_s` > 0 and the failover took longer (chaostoolkit evaluates
-    tolerances only in the steady-state hypothesis, so this is how a method step enforces a bound; for Contour's
-    defaults, lease duration + retry period = 17 s).
+    tolerances only in the steady-state hypothesis, so this is how a method step enforces a bound). For Contour's
+    defaults the worst case is 23.8 s, not the 17 s that lease duration + retry period suggests: client-go
+    (tools/leaderelection) polls every retry period x [1, 2.2) (`JitterFactor` 1.2) and counts the lease duration
+    from when the candidate *observed* the last renewal, so 4.4 + 15 + 4.4 s after it.
     """
     require_namespace(namespace)
     require_name(lease_name, "lease_name")

@@ -234,7 +234,7 @@ def test_apiserver_outage_envoy_keeps_routing_while_every_contour_replica_restar
     }
 
 
-def test_leader_kill_fails_over_within_lease_duration_plus_retry_period(
+def test_leader_kill_fails_over_within_client_go_worst_case(
     healthy_contour: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
     run = ChaosRun(EXPERIMENTS / "leader-kill.json", tmp_path, {"SAMPLING_S": "30"}, name="leader-kill")
@@ -245,7 +245,8 @@ def test_leader_kill_fails_over_within_lease_duration_plus_retry_period(
     assert kill["status"] == "succeeded", kill.get("exception")
     out = kill["output"]
     assert out["new_pod"] != out["old_pod"]
-    assert out["failover_s"] <= 15 + 2, out
+    # client-go: lease duration 15 s counted from the candidate's observation, polls every 2 s x [1, 2.2).
+    assert out["failover_s"] <= 2.2 * 2 + 15 + 2.2 * 2, out
     availability = activity(journal, "envoy-availability-across-the-failover")["output"]
     assert availability["availability"] >= 0.999, availability
     figures["leader-kill"] = {
