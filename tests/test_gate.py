@@ -25,6 +25,7 @@ from chaoscontour.tools.gate import (
     PHASE_BEFORE,
     PHASE_METHOD,
     PHASE_ROLLBACK,
+    fault_findings,
     judge,
     load_journal,
     markdown_summary,
@@ -347,3 +348,49 @@ def test_real_journal_roundtrip_is_json(chaos_journal):
     """The fixture journals are real chaostoolkit output, not hand-written: they carry chaoslib's version."""
     journal, _ = chaos_journal("passing")
     assert "chaoslib-version" in json.loads(journal.read_text(encoding="utf-8"))
+
+
+def _run(func: str, output: dict) -> dict:
+    return {"activity": {"name": func, "provider": {"type": "python", "func": func}}, "output": output}
+
+
+def test_findings_tell_the_outage_story_from_the_method_outputs_in_run_order():
+    journal = {
+        "run": [
+            _run(
+                "block_apiserver_egress",
+                {
+                    "selected_pods": ["contour-a", "contour-b"],
+                    "blocked_cidrs": ["10.0.0.1/32"],
+                    "verification": {"confirmed": True, "confirmed_after_s": 8.1},
+                },
+            ),
+            _run("lease_holder", {"held": False, "seconds_since_renewal": 49.1, "pod_name": "contour-a"}),
+            _run(
+                "contour_restart_count",
+                {
+                    "terminated_since": 2,
+                    "total_restarts": 2,
+                    "terminations": [{"pod": "contour-b"}, {"pod": "contour-a"}],
+                },
+            ),
+            _run("envoy_xds_connected", {"connected": False, "cds_update_age_s": 31.8}),
+            _run("unblock_apiserver_egress", {"removed_policies": ["p"]}),
+            _run("lease_holder", {"held": True, "pod_name": "contour-b"}),
+        ]
+    }
+    findings = fault_findings(journal)
+    assert findings == [
+        "API server cut off for contour-a, contour-b (blocked 10.0.0.1/32); confirmed after 8.1 s: the Lease stopped "
+        "being renewed",
+        "during the fault the Lease was not held: 49.1 s since its last renewal",
+        "2 Contour container(s) terminated during the fault (contour-a, contour-b); 2 restarts in all",
+        "Envoy's xDS connection to Contour: disconnected; its configuration was 31.8 s old and still served",
+        "afterwards contour-b holds the Lease (held: True)",
+    ]
+    assert "### What happened" in markdown_summary(judge(journal_of(run=journal["run"])))
+
+
+def test_a_kill_leader_finding_names_both_leaders():
+    journal = {"run": [_run("kill_leader", {"old_pod": "contour-a", "new_pod": "contour-b", "failover_s": 17.3})]}
+    assert fault_findings(journal) == ["leader contour-a killed; contour-b took over in 17.3 s"]

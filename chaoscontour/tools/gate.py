@@ -30,6 +30,7 @@ __all__ = [
     "JournalError",
     "Verdict",
     "availability_outputs",
+    "fault_findings",
     "judge",
     "load_journal",
     "main",
@@ -105,6 +106,7 @@ class Verdict:
     start: str | None
     results: tuple[ActivityResult, ...] = field(default_factory=tuple)
     availability: tuple[AvailabilityFigures, ...] = field(default_factory=tuple)
+    findings: tuple[str, ...] = field(default_factory=tuple)
 
 
 # --------------------------------------------------------------------------------------------------------- reading
@@ -324,6 +326,57 @@ def availability_outputs(journal: Mapping[str, Any]) -> list[tuple[str, Mapping[
     return found
 
 
+def _finding(func: str | None, output: Mapping[str, Any], after_fault_removed: bool) -> str | None:
+    """One sentence about what a chaoscontour activity of the method saw, or ``None``."""
+    if func == "block_apiserver_egress":
+        check = output.get("verification") or {}
+        pods = ", ".join(output.get("selected_pods") or [])
+        text = f"API server cut off for {pods} (blocked {', '.join(output.get('blocked_cidrs') or [])})"
+        if check.get("confirmed"):
+            return text + f"; confirmed after {check.get('confirmed_after_s')} s: the Lease stopped being renewed"
+        return text + "; not verified"
+    if func == "lease_holder" and not after_fault_removed:
+        held = "still held" if output.get("held") else "not held"
+        return f"during the fault the Lease was {held}: {output.get('seconds_since_renewal')} s since its last renewal"
+    if func == "lease_holder":
+        return f"afterwards {output.get('pod_name') or 'nobody'} holds the Lease (held: {output.get('held')})"
+    if func == "contour_restart_count" and "terminated_since" in output:
+        terminated = sorted({str(t.get("pod")) for t in output.get("terminations") or [] if isinstance(t, Mapping)})
+        return (
+            f"{output['terminated_since']} Contour container(s) terminated during the fault"
+            + (f" ({', '.join(terminated)})" if terminated else "")
+            + f"; {output.get('total_restarts')} restarts in all"
+        )
+    if func == "envoy_xds_connected":
+        return (
+            f"Envoy's xDS connection to Contour: {'connected' if output.get('connected') else 'disconnected'}; "
+            f"its configuration was {output.get('cds_update_age_s')} s old and still served"
+        )
+    if func == "kill_leader" and output.get("new_pod"):
+        return (
+            f"leader {output.get('old_pod')} killed; {output.get('new_pod')} took over in {output.get('failover_s')} s"
+        )
+    return None
+
+
+def fault_findings(journal: Mapping[str, Any]) -> list[str]:
+    """What the method's chaoscontour activities observed, in run order: the story of the run in sentences."""
+    findings: list[str] = []
+    removed = False
+    for run in _runs(journal.get("run")):
+        activity, output = run.get("activity"), run.get("output")
+        if not isinstance(activity, Mapping):
+            continue
+        func = _func(activity)
+        if func == "unblock_apiserver_egress":
+            removed = True
+        if isinstance(output, Mapping):
+            finding = _finding(func, output, removed)
+            if finding:
+                findings.append(finding)
+    return findings
+
+
 def availability_pct(value: Any) -> float | None:
     """``envoy_availability`` reports availability as a ratio in [0, 1]; shown as a percentage."""
     f = _float(value)
@@ -451,6 +504,7 @@ def judge(journal: Mapping[str, Any]) -> Verdict:
         start=journal.get("start") if isinstance(journal.get("start"), str) else None,
         results=tuple(results),
         availability=figures,
+        findings=tuple(fault_findings(journal)),
     )
 
 
@@ -492,6 +546,10 @@ def markdown_summary(verdict: Verdict, journal_name: str | None = None) -> str:
     if verdict.reasons:
         lines += ["**Why it failed**", ""]
         lines += [f"- {_md(r)}" for r in verdict.reasons]
+        lines.append("")
+    if verdict.findings:
+        lines += ["### What happened", ""]
+        lines += [f"- {_md(finding)}" for finding in verdict.findings]
         lines.append("")
     for fig in verdict.availability:
         lines += [f"### Envoy availability (`{_md(fig.name)}`)", ""]
