@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 import logzero  # noqa: E402
 
 from chaoscontour.activities.envoy import envoy_availability, envoy_serving  # noqa: E402
+from chaoscontour.sandbox import versions  # noqa: E402
 from tests.support.backend import BackendProcess  # noqa: E402
 from tests.support.envoy import EnvoyProcess, find_envoy, static_bootstrap  # noqa: E402
 
@@ -124,7 +125,7 @@ def main() -> int:
         wrk = run_wrk(url, WRK_SECONDS)
 
     print()
-    print("envoy_availability through a real Envoy 1.38.3 (127.0.0.1, backend in its own process)")
+    print(f"envoy_availability through a real Envoy {versions.ENVOY} (127.0.0.1, backend in its own process)")
     header = (
         f"{'target/s':>8} {'achieved/s':>10} {'error':>8} {'<1%':>4} {'requests':>8} {'CPU/req':>9} {'CPU':>6} "
         f"{'injected':>9} {'detected':>9} {'failed':>6} {'p50':>7} {'p99':>7}"

