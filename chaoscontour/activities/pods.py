@@ -8,6 +8,7 @@ them about 30 s into the outage, then backs off (CrashLoopBackOff).
 from datetime import UTC, datetime, timedelta
 from typing import Any, Dict
 
+from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Secrets
 
 from chaoscontour.activities._common import user_errors
@@ -36,7 +37,7 @@ def contour_restart_count(
     finished after that time, and `terminations` with their details. That answers "did Contour restart during the
     fault?" from the cluster alone, with no state kept between activities (a `range` tolerance with `target`
     `terminated_since`). Kubernetes keeps only each container's latest termination, so several restarts of one
-    container count once.
+    container count once. Fails when no pod matches (a wrong namespace or selector), rather than report zero.
     """
     require_namespace(namespace)
     labels = parse_label_selector(label_selector)
@@ -53,4 +54,11 @@ def contour_restart_count(
         namespace,
         label_selector=format_label_selector(labels),
     )
-    return restart_summary(to_dict(k, pods).get("items") or [], since=moment)
+    items = to_dict(k, pods).get("items") or []
+    if not items:
+        # Zero restarts of zero pods would read as good news; it is a wrong namespace or selector.
+        raise ActivityFailed(
+            f"no pod in namespace {namespace!r} matches {format_label_selector(labels)!r}: check that the namespace "
+            "is where Contour runs and that label_selector matches its pods"
+        )
+    return restart_summary(items, since=moment)

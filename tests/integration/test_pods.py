@@ -57,10 +57,17 @@ def test_restart_count_counts_terminations_within_a_window(core: client.CoreV1Ap
     assert since_two_hours["terminated_since"] == 2
 
 
-def test_restart_count_with_a_selector_that_matches_nothing_is_zero(core: client.CoreV1Api, namespace: str) -> None:
+def test_a_selector_that_matches_nothing_fails_instead_of_reporting_zero(
+    core: client.CoreV1Api, namespace: str
+) -> None:
     create_pod(core, namespace, "contour-a", restarts=3)
-    summary = contour_restart_count(namespace=namespace, label_selector="app=contour,tier=none")
-    assert summary == {"total_restarts": 0, "pods": [], "pod_count": 0}
+    with pytest.raises(ActivityFailed, match=r"no pod in namespace .* matches 'app=contour,tier=none'"):
+        contour_restart_count(namespace=namespace, label_selector="app=contour,tier=none")
+
+
+def test_an_unknown_namespace_fails_naming_it() -> None:
+    with pytest.raises(ActivityFailed, match="no pod in namespace 'no-such-namespace'"):
+        contour_restart_count(namespace="no-such-namespace")
 
 
 @pytest.mark.parametrize(
