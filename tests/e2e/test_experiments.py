@@ -19,92 +19,25 @@ from typing import Any
 
 import pytest
 from chaoslib.exceptions import ActivityFailed
-from kubernetes import client
 
-from chaoscontour.activities.envoy import envoy_serving
 from chaoscontour.activities.leader import lease_holder
 from chaoscontour.activities.network import block_apiserver_egress, unblock_apiserver_egress
 from chaoscontour.domain.lease import parse_api_time
-from chaoscontour.edges.kube import kube
 
 from .chaosrun import EXPERIMENTS, ChaosRun, activity, variant, write
-from .conftest import Sandbox
-
-NS = "projectcontour"
-OURS = "app.kubernetes.io/managed-by=chaoscontour"
-HEALTHY_TIMEOUT_S = 240
-
+from .conftest import (
+    HEALTHY_TIMEOUT_S,
+    NS,
+    OURS,
+    Sandbox,
+    contour_healthy,
+    contour_pods,
+    contour_restarted,
+    leftovers,
+    wait_until,
+)
 
 # --- fixtures and helpers ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def sandbox_env(sandbox: Sandbox) -> Iterator[dict[str, str]]:
-    """The sandbox's settings as the environment of `chaos run`, and of the in-process checks."""
-    env = {k: str(v) for k, v in sandbox.settings.items()}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield env
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-@pytest.fixture
-def k(sandbox_env: dict[str, str]) -> Any:
-    return kube()
-
-
-def contour_pods(k: Any) -> list[client.V1Pod]:
-    return [
-        p
-        for p in k.core.list_namespaced_pod(NS, label_selector="app=contour").items
-        if not p.metadata.deletion_timestamp
-    ]
-
-
-def leftovers(k: Any) -> list[str]:
-    """Every object of ours still in the cluster."""
-    policies = k.networking.list_network_policy_for_all_namespaces(label_selector=OURS).items
-    jobs = k.batch.list_job_for_all_namespaces(label_selector=OURS).items
-    return [f"NetworkPolicy {p.metadata.name}" for p in policies] + [f"Job {j.metadata.name}" for j in jobs]
-
-
-def wait_until(what: str, check: Any, timeout_s: float, every_s: float = 0.5) -> float:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(every_s)
-    return time.monotonic() - started
-
-
-def contour_healthy(k: Any, settings: dict[str, str]) -> bool:
-    pods = contour_pods(k)
-    ready = [p for p in pods if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
-    if len(pods) != 2 or len(ready) != 2:
-        return False
-    if not lease_holder(namespace=NS)["held"]:
-        return False
-    return envoy_serving(settings["ENVOY_URL"], host=settings["ENVOY_HOST"], timeout_s=2.0)
-
-
-@pytest.fixture
-def healthy_contour(sandbox: Sandbox, sandbox_env: dict[str, str], k: Any) -> dict[str, str]:
-    """Start each test from two Ready Contour pods with no restarts, a live leader and Envoy serving."""
-    assert leftovers(k) == [], "an earlier test left a fault behind"
-    if any(cs.restart_count for p in contour_pods(k) for cs in p.status.container_statuses or []):
-        for pod in contour_pods(k):  # fresh pods: CrashLoopBackOff back-off does not carry over between tests
-            k.core.delete_namespaced_pod(pod.metadata.name, NS, grace_period_seconds=5)
-        wait_until("fresh Contour pods", lambda: not contour_restarted(k), 60)
-    wait_until("a healthy Contour", lambda: contour_healthy(k, sandbox_env), HEALTHY_TIMEOUT_S, every_s=1.0)
-    return sandbox_env
-
-
-def contour_restarted(k: Any) -> bool:
-    return any(cs.restart_count for p in contour_pods(k) for cs in p.status.container_statuses or [])
 
 
 class RestartWatcher:

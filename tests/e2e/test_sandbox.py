@@ -144,8 +144,10 @@ def test_a_deleted_pod_loses_its_processes_and_namespace_and_is_replaced(sandbox
     assert name not in {p["metadata"]["name"] for p in contour_pods(sandbox)}
 
 
-def test_a_policy_denying_egress_to_the_api_server_makes_the_leader_lose_its_lease(sandbox: Sandbox) -> None:
-    steady(sandbox)
+def test_a_policy_denying_egress_to_the_api_server_makes_the_leader_lose_its_lease(
+    sandbox: Sandbox, healthy_contour: dict[str, str]
+) -> None:
+    # healthy_contour: fresh Contour pods, so no CrashLoopBackOff left by earlier tests restarts one mid-test.
     leader = holder(sandbox)[:-37]
     slices = sandbox.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices")["items"]
     apiserver_ip = next(
@@ -178,9 +180,9 @@ def test_a_policy_denying_egress_to_the_api_server_makes_the_leader_lose_its_lea
 
 
 def test_in_conntrack_mode_the_open_api_connection_outlives_a_new_policy_but_new_ones_are_dropped(
-    sandbox: Sandbox,
+    sandbox: Sandbox, healthy_contour: dict[str, str]
 ) -> None:
-    steady(sandbox)
+    # healthy_contour: fresh Contour pods, so no CrashLoopBackOff left by earlier tests restarts one mid-test.
     assert sandbox.cli("mode", "conntrack").returncode == 0
     leader = holder(sandbox)[:-37]
     pod = sandbox.get(f"/api/v1/namespaces/{NS}/pods/{leader}")
