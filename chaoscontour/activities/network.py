@@ -17,7 +17,6 @@ from typing import Any, Dict, List
 
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Secrets
-from kubernetes.client import V1DeleteOptions
 from logzero import logger
 
 from chaoscontour.activities._common import Progress, process_run_id, user_errors
@@ -32,7 +31,16 @@ from chaoscontour.domain.inputs import (
 )
 from chaoscontour.domain.lease import parse_api_time
 from chaoscontour.domain.selectors import format_label_selector, parse_label_selector
-from chaoscontour.edges.kube import Kube, call, delete_if_present, kube, read_lease, to_dict
+from chaoscontour.edges.kube import (
+    Kube,
+    call,
+    delete_if_present,
+    delete_in_background,
+    kube,
+    list_pods,
+    read_lease,
+    to_dict,
+)
 
 __all__ = ["block_apiserver_egress", "unblock_apiserver_egress"]
 
@@ -41,18 +49,10 @@ _POLL_S = 0.5
 
 
 def _selected_pods(k: Kube, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
-    pods = to_dict(
-        k,
-        call(
-            f"list pods {format_label_selector(labels)!r} in namespace {namespace}",
-            k.core.list_namespaced_pod,
-            namespace,
-            label_selector=format_label_selector(labels),
-        ),
-    )
+    """The selected pods that are running or about to: the ones the fault must cut off."""
     return [
         pod
-        for pod in pods.get("items") or []
+        for pod in list_pods(k, namespace, format_label_selector(labels))
         if not pod["metadata"].get("deletionTimestamp")
         and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
     ]
@@ -76,21 +76,6 @@ def _apiserver_target(k: Kube) -> fault.ApiServerTarget:
         return fault.apiserver_target(to_dict(k, slices).get("items") or [], to_dict(k, service))
     except ValueError as exc:
         raise ActivityFailed(f"block_apiserver_egress: {exc}") from exc
-
-
-def _delete(k: Kube, kind: str, namespace: str, name: str) -> bool:
-    """Delete one object of ours (dependents in the background); already gone is success."""
-    delete = {
-        "NetworkPolicy": k.networking.delete_namespaced_network_policy,
-        "Job": k.batch.delete_namespaced_job,
-    }[kind]
-    return delete_if_present(
-        f"delete {kind} {namespace}/{name}",
-        delete,
-        name,
-        namespace,
-        body=V1DeleteOptions(propagation_policy="Background"),
-    )
 
 
 def _verify(
@@ -267,7 +252,7 @@ def block_apiserver_egress(
             body,
         )
     except ActivityFailed:
-        _delete(k, "Job", namespace, job["name"])
+        delete_in_background(k, "Job", namespace, job["name"])
         raise
     created_at = time.monotonic()
     logger.info(
@@ -323,11 +308,11 @@ def _remove_run(k: Kube, namespace: str, run_id: str) -> Dict[str, List[str]]:
         label_selector=selector,
     )
     for name in _names(k, policies):
-        if _delete(k, "NetworkPolicy", namespace, name):
+        if delete_in_background(k, "NetworkPolicy", namespace, name):
             removed["policies"].append(name)
     jobs = call(f"list our expiry Jobs in {namespace}", k.batch.list_namespaced_job, namespace, label_selector=selector)
     for name in _names(k, jobs):
-        if _delete(k, "Job", namespace, name):
+        if delete_in_background(k, "Job", namespace, name):
             removed["jobs"].append(name)
     return removed
 

@@ -15,7 +15,7 @@ from chaoscontour.activities._common import user_errors
 from chaoscontour.domain.inputs import InvalidInput, parse_time, require_namespace, require_non_negative
 from chaoscontour.domain.restarts import restart_summary
 from chaoscontour.domain.selectors import format_label_selector, parse_label_selector
-from chaoscontour.edges.kube import call, kube, to_dict
+from chaoscontour.edges.kube import kube, list_pods
 
 __all__ = ["contour_restart_count"]
 
@@ -48,13 +48,7 @@ def contour_restart_count(
     if window:
         moment = datetime.now(UTC) - timedelta(seconds=window)
     k = kube(secrets)
-    pods = call(
-        f"list pods {format_label_selector(labels)!r} in namespace {namespace}",
-        k.core.list_namespaced_pod,
-        namespace,
-        label_selector=format_label_selector(labels),
-    )
-    items = to_dict(k, pods).get("items") or []
+    items = list_pods(k, namespace, format_label_selector(labels))
     if not items:
         # Zero restarts of zero pods would read as good news; it is a wrong namespace or selector.
         raise ActivityFailed(

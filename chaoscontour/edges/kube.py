@@ -13,6 +13,7 @@ from chaosk8s import create_k8s_api_client
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Secrets
 from kubernetes import client
+from kubernetes.client import V1DeleteOptions
 from kubernetes.client.rest import ApiException
 from kubernetes.config import ConfigException, kube_config
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -27,6 +28,8 @@ __all__ = [
     "kube",
     "read_lease",
     "to_dict",
+    "list_pods",
+    "delete_in_background",
 ]
 
 # Every API call carries its own deadline: the python provider never enforces an activity's `timeout`, and a
@@ -167,3 +170,32 @@ def delete_if_present(doing: str, fn: Callable[..., Any], *args: Any, **kwargs: 
             return False
         raise explain(exc, doing) from exc
     return True
+
+
+def list_pods(k: Kube, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    """The pods of ``label_selector`` in ``namespace`` (a server-side selector, never a full list), as mappings."""
+    pods = call(
+        f"list pods {label_selector!r} in namespace {namespace}",
+        k.core.list_namespaced_pod,
+        namespace,
+        label_selector=label_selector,
+    )
+    return list(to_dict(k, pods).get("items") or [])
+
+
+def delete_in_background(k: Kube, kind: str, namespace: str, name: str, doing: str = "") -> bool:
+    """Delete one NetworkPolicy or Job of ours, its dependents in the background; already gone is success.
+
+    Returns whether it was there to delete. ``doing`` names it in an error (default ``delete KIND NS/NAME``).
+    """
+    delete = {
+        "NetworkPolicy": k.networking.delete_namespaced_network_policy,
+        "Job": k.batch.delete_namespaced_job,
+    }[kind]
+    return delete_if_present(
+        doing or f"delete {kind} {namespace}/{name}",
+        delete,
+        name,
+        namespace,
+        body=V1DeleteOptions(propagation_policy="Background"),
+    )

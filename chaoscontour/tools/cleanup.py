@@ -13,11 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
-from kubernetes.client import V1DeleteOptions
 
 from chaoscontour.domain.lease import parse_api_time
 from chaoscontour.domain.policy import MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL
-from chaoscontour.edges.kube import Kube, call, delete_if_present, kube, to_dict
+from chaoscontour.edges.kube import Kube, call, delete_in_background, kube, to_dict
 
 __all__ = ["parse_duration_s", "older_than", "main"]
 
@@ -86,18 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.dry_run:
                 print(f"would remove {where}")
                 continue
-            delete = (
-                k.networking.delete_namespaced_network_policy
-                if kind == "NetworkPolicy"
-                else k.batch.delete_namespaced_job
-            )
-            gone = delete_if_present(
-                f"delete {where}",
-                delete,
-                meta["name"],
-                meta["namespace"],
-                body=V1DeleteOptions(propagation_policy="Background"),
-            )
+            gone = delete_in_background(k, kind, meta["namespace"], meta["name"], doing=f"delete {where}")
             print(f"{'removed' if gone else 'already gone'}: {where}")
     except ActivityFailed as exc:
         print(f"chaoscontour cleanup: {exc}", file=sys.stderr)
