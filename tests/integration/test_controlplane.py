@@ -84,7 +84,17 @@ def test_rbac_denies_a_service_account_what_it_was_not_granted(
             "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
         }
         rbac.create_namespaced_role_binding(namespace, binding)
-        assert sa_core.list_namespaced_pod(namespace).items == []
+        # The RBAC authorizer sees new bindings through its informer cache: allow it a moment to catch up.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                listed = sa_core.list_namespaced_pod(namespace)
+                break
+            except ApiException as exc:
+                if exc.status != 403 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert listed.items == []
         with pytest.raises(ApiException) as still_denied:
             sa_core.list_namespaced_secret(namespace)
         assert still_denied.value.status == 403
