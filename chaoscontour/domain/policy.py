@@ -217,15 +217,22 @@ def build_block_policy(
     }
 
 
-def build_expiry_job(*, namespace: str, run_id: str, duration_s: float, now: datetime) -> dict[str, Any]:
+def build_expiry_job(
+    *, namespace: str, run_id: str, duration_s: float, now: datetime, deadline_s: float | None = None
+) -> dict[str, Any]:
     """A Job that owns the policy and whose end Kubernetes itself brings about.
 
     ``parallelism: 0`` means the Job never starts a pod (no image is pulled, nothing runs in the cluster), yet the
     job controller still starts its clock: at ``activeDeadlineSeconds`` it marks the Job failed
     (``DeadlineExceeded``), the TTL-after-finished controller deletes it at once (``ttlSecondsAfterFinished: 0``),
     and the garbage collector then deletes the NetworkPolicy it owns. No process of ours has to survive for that.
+
+    ``duration_s`` is the fault's hard cap (the expires-at annotation). ``deadline_s``, when shorter, is the
+    first deadline of a dead-man switch that the runner extends while it lives (``activeDeadlineSeconds`` of a
+    Job may be updated), never past the hard cap.
     """
-    deadline_s = max(1, math.ceil(duration_s))
+    hard_cap_s = max(1, math.ceil(duration_s))
+    deadline_s = hard_cap_s if deadline_s is None else max(1, min(hard_cap_s, math.ceil(deadline_s)))
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -234,7 +241,7 @@ def build_expiry_job(*, namespace: str, run_id: str, duration_s: float, now: dat
             "namespace": namespace,
             "labels": managed_labels(run_id),
             "annotations": {
-                EXPIRES_AT_ANNOTATION: _rfc3339(datetime.fromtimestamp(now.timestamp() + deadline_s, tz=UTC)),
+                EXPIRES_AT_ANNOTATION: _rfc3339(datetime.fromtimestamp(now.timestamp() + hard_cap_s, tz=UTC)),
                 _PURPOSE_ANNOTATION: "expiry timer of a chaoscontour fault: runs no pod; its deadline deletes the "
                 "fault's NetworkPolicy (owner reference). Deleting this Job ends the fault now.",
             },
