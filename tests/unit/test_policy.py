@@ -1,5 +1,6 @@
 """The NetworkPolicy we build, the API server's addresses, and the check for policies that defeat the fault."""
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -158,6 +159,73 @@ def test_expiry_job_runs_no_pod_and_is_deleted_when_its_deadline_passes():
     assert spec["ttlSecondsAfterFinished"] == 0
     assert job["metadata"]["annotations"][fault.EXPIRES_AT_ANNOTATION] == "2026-11-26T19:01:31Z"
     assert job["metadata"]["labels"][fault.RUN_ID_LABEL] == "r1"
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    """The pod spec's breaches of the ``restricted`` Pod Security Standard (Kubernetes docs, "Pod Security
+    Standards", baseline + restricted, version latest), as our reading of it; the integration test asks the real
+    PodSecurity admission plugin."""
+    found: list[str] = []
+    context = pod.get("securityContext") or {}
+    containers = [*(pod.get("initContainers") or []), *pod["containers"]]
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            found.append(key)
+    if any("hostPath" in volume for volume in pod.get("volumes") or []):
+        found.append("hostPath volume")
+    for container in containers:
+        name, own = container["name"], container.get("securityContext") or {}
+        if own.get("privileged"):
+            found.append(f"{name}: privileged")
+        if own.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation is not false")
+        capabilities = own.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            found.append(f"{name}: capabilities do not drop ALL")
+        if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+            found.append(f"{name}: adds capabilities")
+        if not own.get("runAsNonRoot", context.get("runAsNonRoot")):
+            found.append(f"{name}: runAsNonRoot is not true")
+        if own.get("runAsUser", context.get("runAsUser")) == 0:
+            found.append(f"{name}: runAsUser 0")
+        seccomp = (own.get("seccompProfile") or context.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{name}: seccompProfile {seccomp}")
+        if any(port.get("hostPort") for port in container.get("ports") or []):
+            found.append(f"{name}: hostPort")
+    return found
+
+
+def test_expiry_job_pod_template_meets_the_restricted_pod_security_standard():
+    pod = fault.build_expiry_job(namespace="n", run_id="r1", duration_s=60, now=NOW)["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    assert pod["securityContext"]["runAsUser"] != 0
+
+
+def test_the_restricted_check_sees_a_breach():
+    """The control of the test above: a template without security settings breaks the standard on every count."""
+    pod = {"containers": [{"name": "c", "image": "busybox"}]}
+    assert len(restricted_violations(pod)) == 4
+
+
+def test_expiry_job_pod_template_has_tiny_resources_and_an_image_pinned_by_digest():
+    pod = fault.build_expiry_job(namespace="n", run_id="r1", duration_s=60, now=NOW)["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == fault.EXPIRY_JOB_IMAGE
+    assert re.fullmatch(r"[a-z0-9.\-/]+:[\w.\-]+@sha256:[0-9a-f]{64}", fault.EXPIRY_JOB_IMAGE)
+    for kind in ("requests", "limits"):
+        assert set(container["resources"][kind]) == {"cpu", "memory"}
+
+
+def test_expiry_job_pod_template_has_no_identity_and_mounts_nothing():
+    """What deploy/admission-policy.yaml demands of every Job of the game-day ServiceAccount."""
+    job = fault.build_expiry_job(namespace="n", run_id="r1", duration_s=60, now=NOW)
+    pod = job["spec"]["template"]["spec"]
+    assert job["spec"]["parallelism"] == 0
+    assert job["metadata"]["labels"][fault.MANAGED_BY_LABEL] == fault.MANAGED_BY
+    assert pod["automountServiceAccountToken"] is False
+    assert not pod.get("serviceAccountName") and not pod.get("serviceAccount")
+    assert not pod.get("volumes") and not any(c.get("volumeMounts") for c in pod["containers"])
 
 
 def test_managed_selector_for_all_runs_or_one():
