@@ -72,6 +72,9 @@ COMPONENTS: dict[str, Component] = {
     "kubernetes": Component("kubernetes", versions.KUBERNETES, ("kube-apiserver", "kube-controller-manager")),
     "etcd": Component("etcd", versions.ETCD, ("etcd",)),
     "contour": Component("contour", versions.CONTOUR, ("contour",)),
+    # Not run by the sandbox: kustomize builds deploy/ in the integration tests, actionlint runs in `make lint`.
+    "kustomize": Component("kustomize", versions.KUSTOMIZE, ("kustomize",)),
+    "actionlint": Component("actionlint", versions.ACTIONLINT, ("actionlint",)),
 }
 _COMPONENT_OF = {binary: comp for comp in COMPONENTS.values() for binary in comp.binaries}
 
@@ -210,7 +213,13 @@ def _build(component: Component, progress: Progress) -> None:
     out.mkdir(exist_ok=True)
     progress(f"building {component.name} v{component.version} ({', '.join(component.binaries)}) in {work}")
     started = time.monotonic()
-    builder = {"kubernetes": _build_kubernetes, "etcd": _build_etcd, "contour": _build_contour}[component.name]
+    builder = {
+        "kubernetes": _build_kubernetes,
+        "etcd": _build_etcd,
+        "contour": _build_contour,
+        "kustomize": _go_install,
+        "actionlint": _go_install,
+    }[component.name]
     builder(go, work, out, component, progress)
     _install(out, component, progress)
     progress(f"built {component.name} v{component.version} in {time.monotonic() - started:.0f} s")
@@ -295,6 +304,21 @@ def _build_contour(go: str, work: Path, out: Path, component: Component, progres
     _compile_with_progress(cmd, work, "go install contour", None, progress, GOBIN=str(out))
 
 
+# Tools whose go.mod has no replace lines, so `go install PACKAGE@VERSION` builds them as released; each reports
+# its version from the module's build information.
+_GO_INSTALL_PACKAGES = {
+    "kustomize": "sigs.k8s.io/kustomize/kustomize/v5",
+    "actionlint": "github.com/rhysd/actionlint/cmd/actionlint",
+}
+
+
+def _go_install(go: str, work: Path, out: Path, component: Component, progress: Progress) -> None:
+    package = f"{_GO_INSTALL_PACKAGES[component.name]}@v{component.version}"
+    progress(f"  go install {package}")
+    cmd = [go, "install", "-v", "-trimpath", "-ldflags", "-s -w", package]
+    _compile_with_progress(cmd, work, f"go install {component.name}", None, progress, GOBIN=str(out))
+
+
 def contour_module_dir() -> Path:
     """The Contour module's folder in the Go module cache (downloaded on demand): the source of its CRDs."""
     go = _go()
@@ -317,7 +341,7 @@ def contour_module_dir() -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="chaoscontour binaries",
-        description="Find or build the pinned kube-apiserver, kube-controller-manager, etcd and contour binaries.",
+        description="Find or build the pinned binaries: the control plane's and Contour's, kustomize, actionlint.",
     )
     parser.add_argument("action", choices=["build", "where"], help="build missing binaries, or only print where")
     parser.add_argument("names", nargs="*", help=f"binaries (default: all of {', '.join(sorted(_COMPONENT_OF))})")
