@@ -17,7 +17,7 @@ help:
 	@echo "make demo        start the local Contour sandbox, run experiments/apiserver-outage.json, print the verdict"
 	@echo "make test        run every test: unit, integration (real kube-apiserver) and end-to-end (sandbox)"
 	@echo "make test-unit   only the fast tests (no root, no binaries)"
-	@echo "make lint        ruff and mypy"
+	@echo "make lint        ruff, mypy, hadolint (deploy/Dockerfile), actionlint with shellcheck (the workflow)"
 	@echo "make binaries    find or build the pinned etcd, kube-apiserver, kube-controller-manager and contour"
 	@echo "make bench       envoy_availability benchmark against a real local Envoy, side by side with wrk"
 	@echo "make compat-311  the unit and CLI tests on Python 3.11 with chaostoolkit 1.19 / chaostoolkit-lib 1.44"
@@ -44,10 +44,17 @@ system-deps:
 binaries: venv
 	$(PY) -m chaoscontour.sandbox.binaries build
 
+# actionlint skips its shellcheck pass without a word when it cannot run shellcheck, hence the explicit path and the
+# check that it runs. hadolint and shellcheck come from the lint extra; actionlint is built into the binary cache.
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy chaoscontour
+	$(VENV)/bin/hadolint deploy/Dockerfile
+	$(VENV)/bin/shellcheck --version >/dev/null
+	$(PY) -m chaoscontour.sandbox.binaries build actionlint
+	"$$($(PY) -m chaoscontour.sandbox.binaries where actionlint | sed 's/^actionlint: //')" \
+	  -shellcheck $(VENV)/bin/shellcheck .github/workflows/chaos-gate.yml
 
 test: venv system-deps binaries
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
