@@ -1,7 +1,9 @@
 """The game-day manifests in ``deploy/`` against the real kube-apiserver of the control-plane harness.
 
-* Every manifest (and the ConfigMap ``deploy/render.py`` renders from ``experiments/``) passes a server-side apply
-  with ``dryRun=All`` and strict field validation.
+* ``deploy/`` is built with the pinned kustomize, as ``kubectl apply -k deploy/`` builds it: exactly the objects of
+  the files it lists, and the experiments ConfigMap holding every ``experiments/*.json`` byte for byte.
+* Every object it builds (and ``journal-reader.yaml``) passes a server-side apply with ``dryRun=All`` and strict
+  field validation; the whole build is then applied for real, and the CronJob's volume finds its ConfigMap.
 * The ServiceAccount, with ``rbac.yaml`` really applied, may make every Kubernetes API call the activities make and
   nothing else that matters (SubjectAccessReview, answered by the API server's RBAC authorizer).
 * The Roles grant exactly the calls found in ``chaoscontour/activities`` (no more, no less), so the manifest and
@@ -10,8 +12,9 @@
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,8 @@ import pytest
 import yaml
 from kubernetes import client, dynamic
 from kubernetes.client.rest import ApiException
+
+from chaoscontour.sandbox import binaries
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -52,26 +57,63 @@ IN_DEFAULT = {"endpointslices", "services"}
 NAMED = {("default", "", "services"): "kubernetes"}
 
 
-def load_render() -> Any:
-    spec = importlib.util.spec_from_file_location("chaoscontour_deploy_render", DEPLOY / "render.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# Applied by hand when needed, so not part of the kustomization.
+NOT_IN_KUSTOMIZATION = ("journal-reader.yaml",)
+
+
+def yaml_docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+
+
+def listed_objects(directory: Path = DEPLOY) -> list[tuple[str, str]]:
+    """``(kind, name)`` of what a kustomization should build, read from the files it lists (no kustomize needed)."""
+    (kustomization,) = yaml_docs(directory / "kustomization.yaml")
+    found = []
+    for entry in kustomization.get("resources", []):
+        path = (directory / entry).resolve()
+        found += (
+            listed_objects(path) if path.is_dir() else [(d["kind"], d["metadata"]["name"]) for d in yaml_docs(path)]
+        )
+    found += [("ConfigMap", generator["name"]) for generator in kustomization.get("configMapGenerator", [])]
+    return found
+
+
+@functools.cache
+def _kustomize_build() -> tuple[str, ...]:
+    kustomize = binaries.find_binary("kustomize")
+    assert kustomize is not None
+    proc = subprocess.run([str(kustomize), "build", str(DEPLOY)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, f"kustomize build deploy/ failed:\n{proc.stderr}"
+    return tuple(yaml.safe_dump(d) for d in yaml.safe_load_all(proc.stdout) if d)
+
+
+@pytest.fixture
+def built(require: Any) -> list[dict[str, Any]]:
+    """What ``kubectl apply -k deploy/`` would send, from the pinned kustomize (fresh copies for each test)."""
+    require("kustomize")
+    return [yaml.safe_load(text) for text in _kustomize_build()]
 
 
 def manifests() -> list[tuple[str, dict[str, Any]]]:
-    docs = []
-    for name in ("rbac.yaml", "pvc.yaml", "cronjob.yaml", "journal-reader.yaml"):
-        docs += [(name, d) for d in yaml.safe_load_all((DEPLOY / name).read_text(encoding="utf-8")) if d]
-    docs.append(("render.py", load_render().render_configmap(REPO / "experiments")))
-    return docs
+    """The documents of ``deploy/*.yaml`` as written (the RBAC tests read ``rbac.yaml`` without kustomize)."""
+    return [
+        (path.name, d)
+        for path in sorted(DEPLOY.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for d in yaml_docs(path)
+    ]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
 
 
 def calls_in_activities() -> set[tuple[str, str, str, str]]:
     """``(namespace, api group, resource, verb)`` for every ``k.<group>.<verb>_namespaced_<kind>`` call."""
     found = set()
-    pattern = re.compile(r"\bk\.(\w+)\.(read|list|create|delete|patch|replace)_namespaced_(\w+?)\b")
+    # `..._with_http_info` is the same API call, returning the status and headers as well.
+    pattern = re.compile(r"\bk\.(\w+)\.(read|list|create|delete|patch|replace)_namespaced_(\w+?)(?:_with_http_info)?\b")
     for path in ACTIVITY_SOURCES:
         for group, verb, kind in pattern.findall(path.read_text(encoding="utf-8")):
             resource = RESOURCES[kind]  # a KeyError here means a new kind: add it to RESOURCES and to rbac.yaml
@@ -133,9 +175,38 @@ def dry_run_apply(dyn: dynamic.DynamicClient, doc: dict[str, Any]) -> Any:
     )
 
 
-@pytest.mark.parametrize(("source", "index"), [(s, i) for i, (s, _) in enumerate(manifests())])
-def test_manifest_passes_server_side_dry_run(dyn, contour_namespace, source, index):
-    doc = manifests()[index][1]
+def test_kustomize_builds_exactly_the_objects_of_the_listed_files(built):
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in built) == sorted(listed_objects())
+    assert ("ConfigMap", "chaoscontour-experiments") in listed_objects()
+
+
+def test_experiments_configmap_holds_every_experiment_byte_for_byte(built):
+    """Each ``experiments/*.json`` is a key, unchanged; one missing from experiments/kustomization.yaml fails here."""
+    configmap = find(built, "ConfigMap", "chaoscontour-experiments")
+    experiments = {
+        path.name: path.read_text(encoding="utf-8") for path in sorted((REPO / "experiments").glob("*.json"))
+    }
+    assert configmap["data"] == experiments
+    assert configmap["metadata"]["namespace"] == NAMESPACE
+    assert configmap["metadata"]["labels"]["app.kubernetes.io/component"] == "game-day"
+    # What the CronJob runs (EXPERIMENTS) is among the keys of the ConfigMap it mounts.
+    pod = find(built, "CronJob", "chaoscontour-gameday")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "experiments"]
+    assert volume["configMap"]["name"] == "chaoscontour-experiments"
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert set(env["EXPERIMENTS"].split()) <= set(experiments)
+
+
+DRY_RUN_CASES = [
+    *listed_objects(),
+    *((d["kind"], d["metadata"]["name"]) for f in NOT_IN_KUSTOMIZATION for d in yaml_docs(DEPLOY / f)),
+]
+
+
+@pytest.mark.parametrize(("kind", "name"), DRY_RUN_CASES, ids=[f"{k}/{n}" for k, n in DRY_RUN_CASES])
+def test_manifest_passes_server_side_dry_run(dyn, contour_namespace, built, kind, name):
+    from_files = [d for f in NOT_IN_KUSTOMIZATION for d in yaml_docs(DEPLOY / f)]
+    doc = find(built + from_files, kind, name)
     applied = dry_run_apply(dyn, doc)
     assert applied.kind == doc["kind"] and applied.metadata.name == doc["metadata"]["name"]
     if doc["kind"] == "CronJob":
@@ -159,11 +230,59 @@ def test_manifest_passes_server_side_dry_run(dyn, contour_namespace, source, ind
 
 def test_dry_run_rejects_a_misspelt_field(dyn, contour_namespace):
     """The dry run is strict: a typo in a manifest fails it, so a passing dry run means something."""
-    (cronjob,) = [d for s, d in manifests() if d["kind"] == "CronJob"]
+    cronjob = find([d for _, d in manifests()], "CronJob", "chaoscontour-gameday")
     cronjob["spec"]["concurrencyPolicyy"] = "Forbid"
     with pytest.raises(ApiException) as rejected:
         dry_run_apply(dyn, cronjob)
     assert "concurrencyPolicyy" in str(rejected.value.body)
+
+
+def delete_for_good(dyn: dynamic.DynamicClient, doc: dict[str, Any]) -> None:
+    """Delete ``doc``'s object, and drop the finalizers no controller of this session removes (the PVC's
+    ``kubernetes.io/pvc-protection``, which kube-controller-manager would lift), so nothing stays Terminating."""
+    resource = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+    ref = {"name": doc["metadata"]["name"], "namespace": doc["metadata"].get("namespace")}
+    try:
+        resource.delete(**ref)
+        resource.patch(body={"metadata": {"finalizers": None}}, content_type="application/merge-patch+json", **ref)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+@pytest.fixture
+def applied_kustomization(
+    dyn: dynamic.DynamicClient, contour_namespace: str, built: list[dict[str, Any]]
+) -> Iterator[list[dict[str, Any]]]:
+    """``kubectl apply -k deploy/`` for real (a server-side apply of the kustomize build), removed afterwards."""
+    applied: list[dict[str, Any]] = []
+    try:
+        for doc in built:
+            dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"]).server_side_apply(
+                body=doc,
+                name=doc["metadata"]["name"],
+                namespace=doc["metadata"].get("namespace"),
+                field_manager="chaoscontour-test",
+                query_params=[("fieldValidation", "Strict")],
+            )
+            applied.append(doc)
+        yield applied
+    finally:
+        for doc in reversed(applied):
+            delete_for_good(dyn, doc)
+
+
+def test_kustomization_applies_and_the_cronjob_finds_what_it_mounts(api, built, applied_kustomization):
+    assert len(applied_kustomization) == len(built)
+    core = client.CoreV1Api(api)
+    cronjob: Any = client.BatchV1Api(api).read_namespaced_cron_job("chaoscontour-gameday", NAMESPACE)
+    assert cronjob.spec.suspend is True
+    pod = cronjob.spec.job_template.spec.template.spec
+    volumes = {v.name: v for v in pod.volumes}
+    configmap: Any = core.read_namespaced_config_map(volumes["experiments"].config_map.name, NAMESPACE)
+    assert set(configmap.data) == {path.name for path in (REPO / "experiments").glob("*.json")}
+    core.read_namespaced_persistent_volume_claim(volumes["journals"].persistent_volume_claim.claim_name, NAMESPACE)
+    core.read_namespaced_service_account(pod.service_account_name, NAMESPACE)
 
 
 @pytest.fixture
