@@ -16,10 +16,11 @@ from logzero import logger
 
 from chaoscontour.activities._common import Progress, user_errors
 from chaoscontour.domain.identity import parse_holder_identity
-from chaoscontour.domain.inputs import require_name, require_namespace, require_non_negative, require_positive
-from chaoscontour.domain.lease import lease_summary, parse_api_time, renewed_by_other
+from chaoscontour.domain.inputs import parse_bool, parse_count, parse_seconds, require_name, require_namespace
+from chaoscontour.domain.lease import lease_summary, new_holder
 from chaoscontour.domain.selectors import format_label_selector, parse_label_selector, selector_matches
-from chaoscontour.edges.kube import call, kube, read_lease, to_dict
+from chaoscontour.edges import stop
+from chaoscontour.edges.kube import ApiUnavailable, call, kube, read_lease, read_lease_at, to_dict
 
 __all__ = ["kill_leader", "lease_holder"]
 
@@ -31,37 +32,43 @@ def lease_holder(
     namespace: str = "projectcontour",
     lease_name: str = "leader-elect",
     wait_for_holder_s: float = 0,
+    lease_namespace: str = "",
     secrets: Secrets = None,
 ) -> Dict[str, Any]:
     """Read Contour's leader-election Lease and say who holds it.
 
     Returns a mapping with `holder_identity` (`<pod>_<uuid>`), `pod_name`, `acquire_time`, `renew_time`,
     `seconds_since_renewal`, `lease_transitions`, `lease_duration_s`, and `held`: true when a holder renewed the
-    Lease within its duration (a live leader). Use it in a steady-state hypothesis with a `jsonpath` tolerance on
-    `$.held`, or a `range` tolerance with `target` `seconds_since_renewal`.
+    Lease within its duration (a live leader). The Lease's age is judged on the API server's clock (the `Date` of
+    its answer), not this machine's; `clock_offset_s` says how far this machine's clock is from the cluster's and
+    `judged_by` which clock was used. Use it in a steady-state hypothesis with a `jsonpath` tolerance on `$.held`.
 
-    `namespace` and `lease_name` locate the Lease (stock install: `projectcontour` / `leader-elect`).
+    The Lease is `lease_name` in `lease_namespace` (default: `namespace`; Contour's
+    `--leader-election-resource-namespace`; stock install: `projectcontour` / `leader-elect`).
     `wait_for_holder_s` > 0 waits up to that many seconds for a live holder (after an outage, Contour pods come
-    back from CrashLoopBackOff before one is elected) and returns the last reading if none appears. A missing Lease
-    fails the probe with a message naming it.
+    back from CrashLoopBackOff before one is elected) and returns the last reading if none appears. Only an
+    unreachable API server is retried while waiting: a missing Lease, a missing namespace, 401 or 403 fail at once
+    with their cause.
     """
     require_namespace(namespace)
     require_name(lease_name, "lease_name")
-    wait_s = require_non_negative(wait_for_holder_s, "wait_for_holder_s")
+    lease_ns = require_namespace(lease_namespace, "lease_namespace") if lease_namespace else namespace
+    wait_s = parse_seconds(wait_for_holder_s, "wait_for_holder_s", maximum=3600, allow_zero=True)
     k = kube(secrets)
     deadline = time.monotonic() + wait_s
     progress = Progress()
+    summary: Dict[str, Any] | None = None
     while True:
         try:
-            summary = lease_summary(read_lease(k, namespace, lease_name), datetime.now(UTC))
-        except ActivityFailed:
-            if time.monotonic() >= deadline:
+            lease, cluster_now = read_lease_at(k, lease_ns, lease_name)
+            summary = lease_summary(lease, cluster_now, datetime.now(UTC))
+        except ApiUnavailable:
+            if time.monotonic() >= deadline or stop.requested():
                 raise
-            summary = None
-        if summary and (summary["held"] or time.monotonic() >= deadline):
+        if summary and (summary["held"] or time.monotonic() >= deadline or stop.requested()):
             return summary
-        progress(f"lease_holder: waiting for a live holder of Lease {namespace}/{lease_name} ({wait_s:.0f} s max)")
-        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        progress(f"lease_holder: waiting for a live holder of Lease {lease_ns}/{lease_name} ({wait_s:.0f} s max)")
+        stop.wait(min(0.5, max(0.0, deadline - time.monotonic())))
 
 
 @user_errors
@@ -73,6 +80,7 @@ def kill_leader(
     wait_for_new_leader: bool = True,
     timeout_s: float = 60,
     max_failover_s: float = 0,
+    lease_namespace: str = "",
     secrets: Secrets = None,
 ) -> Dict[str, Any]:
     """Delete the Contour pod that holds the leader Lease, and measure how fast another replica takes over.
@@ -82,27 +90,30 @@ def kill_leader(
     nothing else is ever deleted. `grace_period_s` is the deletion grace period (0 = hard kill: the leader cannot
     release the Lease, so the takeover waits for the lease duration to run out, the worst case).
 
-    With `wait_for_new_leader` (default), waits up to `timeout_s` seconds until a different holder renews the
-    Lease. Returns `old_holder`, `old_pod`, `new_holder`, `new_pod`, `failover_s` (seconds from the delete call to
-    the first reading that showed the new holder, polled every 0.25 s) and `deleted_at`. Fails when no new leader
-    appears in `timeout_s`, or when `max_failover_s` > 0 and the failover took longer (chaostoolkit evaluates
-    tolerances only in the steady-state hypothesis, so this is how a method step enforces a bound). For Contour's
-    defaults the worst case is 23.8 s, not the 17 s that lease duration + retry period suggests: client-go
-    (tools/leaderelection) polls every retry period x [1, 2.2) (`JitterFactor` 1.2) and counts the lease duration
-    from when the candidate *observed* the last renewal, so 4.4 + 15 + 4.4 s after it.
+    With `wait_for_new_leader` (default), waits up to `timeout_s` seconds until a different identity holds the
+    Lease (recognised by identity, so no two machines' clocks are compared; `lease_namespace` as for
+    `lease_holder`). Returns `old_holder`, `old_pod`, `new_holder`, `new_pod`, `failover_s` (seconds from the
+    delete call to the first reading that showed the new holder, polled every 0.25 s) and `deleted_at`. Fails when
+    no new leader appears in `timeout_s`, or when `max_failover_s` > 0 and the failover took longer (chaostoolkit
+    evaluates tolerances only in the steady-state hypothesis, so this is how a method step enforces a bound). For
+    Contour's defaults the worst case is 23.8 s, not the 17 s that lease duration + retry period suggests:
+    client-go (tools/leaderelection) polls every retry period x [1, 2.2) (`JitterFactor` 1.2) and counts the lease
+    duration from when the candidate *observed* the last renewal, so 4.4 + 15 + 4.4 s after it. On SIGINT,
+    SIGTERM or SIGUSR1 the wait ends at once and returns what it has, with `stopped_early`.
     """
     require_namespace(namespace)
     require_name(lease_name, "lease_name")
+    lease_ns = require_namespace(lease_namespace, "lease_namespace") if lease_namespace else namespace
     labels = parse_label_selector(label_selector)
-    grace = int(require_non_negative(grace_period_s, "grace_period_s"))
-    timeout = require_positive(timeout_s, "timeout_s")
-    max_failover = require_non_negative(max_failover_s, "max_failover_s")
+    grace = parse_count(grace_period_s, "grace_period_s", maximum=3600)
+    waiting = parse_bool(wait_for_new_leader, "wait_for_new_leader")
+    timeout = parse_seconds(timeout_s, "timeout_s", maximum=3600)
+    max_failover = parse_seconds(max_failover_s, "max_failover_s", maximum=3600, allow_zero=True)
 
     k = kube(secrets)
-    lease = read_lease(k, namespace, lease_name)
+    lease = read_lease(k, lease_ns, lease_name)
     old_holder = (lease.get("spec") or {}).get("holderIdentity") or ""
     old_pod = parse_holder_identity(old_holder).pod_name
-    old_renew = parse_api_time((lease.get("spec") or {}).get("renewTime")) or datetime.now(UTC)
 
     pod = call(
         f"read pod {namespace}/{old_pod}",
@@ -110,7 +121,7 @@ def kill_leader(
         old_pod,
         namespace,
         not_found=(
-            f"the Lease {namespace}/{lease_name} names {old_holder!r}, but pod {namespace}/{old_pod} does not "
+            f"the Lease {lease_ns}/{lease_name} names {old_holder!r}, but pod {namespace}/{old_pod} does not "
             "exist: the Lease is stale (no live leader?); nothing was deleted"
         ),
     )
@@ -141,31 +152,38 @@ def kill_leader(
         "new_pod": None,
         "failover_s": None,
     }
-    if not wait_for_new_leader:
+    if not waiting:
         return result
 
     progress = Progress()
     while True:
-        current = read_lease(k, namespace, lease_name)
-        if renewed_by_other(current, old_holder, after=old_renew):
+        try:
+            current = read_lease(k, lease_ns, lease_name)
+        except ApiUnavailable:
+            current = {}
+        holder = new_holder(current, old_holder)
+        if holder:
             elapsed = time.monotonic() - started
-            new_holder = current["spec"]["holderIdentity"]
             result.update(
-                new_holder=new_holder,
-                new_pod=parse_holder_identity(new_holder).pod_name,
+                new_holder=holder,
+                new_pod=parse_holder_identity(holder).pod_name,
                 failover_s=round(elapsed, 3),
                 lease_transitions=current["spec"].get("leaseTransitions"),
             )
             logger.info(f"kill_leader: {result['new_pod']} took over the Lease after {elapsed:.1f} s")
             break
         elapsed = time.monotonic() - started
+        if stop.requested():
+            logger.warning(f"kill_leader: {stop.reason()}: stopped waiting for a new leader after {elapsed:.1f} s")
+            result["stopped_early"] = True
+            return result
         if elapsed >= timeout:
             raise ActivityFailed(
-                f"no other Contour replica took over Lease {namespace}/{lease_name} within {timeout:.0f} s of "
+                f"no other Contour replica took over Lease {lease_ns}/{lease_name} within {timeout:.0f} s of "
                 f"deleting {old_pod}; is more than one replica running?"
             )
-        progress(f"kill_leader: waiting for a new holder of {namespace}/{lease_name}: {elapsed:.0f}/{timeout:.0f} s")
-        time.sleep(_POLL_S)
+        progress(f"kill_leader: waiting for a new holder of {lease_ns}/{lease_name}: {elapsed:.0f}/{timeout:.0f} s")
+        stop.wait(_POLL_S)
     if max_failover and result["failover_s"] > max_failover:
         raise ActivityFailed(
             f"failover took {result['failover_s']:.1f} s, more than max_failover_s={max_failover:g} "

@@ -19,18 +19,23 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Secrets
 from logzero import logger
 
-from chaoscontour.activities._common import Progress, process_run_id, user_errors
+from chaoscontour.activities._common import process_run_id, user_errors
+from chaoscontour.activities._confirm import confirm_fault, confirmed_fault, forget_fault, not_confirmed_message
 from chaoscontour.domain import policy as fault
+from chaoscontour.domain import verification
 from chaoscontour.domain.inputs import (
     InvalidInput,
+    parse_bool,
+    parse_choice,
     parse_cidrs,
+    parse_seconds,
     require_name,
     require_namespace,
-    require_positive,
     require_run_id,
 )
 from chaoscontour.domain.lease import parse_api_time
 from chaoscontour.domain.selectors import format_label_selector, parse_label_selector
+from chaoscontour.edges import heartbeat
 from chaoscontour.edges.kube import (
     Kube,
     call,
@@ -38,14 +43,19 @@ from chaoscontour.edges.kube import (
     delete_in_background,
     kube,
     list_pods,
+    patch_job_deadline,
+    read_if_present,
     read_lease,
     to_dict,
 )
 
-__all__ = ["block_apiserver_egress", "unblock_apiserver_egress"]
+__all__ = ["apiserver_egress_fault", "block_apiserver_egress", "unblock_apiserver_egress"]
 
 OPEN_CONNECTION_MODES = ("none", "restart-pods")
-_POLL_S = 0.5
+# A fault longer than a few hours is a typo, not an experiment.
+MAX_FAULT_S = 4 * 3600.0
+# Time left after the Lease's duration for the verification's reads and for replacement pods to start.
+VERIFY_MARGIN_S = 5.0
 
 
 def _selected_pods(k: Kube, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
@@ -78,71 +88,6 @@ def _apiserver_target(k: Kube) -> fault.ApiServerTarget:
         raise ActivityFailed(f"block_apiserver_egress: {exc}") from exc
 
 
-def _verify(
-    k: Kube, namespace: str, lease_name: str, window_s: float, timeout_s: float, created_at: float
-) -> Dict[str, Any]:
-    """Watch the Lease until its renewals have stopped for ``window_s`` seconds, or ``timeout_s`` runs out.
-
-    A live leader renews every retry period (2 s by default), so quiet for ``window_s`` (default 8 s, four retry
-    periods) means it can no longer reach the API server. Renewals by an empty holder (a Lease being released)
-    are not renewals: a pod deleted by ``restart-pods`` may release the Lease on its way out.
-    """
-    lease = read_lease(k, namespace, lease_name)
-    last_renew = parse_api_time(lease["spec"].get("renewTime"))
-    quiet_since = created_at
-    renewals = 0
-    progress = Progress()
-    while True:
-        now = time.monotonic()
-        if now - quiet_since >= window_s:
-            return {
-                "confirmed": True,
-                "signal": "lease-renewals-stopped",
-                "renewals_after_block": renewals,
-                "quiet_s": round(now - quiet_since, 1),
-                "confirmed_after_s": round(now - created_at, 1),
-            }
-        if now - created_at >= timeout_s:
-            return {
-                "confirmed": False,
-                "signal": "lease-still-renewed",
-                "renewals_after_block": renewals,
-                "holder": lease["spec"].get("holderIdentity"),
-                "checked_for_s": round(now - created_at, 1),
-            }
-        progress(
-            f"block_apiserver_egress: verifying the fault: Lease {namespace}/{lease_name} quiet for "
-            f"{now - quiet_since:.0f}/{window_s:.0f} s, {renewals} renewal(s) since the block"
-        )
-        time.sleep(_POLL_S)
-        lease = read_lease(k, namespace, lease_name)
-        renew = parse_api_time(lease["spec"].get("renewTime"))
-        if renew != last_renew and lease["spec"].get("holderIdentity"):
-            renewals += 1
-            quiet_since = time.monotonic()
-        last_renew = renew
-
-
-def _not_confirmed_message(verification: Dict[str, Any], namespace: str, lease_name: str, mode: str) -> str:
-    seen = verification["renewals_after_block"]
-    message = (
-        f"the fault did not take effect: Lease {namespace}/{lease_name} was renewed {seen} time(s) by "
-        f"{verification.get('holder')} in the {verification['checked_for_s']:.0f} s after the NetworkPolicy was "
-        "created, so Contour still reaches the API server. The policy was removed. "
-    )
-    if mode == "none":
-        message += (
-            "With open_connections='none' this is what a CNI that lets established connections live on does "
-            "(Calico, Antrea): Contour's open connection to the API server is never cut; run again with "
-            "open_connections='restart-pods'. "
-        )
-    return message + (
-        "Otherwise: the cluster's CNI does not enforce NetworkPolicy (e.g. flannel, kindnet without policies), "
-        "it matches the API server by something other than its address (Cilium's kube-apiserver entity), or a "
-        "policy we could not see allows it."
-    )
-
-
 @user_errors
 def block_apiserver_egress(
     namespace: str = "projectcontour",
@@ -154,8 +99,10 @@ def block_apiserver_egress(
     open_connections: str = "none",
     verify: bool = True,
     lease_name: str = "leader-elect",
-    verify_window_s: float = 8,
-    verify_timeout_s: float = 30,
+    lease_namespace: str = "",
+    verify_window_s: float = 0,
+    verify_timeout_s: float = 60,
+    dead_man_s: float = 20,
     secrets: Secrets = None,
 ) -> Dict[str, Any]:
     """Cut the selected Contour pods off from the Kubernetes API server with a NetworkPolicy, and nothing else.
@@ -166,40 +113,55 @@ def block_apiserver_egress(
     (`k=v,k2=v2` string or mapping; default `app=contour`) in `namespace` and allows all other egress (`0.0.0.0/0`
     and `::/0` with those addresses excepted, and DNS to any pod). It is labelled
     `app.kubernetes.io/managed-by=chaoscontour` and `chaoscontour/run-id=<run_id>`, annotated with its expiry,
-    and owned by a pod-less Job whose `activeDeadlineSeconds` is `duration_s`: when it ends, Kubernetes' garbage
-    collector removes the policy even if the `chaos` process was killed.
+    and owned by a pod-less expiry Job: when the Job's deadline passes, Kubernetes' garbage collector removes the
+    policy even if the `chaos` process was killed.
+
+    Dead-man switch: the Job's deadline starts `dead_man_s` (default 20 s) ahead and a thread of this process
+    pushes it forward while the run lives, never past `duration_s` (the hard cap, at most 4 h). If the process
+    dies, or is told to stop (SIGINT, SIGTERM, SIGUSR1), the fault ends within `dead_man_s` plus the controllers'
+    few seconds. `dead_man_s` 0 turns the switch off (the deadline is `duration_s` from the start).
 
     Refuses, creating nothing, when the selector matches no pod, or when another NetworkPolicy already allows those
     pods egress to the API server (policies are additive, so the fault would do nothing) unless `force` is true.
+    Fails and removes the Job when a queueing controller (e.g. Kueue) suspended it: a suspended Job never reaches
+    its deadline, so the fault would never expire.
 
     `open_connections` says what to do about the connection Contour already holds to the API server, which some
     CNIs (Calico, Antrea) let live on under a new policy: `none` (rely on the CNI) or `restart-pods` (delete the
     selected pods once the policy is in place, so their replacements' connections meet it).
 
-    With `verify` (default), it then watches the `lease_name` Lease: the fault is confirmed when no renewal
-    happens for `verify_window_s` seconds (four retry periods by default) within `verify_timeout_s`. If the leader
-    keeps renewing, the policy is removed and the action fails saying why, so the experiment cannot report that
-    Envoy survived an outage that never happened.
+    With `verify` (default), it then reads the Lease `lease_name` in `lease_namespace` (default: `namespace`;
+    Contour's `--leader-election-resource-namespace`) until it has stayed unchanged for longer than its own
+    `leaseDurationSeconds`, measured between two reads on this process's monotonic clock: whatever Contour's
+    leader-election timings, a Contour that still reaches the API server writes its Lease more often than that.
+    `verify_window_s` may lengthen that quiet period, never shorten it. If that does not happen within
+    `verify_timeout_s`, the policy is removed and the action fails naming what it saw, so the experiment cannot
+    report that Envoy survived an outage that never happened.
 
     `run_id` (1-32 of `a-z0-9-`) names this run's objects; empty means this `chaos run` process's own id, which the
     rollback `unblock_apiserver_egress` uses by default too. Returns `name`, `namespace`, `run_id`,
-    `selected_pods`, `blocked_cidrs`, `expires_at`, `expiry_job`, `open_connections`, `restarted_pods` and
-    `verification`.
+    `selected_pods`, `blocked_cidrs`, `apiserver_ports`, `expires_at` (the hard cap), `expiry_job`, `dead_man_s`,
+    `open_connections`, `restarted_pods` and `verification` (`confirmed`, `evidence`, `evidence_text`,
+    `confirmed_after_s`, `required_quiet_s`, renewals seen).
     """
     require_namespace(namespace)
     labels = parse_label_selector(label_selector)
-    duration = require_positive(duration_s, "duration_s")
+    duration = parse_seconds(duration_s, "duration_s", minimum=1, maximum=MAX_FAULT_S)
     extra = parse_cidrs(extra_cidrs)
     run = require_run_id(run_id or process_run_id())
-    if open_connections not in OPEN_CONNECTION_MODES:
-        raise InvalidInput(
-            f"open_connections must be one of {', '.join(OPEN_CONNECTION_MODES)}, not {open_connections!r}"
-        )
+    forced = parse_bool(force, "force")
+    mode = parse_choice(open_connections, "open_connections", OPEN_CONNECTION_MODES)
+    verifying = parse_bool(verify, "verify")
     require_name(lease_name, "lease_name")
-    window = require_positive(verify_window_s, "verify_window_s")
-    verify_timeout = require_positive(verify_timeout_s, "verify_timeout_s")
-    if verify and verify_timeout <= window:
-        raise InvalidInput(f"verify_timeout_s ({verify_timeout:g}) must be longer than verify_window_s ({window:g})")
+    lease_ns = require_namespace(lease_namespace, "lease_namespace") if lease_namespace else namespace
+    window = parse_seconds(verify_window_s, "verify_window_s", maximum=3600, allow_zero=True)
+    verify_timeout = parse_seconds(verify_timeout_s, "verify_timeout_s", maximum=3600)
+    dead_man = parse_seconds(dead_man_s, "dead_man_s", minimum=10, maximum=MAX_FAULT_S, allow_zero=True)
+    if verifying and verify_timeout <= window + VERIFY_MARGIN_S:
+        raise InvalidInput(
+            f"verify_timeout_s ({verify_timeout:g}) must be longer than verify_window_s ({window:g}) plus "
+            f"{VERIFY_MARGIN_S:g} s"
+        )
 
     k = kube(secrets)
     pods = _selected_pods(k, namespace, labels)
@@ -208,6 +170,16 @@ def block_apiserver_egress(
             f"no running pod in namespace {namespace!r} matches {format_label_selector(labels)!r}; nothing was "
             "created. Check that the namespace is where Contour runs and that label_selector matches its pods"
         )
+    if verifying:
+        lease_duration = (read_lease(k, lease_ns, lease_name).get("spec") or {}).get("leaseDurationSeconds") or 0
+        needed = max(float(lease_duration), window) + VERIFY_MARGIN_S
+        if verify_timeout <= needed:
+            raise InvalidInput(
+                f"verify_timeout_s ({verify_timeout:g}) must be longer than the Lease's quiet period to wait for "
+                f"({max(float(lease_duration), window):g} s: its leaseDurationSeconds {lease_duration}, or "
+                f"verify_window_s if longer) plus {VERIFY_MARGIN_S:g} s; set verify_timeout_s to at least "
+                f"{needed + 5:g}. Nothing was created"
+            )
     target = _apiserver_target(k)
     blocked = [fault.host_cidr(a) for a in target.addresses] + [c for c in extra if c not in target.addresses]
 
@@ -215,7 +187,7 @@ def block_apiserver_egress(
     reasons = fault.defeating_policies(
         to_dict(k, policies).get("items") or [], pods, list(target.addresses), list(target.ports)
     )
-    if reasons and not force:
+    if reasons and not forced:
         raise ActivityFailed(
             "another NetworkPolicy already allows these pods to reach the API server, and policies are additive, "
             "so the fault would do nothing: " + "; ".join(reasons) + ". Nothing was created; set force=true to "
@@ -225,17 +197,32 @@ def block_apiserver_egress(
         logger.warning(f"block_apiserver_egress: force=true despite: {reason}")
 
     now = datetime.now(UTC)
-    job = to_dict(
-        k,
-        call(
-            f"create expiry Job in {namespace}",
-            k.batch.create_namespaced_job,
-            namespace,
-            fault.build_expiry_job(namespace=namespace, run_id=run, duration_s=duration, now=now),
-        ),
-    )["metadata"]
-    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": job["name"], "uid": job["uid"]}
-    expires_at = job["annotations"][fault.EXPIRES_AT_ANNOTATION]
+    job_started = time.monotonic()
+    job_body = fault.build_expiry_job(
+        namespace=namespace, run_id=run, duration_s=duration, now=now, deadline_s=dead_man or None
+    )
+    job = to_dict(k, call(f"create expiry Job in {namespace}", k.batch.create_namespaced_job, namespace, job_body))
+    if (job.get("spec") or {}).get("suspend"):
+        delete_in_background(k, "Job", namespace, job["metadata"]["name"])
+        raise ActivityFailed(
+            f"the expiry Job {namespace}/{job['metadata']['name']} was created suspended (a queueing controller "
+            "such as Kueue suspends new Jobs): a suspended Job never reaches its deadline, so the fault would never "
+            "expire by itself. The Job was removed and no policy was created; exempt namespace "
+            f"{namespace!r} or Jobs labelled app.kubernetes.io/managed-by=chaoscontour from the queueing controller"
+        )
+    meta = job["metadata"]
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"]}
+    expires_at = meta["annotations"][fault.EXPIRES_AT_ANNOTATION]
+    beat = None
+    if dead_man:
+        beat = heartbeat.Heartbeat(
+            (namespace, run),
+            lambda deadline: patch_job_deadline(k, namespace, meta["name"], deadline),
+            started=job_started,
+            dead_man_s=dead_man,
+            duration_s=duration,
+            every_s=max(2.0, dead_man / 5),
+        ).start()
     body = fault.build_block_policy(
         namespace=namespace,
         pod_labels=labels,
@@ -251,13 +238,15 @@ def block_apiserver_egress(
             namespace,
             body,
         )
-    except ActivityFailed:
-        delete_in_background(k, "Job", namespace, job["name"])
+    except BaseException:
+        heartbeat.stop_heartbeat(namespace, run)
+        delete_in_background(k, "Job", namespace, meta["name"])
         raise
-    created_at = time.monotonic()
+    blocked_at = time.monotonic()
     logger.info(
         f"block_apiserver_egress: {namespace}/{body['metadata']['name']} blocks {', '.join(blocked)} for "
-        f"{len(pods)} pod(s) until {expires_at}"
+        f"{len(pods)} pod(s); hard cap {expires_at}"
+        + (f", ends within {dead_man:g} s of this process's death" if dead_man else "")
     )
 
     result: Dict[str, Any] = {
@@ -268,13 +257,14 @@ def block_apiserver_egress(
         "blocked_cidrs": blocked,
         "apiserver_ports": list(target.ports),
         "expires_at": expires_at,
-        "expiry_job": job["name"],
-        "open_connections": open_connections,
+        "expiry_job": meta["name"],
+        "dead_man_s": dead_man,
+        "open_connections": mode,
         "restarted_pods": [],
-        "verification": {"confirmed": None, "signal": "not verified (verify=false)"},
+        "verification": {"confirmed": None, "evidence": "not verified (verify=false)"},
     }
     try:
-        if open_connections == "restart-pods":
+        if mode == "restart-pods":
             for pod in pods:
                 name = pod["metadata"]["name"]
                 delete_if_present(f"delete pod {namespace}/{name}", k.core.delete_namespaced_pod, name, namespace)
@@ -282,14 +272,29 @@ def block_apiserver_egress(
             logger.info(
                 f"block_apiserver_egress: restarted {len(pods)} pod(s) so their new connections meet the policy"
             )
-        if verify:
-            result["verification"] = _verify(k, namespace, lease_name, window, verify_timeout, created_at)
+        if verifying:
+            result["verification"] = confirm_fault(
+                k,
+                namespace=namespace,
+                run_id=run,
+                lease_namespace=lease_ns,
+                lease_name=lease_name,
+                min_quiet_s=window,
+                timeout_s=verify_timeout,
+                blocked_at=blocked_at,
+                selector=format_label_selector(labels),
+                replaced_pods=result["restarted_pods"],
+            )
     except BaseException:
         _remove_run(k, namespace, run)
         raise
-    if verify and not result["verification"]["confirmed"]:
+    if verifying and not result["verification"]["confirmed"]:
         _remove_run(k, namespace, run)
-        raise ActivityFailed(_not_confirmed_message(result["verification"], namespace, lease_name, open_connections))
+        raise ActivityFailed(not_confirmed_message(result["verification"], mode))
+    if verifying:
+        logger.info(f"block_apiserver_egress: fault confirmed: {result['verification']['evidence_text']}")
+    if beat is not None:
+        result["dead_man_switch"] = beat.summary()
     return result
 
 
@@ -299,6 +304,8 @@ def _names(k: Kube, listing: Any) -> list[str]:
 
 def _remove_run(k: Kube, namespace: str, run_id: str) -> Dict[str, List[str]]:
     """Delete the policies and expiry Jobs of one run (or of all runs when ``run_id`` is empty)."""
+    heartbeat.stop_heartbeat(namespace, run_id)
+    forget_fault(namespace, run_id)
     selector = fault.managed_selector(run_id)
     removed: Dict[str, List[str]] = {"policies": [], "jobs": []}
     policies = call(
@@ -332,9 +339,10 @@ def unblock_apiserver_egress(
     remove is success. Returns `removed_policies`, `removed_jobs` and the `run_id` it looked for.
     """
     require_namespace(namespace)
-    if all_runs and run_id:
+    every_run = parse_bool(all_runs, "all_runs")
+    if every_run and run_id:
         raise InvalidInput("give either run_id or all_runs=true, not both")
-    run = "" if all_runs else require_run_id(run_id or process_run_id())
+    run = "" if every_run else require_run_id(run_id or process_run_id())
     k = kube(secrets)
     removed = _remove_run(k, namespace, run)
     logger.info(
@@ -342,3 +350,70 @@ def unblock_apiserver_egress(
         f"{len(removed['jobs'])} expiry Job(s) of run {run or '*'} in {namespace}"
     )
     return {"run_id": run or "*", "removed_policies": removed["policies"], "removed_jobs": removed["jobs"]}
+
+
+@user_errors
+def apiserver_egress_fault(
+    namespace: str = "projectcontour",
+    run_id: str = "",
+    secrets: Secrets = None,
+) -> Dict[str, Any]:
+    """End-of-window evidence that the API-server fault of this run held for the whole window.
+
+    Run it at the end of the fault window, before `unblock_apiserver_egress`. It checks that this run's
+    NetworkPolicy is still there; that its blocked addresses still cover every current API-server endpoint (the
+    `default/kubernetes` EndpointSlices and ClusterIPs are read again: an API server that joined during the fault
+    is reported); that the expiry Job has not finished and its deadline has not passed; and that the Lease has not
+    been written at all since `block_apiserver_egress` confirmed the fault (any write means a Contour reached the
+    API server). `run_id` as for the block (default: this `chaos run` process's id).
+
+    Returns `held` (true only when every check passed), `reasons` (why not), `policy`, `uncovered_addresses`,
+    `expires_at`, `dead_man_switch`, `lease_holder` and `seconds_since_confirmed`. It never raises for a fault that
+    did not hold: the journal keeps the evidence and `chaoscontour gate` fails the run on `held: false`.
+    """
+    require_namespace(namespace)
+    run = require_run_id(run_id or process_run_id())
+    k = kube(secrets)
+    name = fault.policy_name(run)
+    policy = read_if_present(
+        f"read NetworkPolicy {namespace}/{name}", k.networking.read_namespaced_network_policy, name, namespace
+    )
+    target = _apiserver_target(k)
+    addresses = [a for a in target.addresses if "/" not in a]
+    uncovered = verification.uncovered_addresses(addresses, verification.blocked_networks(policy or {}))
+    job_name = fault.expiry_job_name(run)
+    job = read_if_present(f"read Job {namespace}/{job_name}", k.batch.read_namespaced_job, job_name, namespace)
+    finished = ""
+    if job is None:
+        finished = "deleted"
+    else:
+        for condition in (job.get("status") or {}).get("conditions") or []:
+            if condition.get("type") in ("Failed", "Complete") and condition.get("status") == "True":
+                finished = f"{condition['type']}: {condition.get('reason') or ''}".strip()
+    beat = heartbeat.running(namespace, run)
+    confirmed = confirmed_fault(namespace, run)
+    lease: Dict[str, Any] = {}
+    if confirmed is not None:
+        lease = read_lease(k, confirmed["lease_namespace"], confirmed["lease_name"])
+    reasons = verification.fault_held_reasons(
+        policy_present=policy is not None,
+        uncovered=uncovered if policy is not None else [],
+        job_finished=finished,
+        expires_in_s=beat.expires_in_s() if beat is not None else None,
+        confirmed=confirmed,
+        lease_version=str((lease.get("metadata") or {}).get("resourceVersion") or ""),
+        lease_holder=str((lease.get("spec") or {}).get("holderIdentity") or ""),
+    )
+    for reason in reasons:
+        logger.error(f"apiserver_egress_fault: {reason}")
+    return {
+        "held": not reasons,
+        "reasons": reasons,
+        "run_id": run,
+        "policy": f"{namespace}/{name}" if policy is not None else None,
+        "uncovered_addresses": uncovered,
+        "expires_at": ((job or {}).get("metadata") or {}).get("annotations", {}).get(fault.EXPIRES_AT_ANNOTATION),
+        "dead_man_switch": beat.summary() if beat is not None else None,
+        "lease_holder": (lease.get("spec") or {}).get("holderIdentity") if lease else None,
+        "seconds_since_confirmed": round(time.monotonic() - confirmed["confirmed_at"], 1) if confirmed else None,
+    }

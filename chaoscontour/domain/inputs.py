@@ -201,7 +201,7 @@ def parse_statuses(value: object, what: str = "expected_status") -> frozenset[in
     codes = set()
     for item in items:
         try:
-            code = int(item) if isinstance(item, (int, str)) and not isinstance(item, bool) else -1  # type: ignore[arg-type]
+            code = int(item) if isinstance(item, (int, str)) and not isinstance(item, bool) else -1
         except ValueError:
             code = -1
         if not 100 <= code <= 599:

@@ -1,12 +1,12 @@
 """Reading Contour's leader-election Lease (coordination.k8s.io/v1), as plain API-shaped dictionaries."""
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chaoscontour.domain.identity import InvalidHolderIdentity, parse_holder_identity
 
-__all__ = ["lease_summary", "parse_api_time", "renewed_by_other"]
+__all__ = ["lease_summary", "new_holder", "parse_api_time"]
 
 
 def parse_api_time(value: object) -> datetime | None:
@@ -22,11 +22,14 @@ def format_api_time(when: datetime | None) -> str | None:
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z") if when else None
 
 
-def lease_summary(lease: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+def lease_summary(lease: Mapping[str, Any], cluster_now: datetime | None, runner_now: datetime) -> dict[str, Any]:
     """What an SRE wants to know about the Lease: who holds it, since when, and whether it is still being renewed.
 
-    ``held`` is true when there is a holder whose last renewal is younger than the lease duration: after that,
-    any other candidate may take the Lease (client-go leaderelection).
+    ``held`` is true when there is a holder whose last renewal is younger than the lease duration: after that, any
+    other candidate may take the Lease (client-go leaderelection). The age is judged on the API server's clock
+    (``cluster_now``, from the ``Date`` of its answer, to the second: its midpoint is used), never on the runner's,
+    which may be off by minutes; ``clock_offset_s`` reports how far the runner's clock is from the cluster's. Only
+    when the answer carried no ``Date`` is the runner's clock used, and ``judged_by`` says so.
     """
     metadata = lease.get("metadata") or {}
     spec = lease.get("spec") or {}
@@ -34,6 +37,11 @@ def lease_summary(lease: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     renew = parse_api_time(spec.get("renewTime"))
     acquire = parse_api_time(spec.get("acquireTime"))
     duration_s = spec.get("leaseDurationSeconds")
+    if cluster_now is not None:
+        now = cluster_now + timedelta(seconds=0.5)
+        offset: float | None = round((runner_now - now).total_seconds(), 1)
+    else:
+        now, offset = runner_now, None
     since_renewal = (now - renew).total_seconds() if renew else None
     try:
         pod_name: str | None = parse_holder_identity(holder).pod_name if holder else None
@@ -51,12 +59,16 @@ def lease_summary(lease: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         "lease_duration_s": duration_s,
         "lease_transitions": spec.get("leaseTransitions") or 0,
         "held": held,
+        "judged_by": "api-server-clock" if cluster_now is not None else "runner-clock (no Date header)",
+        "clock_offset_s": offset,
     }
 
 
-def renewed_by_other(lease: Mapping[str, Any], old_holder: str, after: datetime) -> bool:
-    """Whether someone other than ``old_holder`` holds the Lease and renewed it after ``after``."""
-    spec = lease.get("spec") or {}
-    holder = spec.get("holderIdentity") or ""
-    renew = parse_api_time(spec.get("renewTime"))
-    return bool(holder) and holder != old_holder and renew is not None and renew > after
+def new_holder(lease: Mapping[str, Any], old_holder: str) -> str | None:
+    """The identity now holding the Lease if it is someone other than ``old_holder``, else ``None``.
+
+    A candidate writes its own identity into ``holderIdentity`` when it takes the Lease, so a different identity
+    is the takeover itself: no timestamp written by one node is compared with another node's.
+    """
+    holder = (lease.get("spec") or {}).get("holderIdentity") or ""
+    return holder if holder and holder != old_holder else None

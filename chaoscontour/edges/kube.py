@@ -7,6 +7,8 @@ Clients come from chaostoolkit-kubernetes' ``create_k8s_api_client`` so that kub
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 from chaosk8s import create_k8s_api_client
@@ -20,6 +22,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 __all__ = [
     "REQUEST_TIMEOUT_S",
+    "ApiUnavailable",
     "Kube",
     "call",
     "delete_if_present",
@@ -27,9 +30,12 @@ __all__ = [
     "is_not_found",
     "kube",
     "read_lease",
+    "read_lease_at",
     "to_dict",
     "list_pods",
     "delete_in_background",
+    "patch_job_deadline",
+    "read_if_present",
 ]
 
 # Every API call carries its own deadline: the python provider never enforces an activity's `timeout`, and a
@@ -80,6 +86,14 @@ def kube(secrets: Secrets = None) -> Kube:
         ) from exc
 
 
+class ApiUnavailable(ActivityFailed):
+    """A failure that may heal by itself (unreachable API server, 5xx, 429): the only kind a wait retries.
+
+    A missing object or namespace (404), bad credentials (401) or RBAC (403) do not heal while we wait, so they
+    fail at once with their cause instead of spending the whole wait on a typo.
+    """
+
+
 def is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, ApiException) and exc.status == 404
 
@@ -106,9 +120,11 @@ def explain(exc: BaseException, doing: str) -> ActivityFailed:
             why = f"the API server found it invalid (422): {_reason(exc)}"
         else:
             why = f"the API server answered {status} {exc.reason}: {_reason(exc)}"
+        if status is None or status >= 500 or status in (408, 429):
+            return ApiUnavailable(f"failed to {doing}: {why}")
         return ActivityFailed(f"failed to {doing}: {why}")
     if isinstance(exc, (Urllib3Error, OSError)):
-        return ActivityFailed(
+        return ApiUnavailable(
             f"failed to {doing}: the Kubernetes API server could not be reached ({type(exc).__name__}: {exc}); "
             "check KUBECONFIG / KUBERNETES_CONTEXT and that the cluster is up"
         )
@@ -151,13 +167,65 @@ def read_lease(k: Kube, namespace: str, name: str) -> dict[str, Any]:
         k.coordination.read_namespaced_lease,
         name,
         namespace,
-        not_found=(
-            f"Lease {namespace}/{name} not found: is Contour running in namespace {namespace!r} with leader "
-            "election on (no --disable-leader-election)? Gateway-provisioned Contours use "
-            "'leader-elect-<gateway-name>'"
-        ),
+        not_found=_lease_not_found(namespace, name),
     )
     return dict(k.api.sanitize_for_serialization(lease))
+
+
+def _lease_not_found(namespace: str, name: str) -> str:
+    return (
+        f"Lease {namespace}/{name} not found: is Contour running with leader election on (no "
+        "--disable-leader-election), and is its Lease in this namespace (Contour's "
+        "--leader-election-resource-namespace; set lease_namespace)? Gateway-provisioned Contours use "
+        "'leader-elect-<gateway-name>'"
+    )
+
+
+def read_lease_at(k: Kube, namespace: str, name: str) -> tuple[dict[str, Any], datetime | None]:
+    """The Lease and the API server's own clock when it answered (its ``Date`` header; ``None`` if absent).
+
+    The ``Date`` lets a probe judge the Lease's age on the cluster's clock instead of the runner's, which may be
+    off by minutes on a laptop or a CI runner.
+    """
+    lease, _status, headers = call(
+        f"read Lease {namespace}/{name}",
+        k.coordination.read_namespaced_lease_with_http_info,
+        name,
+        namespace,
+        not_found=_lease_not_found(namespace, name),
+    )
+    date = None
+    raw = (headers or {}).get("Date") or (headers or {}).get("date")
+    if raw:
+        try:
+            date = parsedate_to_datetime(str(raw))
+        except (TypeError, ValueError):
+            date = None
+    return dict(k.api.sanitize_for_serialization(lease)), date
+
+
+def patch_job_deadline(k: Kube, namespace: str, name: str, deadline_s: int) -> bool:
+    """Set a Job's ``activeDeadlineSeconds``; returns ``False`` when the Job is gone (nothing left to extend)."""
+    try:
+        k.batch.patch_namespaced_job(
+            name, namespace, {"spec": {"activeDeadlineSeconds": deadline_s}}, _request_timeout=REQUEST_TIMEOUT_S
+        )
+    except (ApiException, Urllib3Error, OSError) as exc:
+        if is_not_found(exc):
+            return False
+        raise explain(exc, f"extend the deadline of Job {namespace}/{name}") from exc
+    return True
+
+
+def read_if_present(doing: str, fn: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
+    """Call a ``read_*`` method; ``None`` when the object does not exist, an explained failure otherwise."""
+    try:
+        obj = fn(*args, _request_timeout=REQUEST_TIMEOUT_S)
+    except (ApiException, Urllib3Error, OSError) as exc:
+        if is_not_found(exc):
+            return None
+        raise explain(exc, doing) from exc
+    return dict(client.ApiClient().sanitize_for_serialization(obj))
 
 
 def delete_if_present(doing: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:

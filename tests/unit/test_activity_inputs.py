@@ -10,26 +10,45 @@ from unittest import mock
 import pytest
 from chaoslib.exceptions import ActivityFailed
 
-from chaoscontour.activities import leader, network, pods
+from chaoscontour.activities import leader, network, pods, timing
 
 BAD_CALLS = [
     (network.block_apiserver_egress, {"extra_cidrs": ["10.0.0.0/33"]}, "is not a CIDR"),
     (network.block_apiserver_egress, {"label_selector": ""}, "empty"),
     (network.block_apiserver_egress, {"label_selector": "app"}, "write 'key=value'"),
-    (network.block_apiserver_egress, {"duration_s": 0}, "duration_s must be greater than 0"),
-    (network.block_apiserver_egress, {"duration_s": -5}, "duration_s must be greater than 0"),
+    (network.block_apiserver_egress, {"duration_s": 0}, "duration_s must be at least 1 seconds"),
+    (network.block_apiserver_egress, {"duration_s": -5}, "duration_s must be at least 1 seconds"),
+    # a typo must not create a fault that lasts until 2058, nor crash computing its expiry
+    (network.block_apiserver_egress, {"duration_s": "1000000000"}, "duration_s must be at most 14400 seconds"),
+    (network.block_apiserver_egress, {"duration_s": "3O"}, "duration_s must be a number of seconds, not '3O'"),
+    (network.block_apiserver_egress, {"duration_s": "nan"}, "finite"),
+    (network.block_apiserver_egress, {"force": "perhaps"}, "force must be true or false"),
+    (network.block_apiserver_egress, {"verify": "nope"}, "verify must be true or false"),
+    (network.block_apiserver_egress, {"dead_man_s": 5}, "dead_man_s must be at least 10"),
+    (network.block_apiserver_egress, {"lease_namespace": "Bad_NS"}, "lease_namespace 'Bad_NS' is not a valid"),
+    (network.block_apiserver_egress, {"extra_cidrs": {"a": 1}}, "must be a list of CIDRs"),
     (network.block_apiserver_egress, {"namespace": "Bad_NS"}, "not a valid namespace"),
     (network.block_apiserver_egress, {"open_connections": "sometimes"}, "open_connections must be one of"),
     (network.block_apiserver_egress, {"run_id": "Has Spaces"}, "run_id"),
     (network.block_apiserver_egress, {"verify_window_s": 10, "verify_timeout_s": 5}, "must be longer"),
     (network.unblock_apiserver_egress, {"run_id": "r1", "all_runs": True}, "either run_id or all_runs"),
+    (network.unblock_apiserver_egress, {"run_id": "r1", "all_runs": "TRUE"}, "either run_id or all_runs"),
+    (network.unblock_apiserver_egress, {"all_runs": "maybe"}, "all_runs must be true or false"),
+    (network.apiserver_egress_fault, {"run_id": "Bad Id"}, "run_id"),
     (network.unblock_apiserver_egress, {"namespace": ""}, "not a valid namespace"),
     (leader.kill_leader, {"label_selector": "app!=contour"}, "set-based"),
     (leader.kill_leader, {"timeout_s": 0}, "timeout_s must be greater than 0"),
-    (leader.kill_leader, {"grace_period_s": -1}, "grace_period_s must be 0 or more"),
+    (leader.kill_leader, {"grace_period_s": -1}, "grace_period_s must be between 0 and 3600"),
+    (leader.kill_leader, {"grace_period_s": "2.5"}, "grace_period_s must be a whole number"),
+    (leader.kill_leader, {"wait_for_new_leader": "sure"}, "wait_for_new_leader must be true or false"),
+    (leader.kill_leader, {"timeout_s": "99999"}, "timeout_s must be at most 3600"),
+    (leader.kill_leader, {"lease_namespace": "Bad_NS"}, "lease_namespace"),
+    (timing.wait, {"duration_s": "forty"}, "duration_s must be a number of seconds"),
+    (timing.wait, {"duration_s": 1e9}, "duration_s must be at most 86400"),
     (leader.kill_leader, {"lease_name": "Leader_Elect"}, "not a valid object name"),
     (leader.lease_holder, {"wait_for_holder_s": -1}, "wait_for_holder_s"),
     (leader.lease_holder, {"namespace": "x" * 64}, "not a valid namespace"),
+    (leader.lease_holder, {"lease_namespace": "-x"}, "lease_namespace"),
     (pods.contour_restart_count, {"since": "last tuesday"}, "ISO 8601"),
     (pods.contour_restart_count, {"within_last_s": -3}, "within_last_s"),
     (pods.contour_restart_count, {"since": "2026-11-26T19:00:00Z", "within_last_s": 5}, "either since or"),
@@ -56,3 +75,26 @@ def test_malformed_holder_identity_is_refused_and_nothing_deleted():
     ):
         leader.kill_leader()
     core.return_value.delete_namespaced_pod.assert_not_called()
+
+
+@pytest.mark.parametrize(("text", "expected"), [("false", False), ("No", False), ("0", False), ("OFF", False)])
+def test_all_runs_given_as_a_false_string_is_false(text, expected):
+    """``all_runs="false"`` once removed every run's fault (a non-empty string is truthy); now it is this run's."""
+    from chaoscontour.domain.inputs import parse_bool
+
+    assert parse_bool(text, "all_runs") is expected
+    # with run_id and a false all_runs there is no conflict: only "either ... or" would be raised before any call
+    with (
+        mock.patch("chaoscontour.activities.network.kube", autospec=True) as factory,
+        mock.patch(
+            "chaoscontour.activities.network._remove_run", autospec=True, return_value={"policies": [], "jobs": []}
+        ) as remove,
+    ):
+        out = network.unblock_apiserver_egress(run_id="r1", all_runs=text)
+    factory.assert_called_once()
+    assert remove.call_args.args[2] == "r1" and out["run_id"] == "r1"
+
+
+def test_wait_parses_a_string_from_var_and_returns_at_once_for_zero():
+    assert timing.wait("0") == {"waited_s": 0.0}
+    assert timing.wait(" 0.2 ")["waited_s"] == 0.2

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chaoscontour.domain.identity import InvalidHolderIdentity, parse_holder_identity
-from chaoscontour.domain.lease import lease_summary, renewed_by_other
+from chaoscontour.domain.lease import lease_summary, new_holder
 from chaoscontour.domain.restarts import restart_summary
 
 UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -52,31 +52,46 @@ def _lease(holder: str, renew: datetime, duration: int = 15, transitions: int = 
 
 
 def test_lease_summary_of_a_live_leader():
-    summary = lease_summary(_lease(f"contour-a_{UUID}", NOW - timedelta(seconds=1.5)), NOW)
+    summary = lease_summary(_lease(f"contour-a_{UUID}", NOW - timedelta(seconds=1.5)), NOW, NOW)
     assert summary["pod_name"] == "contour-a"
-    assert summary["seconds_since_renewal"] == 1.5
+    # the Date header has whole seconds: its midpoint is used
+    assert summary["seconds_since_renewal"] == 2.0
     assert summary["held"] is True
     assert summary["lease_transitions"] == 2
+    assert summary["judged_by"] == "api-server-clock"
 
 
-def test_lease_not_renewed_within_its_duration_is_not_held():
-    summary = lease_summary(_lease(f"contour-a_{UUID}", NOW - timedelta(seconds=16)), NOW)
+def test_lease_summary_of_an_expired_lease():
+    summary = lease_summary(_lease(f"contour-a_{UUID}", NOW - timedelta(seconds=16)), NOW, NOW)
     assert summary["held"] is False
 
 
-def test_released_lease_has_no_holder():
-    summary = lease_summary(_lease("", NOW), NOW)
+def test_lease_summary_without_holder_is_not_held():
+    summary = lease_summary(_lease("", NOW), NOW, NOW)
     assert summary["held"] is False and summary["pod_name"] is None
 
 
-def test_renewed_by_other_needs_a_different_holder_and_a_newer_renewal():
-    old = f"contour-a_{UUID}"
-    new = "contour-b_1b4e28ba-2fa1-11d2-883f-0016d3cca427"
-    before = NOW - timedelta(seconds=5)
-    assert renewed_by_other(_lease(new, NOW), old, after=before)
-    assert not renewed_by_other(_lease(old, NOW), old, after=before)
-    assert not renewed_by_other(_lease(new, before - timedelta(seconds=1)), old, after=before)
-    assert not renewed_by_other(_lease("", NOW), old, after=before)
+@pytest.mark.parametrize("skew_s", [-60, 60])
+def test_a_runner_clock_off_by_a_minute_changes_neither_verdict_and_is_reported(skew_s):
+    runner_now = NOW + timedelta(seconds=skew_s)
+    live = lease_summary(_lease(f"contour-a_{UUID}", NOW - timedelta(seconds=3)), NOW, runner_now)
+    stale = lease_summary(_lease(f"contour-a_{UUID}", NOW - timedelta(seconds=20)), NOW, runner_now)
+    assert live["held"] is True and stale["held"] is False
+    assert live["clock_offset_s"] == pytest.approx(skew_s - 0.5, abs=0.01)
+
+
+def test_without_a_date_header_the_runner_clock_is_used_and_said():
+    summary = lease_summary(_lease(f"contour-a_{UUID}", NOW - timedelta(seconds=3)), None, NOW)
+    assert summary["held"] is True and summary["clock_offset_s"] is None
+    assert summary["judged_by"].startswith("runner-clock")
+
+
+def test_a_new_leader_is_recognised_by_identity_whatever_its_clock_says():
+    old, new = f"contour-a_{UUID}", f"contour-b_{UUID}"
+    # contour-b's node clock is a minute behind: its renewTime is older than the old leader's; still a takeover
+    assert new_holder(_lease(new, NOW - timedelta(seconds=60)), old) == new
+    assert new_holder(_lease(old, NOW + timedelta(seconds=60)), old) is None
+    assert new_holder(_lease("", NOW), old) is None
 
 
 def _pod(name: str, restarts: int, finished: str | None, state: dict | None = None) -> dict:
