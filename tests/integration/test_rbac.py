@@ -1,9 +1,9 @@
 """Least privilege, by running every activity as the ServiceAccount of ``deploy/rbac.yaml``.
 
 ``tests/integration/test_deploy.py`` asks the RBAC authorizer (SubjectAccessReview) about each verb; here the real
-activities run with a TokenRequest token of that ServiceAccount, so a call the Roles forget fails the test the way
-it would fail a game day. The manifest is applied as written, moved into the test's namespace (``projectcontour``
--> the fresh namespace); objects in ``default`` get a per-test name suffix, which does not change what they grant.
+activities run with a TokenRequest token of that ServiceAccount, with deploy/admission-policy.yaml in force too, so a
+call the Roles forget, or one the admission policies refuse, fails the test the way it would fail a game day. The
+manifests are applied as written, moved into the test's namespace (see ``tests/support/game_day_identity.py``).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from chaoslib.exceptions import ActivityFailed
-from kubernetes import client, config, dynamic
+from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from chaoscontour.activities.leader import kill_leader, lease_holder
@@ -23,45 +22,24 @@ from chaoscontour.activities.network import block_apiserver_egress, unblock_apis
 from chaoscontour.activities.pods import contour_restart_count
 from chaoscontour.sandbox.controlplane import ControlPlane
 from tests.integration.contour_like import Candidate, create_pod, names
-
-RBAC_YAML = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
-MANIFEST_NAMESPACE = "projectcontour"
-
-
-def rbac_documents(namespace: str) -> list[dict[str, Any]]:
-    """deploy/rbac.yaml with ``projectcontour`` replaced by ``namespace``."""
-    documents = [d for d in yaml.safe_load_all(RBAC_YAML.read_text(encoding="utf-8")) if d]
-    assert documents, f"{RBAC_YAML} is empty"
-    for doc in documents:
-        metadata = doc["metadata"]
-        if metadata.get("namespace") == MANIFEST_NAMESPACE:
-            metadata["namespace"] = namespace
-        elif metadata.get("namespace") == "default":
-            metadata["name"] = f"{metadata['name']}-{namespace}"[:253]
-            if doc["kind"] == "RoleBinding" and doc["roleRef"]["kind"] == "Role":
-                doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{namespace}"[:253]
-        for subject in doc.get("subjects") or []:
-            if subject.get("namespace") == MANIFEST_NAMESPACE:
-                subject["namespace"] = namespace
-    return documents
+from tests.support.game_day_identity import (
+    SERVICE_ACCOUNT,
+    admission_documents,
+    applied,
+    rbac_documents,
+    wait_for_admission_policies,
+)
 
 
 @pytest.fixture
 def service_account_kubeconfig(control_plane: ControlPlane, api: client.ApiClient, namespace: str) -> Iterator[Path]:
-    """deploy/rbac.yaml applied in ``namespace``; a kubeconfig for its ServiceAccount."""
-    documents = rbac_documents(namespace)
-    [account] = [d for d in documents if d["kind"] == "ServiceAccount"]
-    dyn = dynamic.DynamicClient(api)
-    for doc in documents:
-        dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"]).create(
-            body=doc, namespace=doc["metadata"].get("namespace")
-        )
-    yield control_plane.service_account_kubeconfig(namespace, account["metadata"]["name"])
-    for doc in documents:
-        if doc["metadata"].get("namespace") == "default":
-            dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"]).delete(
-                name=doc["metadata"]["name"], namespace="default"
-            )
+    """deploy/rbac.yaml and deploy/admission-policy.yaml in force in ``namespace``; a kubeconfig for its
+    ServiceAccount."""
+    with applied(api, rbac_documents(namespace)), applied(api, admission_documents(namespace)):
+        kubeconfig = control_plane.service_account_kubeconfig(namespace, SERVICE_ACCOUNT)
+        with config.new_client_from_config(config_file=str(kubeconfig)) as sa_api:
+            wait_for_admission_policies(api, sa_api, namespace)
+        yield kubeconfig
 
 
 @pytest.fixture
@@ -91,7 +69,7 @@ def test_the_service_account_runs_every_kubernetes_activity(
         assert unblock_apiserver_egress(namespace=namespace, run_id="sa1")["removed_policies"] == [blocked["name"]]
         # The verification path reads the Lease, and removes the policy again when the leader keeps renewing.
         with pytest.raises(ActivityFailed, match="did not take effect"):
-            block_apiserver_egress(namespace=namespace, run_id="sa2", verify_window_s=1, verify_timeout_s=3)
+            block_apiserver_egress(namespace=namespace, run_id="sa2", verify_window_s=1, verify_timeout_s=15)
         assert unblock_apiserver_egress(namespace=namespace, all_runs=True)["removed_policies"] == []
 
         killed = kill_leader(namespace=namespace, timeout_s=30)

@@ -1,0 +1,256 @@
+"""deploy/admission-policy.yaml on the real kube-apiserver: what the game-day ServiceAccount may no longer do.
+
+RBAC lets that identity create Jobs, delete NetworkPolicies and delete pods in Contour's namespace; the admission
+policies narrow each to chaoscontour's own use. Every test here acts as the ServiceAccount (a TokenRequest token,
+deploy/rbac.yaml and deploy/admission-policy.yaml applied as written, moved into the test's namespace) and checks
+both sides: the escalation is refused with the policy's message, and what the activities do is still accepted.
+
+The expiry Job's Pod Security test is separate: Pod Security admission *enforces* on pods only; on a Job it judges
+the pod template for ``warn`` and ``audit`` alone. So that test shows the API server sends no warning for the Job in
+a ``restricted`` namespace (and does send one for a template that breaks the standard: the control), and that the
+template, submitted as a pod, passes ``enforce=restricted``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from chaoscontour.domain import policy as fault
+from chaoscontour.sandbox.controlplane import ControlPlane
+from tests.support.game_day_identity import (
+    CACHE_DEADLINE_S,
+    SERVICE_ACCOUNT,
+    admission_documents,
+    applied,
+    rbac_documents,
+    refusal,
+    refused_by_policy,
+    wait_for_admission_policies,
+)
+
+NOW = datetime.now(UTC)
+JOB_NAME = fault.expiry_job_name("adm1")
+
+
+def expiry_job(namespace: str, run_id: str = "adm1") -> dict[str, Any]:
+    return fault.build_expiry_job(namespace=namespace, run_id=run_id, duration_s=300, now=NOW)
+
+
+def message(exc: ApiException | None) -> str:
+    assert exc is not None, "the request was accepted"
+    return str(json.loads(exc.body)["message"])
+
+
+def pod(name: str, labels: dict[str, str]) -> Any:
+    return {"metadata": {"name": name, "labels": labels}, "spec": {"containers": [{"name": "c", "image": "c:1"}]}}
+
+
+@pytest.fixture
+def as_game_day(control_plane: ControlPlane, api: client.ApiClient, namespace: str) -> Iterator[client.ApiClient]:
+    """An ``ApiClient`` of the game-day ServiceAccount, once its RBAC and admission policies are in force."""
+    with applied(api, rbac_documents(namespace)), applied(api, admission_documents(namespace)):
+        kubeconfig = control_plane.service_account_kubeconfig(namespace, SERVICE_ACCOUNT)
+        with config.new_client_from_config(config_file=str(kubeconfig)) as sa_api:
+            wait_for_admission_policies(api, sa_api, namespace)
+            yield sa_api
+
+
+def test_the_api_server_runs_the_admission_plugins_the_policies_need(
+    control_plane: ControlPlane, api: client.ApiClient
+) -> None:
+    """ValidatingAdmissionPolicy and PodSecurity are default plugins (1.30+); the harness must not have lost them."""
+    log = (control_plane.logs_dir / "kube-apiserver.log").read_text(errors="replace")
+    [loaded] = [line for line in log.splitlines() if "validating admission controller(s)" in line]
+    plugins = loaded.rsplit(":", 1)[1].strip(" .").split(",")
+    assert {"ValidatingAdmissionPolicy", "PodSecurity"} <= set(plugins)
+    served = client.AdmissionregistrationV1Api(api).get_api_resources().resources
+    assert {"validatingadmissionpolicies", "validatingadmissionpolicybindings"} <= {r.name for r in served}
+
+
+def _runs_a_pod(job: dict[str, Any]) -> None:
+    job["spec"]["parallelism"] = 1
+
+
+def _runs_as_contour(job: dict[str, Any]) -> None:
+    job["spec"]["template"]["spec"]["serviceAccountName"] = "contour"
+
+
+def _runs_as_contour_deprecated_field(job: dict[str, Any]) -> None:
+    job["spec"]["template"]["spec"]["serviceAccount"] = "contour"
+
+
+def _mounts_a_secret(job: dict[str, Any]) -> None:
+    pod_spec = job["spec"]["template"]["spec"]
+    pod_spec["volumes"] = [{"name": "certs", "secret": {"secretName": "contourcert"}}]
+    pod_spec["containers"][0]["volumeMounts"] = [{"name": "certs", "mountPath": "/certs"}]
+
+
+def _mounts_a_token(job: dict[str, Any]) -> None:
+    job["spec"]["template"]["spec"]["automountServiceAccountToken"] = True
+
+
+def _is_not_ours(job: dict[str, Any]) -> None:
+    # The Job's labels default to its template's when empty, so both go.
+    job["metadata"]["labels"] = {"app": "anything"}
+    job["spec"]["template"]["metadata"]["labels"] = {"app": "anything"}
+
+
+@pytest.mark.parametrize(
+    ("change", "refused_with"),
+    [
+        (_runs_a_pod, "must set spec.parallelism: 0"),
+        (_runs_as_contour, "must not set serviceAccountName"),
+        (_runs_as_contour_deprecated_field, "must not set serviceAccountName"),
+        (_mounts_a_secret, "must not have volumes"),
+        (_mounts_a_token, "must set automountServiceAccountToken: false"),
+        (_is_not_ours, "only its own expiry Jobs, labelled app.kubernetes.io/managed-by=chaoscontour"),
+    ],
+    ids=["parallelism-1", "service-account-contour", "deprecated-service-account", "secret-volume", "token", "label"],
+)
+def test_a_job_not_shaped_like_the_expiry_job_is_refused(
+    api: client.ApiClient,
+    namespace: str,
+    as_game_day: client.ApiClient,
+    change: Callable[[dict[str, Any]], None],
+    refused_with: str,
+) -> None:
+    job = expiry_job(namespace)
+    change(job)
+    refused = refusal(client.BatchV1Api(as_game_day).create_namespaced_job, namespace, job)
+    assert refused_by_policy(refused), refused
+    assert refused_with in message(refused)
+    assert client.BatchV1Api(api).list_namespaced_job(namespace).items == []
+
+
+def test_the_expiry_job_is_accepted_its_deadline_extended_and_it_is_deleted(
+    namespace: str, as_game_day: client.ApiClient
+) -> None:
+    jobs = client.BatchV1Api(as_game_day)
+    created: Any = jobs.create_namespaced_job(namespace, expiry_job(namespace))
+    assert created.spec.parallelism == 0
+
+    # The dead-man switch's heartbeat: a PATCH of activeDeadlineSeconds, an UPDATE to admission.
+    extended: Any = jobs.patch_namespaced_job(JOB_NAME, namespace, {"spec": {"activeDeadlineSeconds": 45}})
+    assert extended.spec.active_deadline_seconds == 45
+    # An update must keep the shape and the label.
+    refused = refusal(jobs.patch_namespaced_job, JOB_NAME, namespace, {"spec": {"parallelism": 1}})
+    assert "must set spec.parallelism: 0" in message(refused)
+    unlabel = {"metadata": {"labels": {fault.MANAGED_BY_LABEL: None}}, "spec": {"activeDeadlineSeconds": 40}}
+    refused = refusal(jobs.patch_namespaced_job, JOB_NAME, namespace, unlabel)
+    assert "only its own expiry Jobs" in message(refused)
+
+    jobs.delete_namespaced_job(JOB_NAME, namespace, propagation_policy="Background")
+    with pytest.raises(ApiException) as gone:
+        jobs.read_namespaced_job(JOB_NAME, namespace)
+    assert gone.value.status == 404
+
+
+def test_someone_elses_job_may_not_be_changed_adopted_or_deleted(
+    api: client.ApiClient, namespace: str, as_game_day: client.ApiClient
+) -> None:
+    # Shaped like ours in every way but the label: only ownership decides here.
+    theirs = expiry_job(namespace, "theirs")
+    theirs["metadata"]["labels"] = theirs["spec"]["template"]["metadata"]["labels"] = {"app": "nightly-report"}
+    name = theirs["metadata"]["name"]
+    client.BatchV1Api(api).create_namespaced_job(namespace, theirs)
+
+    jobs = client.BatchV1Api(as_game_day)
+    for attempt in (
+        lambda: jobs.patch_namespaced_job(name, namespace, {"spec": {"activeDeadlineSeconds": 1}}),
+        lambda: jobs.patch_namespaced_job(
+            name, namespace, {"metadata": {"labels": {fault.MANAGED_BY_LABEL: "chaoscontour"}}}
+        ),
+        lambda: jobs.delete_namespaced_job(name, namespace),
+    ):
+        refused = refusal(attempt)
+        assert f"Job {namespace}/{name} is not" in message(refused)
+    assert client.BatchV1Api(api).read_namespaced_job(name, namespace).spec.active_deadline_seconds == 300
+
+
+def test_only_our_network_policies_may_be_created_or_deleted(
+    api: client.ApiClient, namespace: str, as_game_day: client.ApiClient
+) -> None:
+    foreign: Any = {"metadata": {"name": "allow-apiserver"}, "spec": {"podSelector": {}, "policyTypes": ["Egress"]}}
+    client.NetworkingV1Api(api).create_namespaced_network_policy(namespace, foreign)
+    networking = client.NetworkingV1Api(as_game_day)
+
+    refused = refusal(networking.delete_namespaced_network_policy, "allow-apiserver", namespace)
+    assert refused_by_policy(refused)
+    assert (
+        f"only its own NetworkPolicies, labelled app.kubernetes.io/managed-by=chaoscontour; NetworkPolicy "
+        f"{namespace}/allow-apiserver is not" in message(refused)
+    )
+    refused = refusal(networking.create_namespaced_network_policy, namespace, dict(foreign, metadata={"name": "x"}))
+    assert "only its own NetworkPolicies" in message(refused)
+
+    ours = fault.build_block_policy(
+        namespace=namespace, pod_labels={"app": "contour"}, blocked_cidrs=["10.0.0.1/32"], run_id="adm1", expires_at=NOW
+    )
+    networking.create_namespaced_network_policy(namespace, ours)
+    networking.delete_namespaced_network_policy(ours["metadata"]["name"], namespace)
+    listed = client.NetworkingV1Api(api).list_namespaced_network_policy(namespace).items
+    assert [p.metadata.name for p in listed] == ["allow-apiserver"]
+
+
+def test_only_contour_pods_may_be_deleted(api: client.ApiClient, namespace: str, as_game_day: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(namespace, pod("envoy-x", {"app": "envoy"}))
+    core.create_namespaced_pod(namespace, pod("contour-x", {"app": "contour", "pod-template-hash": "abc"}))
+    sa_core = client.CoreV1Api(as_game_day)
+
+    refused = refusal(sa_core.delete_namespaced_pod, "envoy-x", namespace)
+    assert refused_by_policy(refused)
+    assert f"may delete only Contour's pods (labelled app=contour); pod {namespace}/envoy-x is not" in message(refused)
+    sa_core.delete_namespaced_pod("contour-x", namespace)
+    assert [p.metadata.name for p in core.list_namespaced_pod(namespace).items] == ["envoy-x"]
+
+
+def test_the_policies_leave_every_other_user_alone(
+    api: client.ApiClient, namespace: str, as_game_day: client.ApiClient
+) -> None:
+    """They guard one identity: the admin may still create a Job that runs a pod (dry run)."""
+    job = expiry_job(namespace)
+    _runs_a_pod(job)
+    created: Any = client.BatchV1Api(api).create_namespaced_job(namespace, job, dry_run="All")
+    assert created.spec.parallelism == 1
+
+
+def _warnings(create: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+    """The ``Warning`` headers of an accepted request (RFC 7234 form, ``299 - "text"``), quotes unescaped."""
+    _, _, headers = create(*args, **kwargs)
+    return str((headers or {}).get("Warning") or "").replace('\\"', '"')
+
+
+def test_the_expiry_job_passes_the_restricted_pod_security_standard(api: client.ApiClient, namespace: str) -> None:
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    levels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn")}
+    core.patch_namespace(namespace, {"metadata": {"labels": levels}})
+
+    bare = expiry_job(namespace, "bare")
+    del bare["spec"]["template"]["spec"]["securityContext"]
+    # The control, repeated until Pod Security admission sees the namespace's new labels: it warns about a template
+    # that breaks the standard, so a missing warning below means something.
+    deadline = time.monotonic() + CACHE_DEADLINE_S
+    while 'would violate PodSecurity "restricted' not in _warnings(
+        batch.create_namespaced_job_with_http_info, namespace, bare, dry_run="All"
+    ):
+        assert time.monotonic() < deadline, "Pod Security admission never warned about a non-compliant Job"
+        time.sleep(0.1)
+
+    job = expiry_job(namespace)
+    assert _warnings(batch.create_namespaced_job_with_http_info, namespace, job) == ""
+    # enforce judges pods only: the template, submitted as a pod, is admitted; the control is refused.
+    template = job["spec"]["template"]
+    as_pod: Any = {"metadata": {"name": "expiry-template", **template["metadata"]}, "spec": template["spec"]}
+    assert _warnings(core.create_namespaced_pod_with_http_info, namespace, as_pod, dry_run="All") == ""
+    bare_pod: Any = {"metadata": {"name": "bare"}, "spec": bare["spec"]["template"]["spec"]}
+    refused = refusal(core.create_namespaced_pod, namespace, bare_pod, dry_run="All")
+    assert refused is not None and refused.status == 403 and 'violates PodSecurity "restricted' in message(refused)
