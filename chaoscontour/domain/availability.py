@@ -1,7 +1,8 @@
 """Availability maths over request samples: the ratio, the outages, latency percentiles and a per-second timeline.
 
-Pure functions over :class:`Sample` values; the traffic sampler that produces them lives in
-``chaoscontour.activities.envoy``. Every time is in seconds since the epoch (UTC), every latency reported in ms.
+Pure functions over :class:`Sample` values, or over a :class:`SampleSeries` (the same samples held in columns,
+cheap enough for a million requests); the traffic sampler that produces them lives in
+``chaoscontour.edges.sampler``. Every time is in seconds since the epoch (UTC), every latency reported in ms.
 
 Definitions used throughout (they are what the README and the experiments' tolerances rely on):
 
@@ -16,19 +17,27 @@ Definitions used throughout (they are what the README and the experiments' toler
 * **Latency percentiles** are over successful requests only (a timeout's latency is the timeout, a refused
   connection's is near zero: neither says how fast Envoy serves), using the nearest-rank method; ``None`` when no
   request succeeded.
+* A request that was due but **could not be sent** (every connection the sampler may open was busy, e.g. with
+  requests hanging on a hung backend) is a failure with outcome ``not_sent`` at its due time: open-loop traffic
+  never silently drops a request, and the outage it belongs to stays one outage. ``requests_not_sent`` counts them.
 """
 
 import math
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
+    "NOT_SENT",
+    "UNFINISHED",
     "Availability",
     "Outage",
+    "OutageTracker",
     "Sample",
+    "SampleSeries",
     "find_outages",
     "iso_utc",
     "latency_percentiles_ms",
@@ -37,6 +46,10 @@ __all__ = [
     "percentile",
     "summarize",
 ]
+
+
+NOT_SENT = "not_sent"
+UNFINISHED = "unfinished"
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,74 @@ class Sample:
     duration_s: float
     ok: bool
     outcome: str
+
+
+class SampleSeries:
+    """Samples in columns, in the order they were sent: what a sampler at thousands of requests per second keeps.
+
+    ``started_at`` and ``duration_s`` are arrays of floats, ``ok`` one byte per sample, ``outcome`` an index into
+    ``kinds`` (the distinct outcomes). Iterating yields :class:`Sample` values.
+    """
+
+    def __init__(self) -> None:
+        self.started_at: array[float] = array("d")
+        self.duration_s: array[float] = array("d")
+        self.ok = bytearray()
+        self.outcome: array[int] = array("H")
+        self.kinds: list[str] = []
+        self._kind_index: dict[str, int] = {}
+
+    @classmethod
+    def of(cls, samples: Iterable[Sample]) -> "SampleSeries":
+        series = cls()
+        for s in sorted(samples, key=lambda s: s.started_at):
+            series.append(s.started_at, s.duration_s, s.ok, s.outcome)
+        return series
+
+    @classmethod
+    def of_columns(
+        cls,
+        started_at: "array[float]",
+        duration_s: "array[float]",
+        ok: bytearray,
+        outcome: "array[int]",
+        kinds: list[str],
+    ) -> "SampleSeries":
+        """A series over columns already in send order (``outcome[i]`` indexes ``kinds``); nothing is copied."""
+        if not len(started_at) == len(duration_s) == len(ok) == len(outcome):
+            raise ValueError("columns of different lengths")
+        series = cls()
+        series.started_at, series.duration_s, series.ok, series.outcome = started_at, duration_s, ok, outcome
+        for kind in kinds:
+            series.kind(kind)
+        return series
+
+    def kind(self, outcome: str) -> int:
+        """The index of ``outcome`` in ``kinds`` (added when new)."""
+        index = self._kind_index.get(outcome)
+        if index is None:
+            index = self._kind_index[outcome] = len(self.kinds)
+            self.kinds.append(outcome)
+        return index
+
+    def append(self, started_at: float, duration_s: float, ok: bool, outcome: str) -> None:
+        """Add a sample sent no earlier than the last one."""
+        self.started_at.append(started_at)
+        self.duration_s.append(duration_s)
+        self.ok.append(1 if ok else 0)
+        self.outcome.append(self.kind(outcome))
+
+    def __len__(self) -> int:
+        return len(self.started_at)
+
+    def __iter__(self) -> Iterator[Sample]:
+        kinds = self.kinds
+        for t, d, ok, o in zip(self.started_at, self.duration_s, self.ok, self.outcome, strict=True):
+            yield Sample(t, d, bool(ok), kinds[o])
+
+    def count(self, outcome: str) -> int:
+        index = self._kind_index.get(outcome)
+        return 0 if index is None else self.outcome.count(index)
 
 
 @dataclass(frozen=True)
@@ -80,6 +161,7 @@ class Availability:
     latency_ms: dict[str, float | None]
     error_kinds: dict[str, int]
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    not_sent: int = 0
 
     @property
     def failures(self) -> int:
@@ -103,6 +185,7 @@ class Availability:
             "requests": self.requests,
             "successes": self.successes,
             "failures": self.failures,
+            "requests_not_sent": self.not_sent,
             "availability": self.availability,
             "longest_outage_s": round(self.longest_outage_s, 4),
             "longest_outage_started_at": iso_utc(longest.started_at) if longest else None,
@@ -137,9 +220,14 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000.0, 3)
 
 
-def latency_percentiles_ms(samples: Iterable[Sample]) -> dict[str, float | None]:
+def _series(samples: Iterable[Sample] | SampleSeries) -> SampleSeries:
+    return samples if isinstance(samples, SampleSeries) else SampleSeries.of(samples)
+
+
+def latency_percentiles_ms(samples: Iterable[Sample] | SampleSeries) -> dict[str, float | None]:
     """p50, p95 and p99 latency in ms of the successful samples (``None`` each when none succeeded)."""
-    durations = sorted(s.duration_s for s in samples if s.ok)
+    series = _series(samples)
+    durations = sorted(d for d, ok in zip(series.duration_s, series.ok, strict=True) if ok)
     return {
         "p50": _ms(percentile(durations, 50)),
         "p95": _ms(percentile(durations, 95)),
@@ -147,38 +235,70 @@ def latency_percentiles_ms(samples: Iterable[Sample]) -> dict[str, float | None]
     }
 
 
-def find_outages(samples: Iterable[Sample], window_end: float) -> list[Outage]:
+class OutageTracker:
+    """Outages found as samples are added in send order, at a constant cost per sample (for progress lines)."""
+
+    def __init__(self) -> None:
+        self.outages: list[Outage] = []
+        self.requests = 0
+        self.successes = 0
+        self.longest_closed_s = 0.0
+        self._start: float | None = None
+        self._failed = 0
+        self._last_start: float | None = None
+
+    def add(self, started_at: float, ok: bool) -> None:
+        self.requests += 1
+        self._last_start = started_at
+        if ok:
+            self.successes += 1
+            if self._start is not None:
+                outage = Outage(self._start, started_at, self._failed, still_running=False)
+                self.outages.append(outage)
+                self.longest_closed_s = max(self.longest_closed_s, outage.duration_s)
+                self._start, self._failed = None, 0
+        else:
+            if self._start is None:
+                self._start = started_at
+            self._failed += 1
+
+    def running(self, window_end: float) -> Outage | None:
+        """The outage still running, counted until ``window_end`` (or the last failure's start, if later)."""
+        if self._start is None:
+            return None
+        end = max(window_end, self._last_start if self._last_start is not None else window_end)
+        return Outage(self._start, end, self._failed, still_running=True)
+
+    def all(self, window_end: float) -> list[Outage]:
+        running = self.running(window_end)
+        return [*self.outages, running] if running else list(self.outages)
+
+    def longest_s(self, window_end: float) -> float:
+        running = self.running(window_end)
+        return max(self.longest_closed_s, running.duration_s if running else 0.0)
+
+
+def find_outages(samples: Iterable[Sample] | SampleSeries, window_end: float) -> list[Outage]:
     """Every outage in ``samples``, in time order (see the module docstring for the definition).
 
     An outage still running after the last sample lasts until ``window_end`` (or the last failure's start, if that
     is later).
     """
-    outages: list[Outage] = []
-    start: float | None = None
-    failed = 0
-    last_start = None
-    for sample in sorted(samples, key=lambda s: s.started_at):
-        last_start = sample.started_at
-        if sample.ok:
-            if start is not None:
-                outages.append(Outage(start, sample.started_at, failed, still_running=False))
-                start, failed = None, 0
-        else:
-            if start is None:
-                start = sample.started_at
-            failed += 1
-    if start is not None:
-        end = max(window_end, last_start if last_start is not None else window_end)
-        outages.append(Outage(start, end, failed, still_running=True))
-    return outages
+    series = _series(samples)
+    tracker = OutageTracker()
+    for started_at, ok in zip(series.started_at, series.ok, strict=True):
+        tracker.add(started_at, bool(ok))
+    return tracker.all(window_end)
 
 
-def longest_outage_s(samples: Iterable[Sample], window_end: float) -> float:
+def longest_outage_s(samples: Iterable[Sample] | SampleSeries, window_end: float) -> float:
     """The duration in seconds of the longest outage in ``samples``; 0.0 when every request succeeded."""
     return max((o.duration_s for o in find_outages(samples, window_end)), default=0.0)
 
 
-def per_second_timeline(samples: Iterable[Sample], window_start: float, window_end: float) -> list[dict[str, Any]]:
+def per_second_timeline(
+    samples: Iterable[Sample] | SampleSeries, window_start: float, window_end: float
+) -> list[dict[str, Any]]:
     """One row per whole second of the window, for plots.
 
     Row ``i`` covers requests sent in ``[window_start + i, window_start + i + 1)`` and holds ``second`` (``i``),
@@ -190,12 +310,13 @@ def per_second_timeline(samples: Iterable[Sample], window_start: float, window_e
     sent = [0] * rows
     ok = [0] * rows
     latencies: list[list[float]] = [[] for _ in range(rows)]
-    for s in samples:
-        i = min(rows - 1, max(0, int(s.started_at - window_start)))
+    series = _series(samples)
+    for started_at, duration_s, succeeded in zip(series.started_at, series.duration_s, series.ok, strict=True):
+        i = min(rows - 1, max(0, int(started_at - window_start)))
         sent[i] += 1
-        if s.ok:
+        if succeeded:
             ok[i] += 1
-            latencies[i].append(s.duration_s)
+            latencies[i].append(duration_s)
     return [
         {
             "second": i,
@@ -210,25 +331,29 @@ def per_second_timeline(samples: Iterable[Sample], window_start: float, window_e
 
 
 def summarize(
-    samples: Sequence[Sample], window_start: float, window_end: float, with_timeline: bool = True
+    samples: Sequence[Sample] | SampleSeries, window_start: float, window_end: float, with_timeline: bool = True
 ) -> Availability:
     """Everything a sampling window showed: counts, availability ratio, outages, latency, error kinds, timeline.
 
     ``availability`` is ``successes / requests``, and 0.0 when there were no requests (no evidence of service).
+    ``requests`` includes the requests that were due but could not be sent (``not_sent``, failures).
     ``error_kinds`` counts the ``outcome`` of every failed request.
     """
     if window_end < window_start:
         raise ValueError(f"window ends ({window_end}) before it starts ({window_start})")
-    requests = len(samples)
-    successes = sum(1 for s in samples if s.ok)
+    series = _series(samples)
+    requests = len(series)
+    successes = series.ok.count(1)
+    failed = Counter(o for o, ok in zip(series.outcome, series.ok, strict=True) if not ok)
     return Availability(
         window_start=window_start,
         window_end=window_end,
         requests=requests,
         successes=successes,
         availability=(successes / requests) if requests else 0.0,
-        outages=find_outages(samples, window_end),
-        latency_ms=latency_percentiles_ms(samples),
-        error_kinds=dict(sorted(Counter(s.outcome for s in samples if not s.ok).items())),
-        timeline=per_second_timeline(samples, window_start, window_end) if with_timeline else [],
+        outages=find_outages(series, window_end),
+        latency_ms=latency_percentiles_ms(series),
+        error_kinds=dict(sorted((series.kinds[o], n) for o, n in failed.items())),
+        timeline=per_second_timeline(series, window_start, window_end) if with_timeline else [],
+        not_sent=series.count(NOT_SENT),
     )

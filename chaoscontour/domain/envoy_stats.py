@@ -29,6 +29,7 @@ __all__ = [
     "StatValue",
     "Subscription",
     "XdsState",
+    "describe_xds_stats",
     "parse_stats",
     "subscription",
     "xds_state",
@@ -169,3 +170,19 @@ def xds_state(stats: dict[str, StatValue]) -> XdsState:
         cds=subscription(stats, CDS),
         lds=subscription(stats, LDS),
     )
+
+
+def describe_xds_stats(stats: dict[str, StatValue], limit: int = 12) -> str:
+    """What xDS stats ``stats`` holds, for an error that must say what was read: each prefix (``control_plane``,
+    ``cluster_manager.cds``, ``listener_manager.lds``) with the stat names under it, or that it was absent."""
+    parts = []
+    for prefix in ("control_plane", CDS, LDS):
+        names = sorted(name[len(prefix) + 1 :] for name in stats if name.startswith(prefix + "."))
+        if prefix == "control_plane":
+            names = [n for n in names if f"{prefix}.{n}" == TOP_LEVEL_CONNECTED or not n.startswith(("cds", "lds"))]
+        if not names:
+            parts.append(f"no {prefix}.* stats")
+            continue
+        shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+        parts.append(f"{prefix}.* ({shown})")
+    return "; ".join(parts)
