@@ -20,45 +20,68 @@ from fixtures.chaosrun import CHAOS, EXPERIMENTS, run_chaos
 from fixtures.fake_envoy import FakeEnvoy
 
 from chaoscontour.cli import main as cli_main
-from chaoscontour.tools.gate import (
+from chaoscontour.tools.findings import fault_findings
+from chaoscontour.tools.journal import chaoscontour_func, load_journal, redact
+from chaoscontour.tools.junit import junit_xml
+from chaoscontour.tools.summary import markdown_summary
+from chaoscontour.tools.verdict import (
     PHASE_AFTER,
     PHASE_BEFORE,
     PHASE_METHOD,
     PHASE_ROLLBACK,
-    fault_findings,
+    GateOptions,
     judge,
-    load_journal,
-    markdown_summary,
-    redact,
 )
-from chaoscontour.tools.junit import junit_xml
 
 BIN = Path(sys.executable).parent
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+ChaosJournal = Callable[..., tuple[Path, int]]
 
 
 @pytest.fixture(scope="session")
-def chaos_journal(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Path, int]]:
-    """``chaos_journal("deviated")`` → (journal path, chaos exit code), running each experiment once."""
+def chaos_journal(tmp_path_factory: pytest.TempPathFactory) -> ChaosJournal:
+    """``chaos_journal("deviated", env={...}, strategy="default")`` → (journal path, chaos exit code), running each
+    experiment once per environment and rollback strategy. ``fake_envoy=True`` serves a ``FakeEnvoy`` for the run
+    (its URL in ``FAKE_ENVOY_URL``)."""
     if not CHAOS.exists():
         pytest.skip(f"the chaos CLI is not installed next to {sys.executable}")
-    cache: dict[str, tuple[Path, int]] = {}
+    cache: dict[tuple[Any, ...], tuple[Path, int]] = {}
     root = tmp_path_factory.mktemp("journals")
 
-    def get(name: str) -> tuple[Path, int]:
-        if name not in cache:
-            journal = root / f"{name}.journal.json"
-            cache[name] = (journal, run_chaos(EXPERIMENTS / f"{name}.json", journal))
-        return cache[name]
+    def get(
+        name: str, env: dict[str, str] | None = None, strategy: str = "always", fake_envoy: bool = False
+    ) -> tuple[Path, int]:
+        key = (name, tuple(sorted((env or {}).items())), strategy, fake_envoy)
+        if key not in cache:
+            journal = root / f"{name}-{len(cache)}.journal.json"
+            if fake_envoy:
+                with FakeEnvoy() as envoy:
+                    environ = {"FAKE_ENVOY_URL": envoy.url, **(env or {})}
+                    code = run_chaos(EXPERIMENTS / f"{name}.json", journal, env=environ, rollback_strategy=strategy)
+            else:
+                code = run_chaos(EXPERIMENTS / f"{name}.json", journal, env=env, rollback_strategy=strategy)
+            cache[key] = (journal, code)
+        return cache[key]
 
     return get
 
 
-def gate(journal: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, ET.Element, str]:
+def gate(
+    journal: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], *options: str
+) -> tuple[int, str, ET.Element, str]:
     """Run ``chaoscontour gate`` through the CLI dispatcher; return (exit code, stdout, JUnit root, Markdown)."""
     junit, summary = tmp_path / "junit.xml", tmp_path / "summary.md"
-    code = cli_main(["gate", str(journal), "--junit", str(junit), "--summary", str(summary)])
+    code = cli_main(["gate", str(journal), "--junit", str(junit), "--summary", str(summary), *options])
     out = capsys.readouterr().out
     return code, out, ET.parse(junit).getroot(), summary.read_text(encoding="utf-8")
+
+
+def outcome_failure(root: ET.Element) -> str:
+    """The message of the JUnit "experiment outcome" failure: every reason, joined by "; "."""
+    failure = cases(root)[("chaoscontour.gate", "experiment outcome")].find("failure")
+    assert failure is not None
+    return failure.get("message") or ""
 
 
 def cases(root: ET.Element) -> dict[tuple[str, str], ET.Element]:
@@ -156,7 +179,7 @@ def test_availability_below_min_availability_fails_the_gate(tmp_path, capsys):
     assert chaos_code == 0  # nothing failed as far as chaostoolkit is concerned
     code, out, root, summary = gate(journal, tmp_path, capsys)
     assert code == 1
-    (reason,) = out.splitlines()[1:]
+    (reason,) = [line for line in out.splitlines()[1:] if not line.startswith("note: ")]
     assert re.fullmatch(
         r"method probe 'sample-envoy' availability \d+\.\d\d % is below min_availability 99\.00 %", reason
     )
@@ -170,6 +193,232 @@ def test_console_script_exit_code_matches_the_verdict(chaos_journal):
     proc = subprocess.run([str(BIN / "chaoscontour"), "gate", str(journal)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "remove-fault" in proc.stdout
+
+
+def test_a_steady_state_probe_that_raised_is_named_with_its_exception(chaos_journal, tmp_path, capsys):
+    journal, chaos_code = chaos_journal("probe-raised")
+    assert chaos_code == 1 and load_journal(journal)["status"] == "failed"
+    code, out, root, _ = gate(journal, tmp_path, capsys)
+    assert code == 1
+    assert "steady-state before probe 'service-answers' failed: RuntimeError: GET /healthz: connection refused" in (
+        out.splitlines()
+    )
+    failure = cases(root)[("chaos.steady-state-before", "service-answers")].find("failure")
+    assert failure is not None and failure.get("type") == "ActivityFailed"
+    assert "connection refused" in outcome_failure(root)
+
+
+def test_a_method_activity_an_interrupted_run_never_played_fails_by_name(chaos_journal, tmp_path, capsys):
+    journal, chaos_code = chaos_journal("interrupted-method")
+    assert chaos_code == 1
+    code, out, root, summary = gate(journal, tmp_path, capsys)
+    assert code == 1
+    lines = out.splitlines()
+    assert (
+        "planned method action 'unblock-apiserver' did not run: the run ended with status 'interrupted' before "
+        "reaching it"
+    ) in lines
+    assert (
+        "method action 'safeguard-interrupts' did not finish: the run was interrupted during it (no status in the "
+        "journal)"
+    ) in lines
+    assert cases(root)[("chaos.method", "unblock-apiserver")].find("skipped") is not None
+    assert "planned method action 'unblock-apiserver' did not run" in outcome_failure(root)
+    assert "- planned method action 'unblock-apiserver' did not run" in summary
+
+
+def test_a_rollback_an_interrupted_run_never_played_fails_by_name(chaos_journal, tmp_path, capsys):
+    journal, chaos_code = chaos_journal("interrupted-rollback")
+    assert chaos_code == 1
+    assert [r["activity"]["name"] for r in load_journal(journal)["rollbacks"]] == ["repair-service", "signal-arrives"]
+    code, out, root, summary = gate(journal, tmp_path, capsys)
+    assert code == 1
+    reason = (
+        "planned rollback 'unblock-apiserver-rollback' did not run: the run ended with status 'interrupted' before "
+        "reaching it; the fault may still be in place"
+    )
+    assert reason in out.splitlines()
+    assert reason in outcome_failure(root) and f"- {reason}" in summary
+    assert cases(root)[("chaos.rollback", "unblock-apiserver-rollback")].find("skipped") is not None
+
+
+def test_rollbacks_skipped_by_the_default_strategy_fail_the_gate(chaos_journal, tmp_path, capsys):
+    """chaostoolkit's ``default`` strategy skips every rollback of an interrupted run: the fault stays in place."""
+    journal, chaos_code = chaos_journal("interrupted-method", strategy="default")
+    assert chaos_code == 1 and load_journal(journal)["rollbacks"] == []
+    code, out, root, _ = gate(journal, tmp_path, capsys)
+    assert code == 1
+    assert (
+        "rollbacks were not played ('unblock-apiserver-rollback'); run with `--rollback-strategy always` so the "
+        "fault is always undone"
+    ) in out.splitlines()
+    assert cases(root)[("chaos.rollback", "unblock-apiserver-rollback")].find("skipped") is not None
+
+
+def test_a_confirmed_fault_that_held_to_the_end_passes_and_tells_the_story(chaos_journal, tmp_path, capsys):
+    journal, chaos_code = chaos_journal("apiserver-outage")
+    assert chaos_code == 0
+    code, out, _, summary = gate(journal, tmp_path, capsys)
+    assert code == 0, out
+    assert out.splitlines() == ["PASSED: Fixture: the API-server outage with stand-in activities"]
+    assert "confirmed after 15.6 s: Lease projectcontour/leader-elect stayed unchanged for 15.6 s" in summary
+    assert "- at the end of the fault window the fault still held" in summary
+    assert "### Envoy availability (`envoy-availability-across-the-fault`)" in summary
+    assert "Not checked" not in summary
+
+
+def test_an_unverified_block_fails_unless_allowed_and_then_the_verdict_says_so_first(chaos_journal, tmp_path, capsys):
+    journal, chaos_code = chaos_journal("apiserver-outage", env={"FIXTURE_VERIFY": "false"})
+    assert chaos_code == 0
+    block = next(r for r in load_journal(journal)["run"] if r["activity"]["name"] == "block-apiserver-egress")
+    assert block["output"]["verification"]["confirmed"] is None
+    code, out, root, summary = gate(journal, tmp_path, capsys)
+    assert code == 1
+    reason = (
+        "the fault of 'block-apiserver-egress' was not verified (verify=false): nothing shows Contour lost the API "
+        "server (--allow-unverified accepts that)"
+    )
+    assert out.splitlines()[1:] == [reason]
+    assert outcome_failure(root) == reason and f"- {reason}" in summary
+
+    code, out, root, summary = gate(journal, tmp_path, capsys, "--allow-unverified")
+    assert code == 0
+    first, *rest = out.splitlines()
+    assert first == "PASSED on an unverified fault: Fixture: the API-server outage with stand-in activities"
+    assert rest == [
+        "the verdict rests on an unverified fault: the fault of 'block-apiserver-egress' was not verified "
+        "(verify=false)"
+    ]
+    assert summary.splitlines()[0] == (
+        "## Chaos gate ✅ passed on an unverified fault: Fixture: the API-server outage with stand-in activities"
+    )
+    outcome = cases(root)[("chaoscontour.gate", "experiment outcome")]
+    assert "the verdict rests on an unverified fault" in (outcome.findtext("system-out") or "")
+    assert root.find(".//property[@name='unverified_fault']").get("value") == "true"
+
+
+def test_a_fault_that_did_not_hold_to_the_end_fails_with_the_probe_reasons(chaos_journal, tmp_path, capsys):
+    journal, chaos_code = chaos_journal("apiserver-outage", env={"FIXTURE_FAULT_HELD": "false"})
+    assert chaos_code == 0
+    code, out, root, summary = gate(journal, tmp_path, capsys)
+    assert code == 1
+    reason = (
+        "the fault did not hold for the whole window ('fault-held-to-the-end'): NetworkPolicy "
+        "chaoscontour-apiserver-egress-1 is gone (deleted by hand?); API-server endpoint 10.0.0.12 appeared during "
+        "the fault and is not blocked"
+    )
+    assert out.splitlines()[1:] == [reason]
+    assert outcome_failure(root) == reason and f"- {reason}" in summary
+    # --allow-unverified is about verification, not about a fault seen not to hold.
+    assert gate(journal, tmp_path, capsys, "--allow-unverified")[0] == 1
+
+
+def test_an_outage_without_the_end_of_window_probe_passes_and_says_what_was_not_checked(
+    chaos_journal, tmp_path, capsys
+):
+    journal, chaos_code = chaos_journal("apiserver-outage-without-end-probe")
+    assert chaos_code == 0
+    code, out, root, summary = gate(journal, tmp_path, capsys)
+    assert code == 0, out
+    note = (
+        "the method has no apiserver_egress_fault probe, so nothing checked that the fault still held at the end of "
+        "its window (an experiment written before that probe existed)"
+    )
+    assert out.splitlines()[1:] == [f"note: {note}"]
+    assert f"**Not checked**\n\n- {note}" in summary
+    assert note in (cases(root)[("chaoscontour.gate", "experiment outcome")].findtext("system-out") or "")
+
+
+@pytest.mark.parametrize(
+    ("sampler", "reasons"),
+    [
+        (
+            "raise",
+            [
+                "method probe 'sample-envoy' failed: RuntimeError: cannot reach Envoy at http://127.0.0.1:9/: "
+                "connection refused",
+                "no availability figures: the sampler 'sample-envoy' failed, so nothing shows what Envoy's clients saw",
+            ],
+        ),
+        ("nothing", ["no availability figures: the sampler 'sample-envoy' returned null"]),
+    ],
+)
+def test_a_declared_sampler_that_left_no_figures_fails_the_gate(chaos_journal, tmp_path, capsys, sampler, reasons):
+    journal, chaos_code = chaos_journal("sampler-missing", env={"FIXTURE_SAMPLER": sampler})
+    assert chaos_code == 0
+    code, out, root, summary = gate(journal, tmp_path, capsys)
+    assert code == 1
+    assert out.splitlines()[1:] == reasons
+    assert outcome_failure(root) == "; ".join(reasons)
+    assert all(f"- {r}" in summary for r in reasons)
+
+
+# The README's gate table, row by row: the experiment (and its environment, rollback strategy, fake Envoy) whose
+# real journal backs the row.
+README_ROWS: dict[str, dict[str, Any]] = {
+    "everything held": {"name": "passing"},
+    "steady state missed **before** the method (never run)": {"name": "missed-before"},
+    "an action of the method failed": {"name": "failed-action"},
+    "a rollback failed (the fault may still be in place!)": {"name": "failed-rollback"},
+    "steady state missed after the method": {"name": "deviated"},
+    "a steady-state probe raised": {"name": "probe-raised"},
+    "`envoy_availability` below its `min_availability`": {
+        "name": "availability-fault",
+        "env": {"MIN_AVAILABILITY": "0.99"},
+        "fake_envoy": True,
+    },
+    "`envoy_availability` declared in the method, but it failed": {
+        "name": "sampler-missing",
+        "env": {"FIXTURE_SAMPLER": "raise"},
+    },
+    "`envoy_availability` declared in the method, but it returned no figures": {
+        "name": "sampler-missing",
+        "env": {"FIXTURE_SAMPLER": "nothing"},
+    },
+    "interrupted mid-method: a planned method activity never ran": {"name": "interrupted-method"},
+    "interrupted during the rollbacks: a planned rollback never ran": {"name": "interrupted-rollback"},
+    "rollbacks skipped (strategy `default` on an interrupted run)": {
+        "name": "interrupted-method",
+        "strategy": "default",
+    },
+    "`block_apiserver_egress` ran with `verify: false` (fault not confirmed)": {
+        "name": "apiserver-outage",
+        "env": {"FIXTURE_VERIFY": "false"},
+    },
+    "`apiserver_egress_fault`: the fault did not hold to the end of its window": {
+        "name": "apiserver-outage",
+        "env": {"FIXTURE_FAULT_HELD": "false"},
+    },
+    "a confirmed fault that held to the end of its window": {"name": "apiserver-outage"},
+    "no `apiserver_egress_fault` in the method (an older experiment)": {"name": "apiserver-outage-without-end-probe"},
+}
+
+
+def readme_gate_table() -> list[list[str]]:
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### The chaos gate") : text.index("### The report")]
+    rows = [line for line in section.splitlines() if line.startswith("|")][2:]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+
+
+def test_every_row_of_the_readme_gate_table_is_a_real_journal_judged_as_written(chaos_journal, tmp_path, capsys):
+    table = readme_gate_table()
+    assert [row[0] for row in table] == list(README_ROWS)
+    for what, status_deviated, chaos_exit, gate_exit in table:
+        row = README_ROWS[what]
+        journal, chaos_code = chaos_journal(
+            row["name"], env=row.get("env"), strategy=row.get("strategy", "always"), fake_envoy=row.get("fake_envoy")
+        )
+        data = load_journal(journal)
+        assert f"{data['status']} / {str(data['deviated']).lower()}" == status_deviated, what
+        assert str(chaos_code) == chaos_exit.strip("*"), what
+        expected = [int(n) for n in re.findall(r"\d+", gate_exit)]
+        assert cli_main(["gate", str(journal)]) == expected[0], what
+        if "--allow-unverified" in gate_exit:
+            assert cli_main(["gate", str(journal), "--allow-unverified"]) == expected[1], what
+        out = capsys.readouterr().out
+        if "with a note" in gate_exit:
+            assert "\nnote: " in out, what
 
 
 # ------------------------------------------------------------------------------------------------ unreadable input
@@ -350,8 +599,22 @@ def test_real_journal_roundtrip_is_json(chaos_journal):
     assert "chaoslib-version" in json.loads(journal.read_text(encoding="utf-8"))
 
 
-def _run(func: str, output: dict) -> dict:
-    return {"activity": {"name": func, "provider": {"type": "python", "func": func}}, "output": output}
+MODULES = {
+    "block_apiserver_egress": "network",
+    "unblock_apiserver_egress": "network",
+    "apiserver_egress_fault": "network",
+    "lease_holder": "leader",
+    "kill_leader": "leader",
+    "contour_restart_count": "pods",
+    "envoy_xds_connected": "envoy",
+    "envoy_availability": "envoy",
+}
+
+
+def _run(func: str, output: Any, module: str | None = None, **extra: Any) -> dict:
+    module = module or f"chaoscontour.activities.{MODULES[func]}"
+    provider = {"type": "python", "module": module, "func": func}
+    return {"activity": {"type": "action", "name": func, "provider": provider}, "output": output, **extra}
 
 
 def test_findings_tell_the_outage_story_from_the_method_outputs_in_run_order():
@@ -394,3 +657,66 @@ def test_findings_tell_the_outage_story_from_the_method_outputs_in_run_order():
 def test_a_kill_leader_finding_names_both_leaders():
     journal = {"run": [_run("kill_leader", {"old_pod": "contour-a", "new_pod": "contour-b", "failover_s": 17.3})]}
     assert fault_findings(journal) == ["leader contour-a killed; contour-b took over in 17.3 s"]
+
+
+def with_method(*entries: dict) -> dict[str, Any]:
+    """A passing hand-made journal whose method is ``entries`` (run entries), all planned and all succeeded."""
+    entries = tuple({"status": "succeeded", "duration": 0.1, **e} for e in entries)
+    journal = journal_of(run=list(entries))
+    journal["experiment"]["method"] = [e["activity"] for e in entries]
+    return journal
+
+
+def test_a_verification_that_did_not_confirm_the_fault_fails_even_when_unverified_faults_are_allowed():
+    output = {"verification": {"confirmed": False, "evidence": "lease-still-renewed", "evidence_text": "renewed 3x"}}
+    journal = with_method(_run("block_apiserver_egress", output), _run("apiserver_egress_fault", {"held": True}))
+    expected = ("the fault of 'block_apiserver_egress' was not confirmed: renewed 3x",)
+    assert judge(journal).reasons == expected
+    assert judge(journal, GateOptions(allow_unverified=True)).reasons == expected
+
+
+def test_a_block_output_without_verification_is_unverified():
+    journal = with_method(_run("block_apiserver_egress", {"selected_pods": ["a"]}))
+    (reason,) = judge(journal).reasons
+    assert reason.startswith("the fault of 'block_apiserver_egress' was not verified (its output has no verification)")
+    verdict = judge(journal, GateOptions(allow_unverified=True))
+    assert verdict.passed and (verdict.unverified or "").startswith("the verdict rests on an unverified fault")
+
+
+def test_a_function_of_another_module_that_shares_our_names_is_not_judged_as_ours():
+    theirs = "acme.chaos.network"
+    journal = with_method(
+        _run("block_apiserver_egress", {"whatever": 1}, module=theirs),
+        _run("apiserver_egress_fault", {"held": False, "reasons": ["x"]}, module=theirs),
+        _run("envoy_availability", None, module=theirs),
+    )
+    verdict = judge(journal)
+    assert verdict.passed and verdict.notes == () and verdict.findings == ()
+    assert [chaoscontour_func(r) for r in journal["run"]] == [None, None, None]
+    assert chaoscontour_func(_run("wait", None, module="chaoscontour.activities.timing")) == "wait"
+
+
+def test_an_end_of_window_probe_without_held_fails():
+    journal = with_method(_run("apiserver_egress_fault", {"reasons": []}))
+    assert judge(journal).reasons == (
+        "'apiserver_egress_fault' did not say whether the fault held (no 'held' in its output)",
+    )
+
+
+def test_a_failed_block_is_its_own_reason_not_also_an_unverified_one():
+    journal = with_method(
+        _run("block_apiserver_egress", None, status="failed", exception=["ActivityFailed: did not take effect\n"])
+    )
+    assert judge(journal).reasons == ("method action 'block_apiserver_egress' failed: did not take effect",)
+
+
+def test_tokens_in_the_fault_reasons_are_masked_in_every_output(tmp_path, capsys):
+    reasons = ["re-read of the policy failed: 401 for Authorization: Bearer eyJhbGciOiJSUzI1NiJ9.s3cr3t"]
+    journal = with_method(_run("apiserver_egress_fault", {"held": False, "reasons": reasons}))
+    path = tmp_path / "journal.json"
+    path.write_text(json.dumps(journal), encoding="utf-8")
+    code, out, root, summary = gate(path, tmp_path, capsys)
+    assert code == 1
+    assert "s3cr3t" not in ET.tostring(root, encoding="unicode")
+    for text in (out, outcome_failure(root), summary):
+        assert "s3cr3t" not in text and "Bearer <redacted>" in text

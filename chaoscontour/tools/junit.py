@@ -1,8 +1,9 @@
-"""JUnit XML for a gate :class:`~chaoscontour.tools.gate.Verdict`.
+"""JUnit XML for a gate :class:`~chaoscontour.tools.verdict.Verdict`.
 
 One ``<testcase>`` per steady-state probe (before and after), per method activity and per rollback, plus one for the
 experiment's outcome so that a failure that belongs to no single activity (an interrupted run, a deviation) still
-shows as a failed test. Activities that never ran are ``<skipped>``. The layout follows the common JUnit schema that
+shows as a failed test; that case's ``<system-out>`` says when the verdict rests on an unverified fault and what it
+could not check. Activities that never ran are ``<skipped>``. The layout follows the common JUnit schema that
 CI systems (GitHub test reporters, GitLab, Jenkins) read: ``testsuites`` > ``testsuite`` > ``testcase`` with
 ``failure``/``error``/``skipped`` children.
 """
@@ -14,7 +15,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from chaoscontour.tools.gate import Verdict
+    from chaoscontour.tools.verdict import Verdict
 
 __all__ = ["junit_xml"]
 
@@ -48,6 +49,9 @@ def junit_xml(verdict: Verdict, *, errored: bool = False) -> str:
             errors += 1
         else:
             failures += 1
+    said = ([verdict.unverified] if verdict.unverified else []) + [f"not checked: {n}" for n in verdict.notes]
+    if said:
+        ET.SubElement(outcome, "system-out").text = _clean("\n".join(said))
     cases.append(outcome)
 
     for r in verdict.results:
@@ -91,6 +95,7 @@ def junit_xml(verdict: Verdict, *, errored: bool = False) -> str:
         ("deviated", str(verdict.deviated).lower()),
         ("steady_state_before", str(verdict.before_met).lower()),
         ("steady_state_after", str(verdict.after_met).lower()),
+        ("unverified_fault", "true" if verdict.unverified else "false"),
     ):
         ET.SubElement(props, "property", name=key, value=value)
     suite.extend(cases)

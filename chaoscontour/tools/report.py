@@ -16,25 +16,21 @@ import base64
 import html
 import math
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chaoscontour.tools.gate import (
-    JournalError,
-    Verdict,
-    availability_outputs,
-    judge,
-    load_journal,
-)
+from chaoscontour.tools import journal as j
+from chaoscontour.tools.findings import availability_outputs
+from chaoscontour.tools.journal import JournalError, epoch_of, load_journal
+from chaoscontour.tools.verdict import Verdict, judge
 
 __all__ = ["Marker", "ReportData", "Series", "label_levels", "main", "render_html", "render_png", "report_data"]
 
-FAULT_FUNCS = ("block_apiserver_egress", "kill_leader")
-FAULT_END_FUNCS = ("unblock_apiserver_egress",)
-RESTART_FUNC = "contour_restart_count"
+FAULT_FUNCS = (j.BLOCK_APISERVER, j.KILL_LEADER)
+FAULT_END_FUNCS = (j.UNBLOCK_APISERVER,)
 
 MAX_KEY_LINES = 12
 MISSING_MATPLOTLIB = (
@@ -82,72 +78,23 @@ class ReportData:
 # --------------------------------------------------------------------------------------------------------- pure part
 
 
-def epoch_of(value: Any) -> float | None:
-    """Epoch seconds of an ISO 8601 time as journals and the API server write it (``Z`` or offset; naive = UTC)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _func(run: Mapping[str, Any]) -> str | None:
-    activity = run.get("activity")
-    provider = activity.get("provider") if isinstance(activity, Mapping) else None
-    func = provider.get("func") if isinstance(provider, Mapping) else None
-    return func if isinstance(func, str) else None
-
-
-def _name(run: Mapping[str, Any]) -> str:
-    activity = run.get("activity")
-    return str(activity.get("name") or "") if isinstance(activity, Mapping) else ""
-
-
-def _runs(journal: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
-    value = journal.get(key)
-    return [r for r in value if isinstance(r, Mapping)] if isinstance(value, list) else []
-
-
-def _all_runs(journal: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    runs = _runs(journal, "run") + _runs(journal, "rollbacks")
-    steady = journal.get("steady_states")
-    if isinstance(steady, Mapping):
-        for when in ("before", "after"):
-            state = steady.get(when)
-            if isinstance(state, Mapping) and isinstance(state.get("probes"), list):
-                runs += [r for r in state["probes"] if isinstance(r, Mapping)]
-    return runs
+def _label(run: Mapping[str, Any]) -> str:
+    activity = j.activity_of(run)
+    return j.activity_name(activity) if activity.get("name") else str(j.chaoscontour_func(run))
 
 
 def _row_epoch(row: Mapping[str, Any]) -> float | None:
     for key in ("epoch_s", "epoch"):
         if key in row:
-            return _num(row[key])
+            return j.number(row[key])
     return None
 
 
 def _row_latency(row: Mapping[str, Any], q: str) -> float | None:
     if f"{q}_ms" in row:
-        return _num(row[f"{q}_ms"])
+        return j.number(row[f"{q}_ms"])
     nested = row.get("latency_ms")
-    return _num(nested.get(q)) if isinstance(nested, Mapping) else None
+    return j.number(nested.get(q)) if isinstance(nested, Mapping) else None
 
 
 def _series(timeline: Sequence[Any]) -> tuple[float, Series] | None:
@@ -172,16 +119,6 @@ def _series(timeline: Sequence[Any]) -> tuple[float, Series] | None:
     return origin, Series(offsets, requests, avail, p50, p95, p99)
 
 
-def _walk(value: Any) -> Iterator[Mapping[str, Any]]:
-    if isinstance(value, Mapping):
-        yield value
-        for child in value.values():
-            yield from _walk(child)
-    elif isinstance(value, list):
-        for child in value:
-            yield from _walk(child)
-
-
 def restart_times(output: Any) -> list[tuple[float, str]]:
     """``(epoch, label)`` of each container termination listed in a ``contour_restart_count`` output.
 
@@ -190,7 +127,7 @@ def restart_times(output: Any) -> list[tuple[float, str]]:
     so terminations at the same instant count once, keeping the most specific label.
     """
     found: dict[float, str] = {}
-    for obj in _walk(output):
+    for obj in j.walk(output):
         when = epoch_of(obj.get("finished_at", obj.get("finishedAt")))
         if when is None:
             continue
@@ -230,20 +167,22 @@ def report_data(journal: Mapping[str, Any]) -> ReportData:
         if epoch is not None and origin is not None:
             markers.append(Marker(kind, label, epoch, round(epoch - origin, 6)))
 
-    for run in _runs(journal, "run"):
-        if _func(run) in FAULT_FUNCS:
-            add("fault", f"{_name(run) or _func(run)} starts", epoch_of(run.get("start")))
+    for run in j.runs(journal):
+        if j.chaoscontour_func(run) in FAULT_FUNCS:
+            add("fault", f"{_label(run)} starts", epoch_of(run.get("start")))
     for key, where in (("run", "method"), ("rollbacks", "rollback")):
-        for run in _runs(journal, key):
-            if _func(run) in FAULT_END_FUNCS:
-                add("fault-end", f"{_name(run) or _func(run)} ({where})", epoch_of(run.get("start")))
+        for run in j.runs(journal, key):
+            if j.chaoscontour_func(run) in FAULT_END_FUNCS:
+                add("fault-end", f"{_label(run)} ({where})", epoch_of(run.get("start")))
 
     if series is not None and origin is not None:
         lo, hi = origin - 1.0, origin + series.offset_s[-1] + 2.0
     else:
         lo, hi = -math.inf, math.inf
-    for run in _all_runs(journal):
-        if _func(run) == RESTART_FUNC:
+    every_run = [*j.runs(journal), *j.runs(journal, "rollbacks")]
+    every_run += j.steady_state_runs(journal, "before") + j.steady_state_runs(journal, "after")
+    for run in every_run:
+        if j.chaoscontour_func(run) == j.RESTART_COUNT:
             for epoch, who in restart_times(run.get("output")):
                 if lo <= epoch <= hi:
                     add("restart", f"Contour restart {who}".strip(), epoch)
@@ -264,7 +203,7 @@ def report_data(journal: Mapping[str, Any]) -> ReportData:
     note = None
     if series is None:
         note = "no envoy_availability timeline in this journal"
-        failed = [r for r in verdict.results if r.func == "envoy_availability" and r.failure]
+        failed = [r for r in verdict.results if r.ours == j.ENVOY_AVAILABILITY and r.failure]
         if failed:
             # A sampler that raised leaves no output in the journal, only its exception.
             note = f"envoy_availability {failed[0].failure}"[:160]
@@ -440,7 +379,7 @@ def render_png(data: ReportData, path: Path) -> None:
 
 
 def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
-    number = _num(value)
+    number = j.number(value)
     if number is None:
         return "-"
     return f"{number:.{digits}f}{unit}"
@@ -458,7 +397,7 @@ def render_html(data: ReportData, png_name: str, png_bytes: bytes | None = None)
         s = data.summary
         latency = s.get("latency_ms") if isinstance(s.get("latency_ms"), Mapping) else {}
         assert isinstance(latency, Mapping)
-        availability = _num(s.get("availability"))
+        availability = j.number(s.get("availability"))
         pct = availability * 100 if availability is not None and availability <= 1 else availability
         figures = (
             f"<h2>Envoy availability (<code>{e(data.source or '')}</code>)</h2><table><tr><th>availability</th>"

@@ -1,0 +1,146 @@
+"""What a run's outputs say, in the units and sentences shown to people: the ``envoy_availability`` figures and the
+story of the fault ("What happened") told by the method's chaoscontour activities, in run order.
+
+Pure functions of a parsed journal; the gate's summary and the report show them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chaoscontour.tools import journal as j
+
+__all__ = [
+    "AvailabilityFigures",
+    "availability_figures",
+    "availability_outputs",
+    "availability_pct",
+    "fault_findings",
+    "fault_reasons",
+]
+
+
+@dataclass(frozen=True)
+class AvailabilityFigures:
+    """The key figures of one ``envoy_availability`` output, in the units shown to people."""
+
+    name: str
+    requests: int | None
+    successes: int | None
+    availability_pct: float | None
+    longest_outage_s: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+def availability_pct(value: Any) -> float | None:
+    """``envoy_availability`` reports availability as a ratio in [0, 1]; shown as a percentage."""
+    f = j.number(value)
+    if f is None:
+        return None
+    return f * 100.0 if f <= 1.0 else f
+
+
+def availability_outputs(journal: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """Every ``envoy_availability`` output in the journal as ``(activity name, output)``, method first.
+
+    A probe is recognised as chaoscontour's, or, for a user's wrapper, by an output that carries both an
+    ``availability`` figure and a ``timeline``.
+    """
+    found: list[tuple[str, Mapping[str, Any]]] = []
+    candidates = j.runs(journal) + j.steady_state_runs(journal, "before") + j.steady_state_runs(journal, "after")
+    for run in candidates:
+        output = run.get("output")
+        if not isinstance(output, Mapping):
+            continue
+        by_func = j.chaoscontour_func(run) == j.ENVOY_AVAILABILITY
+        by_shape = "availability" in output and isinstance(output.get("timeline"), list)
+        if by_func or by_shape:
+            found.append((j.activity_name(j.activity_of(run)), output))
+    return found
+
+
+def _figures(name: str, output: Mapping[str, Any]) -> AvailabilityFigures:
+    latency = output.get("latency_ms") if isinstance(output.get("latency_ms"), Mapping) else {}
+    assert isinstance(latency, Mapping)
+    requests, successes = output.get("requests"), output.get("successes")
+    return AvailabilityFigures(
+        name=name,
+        requests=requests if isinstance(requests, int) and not isinstance(requests, bool) else None,
+        successes=successes if isinstance(successes, int) and not isinstance(successes, bool) else None,
+        availability_pct=availability_pct(output.get("availability")),
+        longest_outage_s=j.number(output.get("longest_outage_s")),
+        p50_ms=j.number(latency.get("p50")),
+        p95_ms=j.number(latency.get("p95")),
+        p99_ms=j.number(latency.get("p99")),
+    )
+
+
+def _finding(func: str | None, output: Mapping[str, Any], after_fault_removed: bool) -> str | None:
+    """One sentence about what a chaoscontour activity of the method saw, or ``None``."""
+    if func == j.BLOCK_APISERVER:
+        check = output.get("verification") if isinstance(output.get("verification"), Mapping) else {}
+        assert isinstance(check, Mapping)
+        pods = ", ".join(str(p) for p in output.get("selected_pods") or [])
+        cidrs = ", ".join(str(c) for c in output.get("blocked_cidrs") or [])
+        text = f"API server cut off for {pods} (blocked {cidrs})"
+        if check.get("confirmed") is True:
+            evidence = check.get("evidence_text") or check.get("evidence") or "the Lease stopped being renewed"
+            return text + f"; confirmed after {check.get('confirmed_after_s')} s: {evidence}"
+        return text + "; not verified"
+    if func == j.APISERVER_FAULT:
+        if output.get("held") is True:
+            return "at the end of the fault window the fault still held"
+        return "at the end of the fault window the fault no longer held: " + "; ".join(fault_reasons(output))
+    if func == j.LEASE_HOLDER and not after_fault_removed:
+        held = "still held" if output.get("held") else "not held"
+        return f"during the fault the Lease was {held}: {output.get('seconds_since_renewal')} s since its last renewal"
+    if func == j.LEASE_HOLDER:
+        return f"afterwards {output.get('pod_name') or 'nobody'} holds the Lease (held: {output.get('held')})"
+    if func == j.RESTART_COUNT and "terminated_since" in output:
+        terminated = sorted({str(t.get("pod")) for t in output.get("terminations") or [] if isinstance(t, Mapping)})
+        return (
+            f"{output['terminated_since']} Contour container(s) terminated during the fault"
+            + (f" ({', '.join(terminated)})" if terminated else "")
+            + f"; {output.get('total_restarts')} restarts in all"
+        )
+    if func == j.ENVOY_XDS:
+        return (
+            f"Envoy's xDS connection to Contour: {'connected' if output.get('connected') else 'disconnected'}; "
+            f"its configuration was {output.get('cds_update_age_s')} s old and still served"
+        )
+    if func == j.KILL_LEADER and output.get("new_pod"):
+        return (
+            f"leader {output.get('old_pod')} killed; {output.get('new_pod')} took over in {output.get('failover_s')} s"
+        )
+    return None
+
+
+def fault_findings(journal: Mapping[str, Any]) -> list[str]:
+    """What the method's chaoscontour activities observed, in run order: the story of the run in sentences."""
+    findings: list[str] = []
+    removed = False
+    for run in j.runs(journal):
+        func = j.chaoscontour_func(run)
+        if func == j.UNBLOCK_APISERVER:
+            removed = True
+        output = run.get("output")
+        if func and isinstance(output, Mapping):
+            finding = _finding(func, output, removed)
+            if finding:
+                findings.append(finding)
+    return findings
+
+
+def fault_reasons(output: Mapping[str, Any]) -> list[str]:
+    reasons = output.get("reasons")
+    listed = [str(r) for r in reasons if str(r).strip()] if isinstance(reasons, list) else []
+    return listed or ["the probe gave no reason"]
+
+
+def availability_figures(journal: Mapping[str, Any]) -> tuple[AvailabilityFigures, ...]:
+    """The key figures of every ``envoy_availability`` output, method first."""
+    return tuple(_figures(name, output) for name, output in availability_outputs(journal))
