@@ -318,6 +318,10 @@ class ControlPlane:
         apiserver = self._launch("kube-apiserver", [str(found["kube-apiserver"]), *self._apiserver_args(etcd_host)])
         # kube-apiserver retries etcd until it answers, so both start at once; /readyz covers etcd (/readyz/etcd).
         self._wait_ready(apiserver, f"{self.url}/readyz", self._admin_ssl_context(), watch=[etcd, apiserver])
+        # /readyz answers before the apiserver's own controller has created Service default/kubernetes (and its
+        # EndpointSlice), which the API-server fault is aimed at: a client started at once would find neither.
+        services = f"{self.url}/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes"
+        self._wait_ready(apiserver, services, self._admin_ssl_context(), watch=[etcd, apiserver])
         self.progress(
             f"control plane: etcd + kube-apiserver v{binaries.COMPONENTS['kubernetes'].version} ready in "
             f"{time.monotonic() - began:.1f} s at {self.url}"

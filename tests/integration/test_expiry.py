@@ -4,6 +4,10 @@ Runs its own control plane with kube-controller-manager (the session's has none)
 activity, and then does nothing: the policy must vanish by itself within its duration plus the documented margin.
 """
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -63,3 +67,49 @@ def test_policy_disappears_by_itself_after_its_duration(plane_with_controllers, 
     assert elapsed >= duration_s - 1, "the policy must live for its duration"
     assert batch.list_namespaced_job("expiry").items == []
     assert core.list_namespaced_pod("expiry", label_selector="app.kubernetes.io/managed-by=chaoscontour").items == []
+
+
+DEAD_MAN_S = 10
+HOLDER = """
+import sys, time
+from chaoscontour.activities.network import block_apiserver_egress
+block_apiserver_egress(namespace="deadman", duration_s=300, run_id="dm-1", verify=False, dead_man_s={dead_man})
+print("BLOCKED", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_fault_outlives_its_dead_man_interval_while_the_runner_lives_and_ends_soon_after_kill_9(
+    plane_with_controllers, monkeypatch
+):
+    """Issue 10.4: a 300 s fault whose runner is killed -9 is gone within dead_man_s + the controllers' delay."""
+    monkeypatch.setenv("KUBECONFIG", str(plane_with_controllers.kubeconfig))
+    api = plane_with_controllers.api_client()
+    core, net, batch = client.CoreV1Api(api), client.NetworkingV1Api(api), client.BatchV1Api(api)
+    _contour_like_pod(core, "deadman")
+    runner = subprocess.Popen(
+        [sys.executable, "-c", HOLDER.format(dead_man=DEAD_MAN_S)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert runner.stdout is not None and runner.stdout.readline().strip() == "BLOCKED"
+        blocked = time.monotonic()
+        # alive: the heartbeat keeps the fault well past its dead-man interval
+        time.sleep(DEAD_MAN_S + 8)
+        assert [p.metadata.name for p in net.list_namespaced_network_policy("deadman").items], "fault ended early"
+        deadline = batch.list_namespaced_job("deadman").items[0].spec.active_deadline_seconds
+        assert deadline >= time.monotonic() - blocked + DEAD_MAN_S - 5, deadline
+        os.kill(runner.pid, signal.SIGKILL)
+        killed = time.monotonic()
+    finally:
+        runner.kill()
+        runner.wait()
+    while net.list_namespaced_network_policy("deadman").items:
+        elapsed = time.monotonic() - killed
+        assert elapsed < DEAD_MAN_S + EXPIRY_MARGIN_S, f"policy still there {elapsed:.1f} s after kill -9"
+        time.sleep(0.5)
+    elapsed = time.monotonic() - killed
+    print(f"\ndead-man switch: policy gone {elapsed:.1f} s after kill -9 (dead_man_s {DEAD_MAN_S}, duration 300 s)")
+    assert batch.list_namespaced_job("deadman").items == []

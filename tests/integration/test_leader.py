@@ -74,7 +74,7 @@ def test_lease_holder_says_a_lease_not_renewed_within_its_duration_is_not_held(
     create_lease(coordination, namespace, holder_identity("contour-0"), renewed=now() - timedelta(seconds=60))
     summary = lease_holder(namespace=namespace)
     assert summary["held"] is False
-    assert summary["seconds_since_renewal"] >= 60
+    assert summary["seconds_since_renewal"] >= 59  # the Date header has whole seconds
 
 
 def test_lease_holder_names_a_missing_lease(namespace: str) -> None:
@@ -82,19 +82,40 @@ def test_lease_holder_names_a_missing_lease(namespace: str) -> None:
         lease_holder(namespace=namespace)
 
 
-def test_lease_holder_waits_for_a_replica_to_acquire_the_lease(
-    api: client.ApiClient, core: client.CoreV1Api, namespace: str, candidates: list[Candidate]
+def test_lease_holder_waits_for_a_replica_to_take_an_expired_lease(
+    api: client.ApiClient, core: client.CoreV1Api, coordination: client.CoordinationV1Api, namespace: str,
+    candidates: list[Candidate],
 ) -> None:
+    # After an outage the Lease is there but stale (its holder died); a replica back from CrashLoopBackOff takes it.
+    create_lease(coordination, namespace, holder_identity("contour-old"), renewed=now() - timedelta(seconds=60))
     create_pod(core, namespace, "contour-a")
     late = Candidate(api, namespace, "contour-a")
     candidates.append(late)
-    # The Lease appears about a second after the probe starts waiting (Contour pods coming back after an outage).
     threading_timer = threading.Timer(1.0, late.start)
     threading_timer.start()
     summary = lease_holder(namespace=namespace, wait_for_holder_s=20)
     threading_timer.join()
     assert summary["held"] is True
     assert summary["pod_name"] == "contour-a"
+
+
+def test_lease_holder_does_not_spend_its_wait_on_a_missing_lease(namespace: str) -> None:
+    """A typo in the name or namespace cannot heal: it fails at once with its cause, not after the whole wait."""
+    started = time.monotonic()
+    with pytest.raises(ActivityFailed, match=r"Lease .*/leader-elect-typo not found"):
+        lease_holder(namespace=namespace, lease_name="leader-elect-typo", wait_for_holder_s=60)
+    assert time.monotonic() - started < 10
+
+
+def test_lease_holder_judges_the_lease_on_the_api_servers_clock(
+    coordination: client.CoordinationV1Api, namespace: str
+) -> None:
+    create_lease(coordination, namespace, holder_identity("contour-0"), renewed=now() - timedelta(seconds=2))
+    summary = lease_holder(namespace=namespace)
+    assert summary["judged_by"] == "api-server-clock"
+    assert summary["held"] is True
+    # runner and API server share this machine's clock: the offset is the Date header's rounding only
+    assert abs(summary["clock_offset_s"]) <= 1.0
 
 
 def test_kill_leader_deletes_the_leader_pod_and_measures_the_takeover(

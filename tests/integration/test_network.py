@@ -7,6 +7,7 @@ notice (a leader that keeps renewing), and it is the honest outcome to test.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from chaoslib.exceptions import ActivityFailed
 from kubernetes import client
 
-from chaoscontour.activities.network import block_apiserver_egress, unblock_apiserver_egress
+from chaoscontour.activities.network import apiserver_egress_fault, block_apiserver_egress, unblock_apiserver_egress
 from chaoscontour.sandbox.controlplane import ControlPlane
 from tests.integration.contour_like import Candidate, create_lease, create_pod, holder_identity, names, now
 
@@ -44,8 +45,8 @@ def contour(api: client.ApiClient, namespace: str) -> str:
 
 @pytest.fixture
 def leader(api: client.ApiClient, contour: str) -> Iterator[Candidate]:
-    """contour-a holding the Lease and renewing it, as a live leader does."""
-    candidate = Candidate(api, contour, "contour-a")
+    """contour-a holding a 4 s Lease and renewing it every 0.25 s, as a live leader does."""
+    candidate = Candidate(api, contour, "contour-a", duration_s=4)
     candidate.start()
     assert candidate.acquired.wait(10)
     yield candidate
@@ -86,7 +87,7 @@ def test_block_creates_a_policy_the_api_server_accepts_aimed_at_its_own_endpoint
     assert (owner.kind, owner.name) == ("Job", result["expiry_job"])
     job: Any = batch.read_namespaced_job(result["expiry_job"], contour)
     assert job.spec.parallelism == 0
-    assert job.spec.active_deadline_seconds == 300
+    assert job.spec.active_deadline_seconds == 20, "the dead-man switch starts short; the hard cap is annotated"
 
     removed = unblock_apiserver_egress(namespace=contour, run_id="t1")
     assert removed["removed_policies"] == [result["name"]]
@@ -171,24 +172,119 @@ def test_block_refuses_when_no_pod_matches(net: client.NetworkingV1Api, batch: c
 def test_block_removes_its_policy_when_the_leader_keeps_renewing(
     net: client.NetworkingV1Api, batch: client.BatchV1Api, contour: str, leader: Candidate
 ) -> None:
-    # No CNI enforces policies here, exactly like a cluster on flannel: the fault must be reported as not working.
-    with pytest.raises(ActivityFailed, match=r"the fault did not take effect: .* renewed .* The policy was removed"):
-        block_apiserver_egress(namespace=contour, run_id="t3", verify_window_s=1, verify_timeout_s=3)
+    # No CNI enforces policies here, exactly like a cluster on flannel: the fault must be reported as not working,
+    # naming what was seen.
+    with pytest.raises(ActivityFailed) as caught:
+        block_apiserver_egress(namespace=contour, run_id="t3", verify_timeout_s=10)
+    message = str(caught.value)
+    assert "the fault did not take effect" in message and "The policy was removed" in message
+    assert f"by {leader.identity}" in message and "open_connections='none'" in message
+    assert "longer than its 4 s duration" in message
     assert leader.renewals > 1
     assert policy_names(net, contour) == []
     assert job_names(batch, contour) == []
 
 
+def test_a_slow_renewing_leader_is_never_taken_for_a_cut_off_one(
+    api: client.ApiClient, net: client.NetworkingV1Api, contour: str
+) -> None:
+    """Regression (issue 9): a 3 s retry period beat the old fixed quiet window; the Lease's duration does not."""
+    slow = Candidate(api, contour, "contour-a", retry_s=3, duration_s=5)
+    slow.start()
+    try:
+        assert slow.acquired.wait(10)
+        with pytest.raises(ActivityFailed, match="the fault did not take effect"):
+            block_apiserver_egress(namespace=contour, run_id="t3b", verify_window_s=1, verify_timeout_s=14)
+    finally:
+        slow.stop()
+    assert slow.renewals >= 3
+    assert policy_names(net, contour) == []
+
+
 def test_block_is_confirmed_when_the_leader_stops_renewing(
     api: client.ApiClient, net: client.NetworkingV1Api, contour: str
 ) -> None:
-    # A leader that is cut off: its Lease is never renewed again.
-    create_lease(client.CoordinationV1Api(api), contour, holder_identity("contour-a"), renewed=now())
-    result = block_apiserver_egress(namespace=contour, run_id="t4", verify_window_s=1, verify_timeout_s=5)
-    assert result["verification"]["confirmed"] is True
-    assert result["verification"]["signal"] == "lease-renewals-stopped"
+    # A leader that is cut off: its 2 s Lease is never renewed again.
+    create_lease(client.CoordinationV1Api(api), contour, holder_identity("contour-a"), renewed=now(), duration_s=2)
+    result = block_apiserver_egress(namespace=contour, run_id="t4", verify_timeout_s=8)
+    verification = result["verification"]
+    assert verification["confirmed"] is True
+    assert verification["evidence"] == "lease-unchanged-longer-than-its-duration"
+    assert verification["required_quiet_s"] == 2 and 2 <= verification["confirmed_after_s"] < 5
     assert policy_names(net, contour) == [result["name"]]
     unblock_apiserver_egress(namespace=contour, run_id="t4")
+
+
+def test_the_lease_may_live_in_another_namespace(api: client.ApiClient, contour: str, namespace: str) -> None:
+    # `contour` and `namespace` are the same fixture namespace; make a second one for the Lease.
+    core = client.CoreV1Api(api)
+    elsewhere = f"{contour[:50]}-lease"
+    core.create_namespace({"metadata": {"name": elsewhere}})
+    try:
+        create_lease(client.CoordinationV1Api(api), elsewhere, holder_identity("contour-a"), duration_s=2)
+        with pytest.raises(ActivityFailed, match=r"Lease .*leader-elect not found.*set lease_namespace"):
+            block_apiserver_egress(namespace=contour, run_id="t6", verify_timeout_s=8)
+        result = block_apiserver_egress(namespace=contour, run_id="t6", lease_namespace=elsewhere, verify_timeout_s=8)
+        assert result["verification"]["lease"] == f"Lease {elsewhere}/leader-elect"
+        unblock_apiserver_egress(namespace=contour, run_id="t6")
+    finally:
+        core.delete_namespace(elsewhere)
+
+
+def test_the_end_of_window_probe_says_whether_the_fault_held_and_why_not(
+    api: client.ApiClient, net: client.NetworkingV1Api, contour: str
+) -> None:
+    coordination = client.CoordinationV1Api(api)
+    create_lease(coordination, contour, holder_identity("contour-a"), duration_s=2)
+    result = block_apiserver_egress(namespace=contour, run_id="t7", verify_timeout_s=8)
+    held = apiserver_egress_fault(namespace=contour, run_id="t7")
+    assert held["held"] is True and held["reasons"] == [] and held["uncovered_addresses"] == []
+    assert held["dead_man_switch"]["running"] is True
+
+    # a Contour wrote the Lease during the window: the fault did not hold
+    lease: Any = coordination.read_namespaced_lease("leader-elect", contour)
+    lease.spec.renew_time = now()
+    coordination.replace_namespaced_lease("leader-elect", contour, lease)
+    after_write = apiserver_egress_fault(namespace=contour, run_id="t7")
+    assert after_write["held"] is False
+    assert any("was written after the fault was confirmed" in r for r in after_write["reasons"])
+
+    # the policy deleted by hand mid-window
+    net.delete_namespaced_network_policy(result["name"], contour)
+    gone = apiserver_egress_fault(namespace=contour, run_id="t7")
+    assert any("NetworkPolicy is gone" in r for r in gone["reasons"])
+    unblock_apiserver_egress(namespace=contour, run_id="t7")
+    never = apiserver_egress_fault(namespace=contour, run_id="t7")
+    assert never["held"] is False and any("never confirmed" in r for r in never["reasons"])
+
+
+def test_the_dead_man_switch_extends_the_expiry_jobs_deadline_while_the_run_lives(
+    batch: client.BatchV1Api, contour: str
+) -> None:
+    result = block_apiserver_egress(namespace=contour, run_id="t8", verify=False, duration_s=300, dead_man_s=10)
+    first = batch.read_namespaced_job(result["expiry_job"], contour).spec.active_deadline_seconds
+    assert first == 10
+    deadline_s = 0
+    for _ in range(40):
+        time.sleep(0.25)
+        deadline_s = batch.read_namespaced_job(result["expiry_job"], contour).spec.active_deadline_seconds
+        if deadline_s > first:
+            break
+    assert deadline_s > first, "the heartbeat never extended the deadline"
+    unblock_apiserver_egress(namespace=contour, run_id="t8")
+    assert job_names(batch, contour) == []
+
+
+@pytest.mark.parametrize("false_text", ["false", "False", "0", "no", "off"])
+def test_all_runs_false_as_a_string_never_removes_another_runs_fault(
+    net: client.NetworkingV1Api, contour: str, false_text: str
+) -> None:
+    mine = block_apiserver_egress(namespace=contour, run_id="mine", verify=False)
+    theirs = block_apiserver_egress(namespace=contour, run_id="theirs", verify=False)
+    removed = unblock_apiserver_egress(namespace=contour, run_id="mine", all_runs=false_text)
+    assert removed["removed_policies"] == [mine["name"]]
+    assert policy_names(net, contour) == [theirs["name"]]
+    unblock_apiserver_egress(namespace=contour, run_id="theirs")
 
 
 def test_block_with_restart_pods_deletes_only_the_selected_pods(
