@@ -23,6 +23,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from chaoscontour.activities.network import MAX_FAULT_S
 from chaoscontour.domain import policy as fault
 from chaoscontour.sandbox.controlplane import ControlPlane
 from tests.support.game_day_identity import (
@@ -97,6 +98,18 @@ def _mounts_a_token(job: dict[str, Any]) -> None:
     job["spec"]["template"]["spec"]["automountServiceAccountToken"] = True
 
 
+def _is_suspended(job: dict[str, Any]) -> None:
+    job["spec"]["suspend"] = True
+
+
+def _never_expires(job: dict[str, Any]) -> None:
+    del job["spec"]["activeDeadlineSeconds"]
+
+
+def _outlives_the_longest_fault(job: dict[str, Any]) -> None:
+    job["spec"]["activeDeadlineSeconds"] = int(MAX_FAULT_S) + 1
+
+
 def _is_not_ours(job: dict[str, Any]) -> None:
     # The Job's labels default to its template's when empty, so both go.
     job["metadata"]["labels"] = {"app": "anything"}
@@ -111,9 +124,22 @@ def _is_not_ours(job: dict[str, Any]) -> None:
         (_runs_as_contour_deprecated_field, "must not set serviceAccountName"),
         (_mounts_a_secret, "must not have volumes"),
         (_mounts_a_token, "must set automountServiceAccountToken: false"),
+        (_is_suspended, "must not be suspended"),
+        (_never_expires, "must set spec.activeDeadlineSeconds, at most 14400"),
+        (_outlives_the_longest_fault, "must set spec.activeDeadlineSeconds, at most 14400"),
         (_is_not_ours, "only its own expiry Jobs, labelled app.kubernetes.io/managed-by=chaoscontour"),
     ],
-    ids=["parallelism-1", "service-account-contour", "deprecated-service-account", "secret-volume", "token", "label"],
+    ids=[
+        "parallelism-1",
+        "service-account-contour",
+        "deprecated-service-account",
+        "secret-volume",
+        "token",
+        "suspended",
+        "no-deadline",
+        "deadline-past-4h",
+        "label",
+    ],
 )
 def test_a_job_not_shaped_like_the_expiry_job_is_refused(
     api: client.ApiClient,
@@ -143,6 +169,9 @@ def test_the_expiry_job_is_accepted_its_deadline_extended_and_it_is_deleted(
     # An update must keep the shape and the label.
     refused = refusal(jobs.patch_namespaced_job, JOB_NAME, namespace, {"spec": {"parallelism": 1}})
     assert "must set spec.parallelism: 0" in message(refused)
+    refused = refusal(jobs.patch_namespaced_job, JOB_NAME, namespace, {"spec": {"suspend": True}})
+    assert "must not be suspended" in message(refused)
+    assert jobs.patch_namespaced_job(JOB_NAME, namespace, {"spec": {"suspend": False}}).spec.suspend is False
     unlabel = {"metadata": {"labels": {fault.MANAGED_BY_LABEL: None}}, "spec": {"activeDeadlineSeconds": 40}}
     refused = refusal(jobs.patch_namespaced_job, JOB_NAME, namespace, unlabel)
     assert "only its own expiry Jobs" in message(refused)
@@ -151,6 +180,9 @@ def test_the_expiry_job_is_accepted_its_deadline_extended_and_it_is_deleted(
     with pytest.raises(ApiException) as gone:
         jobs.read_namespaced_job(JOB_NAME, namespace)
     assert gone.value.status == 404
+    # The longest fault the activity accepts still fits the policy's cap on the deadline.
+    longest = fault.build_expiry_job(namespace=namespace, run_id="adm-max", duration_s=MAX_FAULT_S, now=NOW)
+    jobs.create_namespaced_job(namespace, longest, dry_run="All")
 
 
 def test_someone_elses_job_may_not_be_changed_adopted_or_deleted(
@@ -191,9 +223,18 @@ def test_only_our_network_policies_may_be_created_or_deleted(
     refused = refusal(networking.create_namespaced_network_policy, namespace, dict(foreign, metadata={"name": "x"}))
     assert "only its own NetworkPolicies" in message(refused)
 
-    ours = fault.build_block_policy(
-        namespace=namespace, pod_labels={"app": "contour"}, blocked_cidrs=["10.0.0.1/32"], run_id="adm1", expires_at=NOW
-    )
+    # As block_apiserver_egress does it: the expiry Job first, then the policy it owns.
+    job: Any = client.BatchV1Api(as_game_day).create_namespaced_job(namespace, expiry_job(namespace))
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": job.metadata.name, "uid": job.metadata.uid}
+    block = {"pod_labels": {"app": "contour"}, "blocked_cidrs": ["10.0.0.1/32"], "run_id": "adm1", "expires_at": NOW}
+    orphan = fault.build_block_policy(namespace=namespace, **block)
+    refused = refusal(networking.create_namespaced_network_policy, namespace, orphan)
+    assert "must be owned by its expiry Job" in message(refused)
+    ours = fault.build_block_policy(namespace=namespace, owner=owner, **block)
+    opens_ingress = fault.build_block_policy(namespace=namespace, owner=owner, **block)
+    opens_ingress["spec"].update(policyTypes=["Egress", "Ingress"], ingress=[{}])
+    refused = refusal(networking.create_namespaced_network_policy, namespace, opens_ingress)
+    assert "must be Egress only" in message(refused)
     networking.create_namespaced_network_policy(namespace, ours)
     networking.delete_namespaced_network_policy(ours["metadata"]["name"], namespace)
     listed = client.NetworkingV1Api(api).list_namespaced_network_policy(namespace).items
