@@ -99,11 +99,14 @@ def confirm_fault(
             return result
         if stop.requested():
             return {"confirmed": False, "evidence": "interrupted", "why": stop.reason(), **base}
-        if now - blocked_at >= timeout_s:
-            if watch.quiet_from == float("inf"):
-                evidence = "replacement-pods-not-running"
-            elif watch.renewals:
+        # A renewal seen more than a Lease duration after the block: the fault did not bite (no CNI enforcement,
+        # an open connection let live). No need to wait the timeout out.
+        renewed_late = watch.renewals and watch.since - blocked_at > watch.required_quiet_s > 0
+        if renewed_late or now - blocked_at >= timeout_s:
+            if renewed_late or (watch.renewals and watch.quiet_from != float("inf")):
                 evidence = "lease-still-renewed"
+            elif watch.quiet_from == float("inf"):
+                evidence = "replacement-pods-not-running"
             else:
                 evidence = "lease-not-quiet-long-enough"
             return {

