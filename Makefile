@@ -70,10 +70,7 @@ $(VENV311)/.installed: setup.cfg pyproject.toml
 
 compat-311: $(VENV311)/.installed
 	@$(VENV311)/bin/python -c 'import importlib.metadata as m; print("python 3.11: chaostoolkit", m.version("chaostoolkit"), "/ chaostoolkit-lib", m.version("chaostoolkit-lib"))'
-	@# The sandbox's journals exist only after the e2e suite, which runs on the newest CPython (make test).
-	$(VENV311)/bin/python -m pytest -ra -m "not integration and not e2e" -p no:cacheprovider \
-	  --deselect tests/test_report.py::test_sandbox_journals_are_judged_and_reported_with_markers_at_their_times \
-	  $(PYTEST_ARGS)
+	$(VENV311)/bin/python -m pytest -ra -m "not integration and not e2e" -p no:cacheprovider $(PYTEST_ARGS)
 
 sandbox-up: venv system-deps binaries
 	$(VENV)/bin/chaoscontour sandbox up --dir $(SANDBOX_DIR)
