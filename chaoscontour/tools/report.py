@@ -392,6 +392,7 @@ def render_html(data: ReportData, png_name: str, png_bytes: bytes | None = None)
     src = f"data:image/png;base64,{base64.b64encode(png_bytes).decode('ascii')}" if png_bytes else e(png_name)
     outcome = "passed" if v.passed else "failed"
     reasons = "".join(f"<li>{e(r)}</li>" for r in v.reasons)
+    reasons += "".join(f'<li class="note">not checked: {e(n)}</li>' for n in v.notes)
     figures = ""
     if data.summary:
         s = data.summary
@@ -432,7 +433,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
 .outcome.passed {{ color: #1e8449; }} .outcome.failed {{ color: #c0392b; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }}
-tr.bad td {{ background: #fdecea; }} tr.skip td {{ color: #888; }}
+tr.bad td {{ background: #fdecea; }} tr.skip td {{ color: #888; }} li.note {{ color: #7d6608; }}
 img {{ max-width: 100%; border: 1px solid #ddd; }}
 </style></head>
 <body>
