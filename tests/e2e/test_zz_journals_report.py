@@ -16,7 +16,7 @@ import pytest
 
 from chaoscontour.cli import main as cli_main
 from chaoscontour.tools.journal import BLOCK_APISERVER, KILL_LEADER, chaoscontour_func, epoch_of
-from chaoscontour.tools.report import report_data
+from chaoscontour.tools.timeline import report_data
 
 from .conftest import Sandbox
 

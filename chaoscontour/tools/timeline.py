@@ -1,0 +1,205 @@
+"""The numbers behind ``chaoscontour report``'s plot, computed from a journal without drawing: the per-second
+series ``envoy_availability`` measured (its output's ``timeline``), and the moments to mark on it (the fault's
+start, its removal, each Contour container termination a ``contour_restart_count`` output lists), in seconds from
+the first second sampled. Pure, so the marker positions are tested against the journal's times.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaoscontour.tools import journal as j
+from chaoscontour.tools.findings import availability_outputs
+from chaoscontour.tools.journal import epoch_of
+from chaoscontour.tools.verdict import Verdict, judge
+
+__all__ = ["FAULT_END_FUNCS", "FAULT_FUNCS", "Marker", "ReportData", "Series", "report_data", "restart_times"]
+
+FAULT_FUNCS = (j.BLOCK_APISERVER, j.KILL_LEADER)
+FAULT_END_FUNCS = (j.UNBLOCK_APISERVER,)
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A moment to mark on the plot: ``kind`` is ``fault``, ``fault-end`` or ``restart``."""
+
+    kind: str
+    label: str
+    epoch_s: float
+    offset_s: float  # seconds since the plot's origin (the first second of the timeline)
+
+
+@dataclass(frozen=True)
+class Series:
+    """The per-second timeline, as columns; ``None`` where a second had no request (or no success, for latency)."""
+
+    offset_s: list[float]
+    requests: list[int]
+    availability_pct: list[float | None]
+    p50_ms: list[float | None]
+    p95_ms: list[float | None]
+    p99_ms: list[float | None]
+
+
+@dataclass(frozen=True)
+class ReportData:
+    title: str
+    verdict: Verdict
+    origin_epoch_s: float | None
+    source: str | None  # the name of the envoy_availability activity plotted
+    series: Series | None
+    markers: tuple[Marker, ...] = field(default_factory=tuple)
+    # The shaded fault window, in offsets: from the fault's start to its removal (or the end of the timeline).
+    fault_window: tuple[float, float] | None = None
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    # Why there is nothing to plot, when there is not.
+    note: str | None = None
+
+
+# --------------------------------------------------------------------------------------------------------- pure part
+
+
+def _label(run: Mapping[str, Any]) -> str:
+    activity = j.activity_of(run)
+    return j.activity_name(activity) if activity.get("name") else str(j.chaoscontour_func(run))
+
+
+def _row_epoch(row: Mapping[str, Any]) -> float | None:
+    for key in ("epoch_s", "epoch"):
+        if key in row:
+            return j.number(row[key])
+    return None
+
+
+def _row_latency(row: Mapping[str, Any], q: str) -> float | None:
+    if f"{q}_ms" in row:
+        return j.number(row[f"{q}_ms"])
+    nested = row.get("latency_ms")
+    return j.number(nested.get(q)) if isinstance(nested, Mapping) else None
+
+
+def _series(timeline: Sequence[Any]) -> tuple[float, Series] | None:
+    rows = [(e, r) for r in timeline if isinstance(r, Mapping) and (e := _row_epoch(r)) is not None]
+    if not rows:
+        return None
+    rows.sort(key=lambda pair: pair[0])
+    origin = rows[0][0]
+    offsets, requests, avail = [], [], []
+    p50, p95, p99 = [], [], []
+    for epoch, row in rows:
+        sent = row.get("requests")
+        ok = row.get("successes")
+        sent_n = int(sent) if isinstance(sent, int) and not isinstance(sent, bool) else 0
+        ok_n = int(ok) if isinstance(ok, int) and not isinstance(ok, bool) else 0
+        offsets.append(round(epoch - origin, 6))
+        requests.append(sent_n)
+        avail.append(100.0 * ok_n / sent_n if sent_n else None)
+        p50.append(_row_latency(row, "p50"))
+        p95.append(_row_latency(row, "p95"))
+        p99.append(_row_latency(row, "p99"))
+    return origin, Series(offsets, requests, avail, p50, p95, p99)
+
+
+def restart_times(output: Any) -> list[tuple[float, str]]:
+    """``(epoch, label)`` of each container termination listed in a ``contour_restart_count`` output.
+
+    Terminations are any objects with a ``finished_at`` (or the API's ``finishedAt``) time, labelled with their
+    ``pod``/``container`` when given. The probe lists a termination twice (in ``terminations`` and under its pod),
+    so terminations at the same instant count once, keeping the most specific label.
+    """
+    found: dict[float, str] = {}
+    for obj in j.walk(output):
+        when = epoch_of(obj.get("finished_at", obj.get("finishedAt")))
+        if when is None:
+            continue
+        who = "/".join(str(obj[k]) for k in ("pod", "container") if obj.get(k))
+        if len(who) >= len(found.get(when, "")):
+            found[when] = who
+    return sorted(found.items())
+
+
+def report_data(journal: Mapping[str, Any]) -> ReportData:
+    """Everything the PNG and the HTML show, computed from a journal without drawing.
+
+    The plot's origin (offset 0) is the first second of the plotted ``envoy_availability`` timeline (the longest one
+    when the journal has several); without a timeline it is the journal's ``start``. Marker offsets are seconds
+    from that origin; restarts outside the plotted time range are left out.
+    """
+    verdict = judge(journal)
+    outputs = availability_outputs(journal)
+    best: tuple[str, Mapping[str, Any], float, Series] | None = None
+    for name, output in outputs:
+        timeline = output.get("timeline")
+        built = _series(timeline) if isinstance(timeline, list) else None
+        if built and (best is None or len(built[1].offset_s) > len(best[3].offset_s)):
+            best = (name, output, built[0], built[1])
+
+    origin: float | None
+    if best is not None:
+        source, summary, origin, series = best[0], best[1], best[2], best[3]
+    else:
+        source, summary, series = None, {}, None
+        origin = epoch_of(journal.get("start"))
+    summary_fields = {k: v for k, v in summary.items() if k != "timeline"}
+
+    markers: list[Marker] = []
+
+    def add(kind: str, label: str, epoch: float | None) -> None:
+        if epoch is not None and origin is not None:
+            markers.append(Marker(kind, label, epoch, round(epoch - origin, 6)))
+
+    for run in j.runs(journal):
+        if j.chaoscontour_func(run) in FAULT_FUNCS:
+            add("fault", f"{_label(run)} starts", epoch_of(run.get("start")))
+    for key, where in (("run", "method"), ("rollbacks", "rollback")):
+        for run in j.runs(journal, key):
+            if j.chaoscontour_func(run) in FAULT_END_FUNCS:
+                add("fault-end", f"{_label(run)} ({where})", epoch_of(run.get("start")))
+
+    if series is not None and origin is not None:
+        lo, hi = origin - 1.0, origin + series.offset_s[-1] + 2.0
+    else:
+        lo, hi = -math.inf, math.inf
+    every_run = [*j.runs(journal), *j.runs(journal, "rollbacks")]
+    every_run += j.steady_state_runs(journal, "before") + j.steady_state_runs(journal, "after")
+    for run in every_run:
+        if j.chaoscontour_func(run) == j.RESTART_COUNT:
+            for epoch, who in restart_times(run.get("output")):
+                if lo <= epoch <= hi:
+                    add("restart", f"Contour restart {who}".strip(), epoch)
+    # Several restart probes may list the same termination.
+    unique = list(dict.fromkeys(markers))
+    unique.sort(key=lambda m: m.epoch_s)
+
+    window: tuple[float, float] | None = None
+    faults = [m for m in unique if m.kind == "fault"]
+    if faults:
+        start = faults[0].offset_s
+        ends = [m.offset_s for m in unique if m.kind == "fault-end" and m.offset_s >= start]
+        if ends:
+            window = (start, ends[0])
+        elif series is not None:
+            window = (start, series.offset_s[-1] + 1.0)
+
+    note = None
+    if series is None:
+        note = "no envoy_availability timeline in this journal"
+        failed = [r for r in verdict.results if r.ours == j.ENVOY_AVAILABILITY and r.failure]
+        if failed:
+            # A sampler that raised leaves no output in the journal, only its exception.
+            note = f"envoy_availability {failed[0].failure}"[:160]
+
+    return ReportData(
+        note=note,
+        title=verdict.title,
+        verdict=verdict,
+        origin_epoch_s=origin,
+        source=source,
+        series=series,
+        markers=tuple(unique),
+        fault_window=window,
+        summary=summary_fields,
+    )
