@@ -170,12 +170,9 @@ def test_failed_rollback_fails_the_gate_although_chaos_exits_0(chaos_journal, tm
     assert root.get("failures") == "2"  # the rollback and the experiment outcome
 
 
-def test_availability_below_min_availability_fails_the_gate(tmp_path, capsys):
+def test_availability_below_min_availability_fails_the_gate(chaos_journal, tmp_path, capsys):
     """envoy_availability returns its figures below its bound and marks them; the gate enforces the bound."""
-    journal = tmp_path / "availability.journal.json"
-    with FakeEnvoy() as envoy:
-        env = {"FAKE_ENVOY_URL": envoy.url, "MIN_AVAILABILITY": "0.99"}
-        chaos_code = run_chaos(EXPERIMENTS / "availability-fault.json", journal, env=env)
+    journal, chaos_code = chaos_journal("availability-fault", env={"MIN_AVAILABILITY": "0.99"}, fake_envoy=True)
     assert chaos_code == 0  # nothing failed as far as chaostoolkit is concerned
     code, out, root, summary = gate(journal, tmp_path, capsys)
     assert code == 1
@@ -407,7 +404,10 @@ def test_every_row_of_the_readme_gate_table_is_a_real_journal_judged_as_written(
     for what, status_deviated, chaos_exit, gate_exit in table:
         row = README_ROWS[what]
         journal, chaos_code = chaos_journal(
-            row["name"], env=row.get("env"), strategy=row.get("strategy", "always"), fake_envoy=row.get("fake_envoy")
+            row["name"],
+            env=row.get("env"),
+            strategy=row.get("strategy", "always"),
+            fake_envoy=bool(row.get("fake_envoy")),
         )
         data = load_journal(journal)
         assert f"{data['status']} / {str(data['deviated']).lower()}" == status_deviated, what
