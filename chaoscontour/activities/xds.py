@@ -1,0 +1,474 @@
+"""The xDS black hole: silently drop what the Envoy pods send to Contour's xDS port, watch Envoy notice, heal.
+
+What happens then (projectcontour/contour#1744, #3882; CONTOUR-FACTS.md "Envoy side"): packets are dropped, not
+refused, so Envoy's gRPC streams to Contour look alive. Contour's bootstrap turns on TCP keepalive for them (30 s
+idle, then 3 probes 5 s apart), so Envoy gives the stream up about 45 s into the silence, reports
+`connected_state` 0, and retries with back-off (0.5 s to 30 s) while it keeps serving its last configuration. No
+configuration change reaches it until the policy goes.
+
+Safety as for the API-server block (`chaoscontour.activities.network`): input checked first; refused when nothing
+is selected or another policy keeps the xDS port reachable; the policy is owned by an expiry Job with a dead-man
+switch; with `verify` the action waits until Envoy itself reports the dead stream and removes the policy and fails
+when it does not; removal is idempotent and scoped to one run and to this fault.
+"""
+
+import time
+from datetime import UTC, datetime
+from typing import Any, Dict, List
+
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Secrets
+from logzero import logger
+
+from chaoscontour.activities._common import Progress, process_run_id, user_errors
+from chaoscontour.activities._xds_state import KEEPALIVE_BOUND_S, read_xds_state, record_block, record_heal
+from chaoscontour.activities.envoy import STATS_EXAMPLE
+from chaoscontour.domain import policy as fault
+from chaoscontour.domain import verification, xds
+from chaoscontour.domain.inputs import (
+    InvalidInput,
+    parse_bool,
+    parse_count,
+    parse_http_url,
+    parse_seconds,
+    redact_url,
+    require_name,
+    require_namespace,
+    require_run_id,
+)
+from chaoscontour.domain.lease import parse_api_time
+from chaoscontour.domain.selectors import format_label_selector, parse_label_selector
+from chaoscontour.edges import heartbeat, http, stop
+from chaoscontour.edges.kube import (
+    Kube,
+    call,
+    delete_in_background,
+    kube,
+    list_pods,
+    patch_job_deadline,
+    read_if_present,
+    to_dict,
+)
+
+__all__ = ["block_xds_egress", "unblock_xds_egress", "xds_egress_fault"]
+
+MAX_FAULT_S = 4 * 3600.0
+POLL_S = 0.5
+
+
+def _heartbeat_key(run: str) -> str:
+    # Not the run id alone: the API-server block of the same run keeps its own heartbeat under that key.
+    return f"xds-{run}"
+
+
+def _running(k: Kube, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        pod
+        for pod in list_pods(k, namespace, format_label_selector(labels))
+        if not pod["metadata"].get("deletionTimestamp")
+        and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    ]
+
+
+def _target(k: Kube, contour_ns: str, contour_labels: dict[str, str], service: str, port: int) -> xds.XdsTarget:
+    pods = _running(k, contour_ns, contour_labels)
+    if not pods:
+        raise ActivityFailed(
+            f"no running Contour pod in namespace {contour_ns!r} matches {format_label_selector(contour_labels)!r}; "
+            "nothing was created. Set contour_namespace and contour_selector to where Contour runs"
+        )
+    svc = None
+    if service:
+        svc = read_if_present(
+            f"read Service {contour_ns}/{service}", k.core.read_namespaced_service, service, contour_ns
+        )
+        if svc is None:
+            raise ActivityFailed(
+                f"Service {contour_ns}/{service} not found; set contour_service to the Service Envoy's bootstrap "
+                "names (empty: no Service)"
+            )
+    try:
+        return xds.xds_target(pods, svc, port)
+    except ValueError as exc:
+        raise ActivityFailed(f"block_xds_egress: {exc}") from exc
+
+
+def _namespace_labels(k: Kube, namespace: str) -> dict[str, str]:
+    try:
+        found = read_if_present(f"read Namespace {namespace}", k.core.read_namespace, namespace)
+    except ActivityFailed:  # no RBAC for namespaces: the label every namespace has
+        found = None
+    labels = dict(((found or {}).get("metadata") or {}).get("labels") or {})
+    labels.setdefault(xds.NAMESPACE_NAME_LABEL, namespace)
+    return labels
+
+
+def _wait_until_disconnected(url: str, timeout_s: float, blocked_at: float) -> dict[str, Any]:
+    """Read Envoy's xDS gauges every ``POLL_S`` until they show the stream gone, or ``timeout_s`` passes."""
+    progress = Progress()
+    failures = 0
+    last: bool | None = None
+    while True:
+        try:
+            state = read_xds_state(url, min(2.0, timeout_s))
+            last = state.connected
+            if state.connected is False:
+                return {
+                    "confirmed": True,
+                    "evidence": "envoy-reported-xds-disconnected",
+                    "evidence_text": (
+                        f"Envoy's connected_state gauges went to 0 ({state.connected_states}) "
+                        f"{time.monotonic() - blocked_at:.1f} s after the policy was created"
+                    ),
+                    "confirmed_after_s": round(time.monotonic() - blocked_at, 1),
+                    "read_failures": failures,
+                }
+        except (http.RequestFailed, ActivityFailed):
+            failures += 1
+        elapsed = time.monotonic() - blocked_at
+        if stop.requested():
+            return {"confirmed": False, "evidence": "interrupted", "why": stop.reason(), "read_failures": failures}
+        if elapsed >= timeout_s:
+            return {
+                "confirmed": False,
+                "evidence": "envoy-still-connected" if last else "xds-state-unknown",
+                "checked_for_s": round(elapsed, 1),
+                "read_failures": failures,
+            }
+        progress(f"block_xds_egress: waiting for Envoy to notice the dead stream: {elapsed:.0f}/{timeout_s:g} s")
+        stop.wait(POLL_S)
+
+
+@user_errors
+def block_xds_egress(
+    namespace: str = "projectcontour",
+    label_selector: str = "app=envoy",
+    contour_namespace: str = "",
+    contour_selector: str = "app=contour",
+    contour_service: str = "contour",
+    xds_port: int = 8001,
+    duration_s: float = 300,
+    run_id: str = "",
+    force: bool = False,
+    verify: bool = True,
+    stats_url: str = STATS_EXAMPLE,
+    verify_timeout_s: float = 90,
+    dead_man_s: float = 20,
+    secrets: Secrets = None,
+) -> Dict[str, Any]:
+    """Silently drop what the selected Envoy pods send to Contour's xDS port, with a NetworkPolicy, and nothing else.
+
+    The policy selects the pods of `label_selector` (`k=v,k2=v2` string or mapping; default `app=envoy`) in
+    `namespace` and allows all their egress except to `xds_port` (default 8001) of the Contour pods
+    (`contour_selector` in `contour_namespace`, default `namespace`) and of the Service `contour_service` (empty:
+    none): every address is discovered, not configured. It is labelled `chaoscontour/fault=xds-egress` and
+    `chaoscontour/run-id=<run_id>` and owned by a pod-less expiry Job with a dead-man switch, exactly as
+    `block_apiserver_egress`'s (`duration_s` is the hard cap, at most 4 h; `dead_man_s`, default 20 s, 0 for
+    none, bounds how long the fault outlives this process).
+
+    Refuses, creating nothing, when no Envoy or no Contour pod runs, when a Contour pod has no address, or when
+    another NetworkPolicy already lets those Envoy pods reach Contour's xDS port (by address or by selector)
+    unless `force` is true. Fails and removes the Job when a queueing controller suspended it.
+
+    With `verify` (default) it first checks that Envoy is connected to Contour (`stats_url`: Envoy's `/stats`,
+    port 8002 on Contour's Envoy), then reads Envoy's `connected_state` gauges every 0.5 s until they show the
+    stream gone. Contour's bootstrap keepalive makes that about 45 s; `verify_timeout_s` (default 90) bounds the
+    wait. If Envoy still reports a connection then, the policy is removed and the action fails: the CNI does not
+    enforce NetworkPolicy, or lets the open connection live on (Calico, Antrea), and nothing was cut.
+
+    `run_id` as for `block_apiserver_egress` (default: this `chaos run` process's id); `unblock_xds_egress` is the
+    rollback. Returns `name`, `namespace`, `run_id`, `selected_pods`, `contour_addresses`, `blocked_cidrs`,
+    `xds_port`, `expires_at`, `expiry_job`, `dead_man_s`, `blocked_at` (ISO 8601 UTC) and `verification`
+    (`confirmed`, `evidence`, `evidence_text`, `confirmed_after_s`: the time until Envoy noticed).
+    """
+    require_namespace(namespace)
+    labels = parse_label_selector(label_selector)
+    contour_ns = require_namespace(contour_namespace, "contour_namespace") if contour_namespace else namespace
+    contour_labels = parse_label_selector(contour_selector)
+    service = require_name(contour_service, "contour_service") if contour_service else ""
+    port = parse_count(xds_port, "xds_port", minimum=1, maximum=65535)
+    duration = parse_seconds(duration_s, "duration_s", minimum=1, maximum=MAX_FAULT_S)
+    run = require_run_id(run_id or process_run_id())
+    forced = parse_bool(force, "force")
+    verifying = parse_bool(verify, "verify")
+    url = parse_http_url(stats_url, "stats_url", STATS_EXAMPLE)
+    verify_timeout = parse_seconds(verify_timeout_s, "verify_timeout_s", maximum=3600)
+    dead_man = parse_seconds(dead_man_s, "dead_man_s", minimum=10, maximum=MAX_FAULT_S, allow_zero=True)
+    if verifying and verify_timeout <= KEEPALIVE_BOUND_S:
+        raise InvalidInput(
+            f"verify_timeout_s ({verify_timeout:g}) must be longer than the {KEEPALIVE_BOUND_S:g} s after which "
+            "Contour's bootstrap keepalive lets Envoy notice a dead stream"
+        )
+
+    k = kube(secrets)
+    envoys = _running(k, namespace, labels)
+    if not envoys:
+        raise ActivityFailed(
+            f"no running pod in namespace {namespace!r} matches {format_label_selector(labels)!r}; nothing was "
+            "created. Check that label_selector matches the Envoy pods"
+        )
+    target = _target(k, contour_ns, contour_labels, service, port)
+    if verifying:
+        try:
+            before = read_xds_state(url, 2.0)
+        except http.RequestFailed as failed:
+            raise ActivityFailed(
+                f"Envoy's stats endpoint {redact_url(url)} could not be read ({failed.kind}), so the fault could "
+                "not be verified; nothing was created. Check stats_url, or set verify=false"
+            ) from failed
+        if not before.connected:
+            raise ActivityFailed(
+                f"Envoy is not connected to Contour before the fault ({before.connected_states}), so its gauges "
+                "could not show the fault; nothing was created"
+            )
+    policies = call(f"list NetworkPolicies in {namespace}", k.networking.list_namespaced_network_policy, namespace)
+    contour_pods = _running(k, contour_ns, contour_labels)
+    reasons = xds.xds_defeating_policies(
+        to_dict(k, policies).get("items") or [], envoys, contour_pods, _namespace_labels(k, contour_ns), target
+    )
+    if reasons and not forced:
+        raise ActivityFailed(
+            "another NetworkPolicy already lets these Envoy pods reach Contour's xDS port, and policies are "
+            "additive, so the fault would do nothing: " + "; ".join(reasons) + ". Nothing was created; set "
+            "force=true to create it anyway"
+        )
+    for reason in reasons:
+        logger.warning(f"block_xds_egress: force=true despite: {reason}")
+
+    now = datetime.now(UTC)
+    job_started = time.monotonic()
+    job_body = xds.build_xds_expiry_job(
+        namespace=namespace, run_id=run, duration_s=duration, now=now, deadline_s=dead_man or None
+    )
+    job = to_dict(k, call(f"create expiry Job in {namespace}", k.batch.create_namespaced_job, namespace, job_body))
+    meta = job["metadata"]
+    if (job.get("spec") or {}).get("suspend"):
+        delete_in_background(k, "Job", namespace, meta["name"])
+        raise ActivityFailed(
+            f"the expiry Job {namespace}/{meta['name']} was created suspended (a queueing controller such as Kueue "
+            "suspends new Jobs), so the fault would never expire by itself. The Job was removed and no policy was "
+            "created; exempt Jobs labelled app.kubernetes.io/managed-by=chaoscontour from the queueing controller"
+        )
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"]}
+    expires_at = meta["annotations"][fault.EXPIRES_AT_ANNOTATION]
+    beat = None
+    if dead_man:
+        beat = heartbeat.Heartbeat(
+            (namespace, _heartbeat_key(run)),
+            lambda deadline: patch_job_deadline(k, namespace, meta["name"], deadline),
+            started=job_started,
+            dead_man_s=dead_man,
+            duration_s=duration,
+            every_s=max(2.0, dead_man / 5),
+        ).start()
+    body = xds.build_xds_block_policy(
+        namespace=namespace,
+        envoy_labels=labels,
+        contour_namespace=contour_ns,
+        contour_labels=contour_labels,
+        target=target,
+        run_id=run,
+        expires_at=parse_api_time(expires_at) or now,
+        owner=owner,
+    )
+    try:
+        call(
+            f"create NetworkPolicy {namespace}/{body['metadata']['name']}",
+            k.networking.create_namespaced_network_policy,
+            namespace,
+            body,
+        )
+    except BaseException:
+        heartbeat.stop_heartbeat(namespace, _heartbeat_key(run))
+        delete_in_background(k, "Job", namespace, meta["name"])
+        raise
+    blocked_at = time.monotonic()
+    record_block(namespace, run, time.time())
+    logger.info(
+        f"block_xds_egress: {namespace}/{body['metadata']['name']} drops what {len(envoys)} Envoy pod(s) send to "
+        f"{', '.join(target.addresses)} port {port}; hard cap {expires_at}"
+    )
+    result: Dict[str, Any] = {
+        "name": body["metadata"]["name"],
+        "namespace": namespace,
+        "run_id": run,
+        "selected_pods": sorted(p["metadata"]["name"] for p in envoys),
+        "contour_addresses": list(target.pod_addresses),
+        "blocked_cidrs": [fault.host_cidr(a) for a in target.addresses],
+        "xds_port": port,
+        "expires_at": expires_at,
+        "expiry_job": meta["name"],
+        "dead_man_s": dead_man,
+        "blocked_at": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "verification": {"confirmed": None, "evidence": "not verified (verify=false)"},
+    }
+    if verifying:
+        try:
+            result["verification"] = _wait_until_disconnected(url, verify_timeout, blocked_at)
+        except BaseException:
+            _remove_run(k, namespace, run)
+            raise
+        if not result["verification"]["confirmed"]:
+            _remove_run(k, namespace, run)
+            raise ActivityFailed(_not_confirmed(result["verification"], verify_timeout))
+        logger.info(f"block_xds_egress: fault confirmed: {result['verification']['evidence_text']}")
+    if beat is not None:
+        result["dead_man_switch"] = beat.summary()
+    return result
+
+
+def _not_confirmed(check: Dict[str, Any], timeout_s: float) -> str:
+    if check["evidence"] == "interrupted":
+        return f"the fault was not confirmed: the run was interrupted ({check.get('why')}). The policy was removed."
+    if check["evidence"] == "xds-state-unknown":
+        return (
+            f"the fault was not confirmed: Envoy's stats could not be read for {timeout_s:g} s "
+            f"({check['read_failures']} failed reads). The policy was removed."
+        )
+    return (
+        f"the fault did not take effect: Envoy still reported its xDS stream to Contour connected "
+        f"{check['checked_for_s']:.0f} s after the policy was created, longer than the {KEEPALIVE_BOUND_S:g} s "
+        "Contour's bootstrap keepalive allows a dead stream. The policy was removed. The cluster's CNI does not "
+        "enforce NetworkPolicy (flannel, kindnet without policies), or lets connections open before a policy live "
+        "on (Calico, Antrea), or a policy we could not see allows the traffic."
+    )
+
+
+def _names(k: Kube, listing: Any) -> list[str]:
+    return [item["metadata"]["name"] for item in to_dict(k, listing).get("items") or []]
+
+
+def _remove_run(k: Kube, namespace: str, run_id: str) -> Dict[str, List[str]]:
+    """Delete the xDS fault's policies and expiry Jobs of one run (of all runs when ``run_id`` is empty)."""
+    heartbeat.stop_heartbeat(namespace, _heartbeat_key(run_id) if run_id else "")
+    selector = xds.xds_selector(run_id)
+    removed: Dict[str, List[str]] = {"policies": [], "jobs": []}
+    policies = call(
+        f"list our NetworkPolicies in {namespace}",
+        k.networking.list_namespaced_network_policy,
+        namespace,
+        label_selector=selector,
+    )
+    for name in _names(k, policies):
+        if delete_in_background(k, "NetworkPolicy", namespace, name):
+            removed["policies"].append(name)
+    jobs = call(f"list our expiry Jobs in {namespace}", k.batch.list_namespaced_job, namespace, label_selector=selector)
+    for name in _names(k, jobs):
+        if delete_in_background(k, "Job", namespace, name):
+            removed["jobs"].append(name)
+    return removed
+
+
+@user_errors
+def unblock_xds_egress(
+    namespace: str = "projectcontour",
+    run_id: str = "",
+    all_runs: bool = False,
+    secrets: Secrets = None,
+) -> Dict[str, Any]:
+    """Remove the xDS black hole: the rollback of `block_xds_egress`.
+
+    Deletes, in `namespace`, the NetworkPolicies and expiry Jobs labelled `chaoscontour/fault=xds-egress` of one
+    run: `run_id`, or by default this `chaos run` process's own id; `all_runs` removes every run's. The API-server
+    fault's objects are never touched. Idempotent: nothing to remove is success. Returns `removed_policies`,
+    `removed_jobs`, the `run_id` it looked for and `healed_at` (ISO 8601 UTC, when it removed a policy).
+    """
+    require_namespace(namespace)
+    every_run = parse_bool(all_runs, "all_runs")
+    if every_run and run_id:
+        raise InvalidInput("give either run_id or all_runs=true, not both")
+    run = "" if every_run else require_run_id(run_id or process_run_id())
+    k = kube(secrets)
+    removed = _remove_run(k, namespace, run)
+    healed = None
+    if removed["policies"]:
+        healed = datetime.now(UTC)
+        record_heal(namespace, run, healed.timestamp())
+    logger.info(
+        f"unblock_xds_egress: removed {len(removed['policies'])} policy(ies) and {len(removed['jobs'])} expiry "
+        f"Job(s) of run {run or '*'} in {namespace}"
+    )
+    return {
+        "run_id": run or "*",
+        "removed_policies": removed["policies"],
+        "removed_jobs": removed["jobs"],
+        "healed_at": healed.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if healed else None,
+    }
+
+
+@user_errors
+def xds_egress_fault(
+    namespace: str = "projectcontour",
+    run_id: str = "",
+    contour_namespace: str = "",
+    contour_selector: str = "app=contour",
+    contour_service: str = "contour",
+    stats_url: str = "",
+    secrets: Secrets = None,
+) -> Dict[str, Any]:
+    """End-of-window evidence that this run's xDS black hole held for the whole window.
+
+    Run it at the end of the fault window, before `unblock_xds_egress`. It checks that the run's NetworkPolicy is
+    still there; that it still covers every current Contour pod address and Service ClusterIP (a Contour pod that
+    replaced one during the fault has a new address, which Envoy could reach); that the expiry Job has not finished
+    nor its deadline passed; and, with `stats_url`, that Envoy still reports its xDS stream down.
+
+    Returns `held` (true only when every check passed), `reasons`, `policy`, `uncovered_addresses`,
+    `envoy_connected`, `expires_at` and `dead_man_switch`. It never raises for a fault that did not hold: the journal
+    keeps the evidence.
+    """
+    require_namespace(namespace)
+    run = require_run_id(run_id or process_run_id())
+    contour_ns = require_namespace(contour_namespace, "contour_namespace") if contour_namespace else namespace
+    contour_labels = parse_label_selector(contour_selector)
+    service = require_name(contour_service, "contour_service") if contour_service else ""
+    url = parse_http_url(stats_url, "stats_url", STATS_EXAMPLE) if stats_url else ""
+    k = kube(secrets)
+    name = xds.xds_policy_name(run)
+    policy = read_if_present(
+        f"read NetworkPolicy {namespace}/{name}", k.networking.read_namespaced_network_policy, name, namespace
+    )
+    reasons: List[str] = []
+    uncovered: List[str] = []
+    if policy is None:
+        reasons.append("the NetworkPolicy is gone: the fault ended before the window did")
+    else:
+        # Coverage is by address; the port does not enter into it.
+        target = _target(k, contour_ns, contour_labels, service, xds.XDS_PORT)
+        uncovered = verification.uncovered_addresses(list(target.addresses), verification.blocked_networks(policy))
+        if uncovered:
+            reasons.append(
+                f"Contour address(es) {', '.join(uncovered)} appeared during the fault and are not blocked: Envoy "
+                "may have reached Contour through them"
+            )
+    job_name = xds.xds_expiry_job_name(run)
+    job = read_if_present(f"read Job {namespace}/{job_name}", k.batch.read_namespaced_job, job_name, namespace)
+    if job is None:
+        reasons.append("the expiry Job is gone: the fault is being removed")
+    else:
+        for condition in (job.get("status") or {}).get("conditions") or []:
+            if condition.get("type") in ("Failed", "Complete") and condition.get("status") == "True":
+                reasons.append(f"the expiry Job has finished ({condition['type']}): the fault is being removed")
+    beat = heartbeat.running(namespace, _heartbeat_key(run))
+    if beat is not None and beat.expires_in_s() <= 0:
+        reasons.append("the fault's deadline has passed: Kubernetes is removing it")
+    connected = None
+    if url:
+        try:
+            connected = read_xds_state(url, 2.0).connected
+        except (http.RequestFailed, ActivityFailed) as exc:
+            reasons.append(f"Envoy's xDS state could not be read: {exc}")
+        if connected:
+            reasons.append("Envoy reports its xDS stream to Contour connected: the black hole leaks")
+    for reason in reasons:
+        logger.error(f"xds_egress_fault: {reason}")
+    return {
+        "held": not reasons,
+        "reasons": reasons,
+        "run_id": run,
+        "policy": f"{namespace}/{name}" if policy is not None else None,
+        "uncovered_addresses": uncovered,
+        "envoy_connected": connected,
+        "expires_at": ((job or {}).get("metadata") or {}).get("annotations", {}).get(fault.EXPIRES_AT_ANNOTATION),
+        "dead_man_switch": beat.summary() if beat is not None else None,
+    }

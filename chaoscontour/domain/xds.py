@@ -1,0 +1,401 @@
+"""The xDS black hole as Kubernetes objects, the checks that decide whether it can work, and its timeline maths.
+
+Pure: plain API-shaped dictionaries in, dictionaries and numbers out, so it is tested without a cluster or mocks.
+
+Why the policy looks the way it does. It selects the *Envoy* pods and drops what they send to Contour's xDS port,
+silently (a NetworkPolicy drops; nothing is refused), which is the failure of projectcontour/contour#3882: Envoy
+believes its gRPC stream alive until TCP keepalive gives up. NetworkPolicies are additive allow-lists, so the
+policy allows every other destination:
+
+1. ``0.0.0.0/0`` and ``::/0`` except the Contour pods' addresses and the Contour Service's ClusterIPs (some CNIs
+   match the ClusterIP, others the pod address after translation: both are excepted);
+2. every pod but the Contour pods, written as label selectors, for CNIs that never match pod traffic against
+   ``ipBlock`` (Cilium): without this rule Envoy would lose its backends too. "Not a Contour pod" is the union of
+   one peer per way of not being one: in another namespace, or lacking one of Contour's labels (``NotIn``);
+3. the Contour pods and ClusterIPs on every port but the xDS port (TCP ranges around it, all of UDP).
+
+Our objects carry ``chaoscontour/fault=xds-egress`` and names of their own, so ``unblock_apiserver_egress`` (which
+selects ``chaoscontour/fault=apiserver-egress``) and ``unblock_xds_egress`` never remove each other's.
+"""
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from chaoscontour.domain import policy as fault
+
+__all__ = [
+    "FAULT_XDS_EGRESS",
+    "XDS_PORT",
+    "XdsSample",
+    "XdsTarget",
+    "build_xds_block_policy",
+    "build_xds_expiry_job",
+    "other_pods_peers",
+    "xds_defeating_policies",
+    "xds_expiry_job_name",
+    "xds_labels",
+    "xds_policy_name",
+    "xds_selector",
+    "xds_target",
+    "xds_timeline",
+]
+
+FAULT_XDS_EGRESS = "xds-egress"
+XDS_PORT = 8001
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+_PURPOSE = "chaos experiment: drop Envoy's egress to Contour's xDS port; safe to delete"
+
+
+def xds_policy_name(run_id: str) -> str:
+    return f"chaoscontour-block-xds-{run_id}"
+
+
+def xds_expiry_job_name(run_id: str) -> str:
+    return f"chaoscontour-expiry-xds-{run_id}"
+
+
+def xds_labels(run_id: str) -> dict[str, str]:
+    return {fault.MANAGED_BY_LABEL: fault.MANAGED_BY, fault.FAULT_LABEL: FAULT_XDS_EGRESS, fault.RUN_ID_LABEL: run_id}
+
+
+def xds_selector(run_id: str = "") -> str:
+    """A label selector for the xDS fault's objects: every run's, or one run's."""
+    selector = f"{fault.MANAGED_BY_LABEL}={fault.MANAGED_BY},{fault.FAULT_LABEL}={FAULT_XDS_EGRESS}"
+    return f"{selector},{fault.RUN_ID_LABEL}={run_id}" if run_id else selector
+
+
+@dataclass(frozen=True)
+class XdsTarget:
+    """Where Envoy reaches Contour's xDS server: the Contour pods' addresses, the Service's ClusterIPs, the port."""
+
+    pod_addresses: tuple[str, ...]
+    cluster_ips: tuple[str, ...]
+    port: int = XDS_PORT
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*self.pod_addresses, *self.cluster_ips)))
+
+
+def xds_target(contour_pods: Iterable[Mapping[str, Any]], service: Mapping[str, Any] | None, port: int) -> XdsTarget:
+    """The addresses to cut from the Contour pods (``status.podIPs``) and Service (``spec.clusterIPs``).
+
+    Raises ``ValueError`` when a pod has no address yet: the fault would miss it.
+    """
+    pod_addresses: dict[str, None] = {}
+    for pod in contour_pods:
+        status = pod.get("status") or {}
+        ips = [p.get("ip") for p in status.get("podIPs") or []] or [status.get("podIP")]
+        ips = [ip for ip in ips if ip]
+        if not ips:
+            name = (pod.get("metadata") or {}).get("name")
+            raise ValueError(f"Contour pod {name} has no IP address yet; wait until it runs")
+        for ip in ips:
+            pod_addresses.setdefault(str(ipaddress.ip_address(ip)), None)
+    cluster_ips: dict[str, None] = {}
+    spec = (service or {}).get("spec") or {}
+    for ip in spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []):
+        if ip and ip != "None":
+            cluster_ips.setdefault(str(ipaddress.ip_address(ip)), None)
+    return XdsTarget(tuple(pod_addresses), tuple(cluster_ips), port)
+
+
+def build_xds_expiry_job(
+    *, namespace: str, run_id: str, duration_s: float, now: datetime, deadline_s: float | None = None
+) -> dict[str, Any]:
+    """:func:`chaoscontour.domain.policy.build_expiry_job` under the xDS fault's name and labels."""
+    job = fault.build_expiry_job(
+        namespace=namespace, run_id=run_id, duration_s=duration_s, now=now, deadline_s=deadline_s
+    )
+    job["metadata"]["name"] = xds_expiry_job_name(run_id)
+    job["metadata"]["labels"] = xds_labels(run_id)
+    job["spec"]["template"]["metadata"]["labels"] = xds_labels(run_id)
+    return job
+
+
+def other_pods_peers(contour_namespace: str, contour_labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Peers that together select every pod of the cluster except the pods of ``contour_labels`` in
+    ``contour_namespace``: not(ns = N and a = x and b = y) = ns != N or a != x or b != y, one peer each."""
+    peers: list[dict[str, Any]] = [
+        {
+            "namespaceSelector": {
+                "matchExpressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": [contour_namespace]}]
+            },
+            "podSelector": {},
+        }
+    ]
+    for key, value in sorted(contour_labels.items()):
+        peers.append(
+            {
+                "namespaceSelector": {},
+                "podSelector": {"matchExpressions": [{"key": key, "operator": "NotIn", "values": [value]}]},
+            }
+        )
+    return peers
+
+
+def _other_ports(port: int) -> list[dict[str, Any]]:
+    ports: list[dict[str, Any]] = []
+    if port > 1:
+        ports.append({"protocol": "TCP", "port": 1, **({"endPort": port - 1} if port > 2 else {})})
+    if port < 65535:
+        ports.append({"protocol": "TCP", "port": port + 1, **({"endPort": 65535} if port < 65534 else {})})
+    ports.append({"protocol": "UDP"})
+    return ports
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_xds_block_policy(
+    *,
+    namespace: str,
+    envoy_labels: Mapping[str, str],
+    contour_namespace: str,
+    contour_labels: Mapping[str, str],
+    target: XdsTarget,
+    run_id: str,
+    expires_at: datetime,
+    owner: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The NetworkPolicy that drops what the Envoy pods send to Contour's xDS port, and nothing else."""
+    if not target.addresses:
+        raise ValueError("no Contour address to cut")
+    v4 = [fault.host_cidr(a) for a in target.addresses if ipaddress.ip_address(a).version == 4]
+    v6 = [fault.host_cidr(a) for a in target.addresses if ipaddress.ip_address(a).version == 6]
+    contour_peer = {
+        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: contour_namespace}},
+        "podSelector": {"matchLabels": dict(contour_labels)},
+    }
+    metadata: dict[str, Any] = {
+        "name": xds_policy_name(run_id),
+        "namespace": namespace,
+        "labels": xds_labels(run_id),
+        "annotations": {fault.EXPIRES_AT_ANNOTATION: _rfc3339(expires_at), "chaoscontour/purpose": _PURPOSE},
+    }
+    if owner:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": owner["apiVersion"],
+                "kind": owner["kind"],
+                "name": owner["name"],
+                "uid": owner["uid"],
+                "controller": False,
+                "blockOwnerDeletion": False,
+            }
+        ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata,
+        "spec": {
+            "podSelector": {"matchLabels": dict(envoy_labels)},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [
+                        {"ipBlock": {"cidr": "0.0.0.0/0", **({"except": v4} if v4 else {})}},
+                        {"ipBlock": {"cidr": "::/0", **({"except": v6} if v6 else {})}},
+                    ]
+                },
+                {"to": other_pods_peers(contour_namespace, contour_labels)},
+                {
+                    "to": [{"ipBlock": {"cidr": cidr}} for cidr in v4 + v6] + [contour_peer],
+                    "ports": _other_ports(target.port),
+                },
+            ],
+        },
+    }
+
+
+# --- does an existing policy keep the xDS port reachable? ---------------------------------------------------------
+
+
+def _named_ports(pod: Mapping[str, Any]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("name") and port.get("containerPort"):
+                found[str(port["name"])] = int(port["containerPort"])
+    return found
+
+
+def _ports_allow(ports: Sequence[Mapping[str, Any]] | None, port: int, named: Mapping[str, int]) -> bool:
+    if not ports:
+        return True
+    for entry in ports:
+        if (entry.get("protocol") or "TCP") != "TCP":
+            continue
+        number = entry.get("port")
+        if number is None:
+            return True
+        if isinstance(number, str) and not number.isdigit():
+            if named.get(number) == port:
+                return True
+            continue
+        if int(number) <= port <= int(entry.get("endPort") or number):
+            return True
+    return False
+
+
+def _peer_selects_pod(
+    peer: Mapping[str, Any],
+    policy_namespace: str,
+    pod: Mapping[str, Any],
+    namespace_labels: Mapping[str, str],
+) -> bool:
+    metadata = pod.get("metadata") or {}
+    pod_selector, namespace_selector = peer.get("podSelector"), peer.get("namespaceSelector")
+    if pod_selector is None and namespace_selector is None:
+        return False
+    if namespace_selector is None:
+        in_scope = metadata.get("namespace") == policy_namespace
+    else:
+        in_scope = fault.label_selector_matches(namespace_selector, namespace_labels)
+    return in_scope and (pod_selector is None or fault.label_selector_matches(pod_selector, metadata.get("labels")))
+
+
+def xds_defeating_policies(
+    policies: Iterable[Mapping[str, Any]],
+    envoy_pods: Sequence[Mapping[str, Any]],
+    contour_pods: Sequence[Mapping[str, Any]],
+    contour_namespace_labels: Mapping[str, str],
+    target: XdsTarget,
+) -> list[str]:
+    """Reasons, one per policy, why another policy would keep Contour's xDS port reachable from the Envoy pods.
+
+    An allow by address (``ipBlock``, or a rule without peers) is judged by
+    :func:`chaoscontour.domain.policy.egress_allow_reason`; an allow by selector (``podSelector`` /
+    ``namespaceSelector`` naming a Contour pod, on the xDS port or a port named like Contour's) here. The xDS
+    fault's own policies are skipped; the API-server fault's are not, since they allow everything but the API
+    server when they select Envoy.
+    """
+    reasons: list[str] = []
+    for policy in policies:
+        if ((policy.get("metadata") or {}).get("labels") or {}).get(fault.FAULT_LABEL) == FAULT_XDS_EGRESS:
+            continue
+        for envoy in envoy_pods:
+            envoy_meta = envoy.get("metadata") or {}
+            labels = envoy_meta.get("labels") or {}
+            if not _selects(policy, labels):
+                continue
+            reason = fault.egress_allow_reason(
+                policy, labels, list(target.addresses), [target.port]
+            ) or _selector_allow_reason(policy, contour_pods, contour_namespace_labels, target.port)
+            if reason:
+                reasons.append(f"{reason} for Envoy pod {envoy_meta.get('name')}")
+                break
+    return reasons
+
+
+def _selects(policy: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    spec = policy.get("spec") or {}
+    types = spec.get("policyTypes") or (["Ingress", "Egress"] if spec.get("egress") else ["Ingress"])
+    return "Egress" in types and fault.label_selector_matches(spec.get("podSelector") or {}, labels)
+
+
+def _selector_allow_reason(
+    policy: Mapping[str, Any],
+    contour_pods: Sequence[Mapping[str, Any]],
+    namespace_labels: Mapping[str, str],
+    port: int,
+) -> str | None:
+    meta = policy.get("metadata") or {}
+    for index, rule in enumerate((policy.get("spec") or {}).get("egress") or []):
+        for peer in rule.get("to") or []:
+            for pod in contour_pods:
+                if not _peer_selects_pod(peer, str(meta.get("namespace") or ""), pod, namespace_labels):
+                    continue
+                if _ports_allow(rule.get("ports"), port, _named_ports(pod)):
+                    pod_name = (pod.get("metadata") or {}).get("name")
+                    return (
+                        f"NetworkPolicy {meta.get('name', '?')} egress rule {index} allows Contour pod {pod_name} "
+                        f"on port {port} by selector"
+                    )
+    return None
+
+
+# --- Envoy's xDS state over time ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class XdsSample:
+    """One reading of Envoy's xDS stats at ``at`` (epoch seconds, our clock); ``None`` for a failed read."""
+
+    at: float
+    connected: bool | None
+    update_success: int | None = None  # CDS + LDS accepted updates
+    update_failure: int | None = None
+    versions: tuple[str, ...] = ()
+
+
+def _first(samples: Sequence[XdsSample], after: float, want: bool) -> XdsSample | None:
+    return next((s for s in samples if s.at >= after and s.connected is want), None)
+
+
+def xds_timeline(
+    samples: Sequence[XdsSample], blocked_at: float | None = None, healed_at: float | None = None
+) -> dict[str, Any]:
+    """What a series of xDS readings says about the fault: when Envoy noticed the dead stream, and how long after
+    the heal it was connected and current again.
+
+    * ``detected_after_s``: from ``blocked_at`` to the first reading with Envoy disconnected (precise to the
+      sampling interval); ``None`` when it never showed a disconnection after the block.
+    * ``reconnected_after_s``: from ``healed_at`` to the first connected reading after it.
+    * ``current_after_s``: from ``healed_at`` to the first reading after reconnection whose accepted-update count
+      (CDS + LDS ``update_success``) rose above its value before the heal: Contour's snapshot reached Envoy.
+    * ``disconnected_s``: how long Envoy reported no connection, in total; ``transitions``: every change of the
+      connected gauge, with its time relative to the first reading.
+    """
+    ok = [s for s in samples if s.connected is not None]
+    start = samples[0].at if samples else None
+    transitions: list[dict[str, Any]] = []
+    disconnected_s = 0.0
+    previous: XdsSample | None = None
+    for sample in ok:
+        if previous is not None:
+            if previous.connected is False:
+                disconnected_s += sample.at - previous.at
+            if sample.connected != previous.connected:
+                transitions.append({"at_s": round(sample.at - (start or sample.at), 3), "connected": sample.connected})
+        previous = sample
+    result: dict[str, Any] = {
+        "samples": len(samples),
+        "failed_reads": len(samples) - len(ok),
+        "connected_at_start": ok[0].connected if ok else None,
+        "connected_at_end": ok[-1].connected if ok else None,
+        "disconnected_s": round(disconnected_s, 3),
+        "transitions": transitions,
+        "detected_after_s": None,
+        "reconnected_after_s": None,
+        "current_after_s": None,
+    }
+    if blocked_at is not None:
+        lost = _first(ok, blocked_at, False)
+        if lost is not None and (healed_at is None or lost.at <= healed_at):
+            result["detected_after_s"] = round(lost.at - blocked_at, 3)
+    if healed_at is not None:
+        back = _first(ok, healed_at, True)
+        if back is not None:
+            result["reconnected_after_s"] = round(back.at - healed_at, 3)
+            before = [s.update_success for s in ok if s.at < healed_at and s.update_success is not None]
+            baseline = before[-1] if before else None
+            current = next(
+                (
+                    s
+                    for s in ok
+                    if s.at >= back.at
+                    and s.connected
+                    and s.update_success is not None
+                    and baseline is not None
+                    and s.update_success > baseline
+                ),
+                None,
+            )
+            if current is not None:
+                result["current_after_s"] = round(current.at - healed_at, 3)
+    return result

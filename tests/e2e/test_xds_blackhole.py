@@ -1,0 +1,151 @@
+"""experiments/xds-blackhole.json with the real ``chaos`` CLI on the sandbox, judged on its journal and by the gate.
+
+The sandbox enforces NetworkPolicy per packet (Cilium-like), so Envoy's open xDS streams to Contour are cut, not
+refused: Envoy must notice through TCP keepalive (Contour's bootstrap: 30 s idle, 3 probes 5 s apart) or through
+Contour's own gRPC keepalive ping going unanswered. The figures measured here are the README's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from chaoscontour.tools.verdict import judge
+
+from .chaosrun import CHAOS, EXPERIMENTS, HERE, ChaosRun, activity
+from .conftest import Sandbox, contour_healthy, leftovers
+
+EXPERIMENT = EXPERIMENTS / "xds-blackhole.json"
+# Every timing as a string through --var, as a user writes it: nothing is coerced on the way.
+VARIABLES = {
+    "route_namespace": "demo",
+    "route_httpproxy": "echo",
+    "sampling_s": "130",
+    "held_back_s": "10",
+    "fault_window_s": "0",
+    "detection_bound_s": "60",
+    "convergence_bound_s": "40",
+    "baseline_bound_s": "10",
+    "dead_man_s": "20",
+    "fault_expiry_s": "300",
+}
+
+
+def _default_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+class VarRun(ChaosRun):
+    """A ``chaos run`` with ``--var key=value`` for each of ``VARIABLES`` (the configuration as strings)."""
+
+    def start(self) -> VarRun:
+        environ = dict(os.environ, **self.env)
+        environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), environ.get("PYTHONPATH", "")) if p)
+        options = [arg for key, value in VARIABLES.items() for arg in ("--var", f"{key}={value}")]
+        self.proc = subprocess.Popen(
+            [
+                *(CHAOS, "--no-version-check", "--log-file", str(self.log_path), "run", *options),
+                *("--journal-path", str(self.journal_path), str(self.experiment)),
+            ],
+            env=environ,
+            cwd=self.workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            preexec_fn=_default_signals,
+        )
+        return self
+
+
+def keep_journal(run: ChaosRun) -> None:
+    target = os.environ.get("CHAOSCONTOUR_SANDBOX_JOURNALS")
+    if target and run.journal_path.exists():
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(run.journal_path, Path(target) / run.journal_path.name)
+
+
+def marker_headers(k: Any) -> list[dict[str, Any]]:
+    proxy = client.CustomObjectsApi(k.api).get_namespaced_custom_object(
+        "projectcontour.io", "v1", "demo", "httpproxies", "echo"
+    )
+    return [
+        h
+        for route in proxy["spec"]["routes"]
+        for h in (route.get("responseHeadersPolicy") or {}).get("set") or []
+        if h["name"] == "x-chaoscontour-config"
+    ]
+
+
+def test_envoy_routes_through_the_xds_black_hole_notices_it_and_converges_after_the_heal(
+    sandbox: Sandbox, healthy_contour: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    run = VarRun(EXPERIMENT, tmp_path, {}, name="xds-blackhole")
+    journal = run.run(timeout_s=360)
+    keep_journal(run)
+
+    assert journal["status"] == "completed", run.log()[-3000:]
+    assert journal["steady_states"]["before"]["steady_state_met"] is True
+    assert journal["steady_states"]["after"]["steady_state_met"] is True
+    assert journal["deviated"] is False
+
+    baseline = activity(journal, "route-change-before-the-fault")
+    assert baseline["status"] == "succeeded", baseline.get("exception")
+    assert baseline["output"]["propagation_s"] <= 5, baseline["output"]
+
+    block = activity(journal, "block-xds-egress")
+    assert block["status"] == "succeeded", block.get("exception")
+    check = block["output"]["verification"]
+    assert check["confirmed"] is True and check["evidence"] == "envoy-reported-xds-disconnected", check
+    # Keepalive (30 s idle + 3 x 5 s) or Contour's unanswered ping (60 s idle + 20 s): never past ~50 s.
+    assert check["confirmed_after_s"] <= 55, check
+
+    during = activity(journal, "route-change-during-the-fault")
+    assert during["status"] == "succeeded", during.get("exception")
+    assert during["output"]["arrived"] is False
+
+    held = activity(journal, "the-fault-held-for-the-whole-window")["output"]
+    assert held["held"] is True, held
+    assert held["envoy_connected"] is False
+
+    converged = activity(journal, "route-config-converged-after-the-heal")
+    assert converged["status"] == "succeeded", converged.get("exception")
+    assert converged["output"]["marker"] == during["output"]["marker"], "the change made during the fault arrives"
+
+    timeline = activity(journal, "envoy-xds-timeline")["output"]
+    assert timeline["connected_at_start"] is True and timeline["connected_at_end"] is True
+    assert timeline["detected_after_s"] is not None and timeline["detected_after_s"] <= 55, timeline
+    assert timeline["current_after_s"] is not None and timeline["current_after_s"] <= 40, timeline
+    assert timeline["meets_bounds"] is True, timeline["bound_misses"]
+
+    availability = activity(journal, "envoy-availability-across-the-fault")["output"]
+    assert availability["availability"] >= 0.999, availability
+    assert availability["meets_min_availability"] is True
+
+    for name in ("unblock-xds-egress", "remove-the-route-marker"):
+        assert activity(journal, name, where="rollbacks")["status"] == "succeeded"
+    assert leftovers(k) == []
+    assert marker_headers(k) == [], "the rollback takes the marker header out of the route"
+    verdict = judge(journal)
+    assert verdict.passed, verdict.reasons
+    assert contour_healthy(k, healthy_contour)
+
+    figures["xds-blackhole"] = {
+        "baseline_propagation_s": baseline["output"]["propagation_s"],
+        "verification_detected_after_s": check["confirmed_after_s"],
+        "timeline_detected_after_s": timeline["detected_after_s"],
+        "held_back_s": during["output"]["held_back_s"],
+        "reconnected_after_heal_s": timeline["reconnected_after_s"],
+        "current_after_heal_s": timeline["current_after_s"],
+        "converged_after_heal_s": converged["output"]["since_heal_s"],
+        "change_during_fault_served_after_s": converged["output"]["since_change_s"],
+        "availability": availability["availability"],
+        "requests": availability["requests"],
+        "longest_outage_s": availability["longest_outage_s"],
+    }
