@@ -1,17 +1,14 @@
 """`block_xds_egress` / `unblock_xds_egress` / `xds_egress_fault` and the route marker against the real API server.
 
 The API server validates the policy (``endPort`` ranges, ``namespaceSelector`` expressions), the expiry Job and the
-HTTPProxy write. No CNI and no Envoy run here: Envoy's stats endpoint is a local HTTP server that serves the two
-connected-state gauges in Envoy's text format, set by each test, so that verification can be watched succeeding,
-failing and refusing.
+HTTPProxy write. No CNI and no Envoy run here: Envoy's stats endpoint is ``tests.support.xds_stats``, whose
+connected-state gauges each test sets, so that verification can be watched succeeding, failing and refusing.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,48 +19,15 @@ from chaoscontour.activities.network import block_apiserver_egress, unblock_apis
 from chaoscontour.activities.xds import block_xds_egress, unblock_xds_egress, xds_egress_fault
 from chaoscontour.activities.xds_probes import remove_route_marker, route_change_propagation
 from tests.integration.contour_like import create_pod, names
+from tests.support.xds_stats import StatsServer
 
 pytestmark = pytest.mark.usefixtures("kubeconfig_env")
 
 
-class StatsServer:
-    """Envoy's ``/stats`` in text format with the connected-state gauges of Contour's bootstrap, set by the test."""
-
-    def __init__(self) -> None:
-        self.connected = 1
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                lines = [
-                    f"cluster_manager.cds.control_plane.connected_state: {owner.connected}",
-                    "cluster_manager.cds.update_success: 3",
-                    f"listener_manager.lds.control_plane.connected_state: {owner.connected}",
-                    "listener_manager.lds.update_success: 3",
-                ]
-                body = ("\n".join(lines) + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stats"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def disconnect_in(self, seconds: float) -> None:
-        threading.Timer(seconds, lambda: setattr(self, "connected", 0)).start()
-
-
 @pytest.fixture
 def stats() -> Iterator[StatsServer]:
-    server = StatsServer()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+    with StatsServer() as server:
+        yield server
 
 
 def add_pod(core: client.CoreV1Api, namespace: str, name: str, ip: str, labels: dict[str, str]) -> None:
@@ -171,7 +135,7 @@ def test_block_refuses_when_envoy_is_not_connected_before_the_fault(
 def test_block_is_confirmed_when_envoy_reports_the_stream_down_and_the_end_probe_sees_it_hold(
     api: client.ApiClient, installation: str, stats: StatsServer
 ) -> None:
-    stats.disconnect_in(1.5)
+    stats.later(1.5, connected=0)
     result = block_xds_egress(namespace=installation, run_id="x5", stats_url=stats.url, dead_man_s=10)
     check = result["verification"]
     assert check["confirmed"] is True and 1.0 <= check["confirmed_after_s"] <= 5, check
