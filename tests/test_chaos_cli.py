@@ -14,6 +14,8 @@ EXPERIMENTS = sorted((ROOT / "experiments").glob("*.json"))
 EXPECTED = {
     "block_apiserver_egress": "action",
     "unblock_apiserver_egress": "action",
+    "apiserver_egress_fault": "probe",
+    "wait": "action",
     "kill_leader": "action",
     "lease_holder": "probe",
     "contour_restart_count": "probe",

@@ -75,6 +75,19 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def sandbox_journals(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where `keep_journal` copies the shipped experiments' journals for test_zz_journals_report.py in the same
+    session: $CHAOSCONTOUR_SANDBOX_JOURNALS when set (.ci/run keeps them for its gate step), else a session dir."""
+    configured = os.environ.get("CHAOSCONTOUR_SANDBOX_JOURNALS")
+    directory = Path(configured) if configured else tmp_path_factory.mktemp("sandbox-journals")
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["CHAOSCONTOUR_SANDBOX_JOURNALS"] = str(directory)
+    yield directory
+    if not configured:
+        os.environ.pop("CHAOSCONTOUR_SANDBOX_JOURNALS", None)
+
+
 @dataclass
 class Sandbox:
     """A running sandbox: its dir, the settings ``up`` wrote, and an admin API client."""
