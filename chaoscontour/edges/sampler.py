@@ -72,12 +72,15 @@ def build_request(path: str, host: str) -> bytes:
     return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\nAccept: */*\r\n\r\n").encode("latin-1")
 
 
+def _descriptor_room() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(16, soft - 128)
+
+
 def default_max_connections(rate_per_s: float, timeout_s: float) -> int:
     """Enough connections for every request of one timeout to be in flight at once (a hung backend), within the
     process's descriptor limit."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    room = MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(16, soft - 128)
-    return max(4, min(MAX_CONNECTIONS, room, math.ceil(rate_per_s * timeout_s * 1.25) + 8))
+    return max(4, min(MAX_CONNECTIONS, _descriptor_room(), math.ceil(rate_per_s * timeout_s * 1.25) + 8))
 
 
 class NeverServed(Exception):
@@ -172,7 +175,10 @@ class TrafficSampler:
         self.timeout_s = timeout_s
         self.expected_status = expected_status
         self.keep_alive = connection == "keep-alive"
-        self.max_connections = max_connections or default_max_connections(rate_per_s, timeout_s)
+        if max_connections:
+            self.max_connections = max(1, min(max_connections, _descriptor_room()))
+        else:
+            self.max_connections = default_max_connections(rate_per_s, timeout_s)
         self.on_progress = on_progress
         self.progress_every_s = progress_every_s
         self.planned = max(1, round(duration_s * rate_per_s))
@@ -237,7 +243,13 @@ class TrafficSampler:
         conn.sock.close()
 
     def _open(self, index: int, now_wall: float, now: float) -> None:
-        sock = socket.socket(self._family, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(self._family, socket.SOCK_STREAM)
+        except OSError as exc:  # out of descriptors (EMFILE): the request cannot go out, and is counted so
+            if not self._first_problem:
+                self._first_problem = f"{NOT_SENT} ({exc})"
+            self._settle(index, 0.0, False, NOT_SENT)
+            return
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._kernel_ts:
