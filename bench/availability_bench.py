@@ -20,6 +20,9 @@ of each run, and prints the median and the range (min-max) over the runs of:
 * the injected outage as ``longest_outage_s`` reported it (goal at 2,000/s: 5 ms +- 1 ms);
 * the p50 latency it reports, beside wrk's p50 and h2load's (from its per-request log) at the same route.
 
+Then one run at ``--hang-rate`` (default 2,000/s) during which the backend keeps every answer back for
+``--hang-ms`` (default 300 ms): the achieved rate must not drop, and no request may go unsent.
+
 Why these comparisons: wrk is closed loop; with one connection each request is alone in flight, as the sampler's
 are below saturation, so its p50 is Envoy's service time without queueing, the fair yardstick for ours. wrk's CPU
 per request is measured at full speed, where a client never sleeps; a paced client pays for a wake-up per request,
@@ -66,18 +69,21 @@ ANSWER_503 = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nC
 
 # -- the backend: a child process, single-threaded, failure windows scheduled over stdin ------------------------------
 def serve_backend() -> None:
-    """Print the port, then answer GETs (200, or 503 inside a window); stdin lines ``fail IN_S DURATION_S`` schedule
-    a window and get ``START END`` (epoch seconds) back; end of stdin ends the backend."""
-    listener = socket.create_server((LOOPBACK, 0))
+    """Print the port, then answer GETs: 200, or 503 inside a ``fail`` window, or (inside a ``hang`` window) the
+    answer only when the window ends. Stdin lines ``fail|hang IN_S DURATION_S`` schedule a window and get
+    ``START END`` (epoch seconds) back; the end of stdin ends the backend."""
+    listener = socket.create_server((LOOPBACK, 0), backlog=4096)
     listener.setblocking(False)
     print(listener.getsockname()[1], flush=True)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, "accept")
     selector.register(sys.stdin, selectors.EVENT_READ, "control")
-    windows: list[tuple[float, float]] = []
+    windows: list[tuple[str, float, float]] = []
+    held: list[tuple[float, socket.socket, bytes]] = []  # answers kept back until a hang window ends
     buffers: dict[socket.socket, bytes] = {}
     while True:
-        for key, _ in selector.select():
+        timeout = max(0.0, min(t for t, _, _ in held) - time.time()) if held else None
+        for key, _ in selector.select(timeout):
             if key.data == "accept":
                 conn, _ = listener.accept()
                 conn.setblocking(False)
@@ -88,10 +94,10 @@ def serve_backend() -> None:
                 line = sys.stdin.readline()
                 if not line:
                     return
-                _, in_s, duration_s = line.split()
-                start = time.time() + float(in_s)
-                windows.append((start, start + float(duration_s)))
-                print(f"{start} {start + float(duration_s)}", flush=True)
+                kind, in_s, duration_s = line.split()
+                begin = time.time() + float(in_s)
+                windows.append((kind, begin, begin + float(duration_s)))
+                print(f"{begin} {begin + float(duration_s)}", flush=True)
             else:
                 conn = key.fileobj  # type: ignore[assignment]
                 try:
@@ -111,10 +117,21 @@ def serve_backend() -> None:
                         break
                     buf = buf[end + 4 :]
                     now = time.time()
-                    answers.append(ANSWER_503 if any(a <= now < b for a, b in windows) else ANSWER_200)
+                    window = next(((k, b, e) for k, b, e in windows if b <= now < e), None)
+                    if window is not None and window[0] == "hang":
+                        held.append((window[2], conn, ANSWER_200))
+                    else:
+                        answers.append(ANSWER_503 if window is not None else ANSWER_200)
                 buffers[conn] = buf
                 if answers:
                     conn.sendall(b"".join(answers))
+        now = time.time()
+        due = [h for h in held if h[0] <= now]
+        if due:
+            held = [h for h in held if h[0] > now]
+            for _, conn, answer in due:
+                if conn in buffers:
+                    conn.sendall(answer)
 
 
 class Backend:
@@ -129,9 +146,9 @@ class Backend:
         assert self.proc.stdout is not None and self.proc.stdin is not None
         self.port = int(self.proc.stdout.readline())
 
-    def fail_in(self, in_s: float, duration_s: float) -> tuple[float, float]:
+    def fail_in(self, in_s: float, duration_s: float, kind: str = "fail") -> tuple[float, float]:
         assert self.proc.stdout is not None and self.proc.stdin is not None
-        self.proc.stdin.write(f"fail {in_s} {duration_s}\n")
+        self.proc.stdin.write(f"{kind} {in_s} {duration_s}\n")
         self.proc.stdin.flush()
         start, end = self.proc.stdout.readline().split()
         return float(start), float(end)
@@ -258,6 +275,24 @@ def run_sampler(url: str, backend: Backend, rate: float, duration_s: float, outa
     }
 
 
+def run_hung(url: str, backend: Backend, rate: float, duration_s: float, hang_ms: float) -> dict:
+    """The backend keeps every answer back for ``hang_ms`` in the middle of the run: a closed-loop client would
+    stop sending; the sampler must keep its rate, opening connections as it needs them."""
+    start, end = backend.fail_in(duration_s / 2, hang_ms / 1000.0, kind="hang")
+    result = envoy_availability(url, host=VHOST, duration_s=duration_s, rate_per_s=rate, timeout_s=1.0)
+    return {
+        "hang_ms": 1000.0 * (end - start),
+        "achieved": result["achieved_rate_per_s"],
+        "requests": result["requests"],
+        "not_sent": result["requests_not_sent"],
+        "failures": result["failures"],
+        "connections": result["connections_opened"],
+        "lag_p99_ms": result["send_lag_ms"]["p99"],
+        "lag_max_ms": result["send_lag_ms"]["max"],
+        "p99_ms": result["latency_ms"]["p99"],
+    }
+
+
 def _run_tool(argv: list[str], seconds: int) -> tuple[str, float]:
     """Run a reference client; its output and its CPU time (user + system, from ``wait4``)."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -329,6 +364,8 @@ def main() -> int:
     parser.add_argument("--rates", default="20,200,1000,2000,5000", help="comma-separated requests/s")
     parser.add_argument("--outage-ms", type=float, default=5.0, help="injected 503 window per run (default 5)")
     parser.add_argument("--connection", default="keep-alive", choices=("keep-alive", "new"))
+    parser.add_argument("--hang-ms", type=float, default=300.0, help="answers held back in the hung-backend run")
+    parser.add_argument("--hang-rate", type=float, default=2000.0, help="rate of the hung-backend run (0: skip)")
     args = parser.parse_args()
     if args.backend:
         serve_backend()
@@ -346,6 +383,7 @@ def main() -> int:
         f"load {os.getloadavg()[0]:.2f}; sampler and clients on CPU {cpus[0]}, Envoy and backend on {servers or cpus}"
     )
     rows: list[tuple[float, list[dict], dict | None]] = []
+    hung: dict | None = None
     backend = Backend(servers)
     try:
         envoy = Envoy(backend.port, servers)
@@ -363,6 +401,9 @@ def main() -> int:
                     runs.append(run_sampler(url, backend, rate, args.duration, args.outage_ms, args.connection))
                 paced = run_h2load(url, rate)
                 rows.append((rate, runs, paced))
+            if args.hang_rate:
+                print(f"... envoy_availability {args.hang_rate:g}/s with the backend hung for {args.hang_ms:g} ms")
+                hung = run_hung(url, backend, args.hang_rate, args.duration, args.hang_ms)
         finally:
             envoy.stop()
     finally:
@@ -399,6 +440,13 @@ def main() -> int:
             f"wrk -t1 -c1 (closed loop, one connection, {REFERENCE_SECONDS} s): {wrk['rate']:.0f} requests/s, "
             f"{wrk['cpu_us']:.1f} us CPU per request, p50 {wrk['p50_ms']:.3f} ms"
         )
+    if hung:
+        print(
+            f"hung backend ({hung['hang_ms']:.0f} ms without answers at {args.hang_rate:g}/s): achieved "
+            f"{hung['achieved']:.1f}/s over {hung['requests']} requests, {hung['not_sent']} not sent, "
+            f"{hung['failures']} failed, {hung['connections']} connections opened, send lag p99 "
+            f"{hung['lag_p99_ms']:.2f} ms (max {hung['lag_max_ms']:.2f} ms), latency p99 {hung['p99_ms']:.1f} ms"
+        )
     if not any(paced for _, _, paced in rows):
         print("h2load is not installed (Debian: nghttp2-client): no paced reference at the same rates")
     print(
@@ -412,6 +460,8 @@ def main() -> int:
         + "."
     )
     bad = [rate for rate, runs, _ in rows if any(abs(r["error_pct"]) >= 1.0 for r in runs)]
+    if hung and (abs(hung["achieved"] - args.hang_rate) >= 0.01 * args.hang_rate or hung["not_sent"]):
+        bad.append(args.hang_rate)
     return 1 if bad else 0
 
 
