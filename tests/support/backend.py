@@ -1,7 +1,8 @@
 """A real local HTTP backend whose failures can be scheduled: 503s or closed connections for a known window.
 
-Used in-process by the tests (:class:`Backend`) and as a separate process by the benchmark (:class:`BackendProcess`,
-so its CPU time is not counted as the sampler's). Listens on 127.0.0.1 only, on a port the kernel picks.
+Used in-process by the tests (:class:`Backend`), or as a separate process (:class:`BackendProcess`, so that its CPU
+time is not counted as the caller's). Listens on 127.0.0.1 only, on a port the kernel picks. (The benchmark has its
+own single-threaded backend: benchmarks import the package, never the tests.)
 
 Failure windows are absolute wall-clock intervals (epoch seconds), recorded as they were scheduled, so a test can
 compare what a probe detected with what really happened without depending on thread timing.
@@ -181,7 +182,7 @@ class Backend:
 
 
 class BackendProcess:
-    """:class:`Backend` in a child process (for the benchmark), with failures scheduled over its control path."""
+    """:class:`Backend` in a child process, with failures scheduled over its control path."""
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[str] | None = None
