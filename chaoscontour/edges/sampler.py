@@ -527,8 +527,11 @@ class TrafficSampler:
                 if index >= planned:
                     break
                 wake_at = mono0 + index * interval
-                if self._deadlines:
-                    wake_at = min(wake_at, self._deadlines[0][0])
+                deadlines = self._deadlines
+                while deadlines and deadlines[0][2].index != deadlines[0][1]:
+                    deadlines.popleft()  # answered already: its deadline must not cost a wake-up
+                if deadlines:
+                    wake_at = min(wake_at, deadlines[0][0])
                 timeout = min(wake_at - time.monotonic(), MAX_SLEEP_S)
                 if timeout > 0 and select.select((wake_fd,), (), (), timeout)[0]:
                     self._events(self._wake.poll(0), time.time())
