@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from chaoscontour.domain.availability import summarize
+from chaoscontour.edges import sampler as sampler_module
 from chaoscontour.edges.sampler import NeverServed, SamplerResult, TrafficSampler, build_request
 
 OK = frozenset({200})
@@ -188,3 +189,15 @@ def test_https_with_verification_off_is_sampled_and_an_unknown_ca_is_a_tls_error
     assert result.connections_opened <= 3 and result.kernel_timestamps is False
     with pytest.raises(NeverServed, match="tls_error"):
         sample(url, verify_tls=True)
+
+
+def test_without_epoll_poll_stands_in_and_answers_are_timed_when_they_come(serve, monkeypatch):
+    # macOS has no epoll: poll() and user-space timing take over (forced here on Linux).
+    monkeypatch.setattr(sampler_module, "_USE_EPOLL", False)
+    server = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 0", b"\r\n\r\n", gap_s=0.02)
+    result = sample(f"http://127.0.0.1:{server.port}/", rate_per_s=4, duration_s=1.5)
+    assert result.kernel_timestamps is False
+    assert outcomes(result) == {"http_200": 6}
+    p50 = summarize(result.series, result.window_start, result.window_end).latency_ms["p50"]
+    assert p50 is not None and 19 <= p50 < 120
+    assert result.achieved_rate_per_s == pytest.approx(4, rel=0.05)

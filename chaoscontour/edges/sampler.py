@@ -13,7 +13,8 @@ delays into the latency it reports. Only what must go out at once wakes the loop
 established (the request is sent on it), a TLS handshake, and answers over TLS (which have no kernel timestamp).
 
 Timers: ``select()`` on the epoll descriptor gives microsecond timeouts (``epoll_wait`` alone rounds to
-milliseconds, which at 2,000 requests/s would send in bursts).
+milliseconds, which at 2,000 requests/s would send in bursts). Where there is no epoll (macOS), ``poll()`` stands in,
+with millisecond timers and latency timed when an answer is read.
 
 Stop: the loop watches :mod:`chaoscontour.edges.stop`; once a stop is requested it sends nothing more, gives the
 requests in flight at most ``STOP_GRACE_S`` and returns what it measured, marked ``stopped_early``.
@@ -64,6 +65,8 @@ _TIMESPEC = struct.Struct("@ll")
 _ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size) if sys.platform == "linux" else 0
 
 _CONNECTING, _HANDSHAKE, _BUSY, _IDLE, _CLOSED = range(5)
+_IN, _OUT = select.POLLIN, select.POLLOUT  # the same bits as EPOLLIN and EPOLLOUT
+_USE_EPOLL = hasattr(select, "epoll")
 _PENDING = 0  # outcome code of a request not yet settled
 
 
@@ -108,6 +111,41 @@ class SamplerResult:
     kernel_timestamps: bool
     stopped_early: bool
     stop_reason: str
+
+
+class _Poller:
+    """The descriptors of one kind of readiness: epoll where there is one (waited on with ``select()`` for
+    microsecond timeouts), else ``poll()``."""
+
+    def __init__(self) -> None:
+        self._epoll = _USE_EPOLL
+        self._poll = select.epoll() if self._epoll else select.poll()
+        self.fd = self._poll.fileno() if self._epoll else -1  # type: ignore[union-attr]
+
+    def register(self, fd: int, events: int) -> None:
+        self._poll.register(fd, events)
+
+    def modify(self, fd: int, events: int) -> None:
+        self._poll.modify(fd, events)
+
+    def unregister(self, fd: int) -> None:
+        self._poll.unregister(fd)
+
+    def ready(self) -> list[tuple[int, int]]:
+        return self._poll.poll(0)
+
+    def close(self) -> None:
+        if self._epoll:
+            self._poll.close()  # type: ignore[union-attr]
+
+
+def _wait(pollers: tuple[_Poller, ...], timeout_s: float) -> bool:
+    """Sleep up to ``timeout_s`` or until one of ``pollers`` has a ready descriptor; ``True`` if one has."""
+    if _USE_EPOLL:
+        return bool(select.select(tuple(p.fd for p in pollers), (), (), timeout_s)[0])
+    # poll() takes whole milliseconds: round down (a little early is better than late), at least 0.
+    ready = pollers[0]._poll.poll(max(0, int(timeout_s * 1000)))
+    return bool(ready) or any(p.ready() for p in pollers[1:])
 
 
 class _Conn:
@@ -207,7 +245,7 @@ class TrafficSampler:
         self._first_done = 0
         self._first_ok = 0
         self._first_problem = ""
-        self._kernel_ts = sys.platform == "linux" and not self.tls
+        self._kernel_ts = sys.platform == "linux" and _USE_EPOLL and not self.tls
         self._family = socket.AF_INET
         self._sockaddr: tuple[str, int] | tuple[str, int, int, int] = self.address
 
@@ -268,7 +306,7 @@ class TrafficSampler:
         if err not in (0, errno.EINPROGRESS):
             self._fail(conn, _errno_kind(err), now_wall, f"[Errno {err}] {errno.errorcode.get(err, '')}")
             return
-        self._wake.register(conn.fd, select.EPOLLOUT)
+        self._wake.register(conn.fd, _OUT)
 
     def _connected(self, conn: _Conn, now_wall: float) -> None:
         err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -281,11 +319,14 @@ class TrafficSampler:
                 conn.sock, server_hostname=self._server_hostname, do_handshake_on_connect=False
             )
             conn.state = _HANDSHAKE
-            self._wake.register(conn.fd, select.EPOLLOUT)
+            self._wake.register(conn.fd, _OUT)
             self._handshake(conn, now_wall)
             return
-        self._wake.unregister(conn.fd)
-        self._rx.register(conn.fd, select.EPOLLIN)
+        if self._kernel_ts:
+            self._wake.unregister(conn.fd)
+            self._rx.register(conn.fd, _IN)
+        else:  # no kernel timestamp: an answer must wake the loop to be timed when it comes
+            self._wake.modify(conn.fd, _IN)
         self._send_on(conn, now_wall)
 
     def _handshake(self, conn: _Conn, now_wall: float) -> None:
@@ -294,16 +335,16 @@ class TrafficSampler:
         try:
             sock.do_handshake()
         except ssl.SSLWantReadError:
-            self._wake.modify(conn.fd, select.EPOLLIN)
+            self._wake.modify(conn.fd, _IN)
             return
         except ssl.SSLWantWriteError:
-            self._wake.modify(conn.fd, select.EPOLLOUT)
+            self._wake.modify(conn.fd, _OUT)
             return
         except (ssl.SSLError, OSError) as exc:
             self._fail(conn, "tls_error" if isinstance(exc, ssl.SSLError) else _exc_kind(exc), now_wall, str(exc))
             return
         # Answers over TLS have no kernel timestamp: they wake the loop and are timed when read.
-        self._wake.modify(conn.fd, select.EPOLLIN)
+        self._wake.modify(conn.fd, _IN)
         self._send_on(conn, now_wall)
 
     def _send_on(self, conn: _Conn, now_wall: float) -> None:
@@ -492,9 +533,8 @@ class TrafficSampler:
 
     def run(self) -> SamplerResult:
         self._resolve()
-        self._wake = select.epoll()
-        self._rx = select.epoll()
-        wake_fd, rx_fd = self._wake.fileno(), self._rx.fileno()
+        self._wake = _Poller()
+        self._rx = _Poller()
         interval = 1.0 / self.rate_per_s
         planned = self.planned
         tracker = OutageTracker()
@@ -513,7 +553,7 @@ class TrafficSampler:
                 if stop.requested():
                     stopped = stop.reason() or "stop requested"
                     break
-                self._events(self._rx.poll(0), now_wall)
+                self._events(self._rx.ready(), now_wall)
                 self._expire(now, now_wall)
                 while index < planned and mono0 + index * interval <= now:
                     self._send_due(index, wall0 + index * interval, now_wall, now)
@@ -533,8 +573,8 @@ class TrafficSampler:
                 if deadlines:
                     wake_at = min(wake_at, deadlines[0][0])
                 timeout = min(wake_at - time.monotonic(), MAX_SLEEP_S)
-                if timeout > 0 and select.select((wake_fd,), (), (), timeout)[0]:
-                    self._events(self._wake.poll(0), time.time())
+                if timeout > 0 and _wait((self._wake,), timeout):
+                    self._events(self._wake.ready(), time.time())
             window_end = time.time() if stopped else max(time.time(), wall0 + planned * interval)
             # Draining: every request sent so far gets its answer or its timeout (or STOP_GRACE_S after a stop).
             drain_until = time.monotonic() + (STOP_GRACE_S if stopped else self.timeout_s + 0.05)
@@ -546,13 +586,13 @@ class TrafficSampler:
                 if now >= drain_until:
                     break
                 now_wall = time.time()
-                self._events(self._rx.poll(0), now_wall)
-                self._events(self._wake.poll(0), now_wall)
+                self._events(self._rx.ready(), now_wall)
+                self._events(self._wake.ready(), now_wall)
                 self._expire(now, now_wall)
                 if not verified:
                     verified = self._check_first_second(now - mono0)
                 if self._in_flight(index):
-                    select.select((wake_fd, rx_fd), (), (), min(drain_until - now, 0.01))
+                    _wait((self._wake, self._rx), min(drain_until - now, 0.01))
             unfinished = 0
             now_wall = time.time()
             for i in range(index):
