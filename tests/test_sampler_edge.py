@@ -14,7 +14,7 @@ import pytest
 
 from chaoscontour.domain.availability import summarize
 from chaoscontour.edges import sampler as sampler_module
-from chaoscontour.edges.sampler import NeverServed, SamplerResult, TrafficSampler, build_request
+from chaoscontour.edges.sampler import NeverServed, SamplerResult, TrafficSampler
 
 OK = frozenset({200})
 
@@ -98,12 +98,6 @@ def outcomes(result: SamplerResult) -> dict[str, int]:
     for s in result.series:
         counts[s.outcome] = counts.get(s.outcome, 0) + 1
     return counts
-
-
-def test_the_request_is_built_once_with_host_and_user_agent():
-    request = build_request("/healthz?x=1", "echo.local")
-    assert request.startswith(b"GET /healthz?x=1 HTTP/1.1\r\nHost: echo.local\r\nUser-Agent: chaoscontour/")
-    assert request.endswith(b"\r\n\r\n")
 
 
 def test_chunked_answers_split_across_packets_are_read_whole_on_one_connection(serve):

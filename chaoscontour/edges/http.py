@@ -16,7 +16,7 @@ from requests.adapters import HTTPAdapter
 
 from chaoscontour import __version__
 
-__all__ = ["USER_AGENT", "Answer", "RequestFailed", "error_kind", "error_text", "get"]
+__all__ = ["USER_AGENT", "Answer", "RequestFailed", "errno_kind", "error_kind", "error_text", "get"]
 
 USER_AGENT = f"chaoscontour/{__version__}"
 
@@ -85,6 +85,13 @@ _ERRNO_KINDS = {
 }
 
 
+def errno_kind(err: int, connecting: bool = False) -> str:
+    """The ``error_kinds`` name of a socket error number (``connecting``: the error ended a connection attempt)."""
+    if err == errno.ETIMEDOUT and connecting:
+        return "connect_timeout"
+    return _ERRNO_KINDS.get(err, "connection_error")
+
+
 def error_kind(exc: BaseException) -> str:
     """A short stable name for why a request failed, used as a key of ``error_kinds``."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):
@@ -107,7 +114,7 @@ def error_kind(exc: BaseException) -> str:
         if isinstance(cause, TimeoutError):
             return "timeout"
         if isinstance(cause, OSError) and cause.errno in _ERRNO_KINDS:
-            return _ERRNO_KINDS[cause.errno]
+            return errno_kind(cause.errno)
     if isinstance(exc, requests.exceptions.ConnectionError):
         return "connection_error"
     if isinstance(exc, OSError):

@@ -38,14 +38,14 @@ from urllib.parse import urlsplit
 
 from chaoscontour.domain.availability import NOT_SENT, UNFINISHED, OutageTracker, SampleSeries, percentile
 from chaoscontour.edges import stop
-from chaoscontour.edges.http import USER_AGENT
+from chaoscontour.edges.http import errno_kind
+from chaoscontour.edges.http1 import AnswerReader, build_request
 
 __all__ = [
     "CONNECTION_MODES",
     "NeverServed",
     "SamplerResult",
     "TrafficSampler",
-    "build_request",
     "default_max_connections",
 ]
 
@@ -56,7 +56,6 @@ FIRST_SECOND_S = 1.0
 STOP_GRACE_S = 0.5
 # The longest the loop sleeps without looking at the stop flag.
 MAX_SLEEP_S = 0.1
-MAX_HEADER_BYTES = 65_536
 MAX_CONNECTIONS = 4096
 
 # Linux's SO_TIMESTAMPNS (asm-generic value, the one of x86-64 and arm64); Python does not name it.
@@ -68,11 +67,6 @@ _CONNECTING, _HANDSHAKE, _BUSY, _IDLE, _CLOSED = range(5)
 _IN, _OUT = select.POLLIN, select.POLLOUT  # the same bits as EPOLLIN and EPOLLOUT
 _USE_EPOLL = hasattr(select, "epoll")
 _PENDING = 0  # outcome code of a request not yet settled
-
-
-def build_request(path: str, host: str) -> bytes:
-    """The bytes of one ``GET`` (HTTP/1.1, keep-alive): built once, sent as is."""
-    return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\nAccept: */*\r\n\r\n").encode("latin-1")
 
 
 def _descriptor_room() -> int:
@@ -149,19 +143,7 @@ def _wait(pollers: tuple[_Poller, ...], timeout_s: float) -> bool:
 
 
 class _Conn:
-    __slots__ = (
-        "body_start",
-        "buf",
-        "chunked",
-        "close_after",
-        "fd",
-        "index",
-        "length",
-        "sent_wall",
-        "sock",
-        "state",
-        "status",
-    )
+    __slots__ = ("answer", "fd", "index", "sent_wall", "sock", "state")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -169,12 +151,7 @@ class _Conn:
         self.state = _CONNECTING
         self.index = -1
         self.sent_wall = 0.0
-        self.buf = b""
-        self.status = 0
-        self.body_start = -1
-        self.length = -1
-        self.chunked = False
-        self.close_after = False
+        self.answer = AnswerReader()
 
 
 class TrafficSampler:
@@ -304,14 +281,18 @@ class TrafficSampler:
         self._deadlines.append((now + self.timeout_s, index, conn))
         err = sock.connect_ex(self._sockaddr)
         if err not in (0, errno.EINPROGRESS):
-            self._fail(conn, _errno_kind(err), now_wall, f"[Errno {err}] {errno.errorcode.get(err, '')}")
+            self._fail(
+                conn, errno_kind(err, connecting=True), now_wall, f"[Errno {err}] {errno.errorcode.get(err, '')}"
+            )
             return
         self._wake.register(conn.fd, _OUT)
 
     def _connected(self, conn: _Conn, now_wall: float) -> None:
         err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            self._fail(conn, _errno_kind(err), now_wall, f"[Errno {err}] {errno.errorcode.get(err, '')}")
+            self._fail(
+                conn, errno_kind(err, connecting=True), now_wall, f"[Errno {err}] {errno.errorcode.get(err, '')}"
+            )
             return
         if self._ssl is not None:
             self._wake.unregister(conn.fd)
@@ -349,8 +330,7 @@ class TrafficSampler:
 
     def _send_on(self, conn: _Conn, now_wall: float) -> None:
         conn.state = _BUSY
-        conn.buf = b""
-        conn.body_start = -1
+        conn.answer.reset()
         try:
             sent = conn.sock.send(self.request)
         except OSError as exc:
@@ -383,14 +363,13 @@ class TrafficSampler:
             self._close(conn)
             return
         if not data:
-            if conn.body_start >= 0 and conn.length < 0 and not conn.chunked:
+            if conn.answer.end():
                 self._answered(conn, received)  # a body delimited by the end of the connection
             else:
                 self._fail(conn, "connection_closed", now_wall, "closed before a complete answer")
             return
-        conn.buf = conn.buf + data if conn.buf else data
         try:
-            complete = self._parse(conn)
+            complete = conn.answer.feed(data)
         except ValueError as exc:
             self._fail(conn, "bad_answer", now_wall, str(exc))
             return
@@ -399,75 +378,16 @@ class TrafficSampler:
         elif isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending():
             self._read(conn, now_wall)
 
-    def _parse(self, conn: _Conn) -> bool:
-        buf = conn.buf
-        if conn.body_start < 0:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HEADER_BYTES:
-                    raise ValueError("no end of headers")
-                return False
-            if not buf.startswith(b"HTTP/1."):
-                raise ValueError(f"not an HTTP/1.x answer: {buf[:20]!r}")
-            status = int(buf[9:12])
-            if 100 <= status < 200:  # an interim answer (100 Continue...): the real one follows
-                conn.buf = buf[end + 4 :]
-                return self._parse(conn) if conn.buf else False
-            head = buf[:end].lower()
-            conn.status = status
-            conn.body_start = end + 4
-            conn.close_after = b"\r\nconnection: close" in head or (
-                buf.startswith(b"HTTP/1.0") and b"\r\nconnection: keep-alive" not in head
-            )
-            conn.chunked = False
-            at = head.find(b"\r\ncontent-length:")
-            if status in (204, 304):
-                conn.length = 0
-            elif b"\r\ntransfer-encoding:" in head and b"chunked" in head:
-                conn.chunked = True
-                conn.length = conn.body_start  # where the next chunk's size line starts
-            elif at >= 0:
-                line_end = head.find(b"\r\n", at + 2)
-                conn.length = int(head[at + 17 : line_end if line_end >= 0 else len(head)])
-            else:
-                conn.length = -1  # until the connection closes
-                conn.close_after = True
-                return False
-        if conn.chunked:
-            return self._chunks_done(conn)
-        return conn.length >= 0 and len(buf) - conn.body_start >= conn.length
-
-    @staticmethod
-    def _chunks_done(conn: _Conn) -> bool:
-        buf = conn.buf
-        pos = conn.length
-        while True:
-            line_end = buf.find(b"\r\n", pos)
-            if line_end < 0:
-                return False
-            size = int(buf[pos:line_end].split(b";", 1)[0], 16)
-            if size == 0:
-                if buf.find(b"\r\n\r\n", line_end) >= 0 or buf.endswith(b"\r\n", line_end + 2):
-                    return buf.find(b"\r\n", line_end + 2) >= 0
-                return False
-            nxt = line_end + 2 + size + 2
-            if len(buf) < nxt:
-                conn.length = pos
-                return False
-            pos = nxt
-            conn.length = pos
-
     def _answered(self, conn: _Conn, received_wall: float) -> None:
         index = conn.index
-        status = conn.status
+        status = conn.answer.status
         duration = max(0.0, received_wall - conn.sent_wall)
         if duration > self.timeout_s:
             self._settle(index, duration, False, "read_timeout")
         else:
             self._settle(index, duration, status in self.expected_status, f"http_{status}")
         conn.index = -1
-        conn.buf = b""
-        if conn.close_after or not self.keep_alive:
+        if conn.answer.close_after or not self.keep_alive:
             self._close(conn)
         else:
             conn.state = _IDLE
@@ -658,20 +578,9 @@ def _ratio(tracker: OutageTracker) -> float:
     return tracker.successes / tracker.requests if tracker.requests else 0.0
 
 
-def _errno_kind(err: int) -> str:
-    return {
-        errno.ECONNREFUSED: "connection_refused",
-        errno.ECONNRESET: "connection_reset",
-        errno.EPIPE: "connection_reset",
-        errno.ETIMEDOUT: "connect_timeout",
-        errno.EHOSTUNREACH: "host_unreachable",
-        errno.ENETUNREACH: "network_unreachable",
-    }.get(err, "connection_error")
-
-
 def _exc_kind(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
         return "tls_error"
     if isinstance(exc, OSError) and exc.errno is not None:
-        return _errno_kind(exc.errno)
+        return errno_kind(exc.errno)
     return "connection_error"
