@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from chaoscontour.domain.availability import summarize
-from chaoscontour.edges import sampler as sampler_module
+from chaoscontour.edges import poller
 from chaoscontour.edges.sampler import NeverServed, SamplerResult, TrafficSampler
 
 OK = frozenset({200})
@@ -187,7 +187,7 @@ def test_https_with_verification_off_is_sampled_and_an_unknown_ca_is_a_tls_error
 
 def test_without_epoll_poll_stands_in_and_answers_are_timed_when_they_come(serve, monkeypatch):
     # macOS has no epoll: poll() and user-space timing take over (forced here on Linux).
-    monkeypatch.setattr(sampler_module, "_USE_EPOLL", False)
+    monkeypatch.setattr(poller, "USE_EPOLL", False)
     server = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 0", b"\r\n\r\n", gap_s=0.02)
     result = sample(f"http://127.0.0.1:{server.port}/", rate_per_s=4, duration_s=1.5)
     assert result.kernel_timestamps is False

@@ -12,9 +12,8 @@ wait in the kernel until the next wake-up and their latency is taken from the ke
 delays into the latency it reports. Only what must go out at once wakes the loop: a connection that has just been
 established (the request is sent on it), a TLS handshake, and answers over TLS (which have no kernel timestamp).
 
-Timers: ``select()`` on the epoll descriptor gives microsecond timeouts (``epoll_wait`` alone rounds to
-milliseconds, which at 2,000 requests/s would send in bursts). Where there is no epoll (macOS), ``poll()`` stands in,
-with millisecond timers and latency timed when an answer is read.
+Timers, readiness and receive times are :mod:`chaoscontour.edges.poller`'s; the HTTP/1.1 bytes are
+:mod:`chaoscontour.edges.http1`'s.
 
 Stop: the loop watches :mod:`chaoscontour.edges.stop`; once a stop is requested it sends nothing more, gives the
 requests in flight at most ``STOP_GRACE_S`` and returns what it measured, marked ``stopped_early``.
@@ -24,11 +23,8 @@ import contextlib
 import errno
 import math
 import resource
-import select
 import socket
 import ssl
-import struct
-import sys
 import time
 from array import array
 from collections import deque
@@ -37,9 +33,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from chaoscontour.domain.availability import NOT_SENT, UNFINISHED, OutageTracker, SampleSeries, percentile
-from chaoscontour.edges import stop
+from chaoscontour.edges import poller, stop
 from chaoscontour.edges.http import errno_kind
 from chaoscontour.edges.http1 import AnswerReader, build_request
+from chaoscontour.edges.poller import IN, OUT, Poller, wait
 
 __all__ = [
     "CONNECTION_MODES",
@@ -58,14 +55,7 @@ STOP_GRACE_S = 0.5
 MAX_SLEEP_S = 0.1
 MAX_CONNECTIONS = 4096
 
-# Linux's SO_TIMESTAMPNS (asm-generic value, the one of x86-64 and arm64); Python does not name it.
-_SO_TIMESTAMPNS = 35
-_TIMESPEC = struct.Struct("@ll")
-_ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size) if sys.platform == "linux" else 0
-
 _CONNECTING, _HANDSHAKE, _BUSY, _IDLE, _CLOSED = range(5)
-_IN, _OUT = select.POLLIN, select.POLLOUT  # the same bits as EPOLLIN and EPOLLOUT
-_USE_EPOLL = hasattr(select, "epoll")
 _PENDING = 0  # outcome code of a request not yet settled
 
 
@@ -105,41 +95,6 @@ class SamplerResult:
     kernel_timestamps: bool
     stopped_early: bool
     stop_reason: str
-
-
-class _Poller:
-    """The descriptors of one kind of readiness: epoll where there is one (waited on with ``select()`` for
-    microsecond timeouts), else ``poll()``."""
-
-    def __init__(self) -> None:
-        self._epoll = _USE_EPOLL
-        self._poll = select.epoll() if self._epoll else select.poll()
-        self.fd = self._poll.fileno() if self._epoll else -1  # type: ignore[union-attr]
-
-    def register(self, fd: int, events: int) -> None:
-        self._poll.register(fd, events)
-
-    def modify(self, fd: int, events: int) -> None:
-        self._poll.modify(fd, events)
-
-    def unregister(self, fd: int) -> None:
-        self._poll.unregister(fd)
-
-    def ready(self) -> list[tuple[int, int]]:
-        return self._poll.poll(0)
-
-    def close(self) -> None:
-        if self._epoll:
-            self._poll.close()  # type: ignore[union-attr]
-
-
-def _wait(pollers: tuple[_Poller, ...], timeout_s: float) -> bool:
-    """Sleep up to ``timeout_s`` or until one of ``pollers`` has a ready descriptor; ``True`` if one has."""
-    if _USE_EPOLL:
-        return bool(select.select(tuple(p.fd for p in pollers), (), (), timeout_s)[0])
-    # poll() takes whole milliseconds: round down (a little early is better than late), at least 0.
-    ready = pollers[0]._poll.poll(max(0, int(timeout_s * 1000)))
-    return bool(ready) or any(p.ready() for p in pollers[1:])
 
 
 class _Conn:
@@ -222,7 +177,7 @@ class TrafficSampler:
         self._first_done = 0
         self._first_ok = 0
         self._first_problem = ""
-        self._kernel_ts = sys.platform == "linux" and _USE_EPOLL and not self.tls
+        self._kernel_ts = poller.kernel_timestamps_available() and not self.tls
         self._family = socket.AF_INET
         self._sockaddr: tuple[str, int] | tuple[str, int, int, int] = self.address
 
@@ -269,7 +224,7 @@ class TrafficSampler:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._kernel_ts:
             try:
-                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+                poller.enable_kernel_timestamps(sock)
             except OSError:
                 self._kernel_ts = False
         conn = _Conn(sock)
@@ -285,7 +240,7 @@ class TrafficSampler:
                 conn, errno_kind(err, connecting=True), now_wall, f"[Errno {err}] {errno.errorcode.get(err, '')}"
             )
             return
-        self._wake.register(conn.fd, _OUT)
+        self._wake.register(conn.fd, OUT)
 
     def _connected(self, conn: _Conn, now_wall: float) -> None:
         err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -300,14 +255,14 @@ class TrafficSampler:
                 conn.sock, server_hostname=self._server_hostname, do_handshake_on_connect=False
             )
             conn.state = _HANDSHAKE
-            self._wake.register(conn.fd, _OUT)
+            self._wake.register(conn.fd, OUT)
             self._handshake(conn, now_wall)
             return
         if self._kernel_ts:
             self._wake.unregister(conn.fd)
-            self._rx.register(conn.fd, _IN)
+            self._rx.register(conn.fd, IN)
         else:  # no kernel timestamp: an answer must wake the loop to be timed when it comes
-            self._wake.modify(conn.fd, _IN)
+            self._wake.modify(conn.fd, IN)
         self._send_on(conn, now_wall)
 
     def _handshake(self, conn: _Conn, now_wall: float) -> None:
@@ -316,16 +271,16 @@ class TrafficSampler:
         try:
             sock.do_handshake()
         except ssl.SSLWantReadError:
-            self._wake.modify(conn.fd, _IN)
+            self._wake.modify(conn.fd, IN)
             return
         except ssl.SSLWantWriteError:
-            self._wake.modify(conn.fd, _OUT)
+            self._wake.modify(conn.fd, OUT)
             return
         except (ssl.SSLError, OSError) as exc:
             self._fail(conn, "tls_error" if isinstance(exc, ssl.SSLError) else _exc_kind(exc), now_wall, str(exc))
             return
         # Answers over TLS have no kernel timestamp: they wake the loop and are timed when read.
-        self._wake.modify(conn.fd, _IN)
+        self._wake.modify(conn.fd, IN)
         self._send_on(conn, now_wall)
 
     def _send_on(self, conn: _Conn, now_wall: float) -> None:
@@ -344,11 +299,9 @@ class TrafficSampler:
         received = now_wall
         try:
             if self._kernel_ts and not self.tls:
-                data, ancillary, _, _ = conn.sock.recvmsg(65_536, _ANC_SIZE)
-                for level, kind, raw in ancillary:
-                    if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
-                        seconds, nanoseconds = _TIMESPEC.unpack_from(raw)
-                        received = seconds + nanoseconds * 1e-9
+                data, stamp = poller.recv_timestamped(conn.sock, 65_536)
+                if stamp is not None:
+                    received = stamp
             else:
                 data = conn.sock.recv(65_536)
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
@@ -453,8 +406,8 @@ class TrafficSampler:
 
     def run(self) -> SamplerResult:
         self._resolve()
-        self._wake = _Poller()
-        self._rx = _Poller()
+        self._wake = Poller()
+        self._rx = Poller()
         interval = 1.0 / self.rate_per_s
         planned = self.planned
         tracker = OutageTracker()
@@ -493,7 +446,7 @@ class TrafficSampler:
                 if deadlines:
                     wake_at = min(wake_at, deadlines[0][0])
                 timeout = min(wake_at - time.monotonic(), MAX_SLEEP_S)
-                if timeout > 0 and _wait((self._wake,), timeout):
+                if timeout > 0 and wait((self._wake,), timeout):
                     self._events(self._wake.ready(), time.time())
             window_end = time.time() if stopped else max(time.time(), wall0 + planned * interval)
             # Draining: every request sent so far gets its answer or its timeout (or STOP_GRACE_S after a stop).
@@ -512,7 +465,7 @@ class TrafficSampler:
                 if not verified:
                     verified = self._check_first_second(now - mono0)
                 if self._in_flight(index):
-                    _wait((self._wake, self._rx), min(drain_until - now, 0.01))
+                    wait((self._wake, self._rx), min(drain_until - now, 0.01))
             unfinished = 0
             now_wall = time.time()
             for i in range(index):
