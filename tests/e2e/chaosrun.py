@@ -18,6 +18,16 @@ EXPERIMENTS = ROOT / "experiments"
 HERE = Path(__file__).resolve().parent
 
 
+def default_signal_dispositions() -> None:
+    for signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+# chaoslib logs "Action: <name>" as it starts an action; the shipped experiments hold the fault with this one.
+HOLD = "hold-the-fault-window"
+HOLDING = f"Action: {HOLD}"
+
+
 @dataclass
 class ChaosRun:
     """One ``chaos run`` process writing its journal and log into ``workdir``."""
@@ -26,6 +36,8 @@ class ChaosRun:
     workdir: Path
     env: dict[str, str]
     name: str = "run"
+    variables: dict[str, str] = field(default_factory=dict)
+    rollback_strategy: str = ""
     proc: subprocess.Popen[str] | None = field(default=None, init=False)
 
     @property
@@ -39,9 +51,12 @@ class ChaosRun:
     def start(self) -> ChaosRun:
         environ = dict(os.environ, **self.env)
         environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), environ.get("PYTHONPATH", "")) if p)
+        options = [arg for key, value in self.variables.items() for arg in ("--var", f"{key}={value}")]
+        if self.rollback_strategy:
+            options += ["--rollback-strategy", self.rollback_strategy]
         self.proc = subprocess.Popen(
             [
-                *(CHAOS, "--no-version-check", "--log-file", str(self.log_path), "run"),
+                *(CHAOS, "--no-version-check", "--log-file", str(self.log_path), "run", *options),
                 *("--journal-path", str(self.journal_path), str(self.experiment)),
             ],
             env=environ,
@@ -49,6 +64,9 @@ class ChaosRun:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             text=True,
+            # A suite started from a background shell inherits SIGINT (and SIGQUIT) ignored; a user's `chaos` has
+            # the defaults, and the signal tests must see what a user sees.
+            preexec_fn=default_signal_dispositions,
         )
         return self
 
@@ -101,6 +119,20 @@ def activity(journal: dict[str, Any], name: str, where: str = "run") -> dict[str
     raise AssertionError(f"no activity {name!r} in the journal's {where}: {names}")
 
 
+def hold(duration_s: float | str) -> dict[str, Any]:
+    """The shipped experiments' interruptible wait (``chaoscontour.activities.timing.wait``)."""
+    return {
+        "type": "action",
+        "name": HOLD,
+        "provider": {
+            "type": "python",
+            "module": "chaoscontour.activities.timing",
+            "func": "wait",
+            "arguments": {"duration_s": duration_s},
+        },
+    }
+
+
 def variant(
     *, title: str, method_tail: list[dict[str, Any]], block_pause_s: float | str = 0, extra_probes: list | None = None
 ) -> dict[str, Any]:
@@ -112,9 +144,6 @@ def variant(
     block = next(a for a in shipped["method"] if a["name"] == "block-apiserver-egress")
     block = json.loads(json.dumps(block))
     block["provider"]["arguments"]["verify"] = False
-    block.pop("pauses", None)
-    if block_pause_s:
-        block["pauses"] = {"after": block_pause_s}
     hypothesis = json.loads(json.dumps(shipped["steady-state-hypothesis"]))
     hypothesis["probes"] += extra_probes or []
     return {
@@ -124,9 +153,21 @@ def variant(
         "configuration": shipped["configuration"],
         "runtime": shipped["runtime"],
         "steady-state-hypothesis": hypothesis,
-        "method": [block, *method_tail],
+        "method": [block, *([hold(block_pause_s)] if block_pause_s else []), *method_tail],
         "rollbacks": shipped["rollbacks"],
     }
+
+
+def as_vars(experiment: Path, overrides: dict[str, str]) -> dict[str, str]:
+    """Every configuration key of ``experiment`` as a ``--var key=value`` string: ``overrides`` first, else its
+    environment variable (the sandbox's settings), else its default. What a user typing ``chaos run --var``
+    passes, and what chaostoolkit hands the activities as is, with no type coercion."""
+    configuration = json.loads(experiment.read_text())["configuration"]
+    values = {}
+    for key, entry in configuration.items():
+        value = os.environ.get(entry.get("key", ""), entry.get("default", "")) if isinstance(entry, dict) else entry
+        values[key] = overrides.get(key, str(value))
+    return values
 
 
 def write(experiment: dict[str, Any], path: Path) -> Path:

@@ -19,12 +19,13 @@ from typing import Any
 
 import pytest
 from chaoslib.exceptions import ActivityFailed
+from kubernetes import client
 
 from chaoscontour.activities.leader import lease_holder
 from chaoscontour.activities.network import block_apiserver_egress, unblock_apiserver_egress
 from chaoscontour.domain.lease import parse_api_time
 
-from .chaosrun import EXPERIMENTS, ChaosRun, activity, variant, write
+from .chaosrun import EXPERIMENTS, HOLDING, ChaosRun, activity, as_vars, variant, write
 from .conftest import (
     HEALTHY_TIMEOUT_S,
     NS,
@@ -108,13 +109,11 @@ def assert_steady_before_and_after(journal: dict[str, Any]) -> None:
 def test_apiserver_outage_envoy_keeps_routing_while_every_contour_replica_restarts(
     sandbox: Sandbox, healthy_contour: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
-    # The liveness probe restarts Contour about 30 s into the outage: a 40 s window sees it.
-    run = ChaosRun(
-        EXPERIMENTS / "apiserver-outage.json",
-        tmp_path,
-        {"FAULT_WINDOW_S": "40", "SAMPLING_S": "60", "FAULT_EXPIRY_S": "240", "RECOVERY_TIMEOUT_S": "150"},
-        name="apiserver-outage",
-    )
+    # The liveness probe restarts Contour about 30 s into the outage: a 40 s window sees it. Every configuration
+    # key is given as `--var key=value` (a string), as a user would.
+    experiment = EXPERIMENTS / "apiserver-outage.json"
+    overrides = {"fault_window_s": "40", "sampling_s": "75", "fault_expiry_s": "240", "recovery_timeout_s": "150"}
+    run = ChaosRun(experiment, tmp_path, {}, name="apiserver-outage", variables=as_vars(experiment, overrides))
     with RestartWatcher(k) as watcher:
         journal = run.run(timeout_s=420)
     keep_journal(run)
@@ -124,11 +123,18 @@ def test_apiserver_outage_envoy_keeps_routing_while_every_contour_replica_restar
     block = activity(journal, "block-apiserver-egress")
     assert block["status"] == "succeeded", block.get("exception")
     verification = block["output"]["verification"]
-    assert verification["confirmed"] is True and verification["signal"] == "lease-renewals-stopped"
+    assert verification["confirmed"] is True
+    assert verification["evidence"] == "lease-unchanged-longer-than-its-duration"
+    # default timings: confirmed within the lease duration + 2 s of the block (plus a loaded machine's margin)
+    assert verification["required_quiet_s"] == 15 and verification["confirmed_after_s"] <= 15 + 2 + 3, verification
     blocked_at = journal_time(block["start"])
 
     during = activity(journal, "lease-during-the-fault")["output"]
     assert during["held"] is False and during["seconds_since_renewal"] >= 30, "the Lease kept being renewed"
+
+    held = activity(journal, "the-fault-held-for-the-whole-window")
+    assert held["status"] == "succeeded" and held["output"]["held"] is True, held.get("output")
+    assert held["output"]["dead_man_switch"]["running"] is True
 
     restarts = activity(journal, "contour-restarts-during-the-fault")["output"]
     restarted_pods = {t["pod"] for t in restarts["terminations"]}
@@ -137,10 +143,12 @@ def test_apiserver_outage_envoy_keeps_routing_while_every_contour_replica_restar
     availability = activity(journal, "envoy-availability-across-the-fault")["output"]
     assert availability["availability"] >= 0.999, availability
     assert availability["meets_min_availability"] is True
-    assert "longest_outage_s" in availability
+    # not one request lost: the longest run of failures is at most one sampling interval (and a loaded machine's)
+    assert availability["longest_outage_s"] <= 0.5, availability["longest_outage_s"]
 
     xds = activity(journal, "envoy-xds-state-during-the-fault")
     assert xds["status"] == "succeeded"
+    assert xds["output"]["connected"] is False, "Envoy kept routing with its xDS stream down, not through a live one"
 
     rollback = activity(journal, "unblock-apiserver-egress", where="rollbacks")
     assert rollback["status"] == "succeeded"
@@ -158,6 +166,7 @@ def test_apiserver_outage_envoy_keeps_routing_while_every_contour_replica_restar
         "total_restarts_during_fault": restarts["total_restarts"],
         "lease_seconds_since_renewal_during_fault": during["seconds_since_renewal"],
         "verification_confirmed_after_s": verification["confirmed_after_s"],
+        "fault_held_seconds_since_confirmed": held["output"]["seconds_since_confirmed"],
         "availability": availability["availability"],
         "requests": availability["requests"],
         "longest_outage_s": availability["longest_outage_s"],
@@ -170,7 +179,8 @@ def test_apiserver_outage_envoy_keeps_routing_while_every_contour_replica_restar
 def test_leader_kill_fails_over_within_client_go_worst_case(
     healthy_contour: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
-    run = ChaosRun(EXPERIMENTS / "leader-kill.json", tmp_path, {"SAMPLING_S": "30"}, name="leader-kill")
+    experiment = EXPERIMENTS / "leader-kill.json"
+    run = ChaosRun(experiment, tmp_path, {}, name="leader-kill", variables=as_vars(experiment, {"sampling_s": "30"}))
     journal = run.run(timeout_s=240)
     keep_journal(run)
     assert_steady_before_and_after(journal)
@@ -189,47 +199,104 @@ def test_leader_kill_fails_over_within_client_go_worst_case(
     }
 
 
-def test_outage_with_the_policy_deleted_by_hand_mid_run_recovers_and_leaves_nothing(
+def test_a_policy_deleted_by_hand_mid_window_is_caught_by_the_end_of_window_probe(
     healthy_contour: dict[str, str], k: Any, tmp_path: Path
 ) -> None:
     run = ChaosRun(
         EXPERIMENTS / "apiserver-outage.json",
         tmp_path,
-        {"FAULT_WINDOW_S": "15", "SAMPLING_S": "30", "FAULT_EXPIRY_S": "240"},
+        {"FAULT_WINDOW_S": "15", "SAMPLING_S": "45", "FAULT_EXPIRY_S": "240"},
         name="deleted-by-hand",
     ).start()
-    run.wait_for_log("Pausing after activity", timeout_s=120)
+    run.wait_for_log(HOLDING, timeout_s=120)
     policies = k.networking.list_namespaced_network_policy(NS, label_selector=OURS).items
     assert len(policies) == 1
     k.networking.delete_namespaced_network_policy(policies[0].metadata.name, NS)
     run.wait(timeout_s=300)
     journal = run.journal()
-    assert_steady_before_and_after(journal)
+    held = activity(journal, "the-fault-held-for-the-whole-window")["output"]
+    assert held["held"] is False and any("NetworkPolicy is gone" in r for r in held["reasons"]), held
     unblock = activity(journal, "unblock-apiserver-egress")
     assert unblock["status"] == "succeeded"
     assert unblock["output"]["removed_policies"] == [], "the policy was already gone"
     assert activity(journal, "unblock-apiserver-egress", where="rollbacks")["status"] == "succeeded"
     assert leftovers(k) == []
+    gate = gate_verdict(run.journal_path)
+    assert gate.returncode == 1 and "NetworkPolicy is gone" in gate.stdout, gate.stdout
 
 
-def test_sigterm_mid_fault_then_documented_cleanup_leaves_nothing_and_contour_recovers(
-    sandbox: Sandbox, healthy_contour: dict[str, str], k: Any, tmp_path: Path
+def test_sigterm_mid_fault_ends_the_run_and_the_rollback_removes_the_fault_within_seconds(
+    healthy_contour: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
+    """Issue 10.3: the background sampler and the wait stop at once, so the rollback runs without delay."""
     run = ChaosRun(
         EXPERIMENTS / "apiserver-outage.json",
         tmp_path,
-        {"FAULT_WINDOW_S": "30", "SAMPLING_S": "40", "FAULT_EXPIRY_S": "240"},
+        {"FAULT_WINDOW_S": "60", "SAMPLING_S": "120", "FAULT_EXPIRY_S": "240"},
         name="sigterm",
     ).start()
-    run.wait_for_log("Pausing after activity", timeout_s=120)
+    run.wait_for_log(HOLDING, timeout_s=120)
+    time.sleep(2)
+    assert len(k.networking.list_namespaced_network_policy(NS, label_selector=OURS).items) == 1
+    signalled = time.monotonic()
     run.signal(signal.SIGTERM)
-    run.wait(timeout_s=120)
+    removed_after = wait_until("the rollback to remove the fault", lambda: not leftovers(k), 30, every_s=0.2)
+    run.wait(timeout_s=60)
+    exited_after = time.monotonic() - signalled
     journal = run.journal()
     assert journal["status"] == "interrupted"
-    cleanup = sandbox_cleanup(healthy_contour)
-    assert cleanup.returncode == 0, cleanup.stderr
-    assert leftovers(k) == []
+    assert activity(journal, "unblock-apiserver-egress", where="rollbacks")["status"] == "succeeded"
+    sampler = activity(journal, "envoy-availability-across-the-fault")["output"]
+    assert sampler["stopped_early"] is True and sampler["requests"] > 0
+    figures["sigterm"] = {"policy_removed_after_s": round(removed_after, 1), "exited_after_s": round(exited_after, 1)}
+    assert removed_after <= 5, removed_after
+    assert exited_after <= 15, exited_after
+
+
+@pytest.mark.parametrize("strategy", ["default", "never"])
+def test_sigterm_without_rollbacks_leaves_a_fault_that_ends_by_itself_or_by_cleanup(
+    strategy: str, sandbox: Sandbox, healthy_contour: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    """Issue 10.4: chaostoolkit's `default` strategy skips rollbacks after SIGTERM; the dead-man switch ends the
+    fault anyway. With `never`, the documented `chaoscontour cleanup` removes it and says what it removed."""
+    run = ChaosRun(
+        EXPERIMENTS / "apiserver-outage.json",
+        tmp_path,
+        {"FAULT_WINDOW_S": "60", "SAMPLING_S": "120", "FAULT_EXPIRY_S": "300"},
+        name=f"sigterm-{strategy}",
+        rollback_strategy=strategy,
+    ).start()
+    run.wait_for_log(HOLDING, timeout_s=120)
+    [policy] = k.networking.list_namespaced_network_policy(NS, label_selector=OURS).items
+    run.signal(signal.SIGTERM)
+    run.wait(timeout_s=60)
+    journal = run.journal()
+    assert journal["status"] == "interrupted"
+    assert not journal.get("rollbacks"), "this strategy plays no rollback after SIGTERM"
+    if strategy == "default":
+        gone_after = wait_until("the dead-man switch to end the fault", lambda: not leftovers(k), 45, every_s=0.5)
+        figures["sigterm-default-strategy"] = {"policy_gone_after_exit_s": round(gone_after, 1)}
+        assert gone_after <= 30 + 5, gone_after
+    else:
+        assert leftovers(k), "the fault must still be there for cleanup to remove"
+        cleanup = sandbox_cleanup(healthy_contour)
+        assert cleanup.returncode == 0, cleanup.stderr
+        assert f"removed: NetworkPolicy {NS}/{policy.metadata.name}" in cleanup.stdout, cleanup.stdout
+        assert "removed: Job" in cleanup.stdout, cleanup.stdout
+        assert leftovers(k) == []
     wait_until("Contour to recover", lambda: contour_healthy(k, healthy_contour), HEALTHY_TIMEOUT_S, every_s=1.0)
+
+
+def gate_verdict(journal: Path) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "chaoscontour.cli", "gate", str(journal)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def sandbox_cleanup(env: dict[str, str]) -> Any:
@@ -273,6 +340,8 @@ def test_in_conntrack_mode_a_naive_block_is_caught_by_verification_and_removed(
     assert block["status"] == "failed"
     message = block["exception"][-1]
     assert "did not take effect" in message and "restart-pods" in message and "The policy was removed" in message
+    # it names what it observed: the mode, the renewals and who renewed
+    assert "open_connections='none'" in message and f"by {holder}" in message, message
     assert leftovers(k) == []
     # Contour's open HTTP/2 connection to the API server lived on: the same leader, no restart.
     assert lease_holder(namespace=NS)["holder_identity"] == holder
@@ -287,7 +356,7 @@ def test_in_conntrack_mode_restarting_the_pods_makes_the_fault_real(
     run = ChaosRun(
         EXPERIMENTS / "apiserver-outage.json",
         tmp_path,
-        {"FAULT_WINDOW_S": "40", "SAMPLING_S": "60", "OPEN_CONNECTIONS": "restart-pods", "FAULT_EXPIRY_S": "240"},
+        {"FAULT_WINDOW_S": "40", "SAMPLING_S": "90", "OPEN_CONNECTIONS": "restart-pods", "FAULT_EXPIRY_S": "240"},
         name="conntrack-restart-pods",
     )
     journal = run.run(timeout_s=420)
@@ -296,6 +365,7 @@ def test_in_conntrack_mode_restarting_the_pods_makes_the_fault_real(
     block = activity(journal, "block-apiserver-egress")["output"]
     assert set(block["restarted_pods"]) == before
     assert block["verification"]["confirmed"] is True
+    assert activity(journal, "the-fault-held-for-the-whole-window")["output"]["held"] is True
     during = activity(journal, "lease-during-the-fault")["output"]
     assert during["held"] is False
     availability = activity(journal, "envoy-availability-across-the-fault")["output"]
@@ -315,15 +385,70 @@ def test_in_conntrack_mode_restarting_the_pods_makes_the_fault_real(
 def test_without_enforcement_the_block_fails_and_removes_its_policy(
     sandbox: Sandbox, healthy_contour: dict[str, str], k: Any
 ) -> None:
+    holder = lease_holder(namespace=NS)["holder_identity"]
     assert sandbox.cli("mode", "off").returncode == 0
     try:
         with pytest.raises(ActivityFailed, match="did not take effect") as failure:
-            block_apiserver_egress(namespace=NS, run_id="no-enforcement", verify_window_s=6, verify_timeout_s=12)
+            block_apiserver_egress(namespace=NS, run_id="no-enforcement", verify_timeout_s=40)
     finally:
         assert sandbox.cli("mode", "per-packet").returncode == 0
-    assert "does not enforce NetworkPolicy" in str(failure.value)
+    message = str(failure.value)
+    assert "does not enforce NetworkPolicy" in message and f"by {holder}" in message, message
     assert leftovers(k) == []
     assert not contour_restarted(k)
+
+
+SLOW_TIMINGS = [
+    "--leader-election-lease-duration=30s",
+    "--leader-election-renew-deadline=20s",
+    "--leader-election-retry-period=10s",
+]
+
+
+def _contour_args(k: Any, extra: list[str]) -> None:
+    apps = client.AppsV1Api(k.api)
+    current = apps.read_namespaced_deployment("contour", NS)
+    container = current.spec.template.spec.containers[0]
+    base = [a for a in container.args if not a.startswith("--leader-election-")]
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": container.name, "args": base + extra}]}}}}
+    apps.patch_namespaced_deployment("contour", NS, patch)
+
+
+@pytest.fixture
+def slow_leader_election(sandbox: Sandbox, healthy_contour: dict[str, str], k: Any) -> Iterator[None]:
+    """Contour with a 10 s retry period (30 s lease), on a cluster that does not enforce NetworkPolicy."""
+    _contour_args(k, SLOW_TIMINGS)
+    try:
+        wait_until("Contour with slow leader election", lambda: _runs_with(k, SLOW_TIMINGS), 180, every_s=1.0)
+        wait_until("a healthy Contour", lambda: contour_healthy(k, healthy_contour), HEALTHY_TIMEOUT_S, every_s=1.0)
+        assert sandbox.cli("mode", "off").returncode == 0
+        yield
+    finally:
+        assert sandbox.cli("mode", "per-packet").returncode == 0
+        _contour_args(k, [])
+        wait_until("Contour with default leader election", lambda: _runs_with(k, []), 180, every_s=1.0)
+
+
+def _runs_with(k: Any, extra: list[str]) -> bool:
+    pods = contour_pods(k)
+    return len(pods) == 2 and all(
+        [a for a in p.spec.containers[0].args if a.startswith("--leader-election-")] == extra for p in pods
+    )
+
+
+def test_a_slow_renewing_leader_on_a_cluster_without_enforcement_is_never_confirmed(
+    slow_leader_election: None, k: Any, figures: dict[str, Any]
+) -> None:
+    """Issue 9.1: the old 8 s quiet window confirmed this fault in 3 runs out of 3; the Lease's 30 s duration never."""
+    outcomes = []
+    for attempt in range(3):
+        started = time.monotonic()
+        with pytest.raises(ActivityFailed, match="did not take effect") as failure:
+            block_apiserver_egress(namespace=NS, run_id=f"slow-{attempt}", verify_timeout_s=80)
+        outcomes.append(round(time.monotonic() - started, 1))
+        assert "longer than its 30 s duration" in str(failure.value), str(failure.value)
+        assert leftovers(k) == []
+    figures["slow-leader-no-enforcement"] = {"refused_after_s": outcomes}
 
 
 # --- rollbacks under every outcome, with the shipped experiment's rollbacks ------------------------------------------
@@ -369,7 +494,7 @@ def test_the_shipped_rollback_removes_the_fault_whatever_the_outcome(
     )
     run = ChaosRun(write(experiment, tmp_path / "experiment.json"), tmp_path, {}, name=f"outcome-{outcome}").start()
     if signalled:
-        run.wait_for_log("Pausing after activity", timeout_s=120)
+        run.wait_for_log(HOLDING, timeout_s=120)
         assert len(k.networking.list_namespaced_network_policy(NS, label_selector=OURS).items) == 1
         run.signal(getattr(signal, outcome))
     run.wait(timeout_s=180)
@@ -397,7 +522,7 @@ def test_two_runs_in_one_namespace_never_remove_each_others_fault(
     experiment["configuration"]["hold_s"] = {"type": "env", "key": "HOLD_S", "default": 1, "env_var_type": "float"}
     path = write(experiment, tmp_path / "experiment.json")
     long_run = ChaosRun(path, tmp_path, {"HOLD_S": "7"}, name="long").start()
-    long_run.wait_for_log("Pausing after activity", timeout_s=120)
+    long_run.wait_for_log(HOLDING, timeout_s=120)
     short_run = ChaosRun(path, tmp_path, {"HOLD_S": "0.5"}, name="short")
     short = short_run.run(timeout_s=120)
     short_removed = activity(short, "unblock-apiserver-egress", where="rollbacks")["output"]
@@ -412,23 +537,29 @@ def test_two_runs_in_one_namespace_never_remove_each_others_fault(
     wait_until("Contour to recover", lambda: contour_healthy(k, healthy_contour), HEALTHY_TIMEOUT_S, every_s=1.0)
 
 
-def test_kill_9_of_the_run_mid_fault_and_kubernetes_still_removes_the_policy(
+def test_kill_9_of_the_run_mid_fault_and_the_dead_man_switch_ends_a_300_s_fault_within_30_s(
     healthy_contour: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
-    duration_s = 8
+    """Issue 10.4: the expiry Job's deadline runs 20 s ahead of the runner's heartbeat; kill -9 stops the heartbeat."""
     experiment = variant(title="kill -9 mid-fault", method_tail=[], block_pause_s=120)
     path = write(experiment, tmp_path / "experiment.json")
-    run = ChaosRun(path, tmp_path, {"FAULT_EXPIRY_S": str(duration_s)}, name="kill-9").start()
-    run.wait_for_log("Pausing after activity", timeout_s=120)
-    policy = k.networking.list_namespaced_network_policy(NS, label_selector=OURS).items[0]
-    created = policy.metadata.creation_timestamp.timestamp()
+    run = ChaosRun(path, tmp_path, {"FAULT_EXPIRY_S": "300", "DEAD_MAN_S": "20"}, name="kill-9").start()
+    run.wait_for_log(HOLDING, timeout_s=120)
+    time.sleep(25)  # longer than the dead-man interval: the heartbeat must have kept the fault alive
+    assert leftovers(k), "the fault ended while its runner was alive"
     run.signal(signal.SIGKILL)
     run.wait(timeout_s=30)
-    wait_until("the policy to expire", lambda: not leftovers(k), duration_s + 30)
-    gone_after = time.time() - created
-    # Documented margin: duration + 15 s (job deadline, TTL-after-finished, garbage collection).
-    assert gone_after <= duration_s + 15, gone_after
-    figures["kill-9-expiry"] = {"duration_s": duration_s, "policy_gone_after_s": round(gone_after, 1)}
+    killed = time.monotonic()
+    wait_until("the dead-man switch to end the fault", lambda: not leftovers(k), 60)
+    gone_after = time.monotonic() - killed
+    figures["kill-9-dead-man"] = {
+        "fault_expiry_s": 300,
+        "dead_man_s": 20,
+        "policy_gone_after_kill_s": round(gone_after, 1),
+    }
+    # Documented bound: dead_man_s (20) + the job controller, TTL-after-finished and garbage collector (measured
+    # 3-8 s here) = 30 s; 5 s more for a loaded 2-core machine.
+    assert gone_after <= 35, gone_after
     wait_until("Contour to recover", lambda: contour_healthy(k, healthy_contour), HEALTHY_TIMEOUT_S, every_s=1.0)
 
 
