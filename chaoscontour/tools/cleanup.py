@@ -16,6 +16,7 @@ from chaoslib.exceptions import ActivityFailed
 
 from chaoscontour.domain.lease import parse_api_time
 from chaoscontour.domain.policy import MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL
+from chaoscontour.edges import heartbeat
 from chaoscontour.edges.kube import Kube, call, delete_in_background, kube, to_dict
 
 __all__ = ["parse_duration_s", "older_than", "main"]
@@ -85,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.dry_run:
                 print(f"would remove {where}")
                 continue
+            run_id = meta.get("labels", {}).get(RUN_ID_LABEL)
+            if kind == "Job" and run_id:
+                # a fault of this very process (a notebook, a test): stop its dead-man heartbeat too
+                heartbeat.stop_heartbeat(meta["namespace"], run_id)
             gone = delete_in_background(k, kind, meta["namespace"], meta["name"], doing=f"delete {where}")
             print(f"{'removed' if gone else 'already gone'}: {where}")
     except ActivityFailed as exc:
