@@ -272,6 +272,7 @@ def run_sampler(url: str, backend: Backend, rate: float, duration_s: float, outa
         "outages": result["outage_count"],
         "p50_ms": result["latency_ms"]["p50"],
         "lag_p99_ms": result["send_lag_ms"]["p99"],
+        "gap_ms": result["longest_send_gap_ms"],
     }
 
 
@@ -455,6 +456,8 @@ def main() -> int:
         "(0: fell between two requests). p50 reported: the sampler's latency_ms.p50 (send to the kernel's receipt "
         "of the answer). Send lag p99 over all runs: "
         + ", ".join(f"{rate:g}/s {max(r['lag_p99_ms'] for r in runs):.2f} ms" for rate, runs, _ in rows)
+        + ". Longest gap between two sends, worst run: "
+        + ", ".join(f"{rate:g}/s {max(r['gap_ms'] or 0 for r in runs):.2f} ms" for rate, runs, _ in rows)
         + ". Requests not sent: "
         + ", ".join(f"{rate:g}/s {sum(r['not_sent'] for r in runs)}" for rate, runs, _ in rows)
         + "."

@@ -312,6 +312,7 @@ def test_a_hung_backend_never_lowers_the_send_rate(backend):
     assert result["error_kinds"]["read_timeout"] >= 90
     assert result["longest_outage_s"] == pytest.approx(2.0, abs=0.15)  # still running at the end of the window
     assert result["send_lag_ms"]["p50"] < 20
+    assert result["longest_send_gap_ms"] < 200  # 20 ms apart on schedule; loose for a loaded machine
 
 
 def test_requests_that_could_not_be_sent_are_counted_as_failures(backend):

@@ -136,7 +136,9 @@ def envoy_availability(
     (failures by kind: `http_503`, `connection_refused`, `read_timeout`, `not_sent`...), `requests_not_sent` (due
     but never sent because every allowed connection was busy: counted as failures, never dropped),
     `started_at` / `ended_at` (ISO 8601 UTC), `target_rate_per_s`, `achieved_rate_per_s` (of the requests sent),
-    `send_lag_ms` (how late requests left against their schedule: `p50`, `p99`, `max`), `connection`,
+    `send_lag_ms` (how late requests left against their schedule: `p50`, `p99`, `max`), `longest_send_gap_ms` (the
+    longest time between two requests sent: an outage shorter than that may have gone unseen; about `1000 /
+    rate_per_s` unless the sampler was starved of CPU), `connection`,
     `connections_opened`, `stopped_early` and `stop_reason`, and `timeline`: one row per second with `second`,
     `epoch_s`, `requests`, `successes`, `p50_ms`, `p99_ms`. Use it with a tolerance such as
     `{"type": "range", "range": [0.99, 1.0], "target": "availability"}` or a `jsonpath` on `$.longest_outage_s`.
@@ -226,6 +228,7 @@ def envoy_availability(
             "requests_unfinished": run.unfinished,
             "connections_opened": run.connections_opened,
             "send_lag_ms": run.send_lag_ms,
+            "longest_send_gap_ms": run.longest_send_gap_ms,
             "stopped_early": run.stopped_early,
             "stop_reason": run.stop_reason,
         }

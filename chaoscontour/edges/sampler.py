@@ -21,6 +21,7 @@ requests in flight at most ``STOP_GRACE_S`` and returns what it measured, marked
 
 import contextlib
 import errno
+import itertools
 import math
 import resource
 import socket
@@ -92,6 +93,7 @@ class SamplerResult:
     connections_opened: int
     achieved_rate_per_s: float
     send_lag_ms: dict[str, float | None]
+    longest_send_gap_ms: float | None  # the longest time between two requests sent: what the sampler could not see
     kernel_timestamps: bool
     stopped_early: bool
     stop_reason: str
@@ -501,6 +503,7 @@ class TrafficSampler:
             achieved = (len(sends) - 1) / (sends[-1] - sends[0])
         else:
             achieved = len(sends) / max(window_end - wall0, 1e-9)
+        gap = max((b - a for a, b in itertools.pairwise(sends)), default=None)
         lags = sorted(self._lag[:count])
         return SamplerResult(
             series=series,
@@ -517,6 +520,7 @@ class TrafficSampler:
                 "p99": _ms(percentile(lags, 99)),
                 "max": _ms(lags[-1] if lags else None),
             },
+            longest_send_gap_ms=_ms(gap),
             kernel_timestamps=self._kernel_ts,
             stopped_early=bool(stopped),
             stop_reason=stopped,
