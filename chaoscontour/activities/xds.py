@@ -21,7 +21,15 @@ from chaoslib.types import Secrets
 from logzero import logger
 
 from chaoscontour.activities._common import Progress, process_run_id, user_errors
-from chaoscontour.activities._xds_state import KEEPALIVE_BOUND_S, read_xds_state, record_block, record_heal
+from chaoscontour.activities._xds_state import (
+    KEEPALIVE_BOUND_S,
+    accepted_updates,
+    confirmed_updates,
+    read_xds_state,
+    record_block,
+    record_confirmed,
+    record_heal,
+)
 from chaoscontour.activities.envoy import STATS_EXAMPLE
 from chaoscontour.domain import policy as fault
 from chaoscontour.domain import verification, xds
@@ -121,6 +129,7 @@ def _wait_until_disconnected(url: str, timeout_s: float, blocked_at: float) -> d
                         f"{time.monotonic() - blocked_at:.1f} s after the policy was created"
                     ),
                     "confirmed_after_s": round(time.monotonic() - blocked_at, 1),
+                    "accepted_updates": accepted_updates(state),
                     "read_failures": failures,
                 }
         except (http.RequestFailed, ActivityFailed):
@@ -311,6 +320,7 @@ def block_xds_egress(
         if not result["verification"]["confirmed"]:
             _remove_run(k, namespace, run)
             raise ActivityFailed(_not_confirmed(result["verification"], verify_timeout))
+        record_confirmed(namespace, run, result["verification"]["accepted_updates"])
         logger.info(f"block_xds_egress: fault confirmed: {result['verification']['evidence_text']}")
     if beat is not None:
         result["dead_man_switch"] = beat.summary()
@@ -411,10 +421,13 @@ def xds_egress_fault(
     Run it at the end of the fault window, before `unblock_xds_egress`. It checks that the run's NetworkPolicy is
     still there; that it still covers every current Contour pod address and Service ClusterIP (a Contour pod that
     replaced one during the fault has a new address, which Envoy could reach); that the expiry Job has not finished
-    nor its deadline passed; and, with `stats_url`, that Envoy still reports its xDS stream down.
+    nor its deadline passed; and, with `stats_url`, that Envoy has accepted no configuration update since
+    `block_xds_egress` confirmed the fault (an update proves a working stream; the `connected_state` gauges do not,
+    as Envoy sets them to 1 while each new connection attempt is pending).
 
     Returns `held` (true only when every check passed), `reasons`, `policy`, `uncovered_addresses`,
-    `envoy_connected`, `expires_at` and `dead_man_switch`. It never raises for a fault that did not hold: the journal
+    `envoy_connected_states`, `updates_since_confirmed` (`null` without `stats_url` or a verified block in this
+    process), `expires_at` and `dead_man_switch`. It never raises for a fault that did not hold: the journal
     keeps the evidence.
     """
     require_namespace(namespace)
@@ -452,14 +465,23 @@ def xds_egress_fault(
     beat = heartbeat.running(namespace, _heartbeat_key(run))
     if beat is not None and beat.expires_in_s() <= 0:
         reasons.append("the fault's deadline has passed: Kubernetes is removing it")
-    connected = None
+    states: Dict[str, int] | None = None
+    since = None
+    before = confirmed_updates(namespace, run)
     if url:
         try:
-            connected = read_xds_state(url, 2.0).connected
+            state = read_xds_state(url, 2.0)
+            states = state.connected_states
+            now_updates = accepted_updates(state)
+            if before is not None and now_updates is not None:
+                since = now_updates - before
         except (http.RequestFailed, ActivityFailed) as exc:
             reasons.append(f"Envoy's xDS state could not be read: {exc}")
-        if connected:
-            reasons.append("Envoy reports its xDS stream to Contour connected: the black hole leaks")
+        if since:
+            reasons.append(
+                f"Envoy accepted {since} configuration update(s) after the fault was confirmed: a stream to Contour "
+                "worked during the fault, so the black hole leaks"
+            )
     for reason in reasons:
         logger.error(f"xds_egress_fault: {reason}")
     return {
@@ -468,7 +490,8 @@ def xds_egress_fault(
         "run_id": run,
         "policy": f"{namespace}/{name}" if policy is not None else None,
         "uncovered_addresses": uncovered,
-        "envoy_connected": connected,
+        "envoy_connected_states": states,
+        "updates_since_confirmed": since,
         "expires_at": ((job or {}).get("metadata") or {}).get("annotations", {}).get(fault.EXPIRES_AT_ANNOTATION),
         "dead_man_switch": beat.summary() if beat is not None else None,
     }

@@ -72,13 +72,16 @@ def envoy_xds_timeline(
     `/stats`, port 8002 on Contour's Envoy). The block and heal times come from `block_xds_egress` and
     `unblock_xds_egress` in the same `chaos run` process.
 
-    Returns `detected_after_s` (block to the first reading with Envoy disconnected: how long Envoy believed the dead
-    stream alive; Contour's bootstrap keepalive bounds it to about 45 s), `reconnected_after_s` (heal to the first
-    connected reading), `current_after_s` (heal to the first reading after reconnection with more accepted updates
-    than before the heal: Contour's configuration reached Envoy again), `disconnected_s`, `transitions` (every
-    change of the gauge, in seconds from the first reading), `connected_at_start` / `connected_at_end`, `samples`,
-    `failed_reads`, `blocked_at` / `healed_at` (ISO 8601 UTC), `keepalive_bound_s`, `stopped_early` and
-    `stop_reason`. With `until_current` (default) it ends as soon as Envoy is current after the heal.
+    Returns `detected_after_s` (block to the first reading with a `connected_state` gauge at 0: how long Envoy
+    believed the dead stream alive), `reconnect_attempts` (streams Envoy started during the fault, each one failed),
+    `reconnected_after_s` (heal to the first reading in which CDS or LDS accepted an update: a working stream again)
+    and `current_after_s` (heal to the first in which both did: Contour's whole configuration arrived),
+    `transitions` (every change of the gauges' reading, in seconds from the first reading), `connected_at_start` /
+    `connected_at_end`, `samples`, `failed_reads`, `blocked_at` / `healed_at` (ISO 8601 UTC), `keepalive_bound_s`,
+    `stopped_early` and `stop_reason`. With `until_current` (default) it ends as soon as Envoy is current after the
+    heal. A gauge at 1 proves nothing by itself: Envoy sets it when it starts a stream, before the connection is up,
+    so during the fault it reads 1 for each 5 s connection attempt (Contour's bootstrap `connect_timeout`); only an
+    accepted update proves a working stream.
 
     `max_detection_s` and `max_current_after_heal_s` (0: no bound) add `meets_bounds` and `bound_misses`: a bound
     missed, or a figure that never came, is logged as an error and marked, never raised, so the journal keeps the
@@ -99,14 +102,12 @@ def envoy_xds_timeline(
         at = time.time()
         try:
             state = read_xds_state(url, min(interval * 2, 2.0))
-            subs = [s for s in (state.cds, state.lds) if s is not None]
             samples.append(
                 XdsSample(
                     at=at,
                     connected=state.connected,
-                    update_success=sum(s.update_success or 0 for s in subs),
-                    update_failure=sum(s.update_failure or 0 for s in subs),
-                    versions=tuple(s.version_text or "" for s in subs),
+                    cds_success=state.cds.update_success if state.cds else None,
+                    lds_success=state.lds.update_success if state.lds else None,
                 )
             )
         except (http.RequestFailed, ActivityFailed):
@@ -121,7 +122,7 @@ def envoy_xds_timeline(
             break
         progress(
             f"envoy_xds_timeline: {elapsed:.0f}/{duration:g} s, connected={samples[-1].connected}, "
-            f"detected after {figures['detected_after_s']} s"
+            f"detected after {figures['detected_after_s']} s, {figures['reconnect_attempts']} reconnect attempt(s)"
         )
         if stop.wait(min(interval, duration - elapsed)):
             reason = stop.reason() or "stop requested"

@@ -324,78 +324,87 @@ def _selector_allow_reason(
 
 @dataclass(frozen=True)
 class XdsSample:
-    """One reading of Envoy's xDS stats at ``at`` (epoch seconds, our clock); ``None`` for a failed read."""
+    """One reading of Envoy's xDS stats at ``at`` (epoch seconds, our clock); ``connected`` ``None`` for a failed read.
+
+    ``connected`` is true when every control-plane ``connected_state`` gauge is 1. Envoy sets a gauge to 1 as soon
+    as it *starts* a stream, before the TCP connection is up (Envoy 1.38, seen on the sandbox: during the fault the
+    gauges read 1 for the 5 s of each connection attempt, Contour's bootstrap ``connect_timeout``, and 0 for the
+    ~0.5 s back-off between). So a 0 proves a stream died, a 1 proves nothing; an accepted update (``cds_success``,
+    ``lds_success``: the subscriptions' ``update_success`` counters) is what proves a working stream.
+    """
 
     at: float
     connected: bool | None
-    update_success: int | None = None  # CDS + LDS accepted updates
-    update_failure: int | None = None
-    versions: tuple[str, ...] = ()
+    cds_success: int | None = None
+    lds_success: int | None = None
+
+    @property
+    def updates(self) -> int | None:
+        if self.cds_success is None and self.lds_success is None:
+            return None
+        return (self.cds_success or 0) + (self.lds_success or 0)
 
 
-def _first(samples: Sequence[XdsSample], after: float, want: bool) -> XdsSample | None:
-    return next((s for s in samples if s.at >= after and s.connected is want), None)
+def _after_heal(ok: Sequence[XdsSample], healed_at: float, both: bool) -> XdsSample | None:
+    """The first reading after ``healed_at`` in which CDS or (``both``) CDS and LDS accepted an update."""
+    before = [s for s in ok if s.at < healed_at and s.updates is not None]
+    if not before:
+        return None
+    base = before[-1]
+    for sample in ok:
+        if sample.at < healed_at or sample.updates is None:
+            continue
+        cds = (sample.cds_success or 0) > (base.cds_success or 0)
+        lds = (sample.lds_success or 0) > (base.lds_success or 0)
+        if (cds and lds) if both else (cds or lds):
+            return sample
+    return None
 
 
 def xds_timeline(
     samples: Sequence[XdsSample], blocked_at: float | None = None, healed_at: float | None = None
 ) -> dict[str, Any]:
-    """What a series of xDS readings says about the fault: when Envoy noticed the dead stream, and how long after
-    the heal it was connected and current again.
+    """What a series of xDS readings says about the fault: when Envoy noticed the dead stream, how often it tried
+    again, and how long after the heal it had a working stream and was current again.
 
-    * ``detected_after_s``: from ``blocked_at`` to the first reading with Envoy disconnected (precise to the
-      sampling interval); ``None`` when it never showed a disconnection after the block.
-    * ``reconnected_after_s``: from ``healed_at`` to the first connected reading after it.
-    * ``current_after_s``: from ``healed_at`` to the first reading after reconnection whose accepted-update count
-      (CDS + LDS ``update_success``) rose above its value before the heal: Contour's snapshot reached Envoy.
-    * ``disconnected_s``: how long Envoy reported no connection, in total; ``transitions``: every change of the
-      connected gauge, with its time relative to the first reading.
+    * ``detected_after_s``: from ``blocked_at`` to the first reading with a ``connected_state`` gauge at 0 (precise
+      to the sampling interval); ``None`` when none showed before the heal.
+    * ``reconnect_attempts``: how many times, after that, the gauges went back to 1 (a new stream started) before
+      the heal; each one failed, or an update would have arrived.
+    * ``reconnected_after_s``: from ``healed_at`` to the first reading in which CDS or LDS accepted an update
+      (a stream that works); ``current_after_s``: to the first in which both did (Contour's whole snapshot arrived).
+    * ``transitions``: every change of the connected reading, in seconds from the first reading.
     """
     ok = [s for s in samples if s.connected is not None]
-    start = samples[0].at if samples else None
+    start = samples[0].at if samples else 0.0
     transitions: list[dict[str, Any]] = []
-    disconnected_s = 0.0
     previous: XdsSample | None = None
     for sample in ok:
-        if previous is not None:
-            if previous.connected is False:
-                disconnected_s += sample.at - previous.at
-            if sample.connected != previous.connected:
-                transitions.append({"at_s": round(sample.at - (start or sample.at), 3), "connected": sample.connected})
+        if previous is not None and sample.connected != previous.connected:
+            transitions.append({"at_s": round(sample.at - start, 3), "connected": sample.connected})
         previous = sample
     result: dict[str, Any] = {
         "samples": len(samples),
         "failed_reads": len(samples) - len(ok),
         "connected_at_start": ok[0].connected if ok else None,
         "connected_at_end": ok[-1].connected if ok else None,
-        "disconnected_s": round(disconnected_s, 3),
         "transitions": transitions,
         "detected_after_s": None,
+        "reconnect_attempts": None,
         "reconnected_after_s": None,
         "current_after_s": None,
     }
     if blocked_at is not None:
-        lost = _first(ok, blocked_at, False)
-        if lost is not None and (healed_at is None or lost.at <= healed_at):
+        end = healed_at if healed_at is not None else float("inf")
+        lost = next((s for s in ok if blocked_at <= s.at <= end and s.connected is False), None)
+        if lost is not None:
             result["detected_after_s"] = round(lost.at - blocked_at, 3)
-    if healed_at is not None:
-        back = _first(ok, healed_at, True)
-        if back is not None:
-            result["reconnected_after_s"] = round(back.at - healed_at, 3)
-            before = [s.update_success for s in ok if s.at < healed_at and s.update_success is not None]
-            baseline = before[-1] if before else None
-            current = next(
-                (
-                    s
-                    for s in ok
-                    if s.at >= back.at
-                    and s.connected
-                    and s.update_success is not None
-                    and baseline is not None
-                    and s.update_success > baseline
-                ),
-                None,
+            result["reconnect_attempts"] = sum(
+                1 for t in transitions if t["connected"] and lost.at - start < t["at_s"] <= end - start
             )
-            if current is not None:
-                result["current_after_s"] = round(current.at - healed_at, 3)
+    if healed_at is not None:
+        back = _after_heal(ok, healed_at, both=False)
+        current = _after_heal(ok, healed_at, both=True)
+        result["reconnected_after_s"] = round(back.at - healed_at, 3) if back else None
+        result["current_after_s"] = round(current.at - healed_at, 3) if current else None
     return result

@@ -2,7 +2,8 @@
 
 The sandbox enforces NetworkPolicy per packet (Cilium-like), so Envoy's open xDS streams to Contour are cut, not
 refused: Envoy must notice through TCP keepalive (Contour's bootstrap: 30 s idle, 3 probes 5 s apart) or through
-Contour's own gRPC keepalive ping going unanswered. The figures measured here are the README's.
+Contour's own gRPC keepalive ping going unanswered; then it starts a new stream every ~5.5 s (5 s connect timeout),
+so it is back within seconds of the heal. The figures measured here are the README's.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ VARIABLES = {
     "held_back_s": "10",
     "fault_window_s": "0",
     "detection_bound_s": "60",
-    "convergence_bound_s": "40",
+    "convergence_bound_s": "15",
     "baseline_bound_s": "10",
     "dead_man_s": "20",
     "fault_expiry_s": "300",
@@ -112,7 +113,7 @@ def test_envoy_routes_through_the_xds_black_hole_notices_it_and_converges_after_
 
     held = activity(journal, "the-fault-held-for-the-whole-window")["output"]
     assert held["held"] is True, held
-    assert held["envoy_connected"] is False
+    assert held["updates_since_confirmed"] == 0
 
     converged = activity(journal, "route-config-converged-after-the-heal")
     assert converged["status"] == "succeeded", converged.get("exception")
@@ -121,7 +122,8 @@ def test_envoy_routes_through_the_xds_black_hole_notices_it_and_converges_after_
     timeline = activity(journal, "envoy-xds-timeline")["output"]
     assert timeline["connected_at_start"] is True and timeline["connected_at_end"] is True
     assert timeline["detected_after_s"] is not None and timeline["detected_after_s"] <= 55, timeline
-    assert timeline["current_after_s"] is not None and timeline["current_after_s"] <= 40, timeline
+    assert timeline["reconnect_attempts"] >= 1, "Envoy kept trying during the fault"
+    assert timeline["current_after_s"] is not None and timeline["current_after_s"] <= 15, timeline
     assert timeline["meets_bounds"] is True, timeline["bound_misses"]
 
     availability = activity(journal, "envoy-availability-across-the-fault")["output"]
@@ -141,6 +143,7 @@ def test_envoy_routes_through_the_xds_black_hole_notices_it_and_converges_after_
         "verification_detected_after_s": check["confirmed_after_s"],
         "timeline_detected_after_s": timeline["detected_after_s"],
         "held_back_s": during["output"]["held_back_s"],
+        "reconnect_attempts_during_fault": timeline["reconnect_attempts"],
         "reconnected_after_heal_s": timeline["reconnected_after_s"],
         "current_after_heal_s": timeline["current_after_s"],
         "converged_after_heal_s": converged["output"]["since_heal_s"],

@@ -146,11 +146,13 @@ def test_block_is_confirmed_when_envoy_reports_the_stream_down_and_the_end_probe
 
     # A Contour pod that appears during the fault has an address the policy does not cover.
     add_pod(client.CoreV1Api(api), installation, "contour-c", "10.244.0.8", {"app": "contour"})
-    stats.connected = 1
+    # And an update Envoy accepted since the confirmation proves a working stream.
+    stats.connected, stats.updates = 1, 4
     leaked = xds_egress_fault(namespace=installation, run_id="x5", stats_url=stats.url)
     assert leaked["held"] is False
     assert leaked["uncovered_addresses"] == ["10.244.0.8"]
-    assert any("connected" in reason for reason in leaked["reasons"])
+    assert leaked["updates_since_confirmed"] == 2
+    assert any("accepted 2 configuration update(s)" in reason for reason in leaked["reasons"])
     unblock_xds_egress(namespace=installation, run_id="x5")
     gone = xds_egress_fault(namespace=installation, run_id="x5")
     assert gone["held"] is False and gone["policy"] is None

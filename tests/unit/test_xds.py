@@ -160,35 +160,37 @@ def test_policies_that_leave_the_xds_port_alone_do_not_defeat_it() -> None:
     assert defeat(blackhole()["spec"], labels={fault.FAULT_LABEL: "xds-egress"}) == [], "our own is skipped"
 
 
-def samples(*rows: tuple[float, bool | None, int]) -> list[XdsSample]:
-    return [XdsSample(at=at, connected=c, update_success=n) for at, c, n in rows]
+def samples(*rows: tuple[float, bool | None, int, int]) -> list[XdsSample]:
+    return [XdsSample(at=at, connected=c, cds_success=cds, lds_success=lds) for at, c, cds, lds in rows]
 
 
-def test_the_timeline_gives_detection_reconnection_and_currency_relative_to_block_and_heal() -> None:
+def test_the_timeline_gives_detection_attempts_reconnection_and_currency_relative_to_block_and_heal() -> None:
     rows = samples(
-        (100.0, True, 4),
-        (110.0, True, 4),  # blocked at 110
-        (154.5, True, 4),
-        (155.0, False, 4),  # noticed 45 s later
-        (170.0, None, 0),  # a failed read counts for nothing
-        (200.0, False, 4),  # healed at 200
-        (203.0, True, 4),  # reconnected
-        (203.5, True, 6),  # Contour's snapshot accepted
+        (100.0, True, 2, 2),
+        (110.0, True, 2, 2),  # blocked at 110
+        (140.0, True, 2, 2),
+        (140.5, False, 2, 2),  # noticed 30.5 s later
+        (141.0, True, 2, 2),  # a new stream: the gauge reads 1 while its connection is pending
+        (146.0, False, 2, 2),
+        (146.5, True, 2, 2),  # a second attempt
+        (170.0, None, 0, 0),  # a failed read counts for nothing
+        (200.5, True, 3, 2),  # healed at 200: CDS accepted an update
+        (201.0, True, 3, 3),  # and LDS: current
     )
     figures = xds_timeline(rows, blocked_at=110.0, healed_at=200.0)
-    assert figures["detected_after_s"] == 45.0
-    assert figures["reconnected_after_s"] == 3.0
-    assert figures["current_after_s"] == 3.5
-    assert figures["disconnected_s"] == 48.0
+    assert figures["detected_after_s"] == 30.5
+    assert figures["reconnect_attempts"] == 2
+    assert figures["reconnected_after_s"] == 0.5
+    assert figures["current_after_s"] == 1.0
     assert figures["failed_reads"] == 1
-    assert [t["connected"] for t in figures["transitions"]] == [False, True]
-    assert figures["transitions"][0]["at_s"] == 55.0
+    assert [t["connected"] for t in figures["transitions"]] == [False, True, False, True]
+    assert figures["transitions"][0]["at_s"] == 40.5
 
 
-def test_a_timeline_that_never_saw_the_disconnection_says_so() -> None:
-    rows = samples((0.0, True, 2), (50.0, True, 2), (60.0, True, 2))
+def test_a_gauge_at_one_without_an_accepted_update_is_not_a_reconnection() -> None:
+    rows = samples((0.0, True, 2, 2), (50.0, True, 2, 2), (60.0, True, 2, 2))
     figures = xds_timeline(rows, blocked_at=1.0, healed_at=55.0)
-    assert figures["detected_after_s"] is None
-    assert figures["reconnected_after_s"] == 5.0
-    assert figures["current_after_s"] is None, "no new update after the heal: not shown to be current"
+    assert figures["detected_after_s"] is None and figures["reconnect_attempts"] is None
+    assert figures["reconnected_after_s"] is None
+    assert figures["current_after_s"] is None
     assert xds_timeline([], None, None)["connected_at_start"] is None
