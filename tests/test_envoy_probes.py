@@ -494,6 +494,29 @@ def test_xds_refuses_invalid_arguments(arguments, complaint):
         envoy_xds_connected(**arguments)
 
 
+@pytest.mark.parametrize(
+    ("probe", "argument"),
+    [(envoy_serving, "url"), (envoy_availability, "url"), (envoy_xds_connected, "stats_url")],
+)
+@pytest.mark.parametrize(
+    "bad_url", ["http://admin:s3cret@127.0.0.1:99999/", "ftp://admin:s3cret@127.0.0.1/", "admin:s3cret@envoy:8080"]
+)
+def test_a_malformed_url_is_refused_without_echoing_its_credentials(probe, argument, bad_url):
+    with pytest.raises(ActivityFailed) as failure:
+        probe(**{argument: bad_url})
+    assert f"{argument} " in str(failure.value)
+    assert "s3cret" not in str(failure.value)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [({"timeout_s": "301"}, "timeout_s must be at most 300"), ({"timeout_s": "two"}, "timeout_s must be a number")],
+)
+def test_xds_parses_its_arguments_strictly(arguments, complaint):
+    with pytest.raises(ActivityFailed, match=complaint):
+        envoy_xds_connected(**arguments)
+
+
 # -- discovery --
 def test_chaostoolkit_discovers_the_three_probes_with_typed_arguments():
     found = {a["name"]: a for a in discover_activities("chaoscontour.activities.envoy", "probe")}

@@ -173,9 +173,13 @@ def parse_http_url(value: object, what: str, example: str = "http://127.0.0.1:80
 
 def _safe(url: str) -> str:
     try:
-        return redact_url(url)
+        shown = redact_url(url)
     except ValueError:
         return "<unparsable URL>" if "@" in url else url
+    if "@" in shown and shown == url:
+        # Credentials that urlsplit did not see (no "scheme://", e.g. "admin:secret@envoy:8080"): hide them anyway.
+        return "***@" + url.rpartition("@")[2]
+    return shown
 
 
 def parse_host(value: object, what: str = "host") -> str:
