@@ -308,9 +308,9 @@ def test_a_hung_backend_never_lowers_the_send_rate(backend):
     result = envoy_availability(backend.url, duration_s=3.0, rate_per_s=50, timeout_s=0.5)
     assert result["requests"] == 150
     assert result["requests_not_sent"] == 0
-    assert result["achieved_rate_per_s"] == pytest.approx(50, rel=0.03)
+    assert result["achieved_rate_per_s"] == pytest.approx(50, rel=0.1)  # margins for a loaded 2-core machine
     assert result["error_kinds"]["read_timeout"] >= 90
-    assert result["longest_outage_s"] == pytest.approx(2.0, abs=0.15)  # still running at the end of the window
+    assert result["longest_outage_s"] == pytest.approx(2.0, abs=0.25)  # still running at the end of the window
     assert result["send_lag_ms"]["p50"] < 20
     assert result["longest_send_gap_ms"] < 200  # 20 ms apart on schedule; loose for a loaded machine
 
