@@ -1,29 +1,37 @@
-"""What the xDS fault's activities share: reading Envoy's xDS state, and this process's block and heal times.
+"""What the xDS fault's activities share: reading Envoy's xDS state, confirming the fault through it, and this
+process's block and heal times.
 
 `chaos run` executes the block, the background timeline and the heal in one process, so the timeline learns when
 the fault started and ended from here, without any state kept in the cluster.
 """
 
+import time
+from typing import Any
+
 from chaoslib.exceptions import ActivityFailed
 
+from chaoscontour.activities._common import Progress
 from chaoscontour.activities.envoy import STATS_FILTER
 from chaoscontour.domain.envoy_stats import XdsState, parse_stats, xds_state
 from chaoscontour.domain.inputs import redact_url
-from chaoscontour.edges import http
+from chaoscontour.edges import http, stop
 
 __all__ = [
     "KEEPALIVE_BOUND_S",
     "accepted_updates",
     "confirmed_updates",
     "fault_events",
+    "not_confirmed_message",
     "read_xds_state",
     "record_block",
     "record_confirmed",
     "record_heal",
+    "wait_until_disconnected",
 ]
 
 # Contour's bootstrap: 30 s idle + 3 keepalive probes 5 s apart (internal/envoy/v3/bootstrap.go, v1.33.6).
 KEEPALIVE_BOUND_S = 45.0
+POLL_S = 0.5
 
 # Per (namespace, run id): wall-clock times (epoch seconds) of the block and of the heal.
 _EVENTS: dict[tuple[str, str], dict[str, float | None]] = {}
@@ -76,3 +84,57 @@ def read_xds_state(url: str, timeout_s: float) -> XdsState:
             "configured by Contour over gRPC?"
         )
     return state
+
+
+def wait_until_disconnected(url: str, timeout_s: float, blocked_at: float) -> dict[str, Any]:
+    """Read Envoy's xDS gauges every ``POLL_S`` until they show the stream gone, or ``timeout_s`` passes."""
+    progress = Progress()
+    failures = 0
+    last: bool | None = None
+    while True:
+        try:
+            state = read_xds_state(url, min(2.0, timeout_s))
+            last = state.connected
+            if state.connected is False:
+                return {
+                    "confirmed": True,
+                    "evidence": "envoy-reported-xds-disconnected",
+                    "evidence_text": (
+                        f"Envoy's connected_state gauges went to 0 ({state.connected_states}) "
+                        f"{time.monotonic() - blocked_at:.1f} s after the policy was created"
+                    ),
+                    "confirmed_after_s": round(time.monotonic() - blocked_at, 1),
+                    "accepted_updates": accepted_updates(state),
+                    "read_failures": failures,
+                }
+        except (http.RequestFailed, ActivityFailed):
+            failures += 1
+        elapsed = time.monotonic() - blocked_at
+        if stop.requested():
+            return {"confirmed": False, "evidence": "interrupted", "why": stop.reason(), "read_failures": failures}
+        if elapsed >= timeout_s:
+            return {
+                "confirmed": False,
+                "evidence": "envoy-still-connected" if last else "xds-state-unknown",
+                "checked_for_s": round(elapsed, 1),
+                "read_failures": failures,
+            }
+        progress(f"block_xds_egress: waiting for Envoy to notice the dead stream: {elapsed:.0f}/{timeout_s:g} s")
+        stop.wait(POLL_S)
+
+
+def not_confirmed_message(check: dict[str, Any], timeout_s: float) -> str:
+    if check["evidence"] == "interrupted":
+        return f"the fault was not confirmed: the run was interrupted ({check.get('why')}). The policy was removed."
+    if check["evidence"] == "xds-state-unknown":
+        return (
+            f"the fault was not confirmed: Envoy's stats could not be read for {timeout_s:g} s "
+            f"({check['read_failures']} failed reads). The policy was removed."
+        )
+    return (
+        f"the fault did not take effect: Envoy still reported its xDS stream to Contour connected "
+        f"{check['checked_for_s']:.0f} s after the policy was created, longer than the {KEEPALIVE_BOUND_S:g} s "
+        "Contour's bootstrap keepalive allows a dead stream. The policy was removed. The cluster's CNI does not "
+        "enforce NetworkPolicy (flannel, kindnet without policies), or lets connections open before a policy live "
+        "on (Calico, Antrea), or a policy we could not see allows the traffic."
+    )

@@ -20,15 +20,17 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Secrets
 from logzero import logger
 
-from chaoscontour.activities._common import Progress, process_run_id, user_errors
+from chaoscontour.activities._common import process_run_id, user_errors
 from chaoscontour.activities._xds_state import (
     KEEPALIVE_BOUND_S,
     accepted_updates,
     confirmed_updates,
+    not_confirmed_message,
     read_xds_state,
     record_block,
     record_confirmed,
     record_heal,
+    wait_until_disconnected,
 )
 from chaoscontour.activities.envoy import STATS_EXAMPLE
 from chaoscontour.domain import policy as fault
@@ -46,7 +48,7 @@ from chaoscontour.domain.inputs import (
 )
 from chaoscontour.domain.lease import parse_api_time
 from chaoscontour.domain.selectors import format_label_selector, parse_label_selector
-from chaoscontour.edges import heartbeat, http, stop
+from chaoscontour.edges import heartbeat, http
 from chaoscontour.edges.kube import (
     Kube,
     call,
@@ -61,7 +63,6 @@ from chaoscontour.edges.kube import (
 __all__ = ["block_xds_egress", "unblock_xds_egress", "xds_egress_fault"]
 
 MAX_FAULT_S = 4 * 3600.0
-POLL_S = 0.5
 
 
 def _heartbeat_key(run: str) -> str:
@@ -109,43 +110,6 @@ def _namespace_labels(k: Kube, namespace: str) -> dict[str, str]:
     labels = dict(((found or {}).get("metadata") or {}).get("labels") or {})
     labels.setdefault(xds.NAMESPACE_NAME_LABEL, namespace)
     return labels
-
-
-def _wait_until_disconnected(url: str, timeout_s: float, blocked_at: float) -> dict[str, Any]:
-    """Read Envoy's xDS gauges every ``POLL_S`` until they show the stream gone, or ``timeout_s`` passes."""
-    progress = Progress()
-    failures = 0
-    last: bool | None = None
-    while True:
-        try:
-            state = read_xds_state(url, min(2.0, timeout_s))
-            last = state.connected
-            if state.connected is False:
-                return {
-                    "confirmed": True,
-                    "evidence": "envoy-reported-xds-disconnected",
-                    "evidence_text": (
-                        f"Envoy's connected_state gauges went to 0 ({state.connected_states}) "
-                        f"{time.monotonic() - blocked_at:.1f} s after the policy was created"
-                    ),
-                    "confirmed_after_s": round(time.monotonic() - blocked_at, 1),
-                    "accepted_updates": accepted_updates(state),
-                    "read_failures": failures,
-                }
-        except (http.RequestFailed, ActivityFailed):
-            failures += 1
-        elapsed = time.monotonic() - blocked_at
-        if stop.requested():
-            return {"confirmed": False, "evidence": "interrupted", "why": stop.reason(), "read_failures": failures}
-        if elapsed >= timeout_s:
-            return {
-                "confirmed": False,
-                "evidence": "envoy-still-connected" if last else "xds-state-unknown",
-                "checked_for_s": round(elapsed, 1),
-                "read_failures": failures,
-            }
-        progress(f"block_xds_egress: waiting for Envoy to notice the dead stream: {elapsed:.0f}/{timeout_s:g} s")
-        stop.wait(POLL_S)
 
 
 @user_errors
@@ -313,35 +277,18 @@ def block_xds_egress(
     }
     if verifying:
         try:
-            result["verification"] = _wait_until_disconnected(url, verify_timeout, blocked_at)
+            result["verification"] = wait_until_disconnected(url, verify_timeout, blocked_at)
         except BaseException:
             _remove_run(k, namespace, run)
             raise
         if not result["verification"]["confirmed"]:
             _remove_run(k, namespace, run)
-            raise ActivityFailed(_not_confirmed(result["verification"], verify_timeout))
+            raise ActivityFailed(not_confirmed_message(result["verification"], verify_timeout))
         record_confirmed(namespace, run, result["verification"]["accepted_updates"])
         logger.info(f"block_xds_egress: fault confirmed: {result['verification']['evidence_text']}")
     if beat is not None:
         result["dead_man_switch"] = beat.summary()
     return result
-
-
-def _not_confirmed(check: Dict[str, Any], timeout_s: float) -> str:
-    if check["evidence"] == "interrupted":
-        return f"the fault was not confirmed: the run was interrupted ({check.get('why')}). The policy was removed."
-    if check["evidence"] == "xds-state-unknown":
-        return (
-            f"the fault was not confirmed: Envoy's stats could not be read for {timeout_s:g} s "
-            f"({check['read_failures']} failed reads). The policy was removed."
-        )
-    return (
-        f"the fault did not take effect: Envoy still reported its xDS stream to Contour connected "
-        f"{check['checked_for_s']:.0f} s after the policy was created, longer than the {KEEPALIVE_BOUND_S:g} s "
-        "Contour's bootstrap keepalive allows a dead stream. The policy was removed. The cluster's CNI does not "
-        "enforce NetworkPolicy (flannel, kindnet without policies), or lets connections open before a policy live "
-        "on (Calico, Antrea), or a policy we could not see allows the traffic."
-    )
 
 
 def _names(k: Kube, listing: Any) -> list[str]:
