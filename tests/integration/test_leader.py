@@ -83,7 +83,10 @@ def test_lease_holder_names_a_missing_lease(namespace: str) -> None:
 
 
 def test_lease_holder_waits_for_a_replica_to_take_an_expired_lease(
-    api: client.ApiClient, core: client.CoreV1Api, coordination: client.CoordinationV1Api, namespace: str,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    coordination: client.CoordinationV1Api,
+    namespace: str,
     candidates: list[Candidate],
 ) -> None:
     # After an outage the Lease is there but stale (its holder died); a replica back from CrashLoopBackOff takes it.
