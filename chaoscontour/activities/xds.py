@@ -1,9 +1,11 @@
 """The xDS black hole: silently drop what the Envoy pods send to Contour's xDS port, watch Envoy notice, heal.
 
 What happens then (projectcontour/contour#1744, #3882; CONTOUR-FACTS.md "Envoy side"): packets are dropped, not
-refused, so Envoy's gRPC streams to Contour look alive. Contour's bootstrap turns on TCP keepalive for them (30 s
-idle, then 3 probes 5 s apart), so Envoy gives the stream up about 45 s into the silence, reports
-`connected_state` 0, and retries with back-off (0.5 s to 30 s) while it keeps serving its last configuration. No
+refused, so the gRPC streams look alive to both ends. Contour's end gives up first: Go's TCP keepalive (15 s idle,
+15 s interval) under grpc-go's 20 s TCP_USER_TIMEOUT makes its kernel reset the connection about 30 s after the
+last packet from Envoy, and the reset reaches Envoy (only Envoy's egress is dropped). Envoy's own keepalive from
+Contour's bootstrap (30 s idle, then 3 probes 5 s apart: about 45 s) is the fallback. Envoy then reports
+`connected_state` 0 and starts a new stream about every 5.5 s while it keeps serving its last configuration. No
 configuration change reaches it until the policy goes.
 
 Safety as for the API-server block (`chaoscontour.activities.network`): input checked first; refused when nothing
@@ -145,8 +147,9 @@ def block_xds_egress(
 
     With `verify` (default) it first checks that Envoy is connected to Contour (`stats_url`: Envoy's `/stats`,
     port 8002 on Contour's Envoy), then reads Envoy's `connected_state` gauges every 0.5 s until they show the
-    stream gone. Contour's bootstrap keepalive makes that about 45 s; `verify_timeout_s` (default 90) bounds the
-    wait. If Envoy still reports a connection then, the policy is removed and the action fails: the CNI does not
+    stream gone: about 30 s on the sandbox (Contour's end resets the connection), at most about 45 s when only
+    Envoy's keepalive can tell (Contour's bootstrap); `verify_timeout_s` (default 90, more than 45) bounds the wait.
+    If Envoy still reports a connection then, the policy is removed and the action fails: the CNI does not
     enforce NetworkPolicy, or lets the open connection live on (Calico, Antrea), and nothing was cut.
 
     `run_id` as for `block_apiserver_egress` (default: this `chaos run` process's id); `unblock_xds_egress` is the

@@ -270,6 +270,8 @@ def route_change_propagation(
     answer), and fails when the change is not served within `timeout_s`. With `expect_arrival` false (during the
     xDS fault) it watches for the whole `timeout_s` and returns `arrived: false`, `held_back_s` and a `summary`
     saying the change did not reach Envoy; it fails when the change does arrive, since the black hole then leaks.
+    On SIGINT, SIGTERM or SIGUSR1 it stops at once: `held_back_s` is then the time actually watched, with
+    `stopped_early: true`.
     Either way `marker` is the value written; `route_config_converged` later waits for it.
     """
     ns, name, target, host_header, header = _route_args(namespace, httpproxy, url, host, header_name)
@@ -307,8 +309,15 @@ def route_change_propagation(
     if expect and served_after is None:
         raise ActivityFailed(
             f"route_change_propagation: Envoy at {where} did not serve {header}: {marker} within {timeout:g} s of "
-            f"the change to HTTPProxy {ns}/{name}"
+            f"the change to HTTPProxy {ns}/{name}" + (f" (stopped early: {stop.reason()})" if stop.requested() else "")
         )
+    if not expect and served_after is None and stop.requested():
+        # Watched for less than asked: say so rather than claim the whole window.
+        watched = round(time.time() - written, 3)
+        result.update(held_back_s=watched, stopped_early=True, stop_reason=stop.reason())
+        result["summary"] = f"the change did not reach Envoy in the {watched:g} s watched before a stop request"
+        logger.warning(f"route_change_propagation: {result['summary']}")
+        return result
     if not expect and served_after is not None:
         raise ActivityFailed(
             f"route_change_propagation: the change to HTTPProxy {ns}/{name} reached Envoy {served_after:.2f} s after "
@@ -370,7 +379,9 @@ def route_config_converged(
     if after is None:
         raise ActivityFailed(
             f"route_config_converged: Envoy did not serve {header}: {marker} (HTTPProxy {ns}/{name}) within "
-            f"{timeout:g} s" + (f", {now - healed:.1f} s after the heal" if healed else "")
+            f"{timeout:g} s"
+            + (f", {now - healed:.1f} s after the heal" if healed else "")
+            + (f" (stopped early: {stop.reason()})" if stop.requested() else "")
         )
     logger.info(
         f"route_config_converged: Envoy serves the HTTPProxy's configuration after {after:.3f} s"

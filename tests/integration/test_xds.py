@@ -7,6 +7,7 @@ connected-state gauges each test sets, so that verification can be watched succe
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,7 @@ from kubernetes import client
 from chaoscontour.activities.network import block_apiserver_egress, unblock_apiserver_egress
 from chaoscontour.activities.xds import block_xds_egress, unblock_xds_egress, xds_egress_fault
 from chaoscontour.activities.xds_probes import remove_route_marker, route_change_propagation
+from chaoscontour.edges import stop
 from tests.integration.contour_like import create_pod, names
 from tests.support.xds_stats import StatsServer
 
@@ -207,6 +209,19 @@ def test_the_route_marker_is_written_through_the_api_server_and_removed_idempote
     ]
     with pytest.raises(ActivityFailed, match="did not serve x-chaoscontour-config"):
         route_change_propagation(namespace=namespace, httpproxy="echo", url=stats.url, timeout_s=0.5)
+
+    # A stop request ends the watch at once, and the output says how long it really watched.
+    threading.Timer(0.5, lambda: stop.request("SIGTERM received")).start()
+    try:
+        started = time.monotonic()
+        stopped = route_change_propagation(
+            namespace=namespace, httpproxy="echo", url=stats.url, expect_arrival=False, timeout_s=30
+        )
+    finally:
+        stop.reset()
+    assert time.monotonic() - started < 3
+    assert stopped["stopped_early"] is True and stopped["held_back_s"] < 3
+    assert "before a stop request" in stopped["summary"]
 
     assert remove_route_marker(namespace=namespace, httpproxy="echo")["removed"] is True
     after = proxies.get_namespaced_custom_object("projectcontour.io", "v1", namespace, "httpproxies", "echo")
