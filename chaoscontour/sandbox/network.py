@@ -80,7 +80,12 @@ def missing_tools() -> list[str]:
 
 
 class IpPool:
-    """Pod addresses from :data:`POD_CIDR`, handed out lowest first and kept per owner (a pod UID)."""
+    """Pod addresses from :data:`POD_CIDR`, handed out in turn and kept per owner (a pod UID).
+
+    A released address goes to the back of the line, as the host-local IPAM plugin's round robin does (and AWS VPC
+    CNI's cooldown): a deleted pod's address must stay unowned for a while, since Envoy may still route to it while
+    Contour is cut off; handed straight to the replacement pod it would hide the stale endpoint.
+    """
 
     def __init__(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network = POD_CIDR) -> None:
         self._free = [str(ip) for ip in list(network.hosts())[_FIRST_POD_HOST - 1 :]]
@@ -99,7 +104,6 @@ class IpPool:
         ip = self._taken.pop(owner, None)
         if ip is not None:
             self._free.append(ip)
-            self._free.sort(key=lambda a: ipaddress.ip_address(a))
 
 
 def _link_exists(name: str) -> bool:
