@@ -194,10 +194,12 @@ def envoy_backend_view(
     a dead pod replaced by a new one keeps the count). `matches` is true when they agree.
 
     `snapshot` keeps this reading in the `chaos run` process under that name (e.g. `before-the-fault`); `since`
-    names an earlier one, and adds `since`: the counter deltas, membership before and after, whether Envoy received
-    an endpoint update (`eds_updated`), whether the slices changed, and `failure_causes`: sentences that say why
-    requests to this backend failed (connection timeouts to a gone address, 503 UF, retries that saved requests,
-    failed health checks, no endpoint update while Contour was down).
+    names an earlier one, and adds `since`: the counter deltas, membership before and after, whether Envoy accepted
+    an endpoint push (`eds_updated`; a reconnection to another Contour replica pushes the same list again) and
+    whether its endpoint list changed (`membership_changed`), whether the slices changed
+    (`endpointslices_changed`), and `failure_causes`: sentences that say why requests to this backend failed
+    (connection timeouts to a gone address, 503 UF, retries that saved requests, failed health checks, an endpoint
+    list that did not change while Contour was down).
 
     It never fails because Envoy's view is stale (that is the evidence); it fails when Envoy's stats, its admin or
     the API server cannot be read, or the cluster does not exist. `timeout_s` bounds each request (at most 300).

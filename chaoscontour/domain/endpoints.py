@@ -139,7 +139,8 @@ def backend_snapshot(stats: Mapping[str, StatValue], stat_name: str, taken_at: f
 
 def backend_delta(before: BackendSnapshot, after: BackendSnapshot) -> dict[str, Any]:
     """What changed from ``before`` to ``after``: ``counters`` (only those that moved), ``membership_before`` and
-    ``membership_after``, ``eds_updated`` (Envoy accepted new endpoints for this cluster) and ``seconds``.
+    ``membership_after``, ``eds_updated`` (Envoy accepted an endpoint push for this cluster, maybe the same list
+    again), ``membership_changed`` (its endpoint list changed) and ``seconds``.
 
     A counter that went down means Envoy restarted (or the cluster was re-created) in between: it is reported
     as ``counters_reset`` and its delta is its new value.
@@ -155,10 +156,10 @@ def backend_delta(before: BackendSnapshot, after: BackendSnapshot) -> dict[str, 
             delta = new - old
         if delta:
             counters[name] = delta
-    eds_updated = (
-        after.eds_version_text != before.eds_version_text
-        or after.get("update_time") != before.get("update_time")
-        or bool(counters.get("membership_change"))
+    # Any accepted push moves the version or the update time, including the same endpoints pushed again when Envoy
+    # reconnects to another Contour replica; only a change of the list moves `membership_change`.
+    eds_updated = after.eds_version_text != before.eds_version_text or after.get("update_time") != before.get(
+        "update_time"
     )
     return {
         "seconds": round(max(0.0, after.taken_at - before.taken_at), 3),
@@ -167,6 +168,7 @@ def backend_delta(before: BackendSnapshot, after: BackendSnapshot) -> dict[str, 
         "membership_before": before.membership,
         "membership_after": after.membership,
         "eds_updated": eds_updated,
+        "membership_changed": bool(counters.get("membership_change")),
     }
 
 
@@ -214,9 +216,9 @@ def failure_causes(delta: Mapping[str, Any]) -> list[str]:
     before, after = delta.get("membership_before") or {}, delta.get("membership_after") or {}
     if after.get("healthy", 0) < after.get("total", 0):
         causes.append(f"{after['total'] - after['healthy']} of {after['total']} endpoint(s) unhealthy at the end")
-    if causes and not delta.get("eds_updated"):
+    if causes and not delta.get("membership_changed"):
         causes.append(
-            f"Envoy received no endpoint update meanwhile (EDS frozen): it still routed to the "
+            f"Envoy's endpoint list did not change meanwhile (EDS frozen): it still routed to the "
             f"{before.get('total', 0)} endpoint(s) it knew"
         )
     return causes

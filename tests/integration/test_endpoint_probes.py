@@ -124,7 +124,7 @@ def test_a_pod_gone_from_the_slices_but_not_from_envoy_is_stale_and_the_delta_sa
     assert after["comparison"]["stale"] == [f"{A}:8080"]
     assert after["comparison"]["missing"] == [f"{C}:8080"]
     assert after["endpointslices_not_ready"] == [f"{A}:8080"]
-    assert after["since"]["eds_updated"] is False
+    assert after["since"]["membership_changed"] is False
     assert after["since"]["endpointslices_changed"] is True
     assert any("UF" in cause for cause in after["since"]["failure_causes"])
 
@@ -153,7 +153,7 @@ def test_convergence_is_timed_from_the_probes_start_until_envoy_matches_and_requ
     assert result["converged"] is True
     assert 0.9 <= result["endpoints_matched_after_s"] <= 3.0, result
     assert result["converged_after_s"] >= result["endpoints_matched_after_s"]
-    assert result["since"]["eds_updated"] is True
+    assert result["since"]["membership_changed"] is True
 
 
 def test_no_convergence_within_the_bound_fails_naming_the_stale_endpoint(
