@@ -20,6 +20,7 @@ __all__ = [
     "KEEPALIVE_BOUND_S",
     "accepted_updates",
     "confirmed_updates",
+    "failed_updates",
     "fault_events",
     "not_confirmed_message",
     "read_xds_state",
@@ -71,6 +72,12 @@ def accepted_updates(state: XdsState) -> int | None:
     return sum(counts) if counts else None
 
 
+def failed_updates(state: XdsState) -> int | None:
+    """CDS + LDS ``update_failure``: fetches that failed on a network error (a stream that died or never came up)."""
+    counts = [s.update_failure for s in (state.cds, state.lds) if s is not None and s.update_failure is not None]
+    return sum(counts) if counts else None
+
+
 def read_xds_state(url: str, timeout_s: float) -> XdsState:
     """Envoy's xDS state from its ``/stats``; raises ``http.RequestFailed`` (no answer) or ``ActivityFailed``
     (an answer without Envoy's connected-state gauges, so the state cannot be known)."""
@@ -86,8 +93,16 @@ def read_xds_state(url: str, timeout_s: float) -> XdsState:
     return state
 
 
-def wait_until_disconnected(url: str, timeout_s: float, blocked_at: float) -> dict[str, Any]:
-    """Read Envoy's xDS gauges every ``POLL_S`` until they show the stream gone, or ``timeout_s`` passes."""
+def wait_until_disconnected(
+    url: str, timeout_s: float, blocked_at: float, failures_before: int | None
+) -> dict[str, Any]:
+    """Read Envoy's xDS stats every ``POLL_S`` until they show the stream gone, or ``timeout_s`` passes.
+
+    Gone means a ``connected_state`` gauge at 0, or more failed updates (CDS + LDS ``update_failure``, counted on
+    every stream that dies or cannot be established) than ``failures_before``. The counter is what cannot be missed:
+    once Envoy retries, its gauges read 0 only for the back-off between attempts (about 0.5 s on the sandbox, where
+    a 0.5 s poll once saw the first 0 five seconds late).
+    """
     progress = Progress()
     failures = 0
     last: bool | None = None
@@ -95,14 +110,19 @@ def wait_until_disconnected(url: str, timeout_s: float, blocked_at: float) -> di
         try:
             state = read_xds_state(url, min(2.0, timeout_s))
             last = state.connected
-            if state.connected is False:
+            failed = failed_updates(state)
+            more_failures = failed is not None and failures_before is not None and failed > failures_before
+            if state.connected is False or more_failures:
+                seen = (
+                    f"Envoy's connected_state gauges went to 0 ({state.connected_states})"
+                    if state.connected is False
+                    else f"Envoy counted {(failed or 0) - (failures_before or 0)} failed CDS/LDS update(s) "
+                    "(update_failure)"
+                )
                 return {
                     "confirmed": True,
                     "evidence": "envoy-reported-xds-disconnected",
-                    "evidence_text": (
-                        f"Envoy's connected_state gauges went to 0 ({state.connected_states}) "
-                        f"{time.monotonic() - blocked_at:.1f} s after the policy was created"
-                    ),
+                    "evidence_text": f"{seen} {time.monotonic() - blocked_at:.1f} s after the policy was created",
                     "confirmed_after_s": round(time.monotonic() - blocked_at, 1),
                     "accepted_updates": accepted_updates(state),
                     "read_failures": failures,

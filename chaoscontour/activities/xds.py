@@ -27,6 +27,7 @@ from chaoscontour.activities._xds_state import (
     KEEPALIVE_BOUND_S,
     accepted_updates,
     confirmed_updates,
+    failed_updates,
     not_confirmed_message,
     read_xds_state,
     record_block,
@@ -280,7 +281,7 @@ def block_xds_egress(
     }
     if verifying:
         try:
-            result["verification"] = wait_until_disconnected(url, verify_timeout, blocked_at)
+            result["verification"] = wait_until_disconnected(url, verify_timeout, blocked_at, failed_updates(before))
         except BaseException:
             _remove_run(k, namespace, run)
             raise

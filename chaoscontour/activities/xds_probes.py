@@ -72,8 +72,9 @@ def envoy_xds_timeline(
     `/stats`, port 8002 on Contour's Envoy). The block and heal times come from `block_xds_egress` and
     `unblock_xds_egress` in the same `chaos run` process.
 
-    Returns `detected_after_s` (block to the first reading with a `connected_state` gauge at 0: how long Envoy
-    believed the dead stream alive), `reconnect_attempts` (streams Envoy started during the fault, each one failed),
+    Returns `detected_after_s` (block to the first reading with a `connected_state` gauge at 0 or a failed update
+    counted: how long Envoy believed the dead stream alive), `reconnect_attempts` (streams Envoy tried during the
+    fault, from its `update_failure` counters; each one failed),
     `reconnected_after_s` (heal to the first reading in which CDS or LDS accepted an update: a working stream again)
     and `current_after_s` (heal to the first in which both did: Contour's whole configuration arrived),
     `transitions` (every change of the gauges' reading, in seconds from the first reading), `connected_at_start` /
@@ -108,6 +109,8 @@ def envoy_xds_timeline(
                     connected=state.connected,
                     cds_success=state.cds.update_success if state.cds else None,
                     lds_success=state.lds.update_success if state.lds else None,
+                    cds_failure=state.cds.update_failure if state.cds else None,
+                    lds_failure=state.lds.update_failure if state.lds else None,
                 )
             )
         except (http.RequestFailed, ActivityFailed):

@@ -330,13 +330,24 @@ class XdsSample:
     as it *starts* a stream, before the TCP connection is up (Envoy 1.38, seen on the sandbox: during the fault the
     gauges read 1 for the 5 s of each connection attempt, Contour's bootstrap ``connect_timeout``, and 0 for the
     ~0.5 s back-off between). So a 0 proves a stream died, a 1 proves nothing; an accepted update (``cds_success``,
-    ``lds_success``: the subscriptions' ``update_success`` counters) is what proves a working stream.
+    ``lds_success``: the subscriptions' ``update_success`` counters) is what proves a working stream, and a failed
+    one (``cds_failure``, ``lds_failure``: ``update_failure``, counted whenever a stream dies or cannot be set up)
+    what proves a dead one without depending on catching the gauge's short 0.
     """
 
     at: float
     connected: bool | None
     cds_success: int | None = None
     lds_success: int | None = None
+    cds_failure: int | None = None
+    lds_failure: int | None = None
+
+    def failures_since(self, earlier: "XdsSample") -> int:
+        """Failed stream set-ups since ``earlier``: the larger of the CDS and LDS counts (they share a connection)."""
+        return max(
+            (self.cds_failure or 0) - (earlier.cds_failure or 0),
+            (self.lds_failure or 0) - (earlier.lds_failure or 0),
+        )
 
     @property
     def updates(self) -> int | None:
@@ -367,10 +378,11 @@ def xds_timeline(
     """What a series of xDS readings says about the fault: when Envoy noticed the dead stream, how often it tried
     again, and how long after the heal it had a working stream and was current again.
 
-    * ``detected_after_s``: from ``blocked_at`` to the first reading with a ``connected_state`` gauge at 0 (precise
-      to the sampling interval); ``None`` when none showed before the heal.
-    * ``reconnect_attempts``: how many times, after that, the gauges went back to 1 (a new stream started) before
-      the heal; each one failed, or an update would have arrived.
+    * ``detected_after_s``: from ``blocked_at`` to the first reading with a ``connected_state`` gauge at 0 or with
+      more failed updates than the last reading before the block (precise to the sampling interval); ``None`` when
+      neither showed before the heal.
+    * ``reconnect_attempts``: streams Envoy tried after that, before the heal: the failed updates counted in that
+      time, less the one for the stream that died; each attempt failed, or an update would have arrived.
     * ``reconnected_after_s``: from ``healed_at`` to the first reading in which CDS or LDS accepted an update
       (a stream that works); ``current_after_s``: to the first in which both did (Contour's whole snapshot arrived).
     * ``transitions``: every change of the connected reading, in seconds from the first reading.
@@ -396,12 +408,16 @@ def xds_timeline(
     }
     if blocked_at is not None:
         end = healed_at if healed_at is not None else float("inf")
-        lost = next((s for s in ok if blocked_at <= s.at <= end and s.connected is False), None)
+        before = [s for s in ok if s.at < blocked_at]
+        base = before[-1] if before else None
+        during = [s for s in ok if blocked_at <= s.at <= end]
+        lost = next(
+            (s for s in during if s.connected is False or (base is not None and s.failures_since(base) > 0)), None
+        )
         if lost is not None:
             result["detected_after_s"] = round(lost.at - blocked_at, 3)
-            result["reconnect_attempts"] = sum(
-                1 for t in transitions if t["connected"] and lost.at - start < t["at_s"] <= end - start
-            )
+            if base is not None:
+                result["reconnect_attempts"] = max(0, during[-1].failures_since(base) - 1)
     if healed_at is not None:
         back = _after_heal(ok, healed_at, both=False)
         current = _after_heal(ok, healed_at, both=True)

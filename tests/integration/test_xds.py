@@ -160,6 +160,17 @@ def test_block_is_confirmed_when_envoy_reports_the_stream_down_and_the_end_probe
     assert gone["held"] is False and gone["policy"] is None
 
 
+def test_block_is_confirmed_by_a_failed_update_when_the_gauges_zero_is_never_read(
+    api: client.ApiClient, installation: str, stats: StatsServer
+) -> None:
+    """Once Envoy retries, its gauges read 0 only between attempts; the failure counter cannot be missed."""
+    stats.later(1.5, failures=2)
+    result = block_xds_egress(namespace=installation, run_id="x8", stats_url=stats.url)
+    check = result["verification"]
+    assert check["confirmed"] is True and "counted 4 failed CDS/LDS update(s)" in check["evidence_text"], check
+    unblock_xds_egress(namespace=installation, run_id="x8")
+
+
 def test_block_removes_its_policy_when_envoy_stays_connected(
     api: client.ApiClient, installation: str, stats: StatsServer
 ) -> None:

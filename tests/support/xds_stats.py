@@ -13,11 +13,13 @@ __all__ = ["StatsServer"]
 
 
 class StatsServer:
-    """Serves ``connected`` (1/0) and ``updates`` as Envoy would; ``stop()`` (or the context manager) shuts it."""
+    """Serves ``connected`` (1/0), ``updates`` (accepted) and ``failures`` (failed updates) as Envoy would, for CDS
+    and LDS alike; ``stop()`` (or the context manager) shuts it."""
 
     def __init__(self) -> None:
         self.connected = 1
         self.updates = 3
+        self.failures = 0
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -28,8 +30,10 @@ class StatsServer:
                 lines = [
                     f"cluster_manager.cds.control_plane.connected_state: {owner.connected}",
                     f"cluster_manager.cds.update_success: {owner.updates}",
+                    f"cluster_manager.cds.update_failure: {owner.failures}",
                     f"listener_manager.lds.control_plane.connected_state: {owner.connected}",
                     f"listener_manager.lds.update_success: {owner.updates}",
+                    f"listener_manager.lds.update_failure: {owner.failures}",
                 ]
                 body = ("\n".join(lines) + "\n").encode()
                 self.send_response(200)
@@ -44,7 +48,7 @@ class StatsServer:
         self._thread.start()
 
     def later(self, seconds: float, **changes: int) -> None:
-        """Set ``connected`` / ``updates`` after ``seconds``."""
+        """Set ``connected`` / ``updates`` / ``failures`` after ``seconds``."""
         timer = threading.Timer(seconds, lambda: [setattr(self, k, v) for k, v in changes.items()])
         timer.daemon = True
         timer.start()

@@ -160,22 +160,26 @@ def test_policies_that_leave_the_xds_port_alone_do_not_defeat_it() -> None:
     assert defeat(blackhole()["spec"], labels={fault.FAULT_LABEL: "xds-egress"}) == [], "our own is skipped"
 
 
-def samples(*rows: tuple[float, bool | None, int, int]) -> list[XdsSample]:
-    return [XdsSample(at=at, connected=c, cds_success=cds, lds_success=lds) for at, c, cds, lds in rows]
+def samples(*rows: tuple[float, bool | None, int, int, int]) -> list[XdsSample]:
+    return [
+        XdsSample(at=at, connected=c, cds_success=cds, lds_success=lds, cds_failure=fail, lds_failure=fail)
+        for at, c, cds, lds, fail in rows
+    ]
 
 
 def test_the_timeline_gives_detection_attempts_reconnection_and_currency_relative_to_block_and_heal() -> None:
     rows = samples(
-        (100.0, True, 2, 2),
-        (110.0, True, 2, 2),  # blocked at 110
-        (140.0, True, 2, 2),
-        (140.5, False, 2, 2),  # noticed 30.5 s later
-        (141.0, True, 2, 2),  # a new stream: the gauge reads 1 while its connection is pending
-        (146.0, False, 2, 2),
-        (146.5, True, 2, 2),  # a second attempt
-        (170.0, None, 0, 0),  # a failed read counts for nothing
-        (200.5, True, 3, 2),  # healed at 200: CDS accepted an update
-        (201.0, True, 3, 3),  # and LDS: current
+        (100.0, True, 2, 2, 0),
+        (110.0, True, 2, 2, 0),  # blocked at 110
+        (140.0, True, 2, 2, 0),
+        (140.5, False, 2, 2, 1),  # noticed 30.5 s later: the stream died
+        (141.0, True, 2, 2, 1),  # a new stream: the gauge reads 1 while its connection is pending
+        (146.0, False, 2, 2, 2),
+        (146.5, True, 2, 2, 2),
+        (152.0, True, 2, 2, 3),  # an attempt whose 0 no reading caught
+        (170.0, None, 0, 0, 0),  # a failed read counts for nothing
+        (200.5, True, 3, 2, 3),  # healed at 200: CDS accepted an update
+        (201.0, True, 3, 3, 3),  # and LDS: current
     )
     figures = xds_timeline(rows, blocked_at=110.0, healed_at=200.0)
     assert figures["detected_after_s"] == 30.5
@@ -187,8 +191,13 @@ def test_the_timeline_gives_detection_attempts_reconnection_and_currency_relativ
     assert figures["transitions"][0]["at_s"] == 40.5
 
 
+def test_a_failed_update_shows_the_dead_stream_even_when_no_reading_caught_the_gauge_at_zero() -> None:
+    rows = samples((100.0, True, 2, 2, 0), (125.0, True, 2, 2, 0), (130.0, True, 2, 2, 1))
+    assert xds_timeline(rows, blocked_at=110.0)["detected_after_s"] == 20.0
+
+
 def test_a_gauge_at_one_without_an_accepted_update_is_not_a_reconnection() -> None:
-    rows = samples((0.0, True, 2, 2), (50.0, True, 2, 2), (60.0, True, 2, 2))
+    rows = samples((0.0, True, 2, 2, 0), (50.0, True, 2, 2, 0), (60.0, True, 2, 2, 0))
     figures = xds_timeline(rows, blocked_at=1.0, healed_at=55.0)
     assert figures["detected_after_s"] is None and figures["reconnect_attempts"] is None
     assert figures["reconnected_after_s"] is None
