@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 logger = logging.getLogger("chaostoolkit")
 
-_MODULES = ("network", "leader", "pods", "envoy", "timing")
+_MODULES = ("network", "leader", "pods", "envoy", "timing", "xds", "xds_probes")
 # Discovery lists per module, and several modules hold both kinds: the type is decided per function here.
 PROBES = frozenset(
     {
@@ -24,6 +24,10 @@ PROBES = frozenset(
         "envoy_serving",
         "envoy_availability",
         "envoy_xds_connected",
+        "xds_egress_fault",
+        "envoy_xds_timeline",
+        "route_change_propagation",
+        "route_config_converged",
     }
 )
 

@@ -22,6 +22,13 @@ EXPECTED = {
     "envoy_serving": "probe",
     "envoy_availability": "probe",
     "envoy_xds_connected": "probe",
+    "block_xds_egress": "action",
+    "unblock_xds_egress": "action",
+    "xds_egress_fault": "probe",
+    "envoy_xds_timeline": "probe",
+    "route_change_propagation": "probe",
+    "route_config_converged": "probe",
+    "remove_route_marker": "action",
 }
 DISCOVERABLE_TYPES = {"string", "integer", "number", "boolean", "list", "mapping"}
 

@@ -91,7 +91,29 @@ def _finding(func: str | None, output: Mapping[str, Any], after_fault_removed: b
             evidence = check.get("evidence_text") or check.get("evidence") or "the Lease stopped being renewed"
             return text + f"; confirmed after {check.get('confirmed_after_s')} s: {evidence}"
         return text + "; not verified"
-    if func == j.APISERVER_FAULT:
+    if func == j.BLOCK_XDS:
+        check = output.get("verification") if isinstance(output.get("verification"), Mapping) else {}
+        assert isinstance(check, Mapping)
+        pods = ", ".join(str(p) for p in output.get("selected_pods") or [])
+        cidrs = ", ".join(str(c) for c in output.get("blocked_cidrs") or [])
+        text = f"xDS black hole for {pods} (dropped {cidrs} port {output.get('xds_port')})"
+        if check.get("confirmed") is True:
+            return text + f"; Envoy reported the dead stream after {check.get('confirmed_after_s')} s"
+        return text + "; not verified"
+    if func == j.XDS_TIMELINE:
+        return (
+            f"Envoy noticed the dead xDS stream after {output.get('detected_after_s')} s, started "
+            f"{output.get('reconnect_attempts')} stream(s) that failed during the fault, and was current "
+            f"{output.get('current_after_s')} s after the heal"
+        )
+    if func == j.ROUTE_PROPAGATION and output.get("summary"):
+        return f"route change ({output.get('httpproxy')}): {output['summary']}"
+    if func == j.ROUTE_CONVERGED:
+        return (
+            f"after the heal Envoy served {output.get('httpproxy')}'s configuration in "
+            f"{output.get('converged_after_s')} s"
+        )
+    if func in (j.APISERVER_FAULT, j.XDS_FAULT):
         if output.get("held") is True:
             return "at the end of the fault window the fault still held"
         return "at the end of the fault window the fault no longer held: " + "; ".join(fault_reasons(output))
@@ -125,7 +147,7 @@ def fault_findings(journal: Mapping[str, Any]) -> list[str]:
     removed = False
     for run in j.runs(journal):
         func = j.chaoscontour_func(run)
-        if func == j.UNBLOCK_APISERVER:
+        if func in (j.UNBLOCK_APISERVER, j.UNBLOCK_XDS):
             removed = True
         output = run.get("output")
         if func and isinstance(output, Mapping):

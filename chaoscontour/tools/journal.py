@@ -70,6 +70,15 @@ ENVOY_AVAILABILITY = "envoy_availability"
 ENVOY_XDS = "envoy_xds_connected"
 # chaoscontour.activities.timing: a strict, interruptible pause in place of chaostoolkit's `pauses`.
 WAIT = "wait"
+# chaoscontour.activities.xds: the xDS black hole (Envoy's egress to Contour's xDS port) and its end-of-window probe
+BLOCK_XDS = "block_xds_egress"
+UNBLOCK_XDS = "unblock_xds_egress"
+XDS_FAULT = "xds_egress_fault"
+# chaoscontour.activities.xds_probes
+XDS_TIMELINE = "envoy_xds_timeline"
+ROUTE_PROPAGATION = "route_change_propagation"
+ROUTE_CONVERGED = "route_config_converged"
+REMOVE_ROUTE_MARKER = "remove_route_marker"
 
 ACTIVITIES = frozenset(
     {
@@ -83,6 +92,13 @@ ACTIVITIES = frozenset(
         ENVOY_AVAILABILITY,
         ENVOY_XDS,
         WAIT,
+        BLOCK_XDS,
+        UNBLOCK_XDS,
+        XDS_FAULT,
+        XDS_TIMELINE,
+        ROUTE_PROPAGATION,
+        ROUTE_CONVERGED,
+        REMOVE_ROUTE_MARKER,
     }
 )
 

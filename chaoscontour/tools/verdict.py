@@ -214,7 +214,7 @@ def _chaoscontour_reasons(
             )
         elif r.ours == j.ENVOY_AVAILABILITY and succeeded and j.number((output or {}).get("availability")) is None:
             reasons.append(f"no availability figures: the sampler {r.name!r} returned {_short(r.output, 120)}")
-        elif r.ours == j.BLOCK_APISERVER and succeeded:
+        elif r.ours in (j.BLOCK_APISERVER, j.BLOCK_XDS) and succeeded:
             unverified = _unverified_block(r)
             if unverified is None:
                 continue
@@ -222,22 +222,26 @@ def _chaoscontour_reasons(
             if acceptable and options.allow_unverified:
                 accepted.append(text)
             elif acceptable:
-                reasons.append(f"{text}: nothing shows Contour lost the API server (--allow-unverified accepts that)")
+                lost = "Contour lost the API server" if r.ours == j.BLOCK_APISERVER else "Envoy lost its xDS stream"
+                reasons.append(f"{text}: nothing shows {lost} (--allow-unverified accepts that)")
             else:
                 reasons.append(text)
-        elif r.ours == j.APISERVER_FAULT and succeeded:
+        elif r.ours == j.XDS_TIMELINE and succeeded and output is not None and output.get("meets_bounds") is False:
+            misses = "; ".join(str(m) for m in output.get("bound_misses") or []) or "no reason given"
+            reasons.append(f"{r.name!r} missed its bounds: {misses}")
+        elif r.ours in (j.APISERVER_FAULT, j.XDS_FAULT) and succeeded:
             if output is None or not isinstance(output.get("held"), bool):
                 reasons.append(f"{r.name!r} did not say whether the fault held (no 'held' in its output)")
             elif output["held"] is False:
                 reasons.append(
                     f"the fault did not hold for the whole window ({r.name!r}): {'; '.join(fault_reasons(output))}"
                 )
-    blocks = [r for r in method if r.ours == j.BLOCK_APISERVER]
-    if blocks and not any(r.ours == j.APISERVER_FAULT for r in method):
-        notes.append(
-            f"the method has no {j.APISERVER_FAULT} probe, so nothing checked that the fault still held at the end "
-            "of its window (an experiment written before that probe existed)"
-        )
+    for block, probe in ((j.BLOCK_APISERVER, j.APISERVER_FAULT), (j.BLOCK_XDS, j.XDS_FAULT)):
+        if any(r.ours == block for r in method) and not any(r.ours == probe for r in method):
+            notes.append(
+                f"the method has no {probe} probe, so nothing checked that the fault still held at the end "
+                "of its window (an experiment written before that probe existed)"
+            )
     return reasons, accepted, notes
 
 
