@@ -19,6 +19,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Secrets
 from logzero import logger
 
+from chaoscontour.activities import _fault as lifecycle
 from chaoscontour.activities._common import process_run_id, user_errors
 from chaoscontour.activities._confirm import confirm_fault, confirmed_fault, forget_fault, not_confirmed_message
 from chaoscontour.domain import policy as fault
@@ -40,10 +41,8 @@ from chaoscontour.edges.kube import (
     Kube,
     call,
     delete_if_present,
-    delete_in_background,
     kube,
     list_pods,
-    patch_job_deadline,
     read_if_present,
     read_lease,
     to_dict,
@@ -197,51 +196,28 @@ def block_apiserver_egress(
         logger.warning(f"block_apiserver_egress: force=true despite: {reason}")
 
     now = datetime.now(UTC)
-    job_started = time.monotonic()
-    job_body = fault.build_expiry_job(
-        namespace=namespace, run_id=run, duration_s=duration, now=now, deadline_s=dead_man or None
+    key = lifecycle.heartbeat_key(fault.FAULT_APISERVER_EGRESS, run)
+    job = lifecycle.create_expiry_job(
+        k,
+        namespace=namespace,
+        body=fault.build_expiry_job(
+            namespace=namespace, run_id=run, duration_s=duration, now=now, deadline_s=dead_man or None
+        ),
+        duration_s=duration,
+        dead_man_s=dead_man,
+        heartbeat_key=key,
+        started=time.monotonic(),
     )
-    job = to_dict(k, call(f"create expiry Job in {namespace}", k.batch.create_namespaced_job, namespace, job_body))
-    if (job.get("spec") or {}).get("suspend"):
-        delete_in_background(k, "Job", namespace, job["metadata"]["name"])
-        raise ActivityFailed(
-            f"the expiry Job {namespace}/{job['metadata']['name']} was created suspended (a queueing controller "
-            "such as Kueue suspends new Jobs): a suspended Job never reaches its deadline, so the fault would never "
-            "expire by itself. The Job was removed and no policy was created; exempt namespace "
-            f"{namespace!r} or Jobs labelled app.kubernetes.io/managed-by=chaoscontour from the queueing controller"
-        )
-    meta = job["metadata"]
-    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"]}
-    expires_at = meta["annotations"][fault.EXPIRES_AT_ANNOTATION]
-    beat = None
-    if dead_man:
-        beat = heartbeat.Heartbeat(
-            (namespace, run),
-            lambda deadline: patch_job_deadline(k, namespace, meta["name"], deadline),
-            started=job_started,
-            dead_man_s=dead_man,
-            duration_s=duration,
-            every_s=max(2.0, dead_man / 5),
-        ).start()
+    expires_at = job.meta["annotations"][fault.EXPIRES_AT_ANNOTATION]
     body = fault.build_block_policy(
         namespace=namespace,
         pod_labels=labels,
         blocked_cidrs=blocked,
         run_id=run,
         expires_at=parse_api_time(expires_at) or now,
-        owner=owner,
+        owner=job.owner,
     )
-    try:
-        call(
-            f"create NetworkPolicy {namespace}/{body['metadata']['name']}",
-            k.networking.create_namespaced_network_policy,
-            namespace,
-            body,
-        )
-    except BaseException:
-        heartbeat.stop_heartbeat(namespace, run)
-        delete_in_background(k, "Job", namespace, meta["name"])
-        raise
+    lifecycle.create_owned_policy(k, namespace, body, job, key)
     blocked_at = time.monotonic()
     logger.info(
         f"block_apiserver_egress: {namespace}/{body['metadata']['name']} blocks {', '.join(blocked)} for "
@@ -257,7 +233,7 @@ def block_apiserver_egress(
         "blocked_cidrs": blocked,
         "apiserver_ports": list(target.ports),
         "expires_at": expires_at,
-        "expiry_job": meta["name"],
+        "expiry_job": job.name,
         "dead_man_s": dead_man,
         "open_connections": mode,
         "restarted_pods": [],
@@ -293,35 +269,16 @@ def block_apiserver_egress(
         raise ActivityFailed(not_confirmed_message(result["verification"], mode))
     if verifying:
         logger.info(f"block_apiserver_egress: fault confirmed: {result['verification']['evidence_text']}")
-    if beat is not None:
-        result["dead_man_switch"] = beat.summary()
+    if job.beat is not None:
+        result["dead_man_switch"] = job.beat.summary()
     return result
-
-
-def _names(k: Kube, listing: Any) -> list[str]:
-    return [item["metadata"]["name"] for item in to_dict(k, listing).get("items") or []]
 
 
 def _remove_run(k: Kube, namespace: str, run_id: str) -> Dict[str, List[str]]:
     """Delete the policies and expiry Jobs of one run (or of all runs when ``run_id`` is empty)."""
-    heartbeat.stop_heartbeat(namespace, run_id)
     forget_fault(namespace, run_id)
-    selector = fault.managed_selector(run_id)
-    removed: Dict[str, List[str]] = {"policies": [], "jobs": []}
-    policies = call(
-        f"list our NetworkPolicies in {namespace}",
-        k.networking.list_namespaced_network_policy,
-        namespace,
-        label_selector=selector,
-    )
-    for name in _names(k, policies):
-        if delete_in_background(k, "NetworkPolicy", namespace, name):
-            removed["policies"].append(name)
-    jobs = call(f"list our expiry Jobs in {namespace}", k.batch.list_namespaced_job, namespace, label_selector=selector)
-    for name in _names(k, jobs):
-        if delete_in_background(k, "Job", namespace, name):
-            removed["jobs"].append(name)
-    return removed
+    key = lifecycle.heartbeat_key(fault.FAULT_APISERVER_EGRESS, run_id)
+    return lifecycle.remove_objects(k, namespace, fault.managed_selector(run_id), key)
 
 
 @user_errors
@@ -383,14 +340,8 @@ def apiserver_egress_fault(
     uncovered = verification.uncovered_addresses(addresses, verification.blocked_networks(policy or {}))
     job_name = fault.expiry_job_name(run)
     job = read_if_present(f"read Job {namespace}/{job_name}", k.batch.read_namespaced_job, job_name, namespace)
-    finished = ""
-    if job is None:
-        finished = "deleted"
-    else:
-        for condition in (job.get("status") or {}).get("conditions") or []:
-            if condition.get("type") in ("Failed", "Complete") and condition.get("status") == "True":
-                finished = f"{condition['type']}: {condition.get('reason') or ''}".strip()
-    beat = heartbeat.running(namespace, run)
+    finished = lifecycle.job_finished(job)
+    beat = heartbeat.running(namespace, lifecycle.heartbeat_key(fault.FAULT_APISERVER_EGRESS, run))
     confirmed = confirmed_fault(namespace, run)
     lease: Dict[str, Any] = {}
     if confirmed is not None:

@@ -22,6 +22,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Secrets
 from logzero import logger
 
+from chaoscontour.activities import _fault as lifecycle
 from chaoscontour.activities._common import process_run_id, user_errors
 from chaoscontour.activities._xds_state import (
     KEEPALIVE_BOUND_S,
@@ -55,10 +56,8 @@ from chaoscontour.edges import heartbeat, http
 from chaoscontour.edges.kube import (
     Kube,
     call,
-    delete_in_background,
     kube,
     list_pods,
-    patch_job_deadline,
     read_if_present,
     to_dict,
 )
@@ -66,11 +65,6 @@ from chaoscontour.edges.kube import (
 __all__ = ["block_xds_egress", "unblock_xds_egress", "xds_egress_fault"]
 
 MAX_FAULT_S = 4 * 3600.0
-
-
-def _heartbeat_key(run: str) -> str:
-    # Not the run id alone: the API-server block of the same run keeps its own heartbeat under that key.
-    return f"xds-{run}"
 
 
 def _running(k: Kube, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
@@ -213,31 +207,19 @@ def block_xds_egress(
         logger.warning(f"block_xds_egress: force=true despite: {reason}")
 
     now = datetime.now(UTC)
-    job_started = time.monotonic()
-    job_body = xds.build_xds_expiry_job(
-        namespace=namespace, run_id=run, duration_s=duration, now=now, deadline_s=dead_man or None
+    key = lifecycle.heartbeat_key(xds.FAULT_XDS_EGRESS, run)
+    job = lifecycle.create_expiry_job(
+        k,
+        namespace=namespace,
+        body=xds.build_xds_expiry_job(
+            namespace=namespace, run_id=run, duration_s=duration, now=now, deadline_s=dead_man or None
+        ),
+        duration_s=duration,
+        dead_man_s=dead_man,
+        heartbeat_key=key,
+        started=time.monotonic(),
     )
-    job = to_dict(k, call(f"create expiry Job in {namespace}", k.batch.create_namespaced_job, namespace, job_body))
-    meta = job["metadata"]
-    if (job.get("spec") or {}).get("suspend"):
-        delete_in_background(k, "Job", namespace, meta["name"])
-        raise ActivityFailed(
-            f"the expiry Job {namespace}/{meta['name']} was created suspended (a queueing controller such as Kueue "
-            "suspends new Jobs), so the fault would never expire by itself. The Job was removed and no policy was "
-            "created; exempt Jobs labelled app.kubernetes.io/managed-by=chaoscontour from the queueing controller"
-        )
-    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"]}
-    expires_at = meta["annotations"][fault.EXPIRES_AT_ANNOTATION]
-    beat = None
-    if dead_man:
-        beat = heartbeat.Heartbeat(
-            (namespace, _heartbeat_key(run)),
-            lambda deadline: patch_job_deadline(k, namespace, meta["name"], deadline),
-            started=job_started,
-            dead_man_s=dead_man,
-            duration_s=duration,
-            every_s=max(2.0, dead_man / 5),
-        ).start()
+    expires_at = job.meta["annotations"][fault.EXPIRES_AT_ANNOTATION]
     body = xds.build_xds_block_policy(
         namespace=namespace,
         envoy_labels=labels,
@@ -246,19 +228,9 @@ def block_xds_egress(
         target=target,
         run_id=run,
         expires_at=parse_api_time(expires_at) or now,
-        owner=owner,
+        owner=job.owner,
     )
-    try:
-        call(
-            f"create NetworkPolicy {namespace}/{body['metadata']['name']}",
-            k.networking.create_namespaced_network_policy,
-            namespace,
-            body,
-        )
-    except BaseException:
-        heartbeat.stop_heartbeat(namespace, _heartbeat_key(run))
-        delete_in_background(k, "Job", namespace, meta["name"])
-        raise
+    lifecycle.create_owned_policy(k, namespace, body, job, key)
     blocked_at = time.monotonic()
     record_block(namespace, run, time.time())
     logger.info(
@@ -274,7 +246,7 @@ def block_xds_egress(
         "blocked_cidrs": [fault.host_cidr(a) for a in target.addresses],
         "xds_port": port,
         "expires_at": expires_at,
-        "expiry_job": meta["name"],
+        "expiry_job": job.name,
         "dead_man_s": dead_man,
         "blocked_at": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "verification": {"confirmed": None, "evidence": "not verified (verify=false)"},
@@ -290,34 +262,15 @@ def block_xds_egress(
             raise ActivityFailed(not_confirmed_message(result["verification"], verify_timeout))
         record_confirmed(namespace, run, result["verification"]["accepted_updates"])
         logger.info(f"block_xds_egress: fault confirmed: {result['verification']['evidence_text']}")
-    if beat is not None:
-        result["dead_man_switch"] = beat.summary()
+    if job.beat is not None:
+        result["dead_man_switch"] = job.beat.summary()
     return result
-
-
-def _names(k: Kube, listing: Any) -> list[str]:
-    return [item["metadata"]["name"] for item in to_dict(k, listing).get("items") or []]
 
 
 def _remove_run(k: Kube, namespace: str, run_id: str) -> Dict[str, List[str]]:
     """Delete the xDS fault's policies and expiry Jobs of one run (of all runs when ``run_id`` is empty)."""
-    heartbeat.stop_heartbeat(namespace, _heartbeat_key(run_id) if run_id else "")
-    selector = xds.xds_selector(run_id)
-    removed: Dict[str, List[str]] = {"policies": [], "jobs": []}
-    policies = call(
-        f"list our NetworkPolicies in {namespace}",
-        k.networking.list_namespaced_network_policy,
-        namespace,
-        label_selector=selector,
-    )
-    for name in _names(k, policies):
-        if delete_in_background(k, "NetworkPolicy", namespace, name):
-            removed["policies"].append(name)
-    jobs = call(f"list our expiry Jobs in {namespace}", k.batch.list_namespaced_job, namespace, label_selector=selector)
-    for name in _names(k, jobs):
-        if delete_in_background(k, "Job", namespace, name):
-            removed["jobs"].append(name)
-    return removed
+    key = lifecycle.heartbeat_key(xds.FAULT_XDS_EGRESS, run_id)
+    return lifecycle.remove_objects(k, namespace, xds.xds_selector(run_id), key)
 
 
 @user_errors
@@ -407,13 +360,10 @@ def xds_egress_fault(
             )
     job_name = xds.xds_expiry_job_name(run)
     job = read_if_present(f"read Job {namespace}/{job_name}", k.batch.read_namespaced_job, job_name, namespace)
-    if job is None:
-        reasons.append("the expiry Job is gone: the fault is being removed")
-    else:
-        for condition in (job.get("status") or {}).get("conditions") or []:
-            if condition.get("type") in ("Failed", "Complete") and condition.get("status") == "True":
-                reasons.append(f"the expiry Job has finished ({condition['type']}): the fault is being removed")
-    beat = heartbeat.running(namespace, _heartbeat_key(run))
+    finished = lifecycle.job_finished(job)
+    if finished:
+        reasons.append(f"the expiry Job has finished ({finished}): the fault is being removed")
+    beat = heartbeat.running(namespace, lifecycle.heartbeat_key(xds.FAULT_XDS_EGRESS, run))
     if beat is not None and beat.expires_in_s() <= 0:
         reasons.append("the fault's deadline has passed: Kubernetes is removing it")
     states: Dict[str, int] | None = None

@@ -19,7 +19,7 @@ from logzero import logger
 from chaoscontour.domain.verification import next_deadline_s
 from chaoscontour.edges import stop
 
-__all__ = ["Heartbeat", "running", "stop_heartbeat"]
+__all__ = ["Heartbeat", "running", "stop_heartbeat", "stop_heartbeats"]
 
 _RUNNING: dict[tuple[str, str], "Heartbeat"] = {}
 _LOCK = threading.Lock()
@@ -117,9 +117,16 @@ def running(namespace: str, run_id: str) -> Heartbeat | None:
         return _RUNNING.get((namespace, run_id))
 
 
-def stop_heartbeat(namespace: str, run_id: str = "") -> None:
-    """Stop the heartbeat of one run (or of every run in ``namespace`` when ``run_id`` is empty)."""
+def stop_heartbeat(namespace: str, key: str) -> None:
+    """Stop the heartbeat kept under ``key`` in ``namespace``."""
+    beat = running(namespace, key)
+    if beat is not None:
+        beat.stop("fault removed")
+
+
+def stop_heartbeats(namespace: str, prefix: str) -> None:
+    """Stop every heartbeat in ``namespace`` whose key starts with ``prefix`` (one fault kind, or one run of it)."""
     with _LOCK:
-        beats = [b for key, b in _RUNNING.items() if key[0] == namespace and (not run_id or key[1] == run_id)]
+        beats = [b for key, b in _RUNNING.items() if key[0] == namespace and key[1].startswith(prefix)]
     for beat in beats:
         beat.stop("fault removed")

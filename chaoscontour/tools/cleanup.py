@@ -14,8 +14,9 @@ from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 
+from chaoscontour.activities._fault import heartbeat_key
 from chaoscontour.domain.lease import parse_api_time
-from chaoscontour.domain.policy import MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL
+from chaoscontour.domain.policy import FAULT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL
 from chaoscontour.edges import heartbeat
 from chaoscontour.edges.kube import Kube, call, delete_in_background, kube, to_dict
 
@@ -86,10 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.dry_run:
                 print(f"would remove {where}")
                 continue
-            run_id = meta.get("labels", {}).get(RUN_ID_LABEL)
-            if kind == "Job" and run_id:
+            labels = meta.get("labels") or {}
+            if kind == "Job" and labels.get(RUN_ID_LABEL) and labels.get(FAULT_LABEL):
                 # a fault of this very process (a notebook, a test): stop its dead-man heartbeat too
-                heartbeat.stop_heartbeat(meta["namespace"], run_id)
+                key = heartbeat_key(labels[FAULT_LABEL], labels[RUN_ID_LABEL])
+                heartbeat.stop_heartbeat(meta["namespace"], key)
             gone = delete_in_background(k, kind, meta["namespace"], meta["name"], doing=f"delete {where}")
             print(f"{'removed' if gone else 'already gone'}: {where}")
     except ActivityFailed as exc:
