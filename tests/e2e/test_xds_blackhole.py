@@ -9,10 +9,7 @@ README's.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ from kubernetes import client
 
 from chaoscontour.tools.verdict import judge
 
-from .chaosrun import CHAOS, EXPERIMENTS, HERE, ChaosRun, activity
+from .chaosrun import EXPERIMENTS, ChaosRun, activity
 from .conftest import NS, OURS, Sandbox, contour_healthy, leftovers, wait_until
 
 EXPERIMENT = EXPERIMENTS / "xds-blackhole.json"
@@ -40,43 +37,6 @@ VARIABLES = {
 }
 
 
-def _default_signals() -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(signum, signal.SIG_DFL)
-
-
-class VarRun(ChaosRun):
-    """A ``chaos run`` with ``--var key=value`` for each of ``VARIABLES`` and ``extra`` (the configuration as
-    strings)."""
-
-    extra: dict[str, str] = {}  # replaced per instance, never mutated
-
-    def start(self) -> VarRun:
-        environ = dict(os.environ, **self.env)
-        environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), environ.get("PYTHONPATH", "")) if p)
-        options = [arg for key, value in {**VARIABLES, **self.extra}.items() for arg in ("--var", f"{key}={value}")]
-        self.proc = subprocess.Popen(
-            [
-                *(CHAOS, "--no-version-check", "--log-file", str(self.log_path), "run", *options),
-                *("--journal-path", str(self.journal_path), str(self.experiment)),
-            ],
-            env=environ,
-            cwd=self.workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            preexec_fn=_default_signals,
-        )
-        return self
-
-
-def keep_journal(run: ChaosRun) -> None:
-    target = os.environ.get("CHAOSCONTOUR_SANDBOX_JOURNALS")
-    if target and run.journal_path.exists():
-        Path(target).mkdir(parents=True, exist_ok=True)
-        shutil.copy(run.journal_path, Path(target) / run.journal_path.name)
-
-
 def marker_headers(k: Any) -> list[dict[str, Any]]:
     proxy = client.CustomObjectsApi(k.api).get_namespaced_custom_object(
         "projectcontour.io", "v1", "demo", "httpproxies", "echo"
@@ -92,9 +52,9 @@ def marker_headers(k: Any) -> list[dict[str, Any]]:
 def test_envoy_routes_through_the_xds_black_hole_notices_it_and_converges_after_the_heal(
     sandbox: Sandbox, healthy_contour: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
-    run = VarRun(EXPERIMENT, tmp_path, {}, name="xds-blackhole")
+    # Judged here (the gate's verdict below), not kept for test_zz_journals_report.py's API-server journals.
+    run = ChaosRun(EXPERIMENT, tmp_path, {}, name="xds-blackhole", variables=VARIABLES)
     journal = run.run(timeout_s=360)
-    keep_journal(run)
 
     assert journal["status"] == "completed", run.log()[-3000:]
     assert journal["steady_states"]["before"]["steady_state_met"] is True
@@ -163,9 +123,8 @@ def test_sigterm_mid_fault_plays_both_rollbacks_and_envoy_is_current_again_withi
     sandbox: Sandbox, healthy_contour: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
     """The wait, the sampler and the timeline stop at once; the policy and the route marker are removed."""
-    run = VarRun(EXPERIMENT, tmp_path, {}, name="xds-sigterm")
-    run.extra = {"fault_window_s": "60", "held_back_s": "1"}
-    run.start()
+    variables = {**VARIABLES, "fault_window_s": "60", "held_back_s": "1"}
+    run = ChaosRun(EXPERIMENT, tmp_path, {}, name="xds-sigterm", variables=variables).start()
     run.wait_for_log("Action: hold-the-fault-window", timeout_s=150)
     time.sleep(1)
     assert len(k.networking.list_namespaced_network_policy(NS, label_selector=OURS).items) == 1
@@ -174,7 +133,6 @@ def test_sigterm_mid_fault_plays_both_rollbacks_and_envoy_is_current_again_withi
     removed_after = wait_until("the rollback to remove the fault", lambda: not leftovers(k), 30, every_s=0.2)
     run.wait(timeout_s=60)
     exited_after = time.monotonic() - signalled
-    keep_journal(run)
     journal = run.journal()
 
     assert journal["status"] == "interrupted"
