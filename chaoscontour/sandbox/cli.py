@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +41,7 @@ import requests
 from chaoscontour.sandbox import binaries, netpol, network, plane, versions, workloads
 from chaoscontour.sandbox.agent import MODE_FILE
 from chaoscontour.sandbox.kubeapi import ApiError, KubeApi
+from chaoscontour.sandbox.process import Process, alive, stop_pid
 
 __all__ = ["SandboxError", "sandbox_dir", "main"]
 
@@ -75,43 +75,11 @@ class _Clock:
         print(f"[{time.monotonic() - self.began:6.1f}s] {message}", flush=True)
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie of ours is not alive; a process of someone else's is (we never reap those).
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
-            return False
-    return True
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
         return {}
-
-
-def _spawn(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        # Own session: the process outlives `up` and a Ctrl-C in the terminal that ran it.
-        return subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").rstrip().splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def _wait(what: str, timeout_s: float, check: Callable[[], Any], *, interval_s: float = 0.5) -> Any:
@@ -130,6 +98,23 @@ def _wait(what: str, timeout_s: float, check: Callable[[], Any], *, interval_s: 
         time.sleep(interval_s)
 
 
+def _spawn(name: str, argv: Sequence[str], log: Path) -> Process:
+    # Own session (Process): the process outlives `up` and a Ctrl-C in the terminal that ran it.
+    try:
+        proc = Process.start(name, argv, log, header=False)
+    except OSError as exc:
+        raise SandboxError(f"cannot start {name}: {exc}") from exc
+    proc.close_log()  # the child has its own copy
+    return proc
+
+
+def alive_or_fail(*processes: Process) -> None:
+    """Raise :class:`SandboxError` with the log's tail if one of ``processes`` has exited."""
+    for proc in processes:
+        if proc.poll() is not None:
+            raise SandboxError(proc.exited_message())
+
+
 # --- up -----------------------------------------------------------------------------------------------------------
 
 
@@ -144,7 +129,7 @@ def _preflight(directory: Path) -> None:
             f"missing commands: {', '.join(missing)}; on Debian/Ubuntu: apt-get install -y iproute2 iptables util-linux"
         )
     state = _read_json(directory / STATE_FILE)
-    if any(_alive(pid) for pid in state.get("pids", {}).values()):
+    if any(alive(pid) for pid in state.get("pids", {}).values()):
         raise SandboxError(f"a sandbox is already up in {directory}; run `chaoscontour sandbox down` first")
     left = network.leftovers()
     if left["netns"] or left["links"]:
@@ -213,7 +198,9 @@ def up(directory: Path, mode: str) -> dict[str, str]:
 
     python = sys.executable
     plane_log = logs / "controlplane.log"
-    plane_proc = _spawn([python, "-m", "chaoscontour.sandbox.plane", "--dir", str(directory)], plane_log)
+    plane_proc = _spawn(
+        "the control plane", [python, "-m", "chaoscontour.sandbox.plane", "--dir", str(directory)], plane_log
+    )
     state["pids"]["controlplane"] = plane_proc.pid
     save_state()
     clock.say(f"control plane: starting (log {plane_log})")
@@ -226,10 +213,7 @@ def up(directory: Path, mode: str) -> dict[str, str]:
             for line in lines[shown:]:
                 clock.say("  " + line)
             shown = len(lines)
-        if plane_proc.poll() is not None:
-            raise SandboxError(
-                f"the control plane exited (code {plane_proc.returncode}); {plane_log}:\n{_tail(plane_log)}"
-            )
+        alive_or_fail(plane_proc)
         return _read_json(directory / plane.READY_FILE)
 
     ready = _wait("the control plane", CONTROL_PLANE_TIMEOUT_S, plane_ready)
@@ -239,16 +223,13 @@ def up(directory: Path, mode: str) -> dict[str, str]:
     agent_log = logs / "agent.log"
     agent_argv = [python, "-m", "chaoscontour.sandbox.agent", "--kubeconfig", str(kubeconfig), "--dir", str(directory)]
     agent_argv += ["--node", NODE, "--mode", mode, "--kubernetes-service-ip", ready["service_ip"]]
-    agent_proc = _spawn(agent_argv, agent_log)
+    agent_proc = _spawn("the node agent", agent_argv, agent_log)
     state["pids"]["agent"] = agent_proc.pid
     save_state()
     clock.say(f"node agent: starting node {NODE!r}, NetworkPolicy mode {mode} (log {agent_log})")
 
     def node_ready() -> bool:
-        if agent_proc.poll() is not None:
-            raise SandboxError(
-                f"the node agent exited (code {agent_proc.returncode}); {agent_log}:\n{_tail(agent_log)}"
-            )
+        alive_or_fail(agent_proc)
         node = api.get(f"/api/v1/nodes/{NODE}")
         return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
 
@@ -261,13 +242,8 @@ def up(directory: Path, mode: str) -> dict[str, str]:
     _apply(api, workloads.demo_objects(NODE))
     clock.say(f"workloads applied: contour (2 replicas, Service {contour_ip}:8001), envoy, demo/echo + HTTPProxy")
 
-    def alive_or_fail() -> None:
-        for name, proc, log in (("control plane", plane_proc, plane_log), ("node agent", agent_proc, agent_log)):
-            if proc.poll() is not None:
-                raise SandboxError(f"the {name} exited (code {proc.returncode}); {log}:\n{_tail(log)}")
-
     def leader() -> str:
-        alive_or_fail()
+        alive_or_fail(plane_proc, agent_proc)
         lease = api.get(
             f"/apis/coordination.k8s.io/v1/namespaces/{workloads.CONTOUR_NAMESPACE}/leases/{workloads.LEASE_NAME}"
         )
@@ -277,7 +253,7 @@ def up(directory: Path, mode: str) -> dict[str, str]:
     clock.say(f"leader: {holder}")
 
     def contour_ready() -> list[dict[str, Any]]:
-        alive_or_fail()
+        alive_or_fail(plane_proc, agent_proc)
         pods = [p for p in _pods(api, workloads.CONTOUR_NAMESPACE, workloads.CONTOUR_SELECTOR) if _ready(p)]
         return pods if len(pods) >= 2 else []
 
@@ -285,7 +261,7 @@ def up(directory: Path, mode: str) -> dict[str, str]:
     clock.say(f"contour: {', '.join(p['metadata']['name'] for p in contour_pods)} Ready")
 
     def envoy_ip() -> str:
-        alive_or_fail()
+        alive_or_fail(plane_proc, agent_proc)
         pods = [p for p in _pods(api, workloads.CONTOUR_NAMESPACE, workloads.ENVOY_SELECTOR) if _ready(p)]
         return str(pods[0]["status"].get("podIP") or "") if pods else ""
 
@@ -319,25 +295,6 @@ def up(directory: Path, mode: str) -> dict[str, str]:
 # --- down ---------------------------------------------------------------------------------------------------------
 
 
-def _stop(pid: int, name: str, timeout_s: float, say: Callable[[str], None]) -> None:
-    if not _alive(pid):
-        return
-    say(f"stopping {name} (pid {pid})")
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    if _alive(pid):
-        say(f"{name} did not stop within {timeout_s:.0f} s; killing it")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
 def _our_processes(directory: Path) -> list[int]:
     """PIDs of sandbox processes (agent, control-plane holder) started for ``directory``, found by command line."""
     found = []
@@ -363,12 +320,12 @@ def down(directory: Path, *, keep_logs: bool = False) -> None:
     # The agent first: it stops every pod's processes; then the control plane.
     for name in ("agent", "controlplane"):
         if name in pids:
-            _stop(int(pids[name]), name, STOP_TIMEOUT_S, say)
+            stop_pid(int(pids[name]), STOP_TIMEOUT_S, say=say, name=name)
     for pid in _our_processes(directory):
-        _stop(pid, "leftover sandbox process", 10.0, say)
+        stop_pid(pid, 10.0, say=say, name="leftover sandbox process")
     for pid in _read_json(directory / "agent-pids.json").values():
         with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
-            if _alive(int(pid)):
+            if alive(int(pid)):
                 os.killpg(int(pid), signal.SIGKILL)
     left = network.leftovers()
     if any(left.values()):
@@ -401,7 +358,7 @@ def status(directory: Path) -> int:
         return 1
     print(f"sandbox dir:  {directory} (NetworkPolicy mode {state.get('mode')})")
     for name, pid in state.get("pids", {}).items():
-        print(f"  {name:<13} pid {pid:<8} {'running' if _alive(int(pid)) else 'NOT RUNNING'}")
+        print(f"  {name:<13} pid {pid:<8} {'running' if alive(int(pid)) else 'NOT RUNNING'}")
     print(f"  api server:   {state.get('apiserver', '?')}  (KUBECONFIG={directory / 'kubeconfig'})")
     print(f"  logs:         {directory / 'logs'} (containers: logs/pods/<ns>_<pod>_<uid>/<container>/<n>.log)")
     try:
@@ -440,7 +397,7 @@ def status(directory: Path) -> int:
 def switch_mode(directory: Path, mode: str) -> None:
     """Switch a running sandbox's NetworkPolicy mode; returns once the agent has applied it (rules recomputed)."""
     state = _read_json(directory / STATE_FILE)
-    if not _alive(state.get("pids", {}).get("agent")):
+    if not alive(state.get("pids", {}).get("agent")):
         raise SandboxError(f"no sandbox agent runs for {directory}; run `chaoscontour sandbox up` first")
     applied = directory / (MODE_FILE + ".applied")
     applied.unlink(missing_ok=True)

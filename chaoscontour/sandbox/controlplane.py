@@ -41,9 +41,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import base64
-import contextlib
 import ipaddress
-import os
 import shutil
 import signal
 import socket
@@ -56,14 +54,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
 from chaoscontour.sandbox import binaries, pki
+from chaoscontour.sandbox.process import Process, ProcessExited, ProcessTimeout, tail
 
 __all__ = ["ControlPlane", "ControlPlaneError", "main"]
 
@@ -74,20 +72,11 @@ Progress = Callable[[str], None]
 START_TIMEOUT_S = 90.0
 # How long a process gets between SIGTERM and SIGKILL.
 STOP_GRACE_S = 10.0
-LOG_TAIL_LINES = 30
 CLUSTER_NAME = "chaoscontour"
 
 
 class ControlPlaneError(RuntimeError):
     """The control plane could not start (the message carries the tail of the failing process's log)."""
-
-
-@dataclass
-class _Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-    log_file: IO[bytes]
 
 
 def _is_loopback(address: str) -> bool:
@@ -121,14 +110,6 @@ def _free_port(host: str) -> int:
 
 def _url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
-
-
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.rstrip().splitlines()[-lines:]) or "(empty log)"
 
 
 def _b64(data: bytes) -> str:
@@ -185,7 +166,7 @@ class ControlPlane:
         self.start_timeout_s = start_timeout_s
         self._given_workdir = Path(workdir) if workdir is not None else None
         self._workdir: Path | None = None
-        self._processes: list[_Process] = []
+        self._processes: list[Process] = []
         self._lock = threading.RLock()
         self._started = False
         self.pids: dict[str, int] = {}
@@ -251,11 +232,11 @@ class ControlPlane:
 
     @property
     def running(self) -> bool:
-        return self._started and all(p.popen.poll() is None for p in self._processes)
+        return self._started and all(p.running for p in self._processes)
 
     def exited_logs(self) -> dict[str, str]:
         """The log tails of the processes that have exited (for a ``running`` that turned false)."""
-        return {p.name: _tail(p.log) for p in self._processes if p.popen.poll() is not None}
+        return {p.name: p.tail() for p in self._processes if not p.running}
 
     # --- life cycle ------------------------------------------------------------------------------------------------
 
@@ -354,30 +335,13 @@ class ControlPlane:
             # waits on etcd until it is killed (measured: the full 10 s grace), alone it exits in about 1 s.
             processes, self._processes = list(reversed(self._processes)), []
             for proc in processes:
-                self._terminate(proc.popen, signal.SIGTERM)
-                try:
-                    proc.popen.wait(timeout=STOP_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    self._terminate(proc.popen, signal.SIGKILL)
-                    proc.popen.wait()
-                # Anything the process left in its session (nothing, normally) goes too.
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.popen.pid, signal.SIGKILL)
-                proc.log_file.close()
+                proc.stop(STOP_GRACE_S)
             if self._workdir is not None and self._given_workdir is None:
                 shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None if self._given_workdir is None else self._workdir
             self._started = False
             if processes:
                 self.progress(f"control plane: stopped in {time.monotonic() - began:.1f} s")
-
-    @staticmethod
-    def _terminate(popen: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        if popen.poll() is not None:
-            return
-        # Each child leads its own session (start_new_session): signal the group, which covers `ip netns exec`.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(popen.pid, sig)
 
     # --- processes -------------------------------------------------------------------------------------------------
 
@@ -389,55 +353,39 @@ class ControlPlane:
         if proc.returncode != 0:
             raise ControlPlaneError(f"{' '.join(self._wrap(argv))} failed: {proc.stderr.strip()}")
 
-    def _launch(self, name: str, argv: Sequence[str]) -> _Process:
-        log = self.logs_dir / f"{name}.log"
-        log_file = log.open("ab")
-        log_file.write(f"# {' '.join(self._wrap(argv))}\n".encode())
-        log_file.flush()
+    def _launch(self, name: str, argv: Sequence[str]) -> Process:
         try:
-            popen = subprocess.Popen(
-                self._wrap(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                # Own session: Ctrl-C in a terminal reaches only us, and we stop the children in order.
-                start_new_session=True,
-            )
+            proc = Process.start(name, self._wrap(argv), self.logs_dir / f"{name}.log", cwd=self.workdir)
         except OSError as exc:
-            log_file.close()
             raise ControlPlaneError(f"cannot run {name}: {exc}") from exc
-        proc = _Process(name, popen, log, log_file)
         self._processes.append(proc)
-        self.pids[name] = popen.pid
+        self.pids[name] = proc.pid
         return proc
 
-    def _wait_ready(self, proc: _Process, url: str, context: ssl.SSLContext, *, watch: Iterable[_Process]) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
-        last = "no answer yet"
-        while True:
-            for watched in watch:
-                code = watched.popen.poll()
-                if code is not None:
-                    raise ControlPlaneError(
-                        f"{watched.name} exited with code {code} during start-up; the end of {watched.log}:\n"
-                        f"{_tail(watched.log)}"
-                    )
+    def _wait_ready(self, proc: Process, url: str, context: ssl.SSLContext, *, watch: Iterable[Process]) -> None:
+        last = ["no answer yet"]
+
+        def ready() -> bool:
             try:
                 with urllib.request.urlopen(url, context=context, timeout=2.0) as response:
                     if response.status == 200:
-                        return
-                    last = f"HTTP {response.status}"
+                        return True
+                    last[0] = f"HTTP {response.status}"
             except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code}: {exc.read()[-500:].decode(errors='replace')}"
+                last[0] = f"HTTP {exc.code}: {exc.read()[-500:].decode(errors='replace')}"
             except (urllib.error.URLError, OSError) as exc:
-                last = str(exc)
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(
-                    f"{proc.name} was not ready within {self.start_timeout_s:.0f} s ({url}: {last}); "
-                    f"the end of {proc.log}:\n{_tail(proc.log)}"
-                )
-            time.sleep(0.2)
+                last[0] = str(exc)
+            return False
+
+        try:
+            proc.wait_ready(ready, self.start_timeout_s, watch=watch)
+        except ProcessExited as exc:
+            raise ControlPlaneError(f"during start-up, {exc}") from None
+        except ProcessTimeout:
+            raise ControlPlaneError(
+                f"{proc.name} was not ready within {self.start_timeout_s:.0f} s ({url}: {last[0]}); "
+                f"the end of {proc.log}:\n{tail(proc.log)}"
+            ) from None
 
     # --- configuration ---------------------------------------------------------------------------------------------
 

@@ -9,17 +9,19 @@ compare what a probe detected with what really happened without depending on thr
 """
 
 import json
-import subprocess
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-from tests.support import stop_process
+from chaoscontour.sandbox.process import Process
 
 __all__ = ["CONTROL_PATH", "Backend", "BackendProcess", "FailureWindow"]
 
@@ -185,37 +187,40 @@ class BackendProcess:
     """:class:`Backend` in a child process, with failures scheduled over its control path."""
 
     def __init__(self) -> None:
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: Process | None = None
         self.port = 0
+        self._dir: Path | None = None
 
     def start(self, timeout_s: float = 10.0) -> "BackendProcess":
-        self.proc = subprocess.Popen(
+        self._dir = Path(tempfile.mkdtemp(prefix="chaoscontour-backend-"))
+        log = self._dir / "backend.log"
+        self.proc = Process.start(
+            "backend",
             [sys.executable, "-c", "from tests.support.backend import main; main()"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            text=True,
+            log,
             cwd=_repo_root(),
+            header=False,
         )
-        assert self.proc.stdout is not None
-        # The child prints its port once it listens; a child that dies prints nothing and readline returns "".
-        timer = threading.Timer(timeout_s, self.proc.kill)
-        timer.start()
+
+        def port() -> int:
+            # The child prints its port once it listens.
+            first = log.read_text().split("\n", 1)
+            return int(first[0]) if len(first) > 1 and first[0].strip().isdigit() else 0
+
         try:
-            line = self.proc.stdout.readline()
-        finally:
-            timer.cancel()
-        if not line.strip().isdigit():
+            self.port = self.proc.wait_ready(port, timeout_s, what="its port on the first line")
+        except BaseException:
             self.stop()
-            raise RuntimeError(f"backend process did not start (printed {line!r})")
-        self.port = int(line)
+            raise
         return self
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_process(self.proc)
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
+            self.proc.stop(5.0)
             self.proc = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
     def __enter__(self) -> "BackendProcess":
         return self.start() if self.proc is None else self

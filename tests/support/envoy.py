@@ -11,7 +11,6 @@ Ports are never guessed: the admin listener and the proxy listener bind port 0, 
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,10 +19,10 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from chaoscontour.sandbox import versions
-from tests.support import stop_process
+from chaoscontour.sandbox.process import Process
 
 __all__ = [
     "EnvoyNotFound",
@@ -222,9 +221,8 @@ class EnvoyProcess:
         self.files = files or {}
         self.log_level = log_level
         self.dir: Path | None = None
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Process | None = None
         self.admin_port = 0
-        self._log: IO[bytes] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def start(self, timeout_s: float = 15.0, wait_live: bool = True) -> "EnvoyProcess":
@@ -235,8 +233,8 @@ class EnvoyProcess:
             config = self.dir / "bootstrap.json"
             config.write_text(json.dumps(self.bootstrap).replace("{dir}", str(self.dir)))
             address_file = self.dir / "admin-address"
-            self._log = open(self.dir / "envoy.log", "wb")  # noqa: SIM115 - closed in stop()
-            self.proc = subprocess.Popen(
+            self.proc = Process.start(
+                "Envoy",
                 [
                     find_envoy(),
                     "-c",
@@ -249,9 +247,7 @@ class EnvoyProcess:
                     "--log-level",
                     self.log_level,
                 ],
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
+                self.dir / "envoy.log",
             )
             deadline = time.monotonic() + timeout_s
             while not address_file.exists() or not address_file.read_text().strip():
@@ -276,11 +272,8 @@ class EnvoyProcess:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_process(self.proc)
+            self.proc.stop(5.0)
             self.proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
@@ -325,7 +318,7 @@ class EnvoyProcess:
 
     def _check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"Envoy exited with code {self.proc.returncode}{self._log_tail()}")
+            raise RuntimeError(f"Envoy exited with code {self.proc.poll()}{self._log_tail()}")
 
     def _log_tail(self) -> str:
         if self.dir is None or not (self.dir / "envoy.log").exists():
