@@ -278,6 +278,7 @@ class PodRuntime:
         return condition
 
     def status(self) -> Obj:
+        """The pod's status (``qosClass`` is left out: the API server sets it at creation and refuses changes)."""
         containers = [c.status() for c in self.containers]
         phase = podspec.pod_phase(
             self.spec.get("restartPolicy", "Always"), self.initialized, self.init_failed, containers
@@ -298,7 +299,6 @@ class PodRuntime:
             "hostIPs": [{"ip": network.NODE_IP}],
             "startTime": self.start_time,
             "containerStatuses": containers,
-            "qosClass": "BestEffort",
         }
         if self.init_containers:
             status["initContainerStatuses"] = [c.status() for c in self.init_containers]
