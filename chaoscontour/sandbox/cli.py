@@ -53,6 +53,8 @@ READY_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 30.0
 SETTINGS_ENV = "settings.env"
 SETTINGS_JSON = "settings.json"
+# Where the static PersistentVolumes keep their data (removed by `down`, as a cluster's disks go with it).
+VOLUMES_DIR = "volumes"
 
 
 class SandboxError(RuntimeError):
@@ -240,7 +242,8 @@ def up(directory: Path, mode: str) -> dict[str, str]:
     contour_ip = api.get(f"/api/v1/namespaces/{workloads.CONTOUR_NAMESPACE}/services/contour")["spec"]["clusterIP"]
     _apply(api, workloads.envoy_objects(NODE, contour_ip))
     _apply(api, workloads.demo_objects(NODE))
-    clock.say(f"workloads applied: contour (2 replicas, Service {contour_ip}:8001), envoy, demo/echo + HTTPProxy")
+    _apply(api, workloads.storage_objects(str(directory / VOLUMES_DIR / "sandbox-local-1")))
+    clock.say(f"workloads applied: contour (2 replicas, Service {contour_ip}:8001), envoy, demo/echo + HTTPProxy, a PV")
 
     def leader() -> str:
         alive_or_fail(plane_proc, agent_proc)
@@ -332,7 +335,7 @@ def down(directory: Path, *, keep_logs: bool = False) -> None:
         say(f"removing network: {', '.join(left['netns'] + left['links']) or 'iptables rules'}")
     network.teardown()
     if directory.exists():
-        for name in ("controlplane", "pods"):
+        for name in ("controlplane", "pods", VOLUMES_DIR):
             shutil.rmtree(directory / name, ignore_errors=True)
         ours = (STATE_FILE, plane.READY_FILE, SETTINGS_ENV, SETTINGS_JSON, "kubeconfig", "agent-pids.json")
         for name in (*ours, MODE_FILE, MODE_FILE + ".applied"):

@@ -11,6 +11,9 @@ Written for the sandbox (not Contour's example manifests), as a cluster operator
   ``contour bootstrap`` against the ``contour`` Service's ClusterIP, then Envoy runs with
   ``--service-cluster projectcontour --service-node <pod>``; a Deployment rather than the usual DaemonSet
   because no scheduler runs (DaemonSet pods are placed by the scheduler through node affinity);
+- a static PersistentVolume backed by a directory of the sandbox (``hostPath``), for one claim without a
+  StorageClass such as the game day's ``chaoscontour-journals``: no provisioner runs, and kube-controller-manager's
+  PersistentVolume controller binds a claim to a matching static volume as in a cluster;
 - namespace ``demo``: Deployment ``echo`` (2 replicas of :mod:`chaoscontour.sandbox.echo`), Service ``echo`` and
   the HTTPProxy ``echo`` with ``virtualhost.fqdn: echo.sandbox.local``.
 
@@ -34,6 +37,7 @@ __all__ = [
     "contour_objects",
     "envoy_objects",
     "demo_objects",
+    "storage_objects",
     "api_path",
 ]
 
@@ -271,6 +275,24 @@ def demo_objects(node: str) -> list[Obj]:
     ]
 
 
+def storage_objects(directory: str, name: str = "sandbox-local-1", capacity: str = "1Gi") -> list[Obj]:
+    """A static ``hostPath`` PersistentVolume at ``directory`` (no StorageClass, ``ReadWriteOnce``, ``Retain``)."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": _meta(name),
+            "spec": {
+                "capacity": {"storage": capacity},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": directory, "type": "DirectoryOrCreate"},
+            },
+        }
+    ]
+
+
 _PLURALS = {
     "Namespace": "namespaces",
     "ServiceAccount": "serviceaccounts",
@@ -282,6 +304,13 @@ _PLURALS = {
     "RoleBinding": "rolebindings",
     "HTTPProxy": "httpproxies",
     "NetworkPolicy": "networkpolicies",
+    "ConfigMap": "configmaps",
+    "PersistentVolume": "persistentvolumes",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "CronJob": "cronjobs",
+    "Job": "jobs",
+    "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
+    "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings",
 }
 
 
