@@ -1,7 +1,11 @@
 """The node agent's pod-spec translation: images to programs, commands, environment and statuses (pure, no root)."""
 
+import sys
+from pathlib import Path
+
 import pytest
 
+from chaoscontour.sandbox.container import images
 from chaoscontour.sandbox.podspec import (
     Image,
     PodFacts,
@@ -144,8 +148,6 @@ def test_the_game_day_image_is_read_from_its_dockerfile() -> None:
 
 
 def test_the_repositorys_dockerfile_gives_the_runner_its_environment() -> None:
-    from pathlib import Path
-
     image = dockerfile_image((Path(__file__).parents[2] / "deploy" / "Dockerfile").read_text())
     assert image.env["CHAOSTOOLKIT_IN_POD"] == "true"
     assert image.env["HOME"] == "/tmp"
@@ -201,3 +203,15 @@ def test_crash_loop_back_off_restarts_at_once_then_doubles_to_five_minutes_and_f
     assert restart_delay_s(160.0, 5.0) == (160.0, 300.0)
     assert restart_delay_s(300.0, 5.0) == (300.0, 300.0)
     assert restart_delay_s(300.0, 601.0) == (0.0, 10.0)
+
+
+def test_the_runner_image_is_this_venv_with_the_dockerfiles_environment(tmp_path: Path) -> None:
+    found = images("/cache/contour", "/venv/bin/envoy")
+    runner = found["runner"]
+    venv_bin = str(Path(sys.executable).parent)
+    assert runner.env["PATH"].split(":")[0] == venv_bin
+    assert runner.env["CHAOSTOOLKIT_IN_POD"] == "true"
+    assert runner.workdir == "/tmp"
+    assert runner.cmd == ("chaos", "--help")
+    assert found["contour"].binary == "/cache/contour"
+    assert "runner" not in images("/c", "/e", dockerfile=tmp_path / "missing")
