@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from chaoscontour.activities.envoy import envoy_serving
 from chaoscontour.sandbox import gameday
 
 from .conftest import Sandbox, leftovers
@@ -146,3 +147,10 @@ def test_a_game_day_below_its_availability_floor_fails_the_job(
     summary = (run / "leader-kill.summary.md").read_text()
     assert "below min_availability" in summary, summary
     assert leftovers(k) == []
+    # Leave the route as the next tests expect it: Envoy must have the new backends' endpoints.
+    settings = sandbox.settings
+    wait_for(
+        "the route to answer through Envoy again",
+        120,
+        lambda: envoy_serving(settings["ENVOY_URL"], host=settings["ENVOY_HOST"], timeout_s=2.0),
+    )
