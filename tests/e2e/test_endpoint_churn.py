@@ -1,7 +1,6 @@
 """experiments/endpoint-churn-during-outage.json with the real ``chaos`` CLI on the sandbox, judged by
 ``chaoscontour gate``: the demo HTTPProxy as it is fails under endpoint churn; the same route with a retryPolicy on
-connect failure and a healthCheckPolicy passes (that test is still to come: measured once, the retries alone were
-held back by Envoy's retry circuit breaker, see the README).
+connect failure and a healthCheckPolicy passes.
 
 While Contour is cut off from the API server, a backend pod is killed with chaostoolkit-kubernetes'
 ``terminate_pods``. Envoy's endpoints are frozen, so it keeps the dead pod's address: on the sandbox, as in a
@@ -283,3 +282,33 @@ def test_the_demo_route_as_it_is_fails_the_gate_when_a_backend_pod_dies_while_co
     gate = _gate(run.journal_path)
     assert gate.returncode == 1, gate.stdout + gate.stderr
     assert "below min_availability" in gate.stdout, gate.stdout
+
+
+def test_the_same_route_with_retries_on_connect_failure_and_health_checks_passes_the_gate(
+    sandbox: Sandbox, backend_ready: dict[str, str], admin_url: str, k: Any, tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    restore = _route_with(k, RESILIENT)
+    _annotate_service(k, MAX_RETRIES)
+    try:
+        wait_until("Envoy allowing more retries at once", lambda: _envoy_max_retries(admin_url), 60)
+        wait_until(
+            "Envoy health-checking the echo endpoints",
+            lambda: _health_checks_running(backend_ready["ENVOY_STATS_URL"]),
+            60,
+        )
+        run, journal = _run(tmp_path, "endpoint-churn-resilient", admin_url)
+    finally:
+        _proxies(k).patch_namespaced_custom_object("projectcontour.io", "v1", "demo", "httpproxies", "echo", restore)
+        _annotate_service(k, None)
+    _record(figures, "endpoint_churn_resilient_route", journal)
+    _common_checks(k, run, journal)
+
+    window = activity(journal, "envoy-view-of-the-backend-at-the-end-of-the-window")["output"]
+    counters = window["since"]["counters"]
+    assert counters.get("health_check.failure", 0) >= 1, counters
+    assert window["comparison"]["unhealthy"] == window["comparison"]["stale"], "the health checks caught the dead one"
+    availability = activity(journal, "envoy-availability-across-the-fault")["output"]
+    assert availability["meets_min_availability"] is True, availability
+
+    gate = _gate(run.journal_path)
+    assert gate.returncode == 0, gate.stdout + gate.stderr
