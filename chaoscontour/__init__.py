@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 logger = logging.getLogger("chaostoolkit")
 
-_MODULES = ("network", "leader", "pods", "envoy", "timing", "xds", "xds_probes")
+_MODULES = ("network", "leader", "pods", "envoy", "timing", "xds", "xds_probes", "endpoints")
 # Discovery lists per module, and several modules hold both kinds: the type is decided per function here.
 PROBES = frozenset(
     {
@@ -26,6 +26,8 @@ PROBES = frozenset(
         "envoy_xds_connected",
         "xds_egress_fault",
         "envoy_xds_timeline",
+        "envoy_backend_view",
+        "envoy_endpoints_converged",
         "route_change_propagation",
         "route_config_converged",
     }

@@ -29,6 +29,8 @@ EXPECTED = {
     "route_change_propagation": "probe",
     "route_config_converged": "probe",
     "remove_route_marker": "action",
+    "envoy_backend_view": "probe",
+    "envoy_endpoints_converged": "probe",
 }
 DISCOVERABLE_TYPES = {"string", "integer", "number", "boolean", "list", "mapping"}
 

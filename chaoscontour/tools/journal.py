@@ -79,6 +79,9 @@ XDS_TIMELINE = "envoy_xds_timeline"
 ROUTE_PROPAGATION = "route_change_propagation"
 ROUTE_CONVERGED = "route_config_converged"
 REMOVE_ROUTE_MARKER = "remove_route_marker"
+# chaoscontour.activities.endpoints
+ENDPOINT_VIEW = "envoy_backend_view"
+ENDPOINTS_CONVERGED = "envoy_endpoints_converged"
 
 ACTIVITIES = frozenset(
     {
@@ -99,6 +102,8 @@ ACTIVITIES = frozenset(
         ROUTE_PROPAGATION,
         ROUTE_CONVERGED,
         REMOVE_ROUTE_MARKER,
+        ENDPOINT_VIEW,
+        ENDPOINTS_CONVERGED,
     }
 )
 

@@ -226,6 +226,13 @@ def _chaoscontour_reasons(
                 reasons.append(f"{text}: nothing shows {lost} (--allow-unverified accepts that)")
             else:
                 reasons.append(text)
+        elif r.ours == j.ENDPOINT_VIEW and succeeded and isinstance((output or {}).get("since"), Mapping):
+            since = (output or {})["since"]
+            if since.get("endpointslices_changed") and since.get("membership_changed"):
+                reasons.append(
+                    f"{r.name!r}: Envoy's endpoint list changed during the fault (Contour still saw the "
+                    "EndpointSlices), so stale endpoints were not tested; lengthen freeze_wait_s"
+                )
         elif r.ours == j.XDS_TIMELINE and succeeded and output is not None and output.get("meets_bounds") is False:
             misses = "; ".join(str(m) for m in output.get("bound_misses") or []) or "no reason given"
             reasons.append(f"{r.name!r} missed its bounds: {misses}")
