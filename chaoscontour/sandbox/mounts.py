@@ -32,6 +32,7 @@ __all__ = [
     "container_mounts",
     "volume_files",
     "key_files",
+    "keep_visible",
     "launch_argv",
     "exec_in_container_argv",
 ]
@@ -209,6 +210,16 @@ unset STAGE2
 mkdir -p "$workdir" && cd "$workdir"
 exec "$@"
 """
+
+
+def keep_visible(paths: Sequence[str], targets: Sequence[str]) -> list[tuple[str, str, bool]]:
+    """Binds that put back host ``paths`` (this checkout, its venv) that a volume mounted at one of their parents
+    would hide: the game-day CronJob mounts an emptyDir at ``/tmp``, and a checkout under ``/tmp`` would vanish."""
+    extra = []
+    for path in paths:
+        if any(path == t.rstrip("/") or path.startswith(t.rstrip("/") + "/") for t in targets):
+            extra.append((path, path, False))
+    return extra
 
 
 def launch_argv(

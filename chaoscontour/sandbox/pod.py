@@ -18,6 +18,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,9 @@ __all__ = ["PodRuntime"]
 Obj = dict[str, Any]
 
 SHM_SIZE = "64m"
+# What the stand-in programs run from: this checkout (the package, installed editable) and its venv. A volume
+# mounted over a parent of them (an emptyDir at /tmp, with the checkout under /tmp) must not hide them.
+HOST_PATHS = (str(Path(__file__).resolve().parents[2]), sys.prefix)
 # A token the kubelet would rotate; the sandbox asks for one that outlives any sandbox run instead.
 TOKEN_EXPIRATION_S = 24 * 3600
 
@@ -215,6 +219,7 @@ class PodRuntime:
             self.log(f"container {spec['name']}: {note}")
         argv = podspec.container_argv(image, spec, env)
         binds = [(self._volume_source(m), m.path, m.read_only) for m in mounts.container_mounts(self.spec, spec)]
+        binds += mounts.keep_visible(HOST_PATHS, [target for _, target, _ in binds])
         rootfs = self.dir / "root" / spec["name"]
         rootfs.mkdir(parents=True, exist_ok=True)
         workdir = spec.get("workingDir") or image.workdir

@@ -15,6 +15,7 @@ from chaoscontour.sandbox.mounts import (
     TokenFile,
     container_mounts,
     exec_in_container_argv,
+    keep_visible,
     key_files,
     launch_argv,
     volume_files,
@@ -169,3 +170,14 @@ def test_a_container_sees_its_volumes_at_their_mount_paths_and_the_host_does_not
     assert not Path("/journals").exists()
     assert not Path(SERVICE_ACCOUNT_DIR).exists()
     assert not any((tmp_path / "root").iterdir())
+
+
+def test_a_volume_over_a_parent_of_the_checkout_gets_the_checkout_bound_back_on_top():
+    # The game-day CronJob mounts an emptyDir at /tmp; CI may clone the project under /tmp.
+    paths = ["/tmp/ci/clone", "/tmp/ci/clone/.venv"]
+    assert keep_visible(paths, ["/tmp", "/journals"]) == [
+        ("/tmp/ci/clone", "/tmp/ci/clone", False),
+        ("/tmp/ci/clone/.venv", "/tmp/ci/clone/.venv", False),
+    ]
+    assert keep_visible(paths, ["/journals", "/tmpfiles", "/tmp/ci/clone-other"]) == []
+    assert keep_visible(["/work/main"], ["/work/main/"]) == [("/work/main", "/work/main", False)]
