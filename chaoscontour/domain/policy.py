@@ -25,6 +25,8 @@ from typing import Any
 
 __all__ = [
     "EXPIRES_AT_ANNOTATION",
+    "owner_references",
+    "rfc3339",
     "EXPIRY_JOB_IMAGE",
     "FAULT_APISERVER_EGRESS",
     "FAULT_LABEL",
@@ -144,7 +146,23 @@ def managed_selector(run_id: str = "") -> str:
     return f"{selector},{RUN_ID_LABEL}={run_id}" if run_id else selector
 
 
-def _rfc3339(when: datetime) -> str:
+def owner_references(owner: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``ownerReferences`` that make the expiry Job own a policy (the garbage collector removes it with the Job);
+    not a controller, and no foreground blocking."""
+    return [
+        {
+            "apiVersion": owner["apiVersion"],
+            "kind": owner["kind"],
+            "name": owner["name"],
+            "uid": owner["uid"],
+            "controller": False,
+            "blockOwnerDeletion": False,
+        }
+    ]
+
+
+def rfc3339(when: datetime) -> str:
+    """A Kubernetes time (UTC, whole seconds)."""
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -185,21 +203,12 @@ def build_block_policy(
         "namespace": namespace,
         "labels": managed_labels(run_id),
         "annotations": {
-            EXPIRES_AT_ANNOTATION: _rfc3339(expires_at),
+            EXPIRES_AT_ANNOTATION: rfc3339(expires_at),
             _PURPOSE_ANNOTATION: "chaos experiment: deny egress to the Kubernetes API server; safe to delete",
         },
     }
     if owner:
-        metadata["ownerReferences"] = [
-            {
-                "apiVersion": owner["apiVersion"],
-                "kind": owner["kind"],
-                "name": owner["name"],
-                "uid": owner["uid"],
-                "controller": False,
-                "blockOwnerDeletion": False,
-            }
-        ]
+        metadata["ownerReferences"] = owner_references(owner)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -283,7 +292,7 @@ def build_expiry_job(
             "namespace": namespace,
             "labels": managed_labels(run_id),
             "annotations": {
-                EXPIRES_AT_ANNOTATION: _rfc3339(datetime.fromtimestamp(now.timestamp() + hard_cap_s, tz=UTC)),
+                EXPIRES_AT_ANNOTATION: rfc3339(datetime.fromtimestamp(now.timestamp() + hard_cap_s, tz=UTC)),
                 _PURPOSE_ANNOTATION: "expiry timer of a chaoscontour fault: runs no pod; its deadline deletes the "
                 "fault's NetworkPolicy (owner reference). Deleting this Job ends the fault now.",
             },

@@ -21,7 +21,7 @@ selects ``chaoscontour/fault=apiserver-egress``) and ``unblock_xds_egress`` neve
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from chaoscontour.domain import policy as fault
@@ -147,10 +147,6 @@ def _other_ports(port: int) -> list[dict[str, Any]]:
     return ports
 
 
-def _rfc3339(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def build_xds_block_policy(
     *,
     namespace: str,
@@ -175,19 +171,10 @@ def build_xds_block_policy(
         "name": xds_policy_name(run_id),
         "namespace": namespace,
         "labels": xds_labels(run_id),
-        "annotations": {fault.EXPIRES_AT_ANNOTATION: _rfc3339(expires_at), "chaoscontour/purpose": _PURPOSE},
+        "annotations": {fault.EXPIRES_AT_ANNOTATION: fault.rfc3339(expires_at), "chaoscontour/purpose": _PURPOSE},
     }
     if owner:
-        metadata["ownerReferences"] = [
-            {
-                "apiVersion": owner["apiVersion"],
-                "kind": owner["kind"],
-                "name": owner["name"],
-                "uid": owner["uid"],
-                "controller": False,
-                "blockOwnerDeletion": False,
-            }
-        ]
+        metadata["ownerReferences"] = fault.owner_references(owner)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
