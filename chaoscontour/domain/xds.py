@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from chaoscontour.domain import policy as fault
+from chaoscontour.domain.availability import iso_utc
 
 __all__ = [
     "FAULT_XDS_EGRESS",
@@ -372,22 +373,36 @@ def xds_timeline(
       time, less the one for the stream that died; each attempt failed, or an update would have arrived.
     * ``reconnected_after_s``: from ``healed_at`` to the first reading in which CDS or LDS accepted an update
       (a stream that works); ``current_after_s``: to the first in which both did (Contour's whole snapshot arrived).
-    * ``transitions``: every change of the connected reading, in seconds from the first reading.
+    * ``transitions``: every change of the connected reading, in seconds from the first reading
+      (``first_reading_at``, ISO 8601 UTC); ``updates_at_s`` and ``failures_at_s``: the readings in which Envoy
+      had accepted (CDS + LDS ``update_success``) or failed (``update_failure``) updates since the reading before,
+      on the same scale, so that a report can draw the age of Envoy's configuration and each failed stream.
     """
     ok = [s for s in samples if s.connected is not None]
     start = samples[0].at if samples else 0.0
     transitions: list[dict[str, Any]] = []
+    updates_at: list[float] = []
+    failures_at: list[float] = []
     previous: XdsSample | None = None
     for sample in ok:
-        if previous is not None and sample.connected != previous.connected:
-            transitions.append({"at_s": round(sample.at - start, 3), "connected": sample.connected})
+        if previous is not None:
+            at_s = round(sample.at - start, 3)
+            if sample.connected != previous.connected:
+                transitions.append({"at_s": at_s, "connected": sample.connected})
+            if sample.updates is not None and previous.updates is not None and sample.updates > previous.updates:
+                updates_at.append(at_s)
+            if sample.failures_since(previous) > 0:
+                failures_at.append(at_s)
         previous = sample
     result: dict[str, Any] = {
         "samples": len(samples),
         "failed_reads": len(samples) - len(ok),
+        "first_reading_at": iso_utc(start) if samples else None,
         "connected_at_start": ok[0].connected if ok else None,
         "connected_at_end": ok[-1].connected if ok else None,
         "transitions": transitions,
+        "updates_at_s": updates_at,
+        "failures_at_s": failures_at,
         "detected_after_s": None,
         "reconnect_attempts": None,
         "reconnected_after_s": None,

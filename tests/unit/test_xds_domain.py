@@ -189,6 +189,10 @@ def test_the_timeline_gives_detection_attempts_reconnection_and_currency_relativ
     assert figures["failed_reads"] == 1
     assert [t["connected"] for t in figures["transitions"]] == [False, True, False, True]
     assert figures["transitions"][0]["at_s"] == 40.5
+    # On the transitions' scale, for the report: each failed stream, and the two updates after the heal.
+    assert figures["first_reading_at"] == "1970-01-01T00:01:40.000Z"
+    assert figures["failures_at_s"] == [40.5, 46.0, 52.0]
+    assert figures["updates_at_s"] == [100.5, 101.0]
 
 
 def test_a_failed_update_shows_the_dead_stream_even_when_no_reading_caught_the_gauge_at_zero() -> None:
