@@ -103,6 +103,9 @@ def test_report_writes_png_and_html_with_the_outcome_and_activities(fault_journa
     assert "Chaos gate PASSED" in text
     # The fixture blocks without the end-of-window probe: the page says what the verdict did not check.
     assert "not checked: the method has no apiserver_egress_fault probe" in text
+    # Neither endpoint-churn nor xDS probes here: no lane panel, no timeline section.
+    assert "Timeline of endpoints and xDS state" not in text
+    assert report_data(load(fault_journal)).tracks.empty
     embedded = re.search(r'src="data:image/png;base64,([^"]+)"', text)
     assert embedded is not None and base64.b64decode(embedded.group(1)) == raw
     for name in ("envoy-serving", "sample-envoy", "block-apiserver", "unblock-apiserver-rollback"):

@@ -1,9 +1,11 @@
 """``chaoscontour report JOURNAL``: a PNG of what Envoy's clients saw during the experiment, and an HTML page.
 
 The PNG plots, per second, the availability and the latency that ``envoy_availability`` measured (its output's
-``timeline``), with the fault and its removal marked: the start of ``block_apiserver_egress`` or ``kill_leader``, the
-``unblock_apiserver_egress`` rollback, the window between them shaded, and each Contour container termination that a
-``contour_restart_count`` output lists. The HTML page embeds the PNG next to the gate's outcome and an activity table.
+``timeline``), with the fault and its removal marked: the start of ``block_apiserver_egress``, ``block_xds_egress`` or
+``kill_leader``, their removal, the window between them shaded, and each Contour container termination that a
+``contour_restart_count`` output lists. For the endpoint-churn and xDS experiments a lane panel under the
+availability shows, on the same axis, what their probes recorded (:mod:`chaoscontour.tools.tracks`). The HTML page
+embeds the PNG next to the gate's outcome, that timeline as tables, and an activity table.
 
 :func:`chaoscontour.tools.timeline.report_data` computes what is drawn, without drawing; matplotlib (the optional
 ``[report]`` extra) is imported only to draw.
@@ -24,10 +26,11 @@ from typing import Any
 from chaoscontour.tools import journal as j
 from chaoscontour.tools.journal import JournalError, epoch_of, load_journal
 from chaoscontour.tools.timeline import ReportData, report_data
+from chaoscontour.tools.tracks import Tracks
 
-__all__ = ["MISSING_MATPLOTLIB", "label_levels", "main", "render_html", "render_png"]
+__all__ = ["MISSING_MATPLOTLIB", "label_levels", "main", "render_html", "render_png", "tracks_html"]
 
-MAX_KEY_LINES = 12
+MAX_KEY_LINES = 16
 MISSING_MATPLOTLIB = (
     "chaoscontour report needs matplotlib, which is an optional extra: pip install 'chaostoolkit-contour[report]'"
 )
@@ -46,7 +49,36 @@ _COLOURS = {
     "fault-end": "#1e8449",
     "restart": "#34495e",
     "requests": "#95a5a6",
+    "endpoints": "#2e86c1",
+    "xds": "#7d3c98",
+    "route": "#117a65",
 }
+# Marker kinds: how each is drawn and named in the legend.
+_STYLES: dict[str, Any] = {
+    "fault": "-",
+    "fault-end": "--",
+    "restart": ":",
+    "endpoints": "-.",
+    "xds": "-.",
+    "route": "-.",
+}
+_NAMES = {
+    "fault": "fault injected",
+    "fault-end": "fault removed",
+    "restart": "Contour restart",
+    "endpoints": "endpoint event",
+    "xds": "xDS event",
+    "route": "route change",
+}
+_LANES = {
+    "slices": "EndpointSlices",
+    "endpoints": "Envoy endpoints",
+    "xds": "xDS stream",
+    "xds-gauge": "xDS gauge",
+    "route": "route change",
+}
+KEY_LABEL_CHARS = 54
+_SPAN_COLOURS = {"ok": "#58d68d", "bad": "#e74c3c", "held": "#f5b041", "unknown": "#d5dbdb"}
 
 
 def _import_pyplot() -> Any:
@@ -79,20 +111,71 @@ def label_levels(offsets: Sequence[float], width: float, slots: int = 4) -> list
     return levels
 
 
+_SPAN_NAMES = {
+    "ok": "working / matching",
+    "bad": "dead / differing",
+    "held": "held back / unnoticed",
+    "unknown": "changed within",
+}
+
+
+def _draw_lanes(ax: Any, tracks: Tracks) -> list[Any]:
+    """One row per lane of spans (bars labelled inside when wide enough), failed xDS streams as crosses, and the
+    age of Envoy's configuration on a second axis; returns the legend handles."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    lanes = list(reversed(tracks.lanes))
+    left, right = ax.get_xlim()
+    for span in tracks.spans:
+        row = lanes.index(span.lane)
+        width = span.end_s - span.start_s
+        ax.broken_barh(
+            [(span.start_s, width)],
+            (row - 0.35, 0.7),
+            facecolors=_SPAN_COLOURS.get(span.kind, "#d5dbdb"),
+            edgecolor="#555555" if span.kind == "unknown" else "none",
+            hatch="//" if span.kind == "unknown" else None,
+            linewidth=0.5,
+        )
+        if width > 0.12 * (right - left):
+            ax.text(span.start_s + width / 2, row, span.label, ha="center", va="center", fontsize=7, clip_on=True)
+    handles: list[Any] = [
+        Patch(facecolor=_SPAN_COLOURS[kind], hatch="//" if kind == "unknown" else None, label=_SPAN_NAMES[kind])
+        for kind in dict.fromkeys(s.kind for s in tracks.spans)
+    ]
+    if tracks.failed_streams_s and "xds" in lanes:
+        row = lanes.index("xds")
+        ax.plot(tracks.failed_streams_s, [row] * len(tracks.failed_streams_s), "x", color="#7b241c", markersize=6)
+        handles.append(Line2D([], [], color="#7b241c", marker="x", linestyle="", label="failed xDS stream"))
+    ax.set_yticks(range(len(lanes)), [_LANES.get(lane, lane) for lane in lanes], fontsize=8)
+    ax.set_ylim(-0.6, max(len(lanes), 1) - 0.4)
+    if tracks.update_age:
+        twin = ax.twinx()
+        age_style: dict[str, Any] = {"color": "#34495e", "linewidth": 1.2, "alpha": 0.8}
+        twin.plot([p[0] for p in tracks.update_age], [p[1] for p in tracks.update_age], **age_style)
+        twin.set_ylabel("config age (s)", fontsize=8)
+        twin.set_ylim(bottom=0)
+        handles.append(Line2D([], [], **age_style, label="age of Envoy's configuration"))
+    return handles
+
+
 def render_png(data: ReportData, path: Path) -> None:
     plt = _import_pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     key_rows = min(len(data.markers), MAX_KEY_LINES + 1)
+    lanes = bool(data.tracks.spans or data.tracks.update_age)
+    heights = [3, 0.45 * len(data.tracks.lanes) + 0.6, 3, 1.4] if lanes else [3, 3, 1.4]
     fig, axes = plt.subplots(
-        3,
+        len(heights),
         1,
-        figsize=(12, 8.5 + 0.2 * (key_rows if key_rows <= 4 else math.ceil(key_rows / 2))),
+        figsize=(12, 8.5 + heights[1] * lanes + 0.2 * (key_rows if key_rows <= 4 else math.ceil(key_rows / 2))),
         sharex=True,
-        gridspec_kw={"height_ratios": [3, 3, 1.4], "hspace": 0.12},
+        gridspec_kw={"height_ratios": heights, "hspace": 0.12},
     )
-    ax_av, ax_lat, ax_req = axes
+    ax_av, ax_lat, ax_req = (axes[0], axes[2], axes[3]) if lanes else axes
     outcome = "PASSED" if data.verdict.passed else "FAILED"
     fig.suptitle(f"{data.title}\nchaos gate: {outcome} (run status {data.verdict.status})", fontsize=13)
 
@@ -140,8 +223,8 @@ def render_png(data: ReportData, path: Path) -> None:
         for ax in axes:
             ax.axvspan(*data.fault_window, color=_COLOURS["window"], alpha=0.22, linewidth=0, zorder=0)
         handles.append(Patch(color=_COLOURS["window"], alpha=0.35, label="fault window"))
-    styles: dict[str, Any] = {"fault": "-", "fault-end": "--", "restart": ":"}
-    names = {"fault": "fault injected", "fault-end": "fault removed", "restart": "Contour restart"}
+    if lanes:
+        handles += _draw_lanes(axes[1], data.tracks)
     # Each marker line carries a numbered badge at the top; the key under the plot says what each number is, so
     # labels never overlap however close the markers are.
     left, right = ax_av.get_xlim()
@@ -149,7 +232,7 @@ def render_png(data: ReportData, path: Path) -> None:
         zip(data.markers, label_levels([m.offset_s for m in data.markers], right - left), strict=True), start=1
     ):
         for ax in axes:
-            ax.axvline(marker.offset_s, color=_COLOURS[marker.kind], linestyle=styles[marker.kind], linewidth=1.6)
+            ax.axvline(marker.offset_s, color=_COLOURS[marker.kind], linestyle=_STYLES[marker.kind], linewidth=1.6)
         ax_av.annotate(
             str(number),
             xy=(marker.offset_s, 0.97 - 0.1 * level),
@@ -162,9 +245,14 @@ def render_png(data: ReportData, path: Path) -> None:
             bbox={"boxstyle": "circle,pad=0.25", "facecolor": _COLOURS[marker.kind], "edgecolor": "none"},
         )
     for kind in dict.fromkeys(m.kind for m in data.markers):
-        handles.append(Line2D([], [], color=_COLOURS[kind], linestyle=styles[kind], label=names[kind]))
+        handles.append(Line2D([], [], color=_COLOURS[kind], linestyle=_STYLES[kind], label=_NAMES[kind]))
 
-    key = [f"({n}) t={m.offset_s:.1f} s  {m.label}" for n, m in enumerate(data.markers[:MAX_KEY_LINES], start=1)]
+    # Long labels are cut in the key (the HTML page lists them whole).
+    key = [
+        f"({n}) t={m.offset_s:.1f} s  "
+        + (m.label if len(m.label) <= KEY_LABEL_CHARS else m.label[: KEY_LABEL_CHARS - 3] + "...")
+        for n, m in enumerate(data.markers[:MAX_KEY_LINES], start=1)
+    ]
     if len(data.markers) > MAX_KEY_LINES:
         key.append(f"... and {len(data.markers) - MAX_KEY_LINES} more (see the HTML page)")
     key_columns = 2 if len(key) > 4 else 1
@@ -183,8 +271,9 @@ def render_png(data: ReportData, path: Path) -> None:
             frameon=False,
             fontsize=9,
         )
-    bottom = (key_height + 0.55 + 0.6) * inch
-    fig.subplots_adjust(top=1 - 0.75 * inch, bottom=bottom, left=0.08, right=0.98)
+    legend_rows = math.ceil(len(handles) / 5)
+    bottom = (key_height + 0.35 + 0.22 * legend_rows + 0.6) * inch
+    fig.subplots_adjust(top=1 - 0.75 * inch, bottom=bottom, left=0.11 if lanes else 0.08, right=0.94 if lanes else 0.98)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -195,6 +284,54 @@ def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
     if number is None:
         return "-"
     return f"{number:.{digits}f}{unit}"
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def tracks_html(data: ReportData) -> str:
+    """The endpoint-churn / xDS timeline as HTML: the key figures, every event and interval with its time on the
+    plot's axis, Envoy's counters for the backend by cause, and the probes' sentences on why requests failed."""
+    t = data.tracks
+    if t.empty:
+        return ""
+    e = html.escape
+    parts = ["<h2>Timeline of endpoints and xDS state</h2>"]
+    if t.facts:
+        parts.append("<ul>" + "".join(f"<li>{e(f)}</li>" for f in t.facts) + "</ul>")
+    events = [m for m in data.markers if m.kind in _LANES or m.kind in ("fault", "fault-end")]
+    if events:
+        rows = "".join(
+            f"<tr><td>{m.offset_s:.1f} s</td><td>{e(_LANES.get(m.kind, _NAMES[m.kind]))}</td><td>{e(m.label)}</td></tr>"
+            for m in events
+        )
+        parts.append(f"<table><tr><th>t</th><th>lane</th><th>what</th></tr>{rows}</table>")
+    if t.spans:
+        rows = "".join(
+            f"<tr><td>{e(_LANES.get(s.lane, s.lane))}</td><td>{s.start_s:.1f} s</td><td>{s.end_s:.1f} s</td>"
+            f"<td>{s.end_s - s.start_s:.1f} s</td><td>{e(s.label)}</td></tr>"
+            for s in t.spans
+            if s.lane != "xds-gauge"
+        )
+        parts.append(
+            "<h3>Intervals</h3><table><tr><th>lane</th><th>from</th><th>to</th><th>for</th><th>what</th></tr>"
+            f"{rows}</table>"
+        )
+    if t.counters:
+        rows = "".join(
+            f"<tr><td>{e(r.label)}</td><td>{_count(r.during_fault)}</td><td>{_count(r.after_heal)}</td>"
+            f"<td>{_count(r.whole)}</td></tr>"
+            for r in t.counters
+        )
+        parts.append(
+            "<h3>Envoy's counters for the backend, by cause</h3><table><tr><th>counter</th><th>during the fault</th>"
+            f"<th>after the heal</th><th>whole episode</th></tr>{rows}</table>"
+        )
+    for interval, sentences in t.causes:
+        parts.append(f"<h3>Why requests failed, {e(interval)}</h3><ul>")
+        parts.append("".join(f"<li>{e(c)}</li>" for c in sentences) + "</ul>")
+    return "\n".join(parts)
 
 
 def render_html(data: ReportData, png_name: str, png_bytes: bytes | None = None) -> str:
@@ -256,6 +393,7 @@ deviated <code>{str(v.deviated).lower()}</code>.</p>
 <img src="{src}" alt="availability and latency over time, with the fault and its removal marked">
 {f"<h2>Markers</h2><ul>{markers}</ul>" if markers else ""}
 {figures}
+{tracks_html(data)}
 <h2>Activities</h2>
 <table><tr><th>phase</th><th>activity</th><th>type</th><th>status</th><th>start</th><th>duration</th><th>note</th></tr>
 {"".join(rows)}

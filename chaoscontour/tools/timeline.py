@@ -1,7 +1,8 @@
 """The numbers behind ``chaoscontour report``'s plot, computed from a journal without drawing: the per-second
 series ``envoy_availability`` measured (its output's ``timeline``), and the moments to mark on it (the fault's
 start, its removal, each Contour container termination a ``contour_restart_count`` output lists), in seconds from
-the first second sampled. Pure, so the marker positions are tested against the journal's times.
+the first second sampled; and, for the endpoint-churn and xDS experiments, what their probes recorded on the same
+axis (:mod:`chaoscontour.tools.tracks`). Pure, so the marker positions are tested against the journal's times.
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ from typing import Any
 from chaoscontour.tools import journal as j
 from chaoscontour.tools.findings import availability_outputs
 from chaoscontour.tools.journal import epoch_of
+from chaoscontour.tools.tracks import Tracks, tracks
 from chaoscontour.tools.verdict import Verdict, judge
 
 __all__ = ["FAULT_END_FUNCS", "FAULT_FUNCS", "Marker", "ReportData", "Series", "report_data", "restart_times"]
 
-FAULT_FUNCS = (j.BLOCK_APISERVER, j.KILL_LEADER)
-FAULT_END_FUNCS = (j.UNBLOCK_APISERVER,)
+FAULT_FUNCS = (j.BLOCK_APISERVER, j.BLOCK_XDS, j.KILL_LEADER)
+FAULT_END_FUNCS = (j.UNBLOCK_APISERVER, j.UNBLOCK_XDS)
 
 
 @dataclass(frozen=True)
 class Marker:
-    """A moment to mark on the plot: ``kind`` is ``fault``, ``fault-end`` or ``restart``."""
+    """A moment to mark on the plot: ``kind`` is ``fault``, ``fault-end`` or ``restart``, or the lane of a
+    :class:`chaoscontour.tools.tracks.Event` (``endpoints``, ``xds``, ``route``)."""
 
     kind: str
     label: str
@@ -57,6 +60,8 @@ class ReportData:
     summary: Mapping[str, Any] = field(default_factory=dict)
     # Why there is nothing to plot, when there is not.
     note: str | None = None
+    # The endpoint-churn and xDS timeline (empty for other experiments); its events are among ``markers``.
+    tracks: Tracks = field(default_factory=Tracks)
 
 
 # --------------------------------------------------------------------------------------------------------- pure part
@@ -170,6 +175,9 @@ def report_data(journal: Mapping[str, Any]) -> ReportData:
             for epoch, who in restart_times(run.get("output")):
                 if lo <= epoch <= hi:
                     add("restart", f"Contour restart {who}".strip(), epoch)
+    extra = tracks(journal, origin, lo, hi)
+    for event in extra.events:
+        add(event.lane, event.label, event.epoch_s)
     # Several restart probes may list the same termination.
     unique = list(dict.fromkeys(markers))
     unique.sort(key=lambda m: m.epoch_s)
@@ -202,4 +210,5 @@ def report_data(journal: Mapping[str, Any]) -> ReportData:
         markers=tuple(unique),
         fault_window=window,
         summary=summary_fields,
+        tracks=extra,
     )
