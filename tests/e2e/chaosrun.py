@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,6 +109,15 @@ class ChaosRun:
         self.start()
         self.wait(timeout_s)
         return self.journal()
+
+
+def keep_journal(run: ChaosRun) -> None:
+    """Copy the journal where test_zz_journals_report.py (and CI) judges and renders it
+    (`CHAOSCONTOUR_SANDBOX_JOURNALS`)."""
+    target = os.environ.get("CHAOSCONTOUR_SANDBOX_JOURNALS")
+    if target and run.journal_path.exists():
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(run.journal_path, Path(target) / run.journal_path.name)
 
 
 def activity(journal: dict[str, Any], name: str, where: str = "run") -> dict[str, Any]:

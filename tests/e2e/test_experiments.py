@@ -8,7 +8,6 @@ does not carry over) and sizes its fault window to what it must see.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import threading
 import time
@@ -25,7 +24,7 @@ from chaoscontour.activities.leader import lease_holder
 from chaoscontour.activities.network import block_apiserver_egress, unblock_apiserver_egress
 from chaoscontour.domain.lease import parse_api_time
 
-from .chaosrun import EXPERIMENTS, HOLDING, ChaosRun, activity, as_vars, variant, write
+from .chaosrun import EXPERIMENTS, HOLDING, ChaosRun, activity, as_vars, keep_journal, variant, write
 from .conftest import (
     HEALTHY_TIMEOUT_S,
     NS,
@@ -75,14 +74,6 @@ class RestartWatcher:
 def journal_time(value: str) -> float:
     """chaostoolkit writes UTC times without a zone."""
     return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
-
-
-def keep_journal(run: ChaosRun) -> None:
-    """Copy the journal where CI judges and renders it (`CHAOSCONTOUR_SANDBOX_JOURNALS`)."""
-    target = os.environ.get("CHAOSCONTOUR_SANDBOX_JOURNALS")
-    if target and run.journal_path.exists():
-        Path(target).mkdir(parents=True, exist_ok=True)
-        shutil.copy(run.journal_path, Path(target) / run.journal_path.name)
 
 
 def leader_exit_time(sandbox: Sandbox, pod: str) -> float | None:

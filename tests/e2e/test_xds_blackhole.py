@@ -18,7 +18,7 @@ from kubernetes import client
 
 from chaoscontour.tools.verdict import judge
 
-from .chaosrun import EXPERIMENTS, ChaosRun, activity
+from .chaosrun import EXPERIMENTS, ChaosRun, activity, keep_journal
 from .conftest import NS, OURS, Sandbox, contour_healthy, leftovers, wait_until
 
 EXPERIMENT = EXPERIMENTS / "xds-blackhole.json"
@@ -52,9 +52,10 @@ def marker_headers(k: Any) -> list[dict[str, Any]]:
 def test_envoy_routes_through_the_xds_black_hole_notices_it_and_converges_after_the_heal(
     sandbox: Sandbox, healthy_contour: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
-    # Judged here (the gate's verdict below), not kept for test_zz_journals_report.py's API-server journals.
+    # Judged here and kept for test_zz_journals_report.py, which renders its report's xDS timeline.
     run = ChaosRun(EXPERIMENT, tmp_path, {}, name="xds-blackhole", variables=VARIABLES)
     journal = run.run(timeout_s=360)
+    keep_journal(run)
 
     assert journal["status"] == "completed", run.log()[-3000:]
     assert journal["steady_states"]["before"]["steady_state_met"] is True
