@@ -235,3 +235,19 @@ def test_a_journal_without_those_probes_has_no_timeline_section() -> None:
     journal = {"experiment": {"title": "t", "method": []}, "status": "completed", "start": "2026-01-01T00:00:00Z"}
     data = report_data({**journal, "run": []})
     assert data.tracks.empty and tracks_html(data) == ""
+
+
+def test_lists_compared_by_count_bound_the_stale_interval_by_convergence_not_by_a_matching_count(
+    churn: dict[str, Any],
+) -> None:
+    """Without Envoy's admin /clusters (``make demo``) the probes compare counts, which match again as soon as the
+    replacement pod is Ready although Envoy may still hold the dead pod's address."""
+    by_count = copy.deepcopy(churn)
+    entry = next(r for r in by_count["run"] if r["activity"]["name"] == "envoy-endpoints-converged-after-the-heal")
+    entry["output"]["comparison"] = {"method": "counts", "matches": True, "endpointslices_ready": ["a", "b"]}
+    data = report_data(by_count)
+    origin = data.origin_epoch_s or 0.0
+    (stale,) = [s for s in data.tracks.spans if s.lane == "endpoints"]
+    converged = epoch(entry["start"]) + entry["output"]["converged_after_s"] - origin
+    assert stale.end_s == pytest.approx(converged, abs=1e-3)
+    assert stale.label == "Envoy may still route to the killed pod (lists compared by count only)"
