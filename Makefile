@@ -14,7 +14,8 @@ PYTEST_ARGS ?=
 .PHONY: help venv system-deps binaries lint test test-unit compat-311 demo sandbox-up sandbox-down bench clean
 
 help:
-	@echo "make demo        start the local Contour sandbox, run experiments/apiserver-outage.json, print the verdict"
+	@echo "make demo        start the local Contour sandbox, run experiments/apiserver-outage.json, print the verdict and the report"
+	@echo "                 (EXPERIMENT=<name> runs experiments/<name>.json instead: $(DEMO_EXPERIMENTS))"
 	@echo "make test        run every test: unit, integration (real kube-apiserver) and end-to-end (sandbox)"
 	@echo "make test-unit   only the fast tests (no root, no binaries)"
 	@echo "make lint        ruff, mypy, hadolint (deploy/Dockerfile), actionlint with shellcheck (the workflow)"
@@ -78,16 +79,31 @@ sandbox-up: venv system-deps binaries
 sandbox-down: venv
 	$(VENV)/bin/chaoscontour sandbox down --dir $(SANDBOX_DIR)
 
-# The main job: a real control plane, real Contour and real Envoy on this machine, and the outage experiment.
+# The main job: a real control plane, real Contour and real Envoy on this machine, and one of experiments/*.json
+# (EXPERIMENT=<name>, default the API-server outage). The name is checked when make reads this file, before any
+# sandbox starts. Files: $(SANDBOX_DIR)/{journal,junit,summary}-<name>.*, chaostoolkit-<name>.log and the report
+# in $(SANDBOX_DIR)/reports/; they outlive `sandbox down`. The exit status is the gate's.
+EXPERIMENT ?= apiserver-outage
+DEMO_EXPERIMENTS := $(sort $(basename $(notdir $(wildcard experiments/*.json))))
+ifneq ($(filter demo,$(MAKECMDGOALS)),)
+ifneq ($(words $(EXPERIMENT)) $(filter $(EXPERIMENT),$(DEMO_EXPERIMENTS)),1 $(EXPERIMENT))
+$(error EXPERIMENT='$(EXPERIMENT)' is not an experiment in experiments/: choose one of $(DEMO_EXPERIMENTS))
+endif
+endif
+
 demo: sandbox-up
 	@set -a && . $(SANDBOX_DIR)/settings.env && set +a && \
-	rc=0; $(VENV)/bin/chaos --log-file $(SANDBOX_DIR)/chaostoolkit.log run \
-	  --journal-path $(SANDBOX_DIR)/journal-apiserver-outage.json experiments/apiserver-outage.json || rc=$$?; \
-	$(VENV)/bin/chaoscontour gate $(SANDBOX_DIR)/journal-apiserver-outage.json \
-	  --junit $(SANDBOX_DIR)/junit-apiserver-outage.xml --summary $(SANDBOX_DIR)/summary-apiserver-outage.md; \
-	gate=$$?; cat $(SANDBOX_DIR)/summary-apiserver-outage.md; \
+	name=$(EXPERIMENT) && journal=$(SANDBOX_DIR)/journal-$$name.json && \
+	rc=0; $(VENV)/bin/chaos --log-file $(SANDBOX_DIR)/chaostoolkit-$$name.log run \
+	  --journal-path $$journal experiments/$$name.json || rc=$$?; \
+	$(VENV)/bin/chaoscontour gate $$journal \
+	  --junit $(SANDBOX_DIR)/junit-$$name.xml --summary $(SANDBOX_DIR)/summary-$$name.md; \
+	gate=$$?; cat $(SANDBOX_DIR)/summary-$$name.md; \
+	$(VENV)/bin/chaoscontour report $$journal --out $(SANDBOX_DIR)/reports; \
 	if [ -z "$$KEEP_SANDBOX" ]; then $(VENV)/bin/chaoscontour sandbox down --dir $(SANDBOX_DIR); \
 	else echo "sandbox left running (KEEP_SANDBOX set): make sandbox-down to stop it"; fi; \
+	echo "chaos run exit status $$rc; chaos gate exit status $$gate (make demo exits with it)"; \
+	echo "report: $(SANDBOX_DIR)/reports/journal-$$name.html (and .png); journal: $$journal"; \
 	exit $$gate
 
 bench: venv system-deps
