@@ -325,8 +325,9 @@ def tracks_html(data: ReportData) -> str:
             for r in t.counters
         )
         parts.append(
-            "<h3>Envoy's counters for the backend, by cause</h3><table><tr><th>counter</th><th>during the fault</th>"
-            f"<th>after the heal</th><th>whole episode</th></tr>{rows}</table>"
+            "<h3>Envoy's counters for the backend, by cause</h3><table><tr><th>counter</th>"
+            "<th>up to the end of the window</th><th>from then until converged</th><th>whole episode</th></tr>"
+            f"{rows}</table>"
         )
     for interval, sentences in t.causes:
         parts.append(f"<h3>Why requests failed, {e(interval)}</h3><ul>")
