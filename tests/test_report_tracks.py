@@ -1,9 +1,11 @@
 """The report's timeline of endpoint changes and xDS state, from real journals of the two experiments.
 
 ``tests/fixtures/journals/xds-blackhole.json`` is the journal of ``make demo EXPERIMENT=xds-blackhole`` on the
-sandbox, and ``endpoint-churn-plain.json`` that of ``tests/e2e/test_endpoint_churn.py``'s demo route as shipped
-(Envoy's admin ``/clusters`` read through the test's relay, so endpoints are compared by address); both trimmed of
-``platform``, ``node`` and the experiment's description. Every expected time below is read from the journal itself.
+sandbox, ``endpoint-churn-plain.json`` that of ``tests/e2e/test_endpoint_churn.py``'s demo route as shipped
+(Envoy's admin ``/clusters`` read through the test's relay, so endpoints are compared by address) and
+``endpoint-churn-demo.json`` that of ``make demo EXPERIMENT=endpoint-churn-during-outage`` (compared by count); all
+trimmed of ``platform``, ``node`` and the experiment's description. Every expected time below is read from the
+journal itself.
 """
 
 from __future__ import annotations
@@ -237,17 +239,18 @@ def test_a_journal_without_those_probes_has_no_timeline_section() -> None:
     assert data.tracks.empty and tracks_html(data) == ""
 
 
-def test_lists_compared_by_count_bound_the_stale_interval_by_convergence_not_by_a_matching_count(
-    churn: dict[str, Any],
-) -> None:
-    """Without Envoy's admin /clusters (``make demo``) the probes compare counts, which match again as soon as the
-    replacement pod is Ready although Envoy may still hold the dead pod's address."""
-    by_count = copy.deepcopy(churn)
-    entry = next(r for r in by_count["run"] if r["activity"]["name"] == "envoy-endpoints-converged-after-the-heal")
-    entry["output"]["comparison"] = {"method": "counts", "matches": True, "endpointslices_ready": ["a", "b"]}
-    data = report_data(by_count)
+def test_lists_compared_by_count_bound_the_stale_interval_by_convergence_not_by_a_matching_count() -> None:
+    """``make demo EXPERIMENT=endpoint-churn-during-outage`` has no admin_url, so the probes compare counts, which
+    match again as soon as the replacement pod is Ready although Envoy may still hold the dead pod's address."""
+    demo = load("endpoint-churn-demo.json")
+    entry = run(demo, "envoy-endpoints-converged-after-the-heal")
+    assert entry["output"]["comparison"]["method"] == "counts"
+    data = report_data(demo)
     origin = data.origin_epoch_s or 0.0
     (stale,) = [s for s in data.tracks.spans if s.lane == "endpoints"]
     converged = epoch(entry["start"]) + entry["output"]["converged_after_s"] - origin
     assert stale.end_s == pytest.approx(converged, abs=1e-3)
     assert stale.label == "Envoy may still route to the killed pod (lists compared by count only)"
+    counts = marker(data, "endpoints", "the endpoint counts match again")
+    assert counts.epoch_s == pytest.approx(epoch(entry["start"]) + entry["output"]["endpoints_matched_after_s"])
+    assert "compared by count" in marker(data, "endpoints", "end-of-window:").label

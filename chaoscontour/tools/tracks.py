@@ -233,10 +233,10 @@ def _churn(journal: Mapping[str, Any], b: _Builder) -> tuple[list[CounterRow], l
             j.number(output.get("endpoints_matched_after_s")),
             j.number(output.get("converged_after_s")),
         )
+        by_count = (output.get("comparison") or {}).get("method") == "counts"
         if matched is not None:
-            b.event(
-                LANE_ENDPOINTS, f"Envoy's endpoints match the EndpointSlices again ({matched:g} s)", start + matched
-            )
+            what = "the endpoint counts match again" if by_count else "Envoy's endpoints match the EndpointSlices again"
+            b.event(LANE_ENDPOINTS, f"{what} ({matched:g} s)", start + matched)
         if converged is not None:
             failed = output.get("failed_requests") or {}
             lost = f"; its own requests failed meanwhile: {dict(failed)}" if failed else ""
@@ -245,9 +245,7 @@ def _churn(journal: Mapping[str, Any], b: _Builder) -> tuple[list[CounterRow], l
             reason = j.exception_text(run)[0] or "no reason given"
             b.event(LANE_ENDPOINTS, f"not converged: {reason}"[:200], epoch_of(run.get("end")) or start)
         stale_from = next((k for k, _ in reversed(kills) if k <= start), None)
-        comparison = output.get("comparison") if isinstance(output.get("comparison"), Mapping) else {}
-        assert isinstance(comparison, Mapping)
-        if comparison.get("method") == "counts":
+        if by_count:
             # Matching counts says nothing about the killed pod's address: only convergence (requests succeeding
             # in a row) bounds the time Envoy may have kept it.
             end = start + converged if converged is not None else epoch_of(run.get("end"))
