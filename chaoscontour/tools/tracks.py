@@ -134,8 +134,8 @@ class _Builder:
 
 
 def _views(journal: Mapping[str, Any]) -> list[tuple[float, Mapping[str, Any], bool]]:
-    """Every ``envoy_backend_view`` / ``envoy_endpoints_converged`` output with a reading time, in time order, with
-    whether it is one of the method's (the steady-state ones only date Envoy's endpoint pushes)."""
+    """Every ``envoy_backend_view`` output with its reading time, in time order, with whether it is one of the
+    method's (the steady-state ones only date Envoy's endpoint pushes: its EDS ``update_time`` as they read it)."""
     found = []
     where = [(r, True) for r in j.runs(journal)]
     where += [(r, False) for w in ("before", "after") for r in j.steady_state_runs(journal, w)]
