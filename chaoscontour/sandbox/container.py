@@ -234,7 +234,7 @@ class ContainerRuntime:
     def _grace_s(self) -> float:
         return float(self.pod.spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_S))
 
-    def kill(self, grace_s: float, reason: str = "") -> None:
+    def kill(self, grace_s: float, reason: str = "", hooks: bool = True) -> None:
         """Stop the current process as the kubelet's killContainer does; returns when it is gone.
 
         The ``preStop`` hook runs first, for at most ``grace_s``; what it took counts against the grace period, so
@@ -247,7 +247,7 @@ class ContainerRuntime:
             return
         self.kill_reason = reason
         hook = (self.spec.get("lifecycle") or {}).get("preStop")
-        if hook and grace_s > 0 and not self.init:
+        if hook and hooks and grace_s > 0 and not self.init:
             began = time.monotonic()
             ok, detail, cut_off = handlers.run_within(grace_s, lambda t: self._hook(hook, t, proc.pid))
             spent = time.monotonic() - began

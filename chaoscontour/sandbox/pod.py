@@ -82,6 +82,11 @@ class PodRuntime:
         self._dirty.set()
 
     @property
+    def running(self) -> bool:
+        """Its network is up and it is not being stopped (its hostPorts are published)."""
+        return self.network_ready and bool(self.ip) and not self.terminating.is_set()
+
+    @property
     def facts(self) -> podspec.PodFacts:
         return podspec.PodFacts.of(self.pod, node=self.agent.node, pod_ip=self.ip or "", host_ip=network.NODE_IP)
 
@@ -122,13 +127,14 @@ class PodRuntime:
         self.network_ready = True
         self.changed()
 
-    def terminate(self, grace_s: float) -> None:
-        """Stop every container (SIGTERM, SIGKILL after ``grace_s``) and wait for the pod's thread to end."""
+    def terminate(self, grace_s: float, hooks: bool = True) -> None:
+        """Stop every container (preStop hook if ``hooks``, SIGTERM, SIGKILL when ``grace_s`` is spent) and wait for
+        the pod's thread to end."""
         self.terminating.set()
         everyone = self.init_containers + self.containers
         for container in everyone:
             container.stopping.set()
-        threads = [threading.Thread(target=c.kill, args=(grace_s,), daemon=True) for c in everyone]
+        threads = [threading.Thread(target=c.kill, args=(grace_s, "", hooks), daemon=True) for c in everyone]
         for thread in threads:
             thread.start()
         for thread in threads:

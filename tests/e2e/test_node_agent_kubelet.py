@@ -4,7 +4,8 @@ Real pods on the sandbox's node agent: the certgen Job of the pinned Contour's `
 (read from the Go module cache) completes and writes the Secrets ``contourcert``/``envoycert``; a pod mounting
 them waits in ContainerCreating (FailedMount) until they exist; ``env``/``envFrom`` from a missing Secret keeps a
 container in CreateContainerConfigError until it appears; ``preStop`` hooks (``exec`` and ``httpGet``) run before
-SIGTERM and one that hangs is cut off at the grace period. The game-day image (this checkout's venv) stands in
+SIGTERM and one that hangs is cut off at the grace period; a ``hostPort`` answers on the node's address while its
+pod runs. The game-day image (this checkout's venv) stands in
 for a general-purpose image: its command is replaced by a shell script.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from chaoscontour.sandbox import binaries
+from chaoscontour.sandbox import binaries, hostports, network
 from chaoscontour.sandbox.kubeapi import ApiError
 
 from .conftest import Sandbox
@@ -362,3 +364,31 @@ def test_a_pre_stop_hook_that_hangs_is_cut_off_at_the_grace_period_then_sigterm(
     assert took < 12, f"deletion took {took:.1f} s"
     hooks = [e["message"] for e in events(sandbox, namespace, "hangs") if e["reason"] == "FailedPreStopHook"]
     assert hooks and ("cut off" in hooks[0] or "timed out" in hooks[0]), hooks
+
+
+# --- hostPort ------------------------------------------------------------------------------------------------------
+
+
+def test_a_host_port_reaches_the_pod_from_the_nodes_address_until_the_pod_is_deleted(
+    sandbox: Sandbox, namespace: str, tmp_path: Path
+) -> None:
+    host_port = 18090  # a high port: the DNAT matches only the node's bridge address, but stay clear of 80 anyway
+    spec = hooked_pod("published", tmp_path, {"httpGet": {"path": "/bye", "port": 8090}}, grace_s=5)
+    spec["spec"]["containers"][0]["ports"][0]["hostPort"] = host_port
+    create(sandbox, namespace, spec)
+    wait_for("the pod to be Ready", 60, lambda: ready(pod(sandbox, namespace, "published")))
+    url = f"http://{network.NODE_IP}:{host_port}/through-host-port"
+    wait_for("the hostPort to answer", 10, lambda: _answers(url))
+    assert "GET /through-host-port" in log_lines(tmp_path)
+    assert any(f"--dport {host_port}" in line for line in hostports.leftovers())
+    delete_and_time(sandbox, namespace, "published")
+    wait_for("the rule to go", 10, lambda: not any(f"--dport {host_port}" in line for line in hostports.leftovers()))
+    assert not _answers(url)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
