@@ -18,8 +18,9 @@
 - writes pod status through the ``status`` subresource as the kubelet does (phase, conditions, podIP, hostIP,
   startTime, ``containerStatuses`` with ``restartCount``, ``ready``, ``started``, ``state`` and ``lastState``) and
   records Events (Started, Killing, Unhealthy, BackOff);
-- on deletion (``deletionTimestamp``) sends SIGTERM to the pod's processes, SIGKILL after the grace period, then
-  deletes the pod for good (grace period 0, UID precondition) and frees its namespace and IP;
+- on deletion (``deletionTimestamp``) runs the preStop hooks, sends SIGTERM to the pod's processes, SIGKILL when
+  the grace period is spent, then deletes the pod for good (grace period 0, UID precondition) and frees its
+  namespace, IP and hostPorts (:mod:`chaoscontour.sandbox.hostports`);
 - enforces NetworkPolicy egress (:mod:`chaoscontour.sandbox.netpol`) and maps Service ClusterIPs to ready endpoints
   (:mod:`chaoscontour.sandbox.proxy`) in every pod's namespace, recomputed within a second of any change; the
   mode (``per-packet`` or ``conntrack``) is ``--mode``, switched at run time through ``<dir>/netpol-mode``.
@@ -41,7 +42,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from chaoscontour.sandbox import binaries, netpol, network, proxy
+from chaoscontour.sandbox import binaries, hostports, netpol, network, proxy
 from chaoscontour.sandbox.container import images, now
 from chaoscontour.sandbox.kubeapi import ApiError, Informer, KubeApi
 from chaoscontour.sandbox.pod import PodRuntime
@@ -104,6 +105,8 @@ class Agent:
         self.informers: dict[str, Informer] = {}
         self.bound: set[str] = set()
         self.node_labels: dict[str, str] = {}
+        # What the host's hostPort chain holds (nothing published yet: the host's nat table is left alone).
+        self.host_port_rules = hostports.render_chain([], network.NODE_IP)
 
     def log(self, message: str) -> None:
         self._log(f"{dt.datetime.now().strftime('%H:%M:%S.%f')[:-3]} {message}")
@@ -360,6 +363,21 @@ class Agent:
         for runtime in list(self.pods.values()):
             if runtime.network_ready and not runtime.terminating.is_set():
                 self.apply_rules(runtime)
+        self._publish_host_ports()
+
+    def _publish_host_ports(self) -> None:
+        """DNAT the node's address to the running pods' ``hostPort``s, if they changed (:mod:`.hostports`)."""
+        live = [(r.spec, r.ip or "", f"{r.namespace}/{r.name}") for r in list(self.pods.values()) if r.running]
+        ports, notes = hostports.assign([p for spec, ip, name in live for p in hostports.host_ports(spec, ip, name)])
+        rules = hostports.render_chain(ports, network.NODE_IP)
+        if rules != self.host_port_rules:
+            try:
+                hostports.sync(rules)
+                self.host_port_rules = rules
+                for note in [", ".join(f"{p.host_port}->{p.pod_ip}:{p.container_port}" for p in ports), *notes]:
+                    self.log(f"hostPorts: {note or 'none'}")
+            except OSError as exc:
+                self.log(f"hostPorts: {exc}")
 
     def _stop_pod(self, runtime: PodRuntime, grace_s: float, delete: bool) -> None:
         self.log(f"{runtime.namespace}/{runtime.name}: stopping pod (grace {grace_s:.0f} s)")
@@ -388,6 +406,7 @@ class Agent:
         for leftover in network.list_netns():
             if leftover != network.CONTROL_PLANE_NETNS:
                 network.delete_netns(leftover)
+        hostports.remove()
         self.register_node()
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
         collections = {
@@ -418,13 +437,15 @@ class Agent:
         """Stop every pod's processes and free their namespaces (the pods stay in the API, as with a kubelet stop)."""
         self.stopped.set()
         runtimes = list(self.pods.values())
-        threads = [threading.Thread(target=r.terminate, args=(STOP_GRACE_S,), daemon=True) for r in runtimes]
+        # As a kubelet that stops leaves its containers alone, no preStop hook runs here: the sandbox is going away.
+        threads = [threading.Thread(target=r.terminate, args=(STOP_GRACE_S, False), daemon=True) for r in runtimes]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         for runtime in runtimes:
             runtime.cleanup()
+        hostports.remove()
         self.log("agent stopped")
 
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chaoscontour.sandbox import podspec
+from chaoscontour.sandbox import handlers, podspec
 from chaoscontour.sandbox.kubeapi import ApiError
 from chaoscontour.sandbox.process import Process
 
@@ -32,6 +32,11 @@ __all__ = ["ContainerRuntime", "images", "now"]
 Obj = dict[str, Any]
 
 DEFAULT_GRACE_S = 30
+# The kubelet's minimumGracePeriodInSeconds: what SIGTERM gets at least after a preStop hook used up the grace.
+MIN_GRACE_S = 2.0
+# How soon a container that could not be created (CreateContainerConfigError) is tried again.
+CONFIG_RETRY_S = 2.0
+ENTER_TIMEOUT_S = 10.0
 # The game-day image's Dockerfile, in this checkout: its environment, working directory and command.
 DOCKERFILE = Path(__file__).resolve().parents[2] / "deploy" / "Dockerfile"
 # What a container's PATH is when its image sets none (Docker's and containerd's default).
@@ -61,6 +66,20 @@ def images(contour: str, envoy: str, *, dockerfile: Path = DOCKERFILE) -> dict[s
         env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
         found["runner"] = podspec.Image("runner", "", env, runner.workdir, runner.entrypoint, runner.cmd)
     return found
+
+
+def _wait_until_entered(proc: Process, timeout_s: float) -> None:
+    """Wait until the launch steps have exec'd the container's program, so that an exec hook entering its
+    namespaces sees its root and volumes: the steps run with ``STAGE2`` in their environment and unset it just
+    before that exec (:func:`chaoscontour.sandbox.mounts.launch_argv`)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.running:
+        try:
+            if b"STAGE2=" not in Path(f"/proc/{proc.pid}/environ").read_bytes():
+                return
+        except OSError:
+            return
+        time.sleep(0.02)
 
 
 class ContainerRuntime:
@@ -110,6 +129,10 @@ class ContainerRuntime:
         """Run until the container is done for good (init: success; others: stop); return the last exit code."""
         while not self.stopping.is_set():
             code = self._run_once()
+            if code is None:  # never created (a missing Secret...): no restart, no exit code; try again
+                if self.stopping.wait(CONFIG_RETRY_S):
+                    return 0
+                continue
             if self.stopping.is_set():
                 return code
             policy = self.pod.spec.get("restartPolicy", "Always")
@@ -138,15 +161,20 @@ class ContainerRuntime:
         self.backoff_updated = time.monotonic()
         return True
 
-    def _run_once(self) -> int:
+    def _run_once(self) -> int | None:
+        """Create and run the container once; its exit code, or ``None`` if it could not be created."""
         try:
             argv, env = self.pod.launch(self.spec)
-        except (ValueError, ApiError, OSError) as exc:  # a container we cannot build never starts
-            self.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
+        except (ValueError, ApiError, OSError) as exc:
+            # The kubelet's CreateContainerConfigError: the container stays waiting and is tried again; the pod does
+            # not fail (pkg/kubelet/kuberuntime: a missing ConfigMap or Secret key is retried on every sync).
+            message = str(exc)
+            if self.state.get("waiting", {}).get("message") != message:
+                self.pod.log(f"container {self.name}: {message}")
+                self.pod.event("Warning", "Failed", f"Error: {message}")
+            self.state = {"waiting": {"reason": "CreateContainerConfigError", "message": message}}
             self.pod.changed()
-            self.pod.log(f"container {self.name}: {exc}")
-            self.stopping.wait(10.0)
-            return 1
+            return None
         log_path = self.pod.log_dir / self.name / f"{self.restart_count}.log"
         with self._lock:
             if self.stopping.is_set():
@@ -160,11 +188,15 @@ class ContainerRuntime:
         self.kill_reason = ""
         self.state = {"running": {"startedAt": self.started_at}}
         self.started = True
-        self.ready = not self.init and "readinessProbe" not in self.spec
         self.pod.agent.record_pid(self.pod, self.name, proc.pid)
         self.pod.changed()
         self.pod.event("Normal", "Started", f"Started container {self.name}")
-        if not self.init:
+        notes = podspec.security_notes(self.pod.spec, self.spec)
+        if notes and self.restart_count == 0:
+            self.pod.event("Normal", "SecurityContextNotApplied", "; ".join(notes))
+        if not self.init and self._post_start(proc):
+            self.ready = "readinessProbe" not in self.spec
+            self.pod.changed()
             for kind in ("livenessProbe", "readinessProbe"):
                 if kind in self.spec:
                     threading.Thread(target=self._probe_loop, args=(kind, self.spec[kind], run_id), daemon=True).start()
@@ -180,13 +212,50 @@ class ContainerRuntime:
         self.pod.changed()
         return exit_code
 
-    def kill(self, grace_s: float, reason: str = "") -> None:
-        """SIGTERM the current process's group, SIGKILL it after ``grace_s``; returns when it is gone."""
+    def _post_start(self, proc: Process) -> bool:
+        """Run the ``postStart`` hook, if any, before probes start; a failed hook kills the container, as the
+        kubelet does (event FailedPostStartHook). Bounded by the grace period, which the kubelet does not bound."""
+        hook = (self.spec.get("lifecycle") or {}).get("postStart")
+        if not hook:
+            return True
+        _wait_until_entered(proc, ENTER_TIMEOUT_S)
+        ok, detail, _ = handlers.run_within(self._grace_s(), lambda t: self._hook(hook, t, proc.pid))
+        if ok:
+            return True
+        message = f"PostStartHook failed: {detail}"
+        self.pod.log(f"container {self.name}: {message}")
+        self.pod.event("Warning", "FailedPostStartHook", message)
+        threading.Thread(target=self.kill, args=(self._grace_s(), message), daemon=True).start()
+        return False
+
+    def _hook(self, hook: Obj, timeout_s: float, pid: int) -> tuple[bool, str]:
+        return self.pod.run_handler(hook, self.spec, timeout_s, pid, "kube-lifecycle/sandbox")
+
+    def _grace_s(self) -> float:
+        return float(self.pod.spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_S))
+
+    def kill(self, grace_s: float, reason: str = "", hooks: bool = True) -> None:
+        """Stop the current process as the kubelet's killContainer does; returns when it is gone.
+
+        The ``preStop`` hook runs first, for at most ``grace_s``; what it took counts against the grace period, so
+        SIGTERM then goes to the process's group with what is left (at least :data:`MIN_GRACE_S`), and SIGKILL
+        when that is spent (pkg/kubelet/kuberuntime/kuberuntime_container.go). A grace of 0 skips the hook.
+        """
         with self._lock:
             proc = self.proc
         if proc is None or not proc.running:
             return
         self.kill_reason = reason
+        hook = (self.spec.get("lifecycle") or {}).get("preStop")
+        if hook and hooks and grace_s > 0 and not self.init:
+            began = time.monotonic()
+            ok, detail, cut_off = handlers.run_within(grace_s, lambda t: self._hook(hook, t, proc.pid))
+            spent = time.monotonic() - began
+            self.pod.log(f"container {self.name}: preStop hook {'succeeded' if ok else 'failed'} in {spent:.1f} s")
+            if not ok:
+                what = "was cut off at the grace period" if cut_off else "failed"
+                self.pod.event("Warning", "FailedPreStopHook", f"PreStopHook {what}: {detail}")
+            grace_s = max(grace_s - spent, MIN_GRACE_S)
         proc.stop(grace_s)
 
     def stop(self, grace_s: float) -> None:
@@ -209,7 +278,7 @@ class ContainerRuntime:
         if self.stopping.wait(first_s):
             return
         while self.run_id == run_id and not self.stopping.is_set() and self.proc and self.proc.running:
-            ok, detail = self.pod.probe(probe, timeout, self.proc.pid)
+            ok, detail = self.pod.run_handler(probe, self.spec, timeout, self.proc.pid, "kube-probe/sandbox")
             if self.run_id != run_id or self.stopping.is_set():
                 return
             if ok:

@@ -20,12 +20,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chaoscontour.sandbox.podspec import PodFacts, field_value
+from chaoscontour.sandbox.podspec import PodFacts, expand, field_value
 
 __all__ = [
     "SERVICE_ACCOUNT_DIR",
     "PROJECTED_KINDS",
     "Mount",
+    "VolumeNotReady",
+    "DEFAULT_FILE_MODE",
+    "file_modes",
     "TokenFile",
     "ObjectFiles",
     "volume_kind",
@@ -47,12 +50,30 @@ VOLUME_KINDS = ("emptyDir", "persistentVolumeClaim", "hostPath", *PROJECTED_KIND
 
 @dataclass(frozen=True)
 class Mount:
-    """Volume ``volume`` (of type ``kind``) at ``path`` in a container."""
+    """Volume ``volume`` (of type ``kind``) at ``path`` in a container; only its ``sub_path`` if set."""
 
     volume: str
     kind: str
     path: str
     read_only: bool
+    sub_path: str = ""
+
+
+class VolumeNotReady(ValueError):
+    """A volume that cannot be set up until the cluster changes (its ConfigMap or Secret does not exist yet): the
+    kubelet records ``FailedMount``, keeps the pod in ``ContainerCreating`` and tries again."""
+
+
+def _sub_path(mount: Obj, env: Mapping[str, str]) -> str:
+    if mount.get("subPath") and mount.get("subPathExpr"):
+        raise ValueError(f"volumeMount {mount['name']!r}: subPath and subPathExpr are mutually exclusive")
+    raw = str(mount.get("subPath") or "")
+    if mount.get("subPathExpr"):
+        raw = expand(str(mount["subPathExpr"]), env)  # the kubelet expands it with the container's environment
+    # The API server refuses absolute paths and '..' (ValidateVolumeMounts); checked again: this becomes a host path.
+    if raw.startswith("/") or ".." in raw.split("/"):
+        raise ValueError(f"volumeMount {mount['name']!r}: subPath {raw!r} must be relative and must not contain '..'")
+    return "/".join(part for part in raw.split("/") if part and part != ".")
 
 
 def volume_kind(volume: Obj) -> str:
@@ -64,19 +85,19 @@ def volume_kind(volume: Obj) -> str:
     raise ValueError(f"volume {volume.get('name')!r} of type {', '.join(others)} is not supported by the sandbox")
 
 
-def container_mounts(pod_spec: Obj, container: Obj) -> list[Mount]:
-    """The mounts of ``container``, parents before children (so none hides another)."""
+def container_mounts(pod_spec: Obj, container: Obj, env: Mapping[str, str] | None = None) -> list[Mount]:
+    """The mounts of ``container``, parents before children (so none hides another); ``env`` (the container's
+    environment) expands ``subPathExpr``."""
     volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
     mounts = []
     for mount in container.get("volumeMounts") or []:
-        if mount.get("subPath") or mount.get("subPathExpr"):
-            raise ValueError(f"volumeMount {mount['name']!r}: subPath is not supported by the sandbox")
         volume = volumes.get(mount["name"])
         if volume is None:
             raise ValueError(f"volumeMount {mount['name']!r} names no volume of the pod")
         kind = volume_kind(volume)
         read_only = bool(mount.get("readOnly")) or kind in PROJECTED_KINDS
-        mounts.append(Mount(mount["name"], kind, "/" + mount["mountPath"].strip("/"), read_only))
+        path = "/" + mount["mountPath"].strip("/")
+        mounts.append(Mount(mount["name"], kind, path, read_only, _sub_path(mount, env or {})))
     return sorted(mounts, key=lambda m: m.path.count("/") if m.path != "/" else 0)
 
 
@@ -152,11 +173,15 @@ def _downward(items: Sequence[Obj], pod: PodFacts) -> dict[str, bytes]:
 
 
 def key_files(wanted: ObjectFiles, obj: Obj | None) -> dict[str, bytes]:
-    """The files of ``wanted`` from the ConfigMap or Secret ``obj`` (``None``: it does not exist)."""
+    """The files of ``wanted`` from the ConfigMap or Secret ``obj`` (``None``: it does not exist).
+
+    A required object or item key that is missing is :class:`VolumeNotReady`, in the kubelet's words
+    (pkg/volume/configmap, pkg/volume/secret); an optional one gives no files.
+    """
     if obj is None:
         if wanted.optional:
             return {}
-        raise ValueError(f"{wanted.kind} {wanted.name!r} not found")
+        raise VolumeNotReady(f'{wanted.kind.lower()} "{wanted.name}" not found')
     data: dict[str, bytes] = {k: str(v).encode() for k, v in (obj.get("data") or {}).items()}
     if wanted.kind == "Secret":
         data = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
@@ -168,8 +193,27 @@ def key_files(wanted: ObjectFiles, obj: Obj | None) -> dict[str, bytes]:
         if key in data:
             files[path] = data[key]
         elif not wanted.optional:
-            raise ValueError(f"{wanted.kind} {wanted.name!r} has no key {key!r}")
+            if wanted.kind == "ConfigMap":
+                raise VolumeNotReady(f"configmap references non-existent config key: {key}")
+            raise VolumeNotReady(f"references non-existent secret key: {key}")
     return files
+
+
+# The kubelet's default file mode for configMap, secret, downwardAPI and projected volumes (0644).
+DEFAULT_FILE_MODE = 0o644
+
+
+def file_modes(volume: Obj) -> tuple[int, dict[str, int]]:
+    """The mode of the files of a ``configMap``, ``secret``, ``downwardAPI`` or ``projected`` volume: its
+    ``defaultMode`` (0644 if unset) and each item's own ``mode`` by path."""
+    kind = volume_kind(volume)
+    source = volume[kind]
+    default = int(source.get("defaultMode", DEFAULT_FILE_MODE))
+    lists = [source.get("items") or []]
+    if kind == "projected":
+        lists = [(s.get(k) or {}).get("items") or [] for s in source.get("sources") or [] for k in s]
+    per_path = {i["path"]: int(i["mode"]) for items in lists for i in items if i.get("mode") is not None}
+    return default, per_path
 
 
 # Runs as `ip netns exec NS unshare --uts sh -c STAGE1 sh POD ROOT WORKDIR SHM N SRC... -- TARGET RO ... -- ARGV`.
@@ -188,7 +232,9 @@ done
 mkdir "$root/run" && mount -t tmpfs -o mode=0755 run "$root/run"
 i=0
 while [ "$i" -lt "$n" ]; do
-  mkdir -p "$root/.volumes/$i" && mount --bind "$1" "$root/.volumes/$i"
+  mkdir -p "$root/.volumes"
+  if [ -d "$1" ]; then mkdir "$root/.volumes/$i"; else : > "$root/.volumes/$i"; fi
+  mount --bind "$1" "$root/.volumes/$i"
   shift; i=$((i+1))
 done
 shift
@@ -199,13 +245,17 @@ workdir=$1; shm=$2; n=$3; shift 3
 mount -t tmpfs -o "size=$shm,mode=1777" shm /dev/shm
 i=0
 while [ "$i" -lt "$n" ]; do
-  mkdir -p "$1" && mount --bind "/.volumes/$i" "$1"
+  if [ -d "/.volumes/$i" ]; then mkdir -p "$1"; else mkdir -p "$(dirname "$1")" && { [ -e "$1" ] || : > "$1"; }; fi
+  mount --bind "/.volumes/$i" "$1"
   if [ "$2" = ro ]; then mount -o remount,bind,ro "$1"; fi
   umount -l "/.volumes/$i"
   shift 2; i=$((i+1))
 done
 shift
-if [ -d /.volumes ]; then rmdir /.volumes/* /.volumes; fi
+if [ -d /.volumes ]; then
+  for v in /.volumes/*; do if [ -d "$v" ]; then rmdir "$v"; else rm -f "$v"; fi; done
+  rmdir /.volumes
+fi
 unset STAGE2
 mkdir -p "$workdir" && cd "$workdir"
 exec "$@"

@@ -8,7 +8,8 @@ Layout (everything named with the ``ccsbx`` prefix so that :func:`teardown` find
 
 The pod CIDR 10.213.0.0/24 is a private range unlikely to clash with a host's own networks. Pods reach each
 other, the control plane and the host over the bridge; nothing is routed or masqueraded to the outside (no
-``ip_forward``, no NAT on the host). The only rule added to the host's own iptables is an ACCEPT in ``FORWARD`` for
+``ip_forward``, no NAT on the host but the node agent's hostPort DNAT, :mod:`chaoscontour.sandbox.hostports`). The
+only rule added to the host's own iptables is an ACCEPT in ``FORWARD`` for
 traffic within the bridge (``br_netfilter`` sends bridged frames through the host's ``FORWARD`` chain, whose policy
 may be DROP on a host that runs Docker); it carries the comment ``ccsbx``.
 
@@ -27,6 +28,8 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+
+from chaoscontour.sandbox import hostports
 
 __all__ = [
     "BRIDGE",
@@ -211,7 +214,13 @@ def _host_rules() -> list[str]:
 def leftovers() -> dict[str, list[str]]:
     """What of the sandbox network exists now: namespaces, links, host iptables rules and ``/etc/netns`` dirs."""
     etc = sorted(p.name for p in NETNS_ETC.glob(PREFIX + "-*")) if NETNS_ETC.exists() else []
-    return {"netns": list_netns(), "links": _links(), "iptables": _host_rules(), "etc_netns": etc}
+    return {
+        "netns": list_netns(),
+        "links": _links(),
+        "iptables": _host_rules(),
+        "nat": hostports.leftovers(),
+        "etc_netns": etc,
+    }
 
 
 def teardown() -> None:
@@ -223,6 +232,7 @@ def teardown() -> None:
     for rule in _host_rules():
         # `iptables -S` prints "-A CHAIN ..."; the same words after -D delete exactly that rule.
         _run(["iptables", "-D", *rule.split()[1:]], check=False)
+    hostports.remove()  # the node agent's hostPort DNAT, if a pod had one
     if NETNS_ETC.exists():
         for path in NETNS_ETC.glob(PREFIX + "-*"):
             shutil.rmtree(path, ignore_errors=True)

@@ -4,29 +4,27 @@
 volumes, runs its init containers in order and then its containers
 (:class:`~chaoscontour.sandbox.container.ContainerRuntime`), and writes its status through the ``status`` subresource.
 
-Volumes are directories under the pod's dir (``emptyDir``; ``configMap``, ``secret``, ``downwardAPI`` and
-``projected`` written there once, when a container first mounts them: the ServiceAccount token is a TokenRequest
-token bound to the pod, valid 24 h and not rotated as the kubelet would), the bound PersistentVolume's ``hostPath``
-or ``local`` path (``persistentVolumeClaim``), or a ``hostPath``; each is bind-mounted at its ``mountPath`` in the
-container's own mount namespace (:mod:`chaoscontour.sandbox.mounts`).
+Every volume a container mounts is set up before any container starts (:mod:`chaoscontour.sandbox.volumes`); a
+ConfigMap or Secret that does not exist yet keeps the pod in ContainerCreating (FailedMount events) until it does,
+as with the kubelet. Each volume, or its ``subPath``, is bind-mounted at its ``mountPath`` in the container's own
+mount namespace (:mod:`chaoscontour.sandbox.mounts`). Probes and lifecycle hooks run through
+:mod:`chaoscontour.sandbox.handlers`.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import shutil
-import socket
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chaoscontour.sandbox import mounts, network, podspec
+from chaoscontour.sandbox import handlers, mounts, network, podspec
 from chaoscontour.sandbox.container import ContainerRuntime, now
 from chaoscontour.sandbox.kubeapi import ApiError
+from chaoscontour.sandbox.volumes import PodVolumes
 
 if TYPE_CHECKING:
     from chaoscontour.sandbox.agent import Agent
@@ -39,8 +37,10 @@ SHM_SIZE = "64m"
 # What the stand-in programs run from: this checkout (the package, installed editable) and its venv. A volume
 # mounted over a parent of them (an emptyDir at /tmp, with the checkout under /tmp) must not hide them.
 HOST_PATHS = (str(Path(__file__).resolve().parents[2]), sys.prefix)
-# A token the kubelet would rotate; the sandbox asks for one that outlives any sandbox run instead.
-TOKEN_EXPIRATION_S = 24 * 3600
+# How often a pod whose volume is not ready tries again (the kubelet backs off up to about 2 min; the sandbox keeps
+# it short so that a pod starts within seconds of its Secret), and how often it repeats the FailedMount event.
+MOUNT_RETRY_S = 2.0
+MOUNT_EVENT_EVERY_S = 30.0
 
 
 class PodRuntime:
@@ -66,8 +66,7 @@ class PodRuntime:
         self.start_time = now()
         self.terminating = threading.Event()
         self.finished = threading.Event()
-        self._volumes: dict[str, str] = {}
-        self._volumes_lock = threading.Lock()
+        self.volumes = PodVolumes(agent.api, pod, self.dir, lambda: self.facts)
         self._dirty = threading.Event()
         self._written = ""
         self._condition_times: dict[str, tuple[str, str]] = {}
@@ -83,6 +82,11 @@ class PodRuntime:
         self._dirty.set()
 
     @property
+    def running(self) -> bool:
+        """Its network is up and it is not being stopped (its hostPorts are published)."""
+        return self.network_ready and bool(self.ip) and not self.terminating.is_set()
+
+    @property
     def facts(self) -> podspec.PodFacts:
         return podspec.PodFacts.of(self.pod, node=self.agent.node, pod_ip=self.ip or "", host_ip=network.NODE_IP)
 
@@ -95,6 +99,7 @@ class PodRuntime:
     def _main(self) -> None:
         try:
             self._setup()
+            self.mount_volumes()
             for container in self.init_containers:
                 if self.terminating.is_set():
                     return
@@ -122,13 +127,14 @@ class PodRuntime:
         self.network_ready = True
         self.changed()
 
-    def terminate(self, grace_s: float) -> None:
-        """Stop every container (SIGTERM, SIGKILL after ``grace_s``) and wait for the pod's thread to end."""
+    def terminate(self, grace_s: float, hooks: bool = True) -> None:
+        """Stop every container (preStop hook if ``hooks``, SIGTERM, SIGKILL when ``grace_s`` is spent) and wait for
+        the pod's thread to end."""
         self.terminating.set()
         everyone = self.init_containers + self.containers
         for container in everyone:
             container.stopping.set()
-        threads = [threading.Thread(target=c.kill, args=(grace_s,), daemon=True) for c in everyone]
+        threads = [threading.Thread(target=c.kill, args=(grace_s, "", hooks), daemon=True) for c in everyone]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -142,83 +148,50 @@ class PodRuntime:
 
     # --- volumes and commands -----------------------------------------------------------------------------------
 
-    def _volume_source(self, mount: mounts.Mount) -> str:
-        """The host directory that backs ``mount``'s volume (written or created on first use)."""
-        with self._volumes_lock:
-            if mount.volume in self._volumes:
-                return self._volumes[mount.volume]
-            volume = next(v for v in self.spec.get("volumes") or [] if v["name"] == mount.volume)
-            if mount.kind == "persistentVolumeClaim":
-                source = self._claimed_path(volume["persistentVolumeClaim"]["claimName"])
-            elif mount.kind == "hostPath":
-                source = volume["hostPath"]["path"]
-                Path(source).mkdir(parents=True, exist_ok=True)
-            else:
-                directory = self.dir / "v" / mount.volume
-                directory.mkdir(parents=True, exist_ok=True)
-                if mount.kind in mounts.PROJECTED_KINDS:
-                    self._write_files(volume, directory)
-                source = str(directory)
-            self._volumes[mount.volume] = source
-            return source
-
-    def _claimed_path(self, claim: str) -> str:
-        pvc = self.agent.api.get(f"/api/v1/namespaces/{self.namespace}/persistentvolumeclaims/{claim}")
-        volume_name = pvc.get("spec", {}).get("volumeName")
-        if not volume_name or pvc.get("status", {}).get("phase") != "Bound":
-            raise ValueError(f"PersistentVolumeClaim {claim!r} is not bound to a PersistentVolume yet")
-        spec = self.agent.api.get(f"/api/v1/persistentvolumes/{volume_name}")["spec"]
-        path = (spec.get("hostPath") or spec.get("local") or {}).get("path")
-        if not path:
-            raise ValueError(f"PersistentVolume {volume_name!r} is neither hostPath nor local: not mountable here")
-        Path(path).mkdir(parents=True, exist_ok=True)
-        return str(path)
-
-    def _write_files(self, volume: Obj, directory: Path) -> None:
-        files, fetch = mounts.volume_files(volume, self.facts)
-        for wanted in fetch:
-            if isinstance(wanted, mounts.TokenFile):
-                files[wanted.path] = self._token(wanted).encode()
-                continue
-            plural = "configmaps" if wanted.kind == "ConfigMap" else "secrets"
-            try:
-                obj: Obj | None = self.agent.api.get(f"/api/v1/namespaces/{self.namespace}/{plural}/{wanted.name}")
-            except ApiError as exc:
-                if exc.status != 404:
-                    raise
-                obj = None
-            files.update(mounts.key_files(wanted, obj))
-        for relative, content in files.items():
-            target = directory / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
-
-    def _token(self, wanted: mounts.TokenFile) -> str:
-        spec: Obj = {
-            "expirationSeconds": max(wanted.expiration_s, TOKEN_EXPIRATION_S),
-            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": self.name, "uid": self.uid},
-        }
-        if wanted.audience:
-            spec["audiences"] = [wanted.audience]
-        sa = self.spec.get("serviceAccountName") or "default"
-        path = f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{sa}/token"
-        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
-        return str(self.agent.api.create(path, request)["status"]["token"])
-
-    def launch(self, spec: Obj) -> tuple[list[str], dict[str, str]]:
-        """The command and environment that run container ``spec`` (volumes are prepared on the way)."""
-        program = podspec.program_for_image(spec.get("image", ""))
-        image = self.agent.images.get(program or "")
+    def image(self, spec: Obj) -> podspec.Image:
+        """The local stand-in for container ``spec``'s image; ``ValueError`` if it has none."""
+        image = self.agent.images.get(podspec.program_for_image(spec.get("image", "")) or "")
         if image is None:
             known = ", ".join(sorted(podspec.PROGRAMS))
             raise ValueError(f"image {spec.get('image')!r} has no local stand-in; known: {known}")
+        return image
+
+    def mount_volumes(self) -> None:
+        """Set up every volume a container mounts before any container starts, as the kubelet does; a volume that
+        is not ready (its Secret does not exist yet) keeps the pod in ContainerCreating with a FailedMount event,
+        tried again every :data:`MOUNT_RETRY_S` until it is, or until the pod is deleted."""
+        names = {m["name"] for c in self.init_containers + self.containers for m in c.spec.get("volumeMounts") or []}
+        wanted = [v["name"] for v in self.spec.get("volumes") or [] if v["name"] in names]
+        last, last_event = "", 0.0
+        while not self.terminating.is_set():
+            try:
+                for name in wanted:
+                    self.volumes.source(name)
+                return
+            except mounts.VolumeNotReady as exc:
+                message = f'MountVolume.SetUp failed for volume "{name}" : {exc}'
+                if message != last or time.monotonic() - last_event > MOUNT_EVENT_EVERY_S:
+                    self.log(message)
+                    self.event("Warning", "FailedMount", message)
+                    last, last_event = message, time.monotonic()
+            except (ValueError, ApiError, OSError) as exc:  # not fixed by waiting: each container reports it
+                self.event("Warning", "FailedMount", f'MountVolume.SetUp failed for volume "{name}" : {exc}')
+                return
+            self.terminating.wait(MOUNT_RETRY_S)
+
+    def launch(self, spec: Obj) -> tuple[list[str], dict[str, str]]:
+        """The command and environment that run container ``spec``.
+
+        ``podspec.ContainerConfigError`` when a ConfigMap or Secret its environment needs is missing."""
+        image = self.image(spec)
+        objects = {(kind, name): self.volumes.lookup(kind, name) for kind, name in podspec.env_objects(spec)}
         env, notes = podspec.container_env(
-            spec, self.facts, image_env=image.env, service_host=self.agent.kubernetes_service_ip
+            spec, self.facts, image_env=image.env, service_host=self.agent.kubernetes_service_ip, objects=objects
         )
-        for note in notes:
+        for note in notes + podspec.security_notes(self.spec, spec):
             self.log(f"container {spec['name']}: {note}")
         argv = podspec.container_argv(image, spec, env)
-        binds = [(self._volume_source(m), m.path, m.read_only) for m in mounts.container_mounts(self.spec, spec)]
+        binds = [(self._mount_source(m), m.path, m.read_only) for m in mounts.container_mounts(self.spec, spec, env)]
         binds += mounts.keep_visible(HOST_PATHS, [target for _, target, _ in binds])
         rootfs = self.dir / "root" / spec["name"]
         rootfs.mkdir(parents=True, exist_ok=True)
@@ -228,46 +201,32 @@ class PodRuntime:
         )
         return command, {**env, **extra}
 
-    # --- probes -------------------------------------------------------------------------------------------------
+    def _mount_source(self, mount: mounts.Mount) -> str:
+        """The host path bound at ``mount``: its volume, or the ``subPath`` inside it (a directory is created when
+        it does not exist, as the kubelet does)."""
+        source = Path(self.volumes.source(mount.volume))
+        if not mount.sub_path:
+            return str(source)
+        inside = source / mount.sub_path
+        if not inside.resolve().is_relative_to(source.resolve()):
+            raise ValueError(f"volumeMount {mount.volume!r}: subPath {mount.sub_path!r} leaves the volume")
+        if not inside.exists():
+            inside.mkdir(parents=True, mode=0o777)
+        return str(inside)
 
-    def _port(self, port: Any) -> int:
-        if isinstance(port, int) or str(port).isdigit():
-            return int(port)
-        for container in self.spec.get("containers") or []:
-            for declared in container.get("ports") or []:
-                if declared.get("name") == port:
-                    return int(declared["containerPort"])
-        raise ValueError(f"named port {port!r} is not declared by any container")
+    # --- probes and hooks ---------------------------------------------------------------------------------------
 
-    def probe(self, probe: Obj, timeout_s: float, pid: int) -> tuple[bool, str]:
-        """Run one probe from the node's side (exec: inside container ``pid``); return (success, detail)."""
-        try:
-            if "httpGet" in probe:
-                get = probe["httpGet"]
-                host = get.get("host") or self.ip or ""
-                conn = http.client.HTTPConnection(host, self._port(get["port"]), timeout=timeout_s)
-                try:
-                    headers = {h["name"]: h["value"] for h in get.get("httpHeaders") or []}
-                    headers.setdefault("User-Agent", "kube-probe/sandbox")
-                    conn.request("GET", get.get("path") or "/", headers=headers)
-                    response = conn.getresponse()
-                    body = response.read(200).decode(errors="replace").strip()
-                finally:
-                    conn.close()
-                if 200 <= response.status < 400:
-                    return True, ""
-                return False, f"HTTP probe failed with statuscode: {response.status} {body}"
-            if "tcpSocket" in probe:
-                port = self._port(probe["tcpSocket"]["port"])
-                with socket.create_connection((self.ip or "", port), timeout=timeout_s):
-                    return True, ""
-            if "exec" in probe:
-                cmd = mounts.exec_in_container_argv(pid, probe["exec"]["command"])
-                done = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
-                return done.returncode == 0, done.stdout.decode(errors="replace")[-200:]
-            return False, "unsupported probe handler"
-        except (OSError, subprocess.TimeoutExpired, ValueError, http.client.HTTPException) as exc:
-            return False, f"{type(exc).__name__}: {exc}"
+    def run_handler(self, handler: Obj, spec: Obj, timeout_s: float, pid: int, user_agent: str) -> tuple[bool, str]:
+        """Run a probe's or hook's handler for container ``spec`` (exec: inside its process ``pid``)."""
+        return handlers.run_handler(
+            handler,
+            pod_ip=self.ip or "",
+            containers=self.spec.get("containers") or [],
+            image=self.image(spec) if "exec" in handler else None,
+            pid=pid,
+            timeout_s=timeout_s,
+            user_agent=user_agent,
+        )
 
     # --- status -------------------------------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ from objects to objects, so that they are unit-tested without root, processes or
   image's entrypoint and cmd, and ``$(VAR)`` expansion (:func:`expand`).
 - **Environment** (:func:`container_env`): the image's, then the ``default/kubernetes`` Service variables that
   the kubelet gives every container (``KUBERNETES_SERVICE_HOST``/``PORT`` and friends: client-go's and the
-  Python client's in-cluster configuration read them), then ``env`` with ``value`` and ``valueFrom.fieldRef``.
+  Python client's in-cluster configuration read them), then ``envFrom`` and ``env`` (``value``, ``fieldRef``,
+  ``configMapKeyRef``, ``secretKeyRef``); a missing required object or key is :class:`ContainerConfigError`.
 - **Volumes and mounts**: in :mod:`chaoscontour.sandbox.mounts`.
 - **Statuses** (:func:`terminated_state`, :func:`pod_phase`, :func:`restart_delay_s`): the kubelet's rules for a
   container's terminated state, the pod's phase, and CrashLoopBackOff.
@@ -20,6 +21,7 @@ from objects to objects, so that they are unit-tested without root, processes or
 
 from __future__ import annotations
 
+import base64
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -34,7 +36,12 @@ __all__ = [
     "dockerfile_image",
     "expand",
     "field_value",
+    "ContainerConfigError",
+    "env_objects",
+    "object_data",
     "container_env",
+    "resolve_command",
+    "security_notes",
     "container_argv",
     "terminated_state",
     "pod_phase",
@@ -229,6 +236,53 @@ def service_env(host: str, port: int) -> dict[str, str]:
     }
 
 
+class ContainerConfigError(ValueError):
+    """What keeps a container from being created until the cluster changes (a missing ConfigMap, Secret or key):
+    the kubelet reports ``CreateContainerConfigError`` and tries again, the pod does not fail."""
+
+
+def env_objects(container: Obj) -> list[tuple[str, str]]:
+    """The ConfigMaps and Secrets (``(kind, name)``) that ``container``'s ``env`` and ``envFrom`` read."""
+    wanted: list[tuple[str, str]] = []
+    sources = [(item.get("valueFrom") or {}) for item in container.get("env") or []]
+    for source in list(container.get("envFrom") or []) + sources:
+        for field_name, kind in _ENV_SOURCES.items():
+            ref = source.get(field_name)
+            if ref is not None and (kind, ref["name"]) not in wanted:
+                wanted.append((kind, ref["name"]))
+    return wanted
+
+
+# Where a value comes from -> the kind of object it names (valueFrom's key refs, envFrom's whole-object refs).
+_ENV_SOURCES = {
+    "configMapKeyRef": "ConfigMap",
+    "secretKeyRef": "Secret",
+    "configMapRef": "ConfigMap",
+    "secretRef": "Secret",
+}
+_ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+
+
+def object_data(kind: str, obj: Obj) -> dict[str, str]:
+    """A ConfigMap's ``data`` (and ``binaryData``) or a Secret's decoded ``data``/``stringData``, as text."""
+    if kind == "Secret":
+        data = {k: base64.b64decode(v).decode(errors="replace") for k, v in (obj.get("data") or {}).items()}
+        return {**data, **{k: str(v) for k, v in (obj.get("stringData") or {}).items()}}
+    binary = {k: base64.b64decode(v).decode(errors="replace") for k, v in (obj.get("binaryData") or {}).items()}
+    return {**binary, **{k: str(v) for k, v in (obj.get("data") or {}).items()}}
+
+
+def _from_object(kind: str, ref: Obj, objects: Mapping[tuple[str, str], Obj | None]) -> dict[str, str] | None:
+    """The data of the object ``ref`` names; ``None`` if it is missing and optional; else ContainerConfigError."""
+    obj = objects.get((kind, ref["name"]))
+    if obj is None:
+        if ref.get("optional"):
+            return None
+        # The kubelet's words (pkg/kubelet/kubelet_pods.go makeEnvironmentVariables).
+        raise ContainerConfigError(f'{kind.lower()} "{ref["name"]}" not found')
+    return object_data(kind, obj)
+
+
 def container_env(
     container: Obj,
     pod: PodFacts,
@@ -236,25 +290,77 @@ def container_env(
     image_env: Mapping[str, str],
     service_host: str,
     service_port: int = 443,
+    objects: Mapping[tuple[str, str], Obj | None] | None = None,
 ) -> tuple[dict[str, str], list[str]]:
-    """The environment of ``container`` and notes on what was left out (``valueFrom`` other than ``fieldRef``).
+    """The environment of ``container`` and notes on what was left out (envFrom keys that are no variable names).
 
-    In the kubelet's order: the image's variables, ``HOSTNAME``, the Service variables, then ``env`` in order,
-    each value ``$(VAR)``-expanded against what came before.
+    In the kubelet's order: the image's variables, ``HOSTNAME``, the Service variables, ``envFrom`` (each key with
+    its ``prefix``), then ``env`` in order, each value ``$(VAR)``-expanded against what came before. ``objects``
+    holds the ConfigMaps and Secrets of :func:`env_objects` (``None``: not found). A required object or key that is
+    missing raises :class:`ContainerConfigError` with the kubelet's message.
     """
+    objects = objects or {}
     env = dict(image_env)
     env["HOSTNAME"] = pod.name
     env.update(service_env(service_host, service_port))
     notes = []
+    for source in container.get("envFrom") or []:
+        kind = "ConfigMap" if "configMapRef" in source else "Secret" if "secretRef" in source else ""
+        if not kind:
+            raise ValueError(f"envFrom source {list(source)} is not supported by the sandbox")
+        data = _from_object(kind, source["configMapRef" if kind == "ConfigMap" else "secretRef"], objects)
+        skipped = []
+        for key, value in (data or {}).items():
+            name = source.get("prefix", "") + key
+            if _ENV_NAME.fullmatch(name):
+                env[name] = value
+            else:
+                skipped.append(name)
+        if skipped:
+            notes.append(f"envFrom {kind} keys skipped, not valid variable names: {', '.join(sorted(skipped))}")
     for item in container.get("env") or []:
         source = item.get("valueFrom") or {}
         if "fieldRef" in source:
             env[item["name"]] = field_value(source["fieldRef"]["fieldPath"], pod)
+        elif "configMapKeyRef" in source or "secretKeyRef" in source:
+            key_ref = "configMapKeyRef" if "configMapKeyRef" in source else "secretKeyRef"
+            kind, ref = _ENV_SOURCES[key_ref], source[key_ref]
+            data = _from_object(kind, ref, objects)
+            if data is None:
+                continue
+            if ref["key"] not in data:
+                if ref.get("optional"):
+                    continue
+                raise ContainerConfigError(f"couldn't find key {ref['key']} in {kind} {pod.namespace}/{ref['name']}")
+            env[item["name"]] = data[ref["key"]]
         elif source:
             notes.append(f"env {item['name']} ({', '.join(source)}) is not supported by the sandbox and was left out")
         else:
             env[item["name"]] = expand(str(item.get("value", "")), env)
     return env, notes
+
+
+def resolve_command(image: Image, argv: Sequence[str]) -> list[str]:
+    """``argv`` with the local binary in front when its first word names the image's own program (``contour``,
+    ``/bin/contour``): one mapping for containers' commands, ``exec`` probes and ``exec`` hooks."""
+    argv = list(argv)
+    if argv and image.binary and argv[0].rsplit("/", 1)[-1] == image.program:
+        argv[0] = image.binary
+    return argv
+
+
+def security_notes(pod_spec: Obj, container: Obj) -> list[str]:
+    """What the sandbox does not apply of the pod's and container's ``securityContext``, said plainly.
+
+    Containers run as root here: the programs that stand in for images (the pinned binaries under ``/root/.cache``,
+    this checkout's venv) are not reachable by user 65534, the release manifest's ``runAsUser``. The kubelet would
+    also refuse ``runAsNonRoot`` without a non-zero ``runAsUser`` on an image whose user is root; nothing is checked.
+    """
+    merged = {**(pod_spec.get("securityContext") or {}), **(container.get("securityContext") or {})}
+    ignored = [f"{k}={merged[k]}" for k in ("runAsUser", "runAsGroup", "runAsNonRoot") if k in merged]
+    if not ignored:
+        return []
+    return [f"securityContext {', '.join(ignored)} not applied: the sandbox runs every container as root"]
 
 
 def container_argv(image: Image, container: Obj, env: Mapping[str, str]) -> list[str]:
@@ -267,9 +373,7 @@ def container_argv(image: Image, container: Obj, env: Mapping[str, str]) -> list
         argv = list(image.entrypoint) + (args if "args" in container and args else list(image.cmd))
     if not argv:
         raise ValueError(f"container {container.get('name')!r} has no command and its image none either")
-    if image.binary and argv[0].rsplit("/", 1)[-1] == image.program:
-        argv[0] = image.binary
-    return argv
+    return resolve_command(image, argv)
 
 
 def terminated_state(

@@ -221,7 +221,7 @@ def test_sandbox_down_leaves_nothing_behind(sandbox: Sandbox) -> None:
     assert pids
     down = sandbox.cli("down")
     assert down.returncode == 0, down.stdout + down.stderr
-    assert network.leftovers() == {"netns": [], "links": [], "iptables": [], "etc_netns": []}
+    assert network.leftovers() == {"netns": [], "links": [], "iptables": [], "nat": [], "etc_netns": []}
     alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
     assert alive == []
     for name in ("contour", "envoy", "etcd", "kube-apiserver", "kube-controller-manager"):

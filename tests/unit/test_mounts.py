@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 
 from chaoscontour.sandbox.mounts import (
+    DEFAULT_FILE_MODE,
     SERVICE_ACCOUNT_DIR,
     Mount,
     ObjectFiles,
     TokenFile,
+    VolumeNotReady,
     container_mounts,
     exec_in_container_argv,
+    file_modes,
     keep_visible,
     key_files,
     launch_argv,
@@ -82,12 +85,51 @@ def test_config_maps_are_mounted_read_only_even_when_the_mount_does_not_say_so()
     [
         ({"name": "v", "nfs": {"server": "s"}}, {"name": "v", "mountPath": "/v"}, "type nfs is not supported"),
         ({"name": "v", "emptyDir": {}}, {"name": "w", "mountPath": "/v"}, "names no volume"),
-        ({"name": "v", "emptyDir": {}}, {"name": "v", "mountPath": "/v", "subPath": "a"}, "subPath"),
+        ({"name": "v", "emptyDir": {}}, {"name": "v", "mountPath": "/v", "subPath": "../etc"}, "must not contain"),
+        ({"name": "v", "emptyDir": {}}, {"name": "v", "mountPath": "/v", "subPath": "/etc"}, "must be relative"),
+        (
+            {"name": "v", "emptyDir": {}},
+            {"name": "v", "mountPath": "/v", "subPath": "a", "subPathExpr": "b"},
+            "mutually exclusive",
+        ),
     ],
 )
 def test_what_the_sandbox_cannot_mount_is_refused_with_a_reason(volume: dict, mount: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         container_mounts({"volumes": [volume]}, {"volumeMounts": [mount]})
+
+
+def test_a_sub_path_or_expanded_sub_path_expr_names_a_part_of_the_volume() -> None:
+    spec = {"volumes": [{"name": "data", "emptyDir": {}}, {"name": "conf", "configMap": {"name": "c"}}]}
+    container = {
+        "volumeMounts": [
+            {"name": "conf", "mountPath": "/etc/app/app.yaml", "subPath": "./app.yaml"},
+            {"name": "data", "mountPath": "/data", "subPathExpr": "pods/$(POD_NAME)/"},
+        ]
+    }
+    assert container_mounts(spec, container, {"POD_NAME": "web-1"}) == [
+        Mount("data", "emptyDir", "/data", False, "pods/web-1"),
+        Mount("conf", "configMap", "/etc/app/app.yaml", True, "app.yaml"),
+    ]
+
+
+def test_file_modes_come_from_default_mode_and_each_items_mode() -> None:
+    contour_config = {
+        "name": "contour-config",
+        "configMap": {
+            "name": "contour",
+            "defaultMode": 0o644,
+            "items": [{"key": "contour.yaml", "path": "contour.yaml"}],
+        },
+    }
+    assert file_modes(contour_config) == (0o644, {})
+    secret = {
+        "name": "s",
+        "secret": {"secretName": "s", "defaultMode": 0o400, "items": [{"key": "k", "path": "p", "mode": 0o600}]},
+    }
+    assert file_modes(secret) == (0o400, {"p": 0o600})
+    assert file_modes({"name": "s", "secret": {"secretName": "s"}}) == (DEFAULT_FILE_MODE, {})
+    assert file_modes(KUBE_API_ACCESS) == (420, {})
 
 
 def test_the_service_account_volume_is_a_token_the_root_ca_and_the_namespace() -> None:
@@ -109,12 +151,15 @@ def test_config_map_and_secret_keys_become_files() -> None:
     assert key_files(ObjectFiles("Secret", "s", None, False), secret) == {"tls.crt": b"PEM"}
 
 
-def test_a_missing_object_or_key_is_an_error_unless_optional() -> None:
-    with pytest.raises(ValueError, match="ConfigMap 'x' not found"):
-        key_files(ObjectFiles("ConfigMap", "x", None, False), None)
+def test_a_missing_object_or_key_is_a_volume_not_ready_yet_unless_optional() -> None:
+    with pytest.raises(VolumeNotReady, match=r'^secret "contourcert" not found$'):
+        key_files(ObjectFiles("Secret", "contourcert", None, False), None)
     assert key_files(ObjectFiles("ConfigMap", "x", None, True), None) == {}
-    with pytest.raises(ValueError, match="has no key 'k'"):
+    with pytest.raises(VolumeNotReady, match=r"^configmap references non-existent config key: k$"):
         key_files(ObjectFiles("ConfigMap", "x", (("k", "k"),), False), {"data": {}})
+    with pytest.raises(VolumeNotReady, match=r"^references non-existent secret key: k$"):
+        key_files(ObjectFiles("Secret", "x", (("k", "k"),), False), {"data": {}})
+    assert key_files(ObjectFiles("Secret", "x", (("k", "k"),), True), {"data": {}}) == {}
 
 
 def test_the_launch_passes_sources_then_targets_with_their_modes_then_the_program() -> None:
@@ -169,6 +214,30 @@ def test_a_container_sees_its_volumes_at_their_mount_paths_and_the_host_does_not
     assert (writable / "out").read_text() == "written\n"
     assert not Path("/journals").exists()
     assert not Path(SERVICE_ACCOUNT_DIR).exists()
+    assert not any((tmp_path / "root").iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
+def test_a_file_from_a_volume_is_bound_at_its_own_path_read_only(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "contour.yaml").write_text("gateway: {}\n")
+    (config / "other.yaml").write_text("hidden\n")
+    # A top-level target (the release manifest's /config, /certs): its mount point is made on the container's own
+    # tmpfs root; one under a host directory bound in (/etc/...) would be made on the host.
+    script = "cat /config/contour.yaml; ls /config; echo x > /config/contour.yaml 2>/dev/null || echo ro"
+    argv, env = launch_argv(
+        ["unshare", "--mount", "--propagation", "slave"],
+        "contour-abc",
+        str(tmp_path / "root"),
+        [(str(config / "contour.yaml"), "/config/contour.yaml", True)],
+        "/",
+        ["/bin/sh", "-c", script],
+    )
+    done = subprocess.run(argv, env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["gateway:", "{}", "contour.yaml", "ro"]
+    assert (config / "contour.yaml").read_text() == "gateway: {}\n"
     assert not any((tmp_path / "root").iterdir())
 
 

@@ -1,17 +1,21 @@
 """The node agent's pod-spec translation: images to programs, commands, environment and statuses (pure, no root)."""
 
+import base64
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chaoscontour.sandbox.container import images
 from chaoscontour.sandbox.podspec import (
+    ContainerConfigError,
     Image,
     PodFacts,
     container_argv,
     container_env,
     dockerfile_image,
+    env_objects,
     expand,
     field_value,
     pod_phase,
@@ -85,15 +89,79 @@ def test_env_values_expand_earlier_ones_and_field_refs_and_unsupported_sources_a
         "env": [
             {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             {"name": "WHERE", "value": "$(NS)/$(KUBERNETES_SERVICE_HOST)"},
-            {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+            {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
             {"name": "PATH", "value": "/venv/bin:$(PATH)"},
         ],
     }
     env, notes = container_env(container, POD, image_env={"PATH": "/bin"}, service_host="10.0.0.1")
     assert env["WHERE"] == "projectcontour/10.0.0.1"
     assert env["PATH"] == "/venv/bin:/bin"
-    assert "PASSWORD" not in env
-    assert notes == ["env PASSWORD (secretKeyRef) is not supported by the sandbox and was left out"]
+    assert "CPU" not in env
+    assert notes == ["env CPU (resourceFieldRef) is not supported by the sandbox and was left out"]
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+SETTINGS = {"data": {"LEVEL": "debug", "MODE": "fast", "bad key": "x"}}
+CREDENTIALS = {"data": {"user": b64("admin"), "password": b64("s3cret")}}
+
+
+def test_env_and_env_from_read_config_maps_and_decoded_secrets_with_prefixes_and_env_winning() -> None:
+    container = {
+        "name": "c",
+        "envFrom": [{"configMapRef": {"name": "settings"}}, {"secretRef": {"name": "creds"}, "prefix": "DB_"}],
+        "env": [
+            {"name": "MODE", "value": "slow"},
+            {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+            {"name": "LOG", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "LEVEL"}}},
+        ],
+    }
+    assert env_objects(container) == [("ConfigMap", "settings"), ("Secret", "creds")]
+    objects = {("ConfigMap", "settings"): SETTINGS, ("Secret", "creds"): CREDENTIALS}
+    env, notes = container_env(container, POD, image_env={}, service_host="10.0.0.1", objects=objects)
+    assert (env["LEVEL"], env["MODE"], env["DB_user"], env["DB_password"]) == ("debug", "slow", "admin", "s3cret")
+    assert (env["PASSWORD"], env["LOG"]) == ("s3cret", "debug")
+    assert "bad key" not in env
+    assert notes == ["envFrom ConfigMap keys skipped, not valid variable names: bad key"]
+
+
+@pytest.mark.parametrize(
+    ("container", "message"),
+    [
+        ({"envFrom": [{"secretRef": {"name": "creds"}}]}, 'secret "creds" not found'),
+        (
+            {"env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "K"}}}]},
+            'configmap "settings" not found',
+        ),
+        (
+            {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "present", "key": "K"}}}]},
+            "couldn't find key K in Secret projectcontour/present",
+        ),
+    ],
+)
+def test_a_missing_required_object_or_key_is_a_container_config_error_in_the_kubelets_words(
+    container: dict[str, Any], message: str
+) -> None:
+    objects = {("Secret", "present"): CREDENTIALS}
+    with pytest.raises(ContainerConfigError) as raised:
+        container_env({"name": "c", **container}, POD, image_env={}, service_host="h", objects=objects)
+    assert str(raised.value) == message
+
+
+def test_optional_objects_and_keys_that_are_missing_are_left_out() -> None:
+    container = {
+        "name": "c",
+        "envFrom": [{"secretRef": {"name": "absent", "optional": True}}],
+        "env": [
+            {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "K", "optional": True}}},
+            {"name": "B", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "nope", "optional": True}}},
+        ],
+    }
+    objects = {("Secret", "creds"): CREDENTIALS}
+    env, _ = container_env(container, POD, image_env={}, service_host="h", objects=objects)
+    assert "A" not in env and "B" not in env
 
 
 def test_a_command_naming_the_images_binary_runs_the_local_one_with_expanded_args() -> None:
