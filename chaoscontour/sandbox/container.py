@@ -47,7 +47,7 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def images(contour: str, envoy: str, *, dockerfile: Path = DOCKERFILE) -> dict[str, podspec.Image]:
+def images(contour: str, envoy: str, *, coredns: str = "", dockerfile: Path = DOCKERFILE) -> dict[str, podspec.Image]:
     """The local stand-in of each image kind (:data:`~chaoscontour.sandbox.podspec.PROGRAMS`).
 
     The game-day runner is this checkout's venv (its ``chaos`` and ``chaoscontour`` first on ``PATH``) with the
@@ -60,6 +60,9 @@ def images(contour: str, envoy: str, *, dockerfile: Path = DOCKERFILE) -> dict[s
         "envoy": podspec.Image("envoy", envoy, base, "/", (), ("envoy", "-c", "/etc/envoy/envoy.yaml")),
         "echo": podspec.Image("echo", "", base, "/", (sys.executable, "-m", "chaoscontour.sandbox.echo")),
     }
+    if coredns:
+        # CoreDNS's image runs /coredns (its Dockerfile's ENTRYPOINT); the Deployment gives `-conf` as args.
+        found["coredns"] = podspec.Image("coredns", coredns, base, "/", ("/coredns",))
     with contextlib.suppress(OSError):
         runner = podspec.dockerfile_image(dockerfile.read_text(), "runner")
         env = {**base, **runner.env}

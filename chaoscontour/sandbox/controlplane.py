@@ -1,9 +1,11 @@
-"""A real Kubernetes control plane as local processes: etcd, kube-apiserver and, on request, kube-controller-manager.
+"""A real Kubernetes control plane as local processes: etcd, kube-apiserver and, on request, kube-controller-manager
+and kube-scheduler.
 
 Modelled on controller-runtime's envtest: one object with ``start()`` / ``stop()`` (and a context manager) that owns
 its temp dir, its ports and its processes, and cleans all of them up on every exit path -- an exception during
 ``start()``, ``stop()``, leaving a ``with`` block, Ctrl-C, and interpreter exit (``atexit``). Binaries come from
-:mod:`chaoscontour.sandbox.binaries` (``$KUBEBUILDER_ASSETS``, then the per-version cache).
+:mod:`chaoscontour.sandbox.binaries` (``$KUBEBUILDER_ASSETS``, then the per-version cache); each process's flags,
+certificates and kubeconfig from :mod:`chaoscontour.sandbox.controlplane_flags`.
 
 What it runs, and why:
 
@@ -11,23 +13,12 @@ What it runs, and why:
 - kube-apiserver with TLS from a throw-away CA (:mod:`chaoscontour.sandbox.pki`), client-certificate
   authentication (an admin certificate with ``O=system:masters`` goes into the written kubeconfig),
   ``--authorization-mode=Node,RBAC`` so RBAC is really enforced, and service-account issuer and keys so that
-  TokenRequest works (see :meth:`ControlPlane.service_account_kubeconfig`).
+  TokenRequest works (see :meth:`ControlPlane.service_account_kubeconfig`). Its advertise address is never
+  loopback (see :mod:`chaoscontour.sandbox.controlplane_flags`).
 - kube-controller-manager (``controller_manager=True``) for what only controllers do: ``default`` ServiceAccounts
-  in new namespaces, garbage collection, namespace deletion.
-
-The advertise address. kube-apiserver publishes ``--advertise-address`` in the ``default/kubernetes`` Endpoints and
-EndpointSlice, and API validation refuses loopback addresses there (``ValidateEndpointIP`` in
-``pkg/apis/core/validation``, applied to EndpointSlices by ``pkg/apis/discovery/validation``). Started with
-``--advertise-address=127.0.0.1``, kube-apiserver 1.34.4 becomes ready, but every 10 s its endpoint reconciler logs::
-
-    E1126 19:22:15.492529   27157 controller.go:163] "Unhandled Error" err="unable to sync kubernetes service:
-    Endpoints \\"kubernetes\\" is invalid: subsets[0].addresses[0].ip: Invalid value: \\"127.0.0.1\\": may not be
-    in the loopback range (127.0.0.0/8, ::1/128)" logger="UnhandledError"
-
-and ``default/kubernetes`` keeps no Endpoints and no EndpointSlice. So for a loopback bind the advertise address
-defaults to this host's primary address (the source address of its default route, what kube-apiserver itself would
-pick); the API server still listens on loopback only -- the address is what the endpoints carry, which is what the
-activities read.
+  in new namespaces, garbage collection, namespace deletion, Jobs, Deployments, DaemonSets, EndpointSlices.
+- kube-scheduler (``scheduler=True``) to place pods that name no node (Jobs', DaemonSets'), as
+  ``system:kube-scheduler``.
 
 Inside a network namespace (``netns``), every process runs under ``ip netns exec``; ``bind_address`` must then be
 an address of that namespace the caller can reach (e.g. its bridge address), and etcd stays on the namespace's
@@ -40,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import base64
 import ipaddress
 import shutil
 import signal
@@ -60,7 +50,8 @@ from typing import Any
 
 import yaml
 
-from chaoscontour.sandbox import binaries, pki
+from chaoscontour.sandbox import binaries
+from chaoscontour.sandbox import controlplane_flags as flags
 from chaoscontour.sandbox.process import Process, ProcessExited, ProcessTimeout, tail
 
 __all__ = ["ControlPlane", "ControlPlaneError", "main"]
@@ -72,7 +63,14 @@ Progress = Callable[[str], None]
 START_TIMEOUT_S = 90.0
 # How long a process gets between SIGTERM and SIGKILL.
 STOP_GRACE_S = 10.0
-CLUSTER_NAME = "chaoscontour"
+
+
+# Each controller's port in ``ControlPlane.ports``, and its flags.
+_PORT_NAMES = {"kube-controller-manager": "controller-manager", "kube-scheduler": "scheduler"}
+_CONTROLLER_ARGS: dict[str, Callable[[flags.Layout], list[str]]] = {
+    "kube-controller-manager": flags.controller_manager_args,
+    "kube-scheduler": flags.scheduler_args,
+}
 
 
 class ControlPlaneError(RuntimeError):
@@ -81,39 +79,6 @@ class ControlPlaneError(RuntimeError):
 
 def _is_loopback(address: str) -> bool:
     return ipaddress.ip_address(address).is_loopback
-
-
-def _host_address(family: int = socket.AF_INET) -> str:
-    """This host's primary address: the source address of its default route, chosen without sending a packet."""
-    # 192.0.2.1 / 2001:db8::1 are documentation addresses (RFC 5737 / RFC 3849): only the route lookup happens.
-    probe = "192.0.2.1" if family == socket.AF_INET else "2001:db8::1"
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect((probe, 9))
-        except OSError as exc:
-            raise ControlPlaneError(
-                "no default route, so no non-loopback address to advertise for the `default/kubernetes` endpoints; "
-                "pass advertise_address= (an address of this host that is not loopback or link-local)"
-            ) from exc
-        address = str(sock.getsockname()[0])
-    if ipaddress.ip_address(address).is_link_local:
-        raise ControlPlaneError(f"the default route's source address {address} is link-local; pass advertise_address=")
-    return address
-
-
-def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _url_host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 class ControlPlane:
@@ -141,6 +106,7 @@ class ControlPlane:
         advertise_address: str | None = None,
         netns: str | None = None,
         controller_manager: bool = False,
+        scheduler: bool = False,
         service_cidr: str = "10.0.0.0/24",
         progress: Progress = print,
         secure_port: int | None = None,
@@ -160,6 +126,7 @@ class ControlPlane:
         self._advertise_address = advertise_address
         self.netns = netns
         self.controller_manager = controller_manager
+        self.scheduler = scheduler
         self.progress = progress
         self.secure_port = secure_port
         self.apiserver_args = tuple(apiserver_args)
@@ -172,7 +139,8 @@ class ControlPlane:
         self.pids: dict[str, int] = {}
         """PIDs of the processes of the latest ``start()``; kept after ``stop()`` so callers can check they are gone."""
         self.ports: dict[str, int] = {}
-        """Ports of the latest ``start()`` (``etcd-client``, ``etcd-peer``, ``apiserver``, ``controller-manager``)."""
+        """Ports of the latest ``start()`` (``etcd-client``, ``etcd-peer``, ``apiserver``, ``controller-manager``,
+        ``scheduler``)."""
         self.startup_s: float | None = None
 
     # --- paths and addresses ---------------------------------------------------------------------------------------
@@ -207,7 +175,10 @@ class ControlPlane:
             address = ipaddress.ip_address(self.bind_address)
             if address.is_loopback or address.is_unspecified:
                 family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-                self._advertise_address = _host_address(family)
+                try:
+                    self._advertise_address = flags.host_address(family)
+                except flags.AddressError as exc:
+                    raise ControlPlaneError(str(exc)) from None
             else:
                 self._advertise_address = self.bind_address
         return self._advertise_address
@@ -223,12 +194,30 @@ class ControlPlane:
     def url(self) -> str:
         if "apiserver" not in self.ports:
             raise ControlPlaneError("the control plane is not started")
-        return f"https://{_url_host(self._client_host)}:{self.ports['apiserver']}"
+        return self._layout().url
 
     @property
     def service_ip(self) -> str:
         """The ClusterIP of ``default/kubernetes``: the service CIDR's first address."""
         return str(next(self.service_cidr.hosts()))
+
+    def _layout(self) -> flags.Layout:
+        return flags.Layout(
+            workdir=self.workdir,
+            bind_address=self.bind_address,
+            advertise_address=self.advertise_address,
+            client_host=self._client_host,
+            service_cidr=str(self.service_cidr),
+            ports=dict(self.ports),
+            extra_apiserver_args=self.apiserver_args,
+        )
+
+    @property
+    def _controllers(self) -> list[str]:
+        """The controller processes this control plane runs, in start order."""
+        return (["kube-controller-manager"] if self.controller_manager else []) + (
+            ["kube-scheduler"] if self.scheduler else []
+        )
 
     @property
     def running(self) -> bool:
@@ -250,7 +239,7 @@ class ControlPlane:
         self.stop()
 
     def start(self) -> ControlPlane:
-        """Start etcd and kube-apiserver (and kube-controller-manager), and return once all are ready.
+        """Start etcd and kube-apiserver (and the controllers asked for), and return once all are ready.
 
         Raises :class:`ControlPlaneError` (with the failing process's log tail) or
         :class:`~chaoscontour.sandbox.binaries.BinaryNotFound`; everything started so far is stopped first.
@@ -258,7 +247,7 @@ class ControlPlane:
         with self._lock:
             if self._started:
                 raise ControlPlaneError("the control plane is already started")
-            names = ["etcd", "kube-apiserver"] + (["kube-controller-manager"] if self.controller_manager else [])
+            names = ["etcd", "kube-apiserver", *self._controllers]
             found = binaries.ensure_binaries(names, build=False, progress=self.progress)
             self._started = True
             atexit.register(self.stop)
@@ -287,16 +276,17 @@ class ControlPlane:
         else:
             port_host = self._client_host
         self.ports = {
-            "etcd-client": _free_port(etcd_host),
-            "etcd-peer": _free_port(etcd_host),
-            "apiserver": self.secure_port or _free_port(port_host),
+            "etcd-client": flags.free_port(etcd_host),
+            "etcd-peer": flags.free_port(etcd_host),
+            "apiserver": self.secure_port or flags.free_port(port_host),
         }
-        if self.controller_manager:
-            self.ports["controller-manager"] = _free_port(port_host)
-        self._write_pki()
+        for controller in self._controllers:
+            self.ports[_PORT_NAMES[controller]] = flags.free_port(port_host)
+        layout = self._layout()
+        flags.write_pki(layout, self.kubeconfig, self._controllers)
 
-        etcd = self._launch("etcd", [str(found["etcd"]), *self._etcd_args(etcd_host)])
-        apiserver = self._launch("kube-apiserver", [str(found["kube-apiserver"]), *self._apiserver_args(etcd_host)])
+        etcd = self._launch("etcd", [str(found["etcd"]), *flags.etcd_args(layout)])
+        apiserver = self._launch("kube-apiserver", [str(found["kube-apiserver"]), *flags.apiserver_args(layout)])
         # kube-apiserver retries etcd until it answers, so both start at once; /readyz covers etcd (/readyz/etcd).
         self._wait_ready(apiserver, f"{self.url}/readyz", self._admin_ssl_context(), watch=[etcd, apiserver])
         # /readyz answers before the apiserver's own controller has created Service default/kubernetes (and its
@@ -307,19 +297,19 @@ class ControlPlane:
             f"control plane: etcd + kube-apiserver v{binaries.COMPONENTS['kubernetes'].version} ready in "
             f"{time.monotonic() - began:.1f} s at {self.url}"
         )
-        if self.controller_manager:
-            kcm_began = time.monotonic()
-            kcm = self._launch(
-                "kube-controller-manager", [str(found["kube-controller-manager"]), *self._controller_manager_args()]
-            )
-            port = self.ports["controller-manager"]
-            # Its serving certificate is self-signed in --cert-dir; /healthz is an always-allowed path.
-            insecure = ssl.create_default_context()
-            insecure.check_hostname = False
-            insecure.verify_mode = ssl.CERT_NONE
-            url = f"https://{_url_host(self._client_host)}:{port}/healthz"
-            self._wait_ready(kcm, url, insecure, watch=list(self._processes))
-            self.progress(f"control plane: kube-controller-manager ready in {time.monotonic() - kcm_began:.1f} s")
+        # The controllers start together (they only need the API server) and are waited for in turn.
+        controllers_began = time.monotonic()
+        launched = [
+            self._launch(name, [str(found[name]), *_CONTROLLER_ARGS[name](layout)]) for name in self._controllers
+        ]
+        # Their serving certificates are self-signed in --cert-dir; /healthz is an always-allowed path.
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        for proc in launched:
+            url = f"https://{flags.url_host(self._client_host)}:{self.ports[_PORT_NAMES[proc.name]]}/healthz"
+            self._wait_ready(proc, url, insecure, watch=list(self._processes))
+            self.progress(f"control plane: {proc.name} ready in {time.monotonic() - controllers_began:.1f} s")
         self.startup_s = time.monotonic() - began
         self.progress(f"control plane: started in {self.startup_s:.1f} s; kubeconfig {self.kubeconfig}")
 
@@ -387,118 +377,12 @@ class ControlPlane:
                 f"the end of {proc.log}:\n{tail(proc.log)}"
             ) from None
 
-    # --- configuration ---------------------------------------------------------------------------------------------
-
-    def _write_pki(self) -> None:
-        ca = pki.CertificateAuthority(f"{CLUSTER_NAME}-ca")
-        ca.key_pair.write(self.ca_file, self.pki_dir / "ca.key")
-        ips = {self.bind_address, self.advertise_address, self._client_host, "127.0.0.1", "::1", self.service_ip}
-        dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
-        dns.append("kubernetes.default.svc.cluster.local")
-        ca.issue("kube-apiserver", server=True, dns_names=dns, ip_addresses=sorted(ips)).write(
-            self.pki_dir / "apiserver.crt", self.pki_dir / "apiserver.key"
-        )
-        admin = ca.issue("chaoscontour-admin", organizations=["system:masters"], client=True)
-        admin.write(self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
-        self._write_kubeconfig(self.kubeconfig, "admin", admin)
-        if self.controller_manager:
-            # The identity bootstrap RBAC grants system:kube-controller-manager to; not an admin.
-            kcm = ca.issue("system:kube-controller-manager", client=True)
-            self._write_kubeconfig(self.workdir / "controller-manager.kubeconfig", "kube-controller-manager", kcm)
-        sa_key = pki.new_private_key()
-        key_path = self.pki_dir / "sa.key"
-        key_path.touch(mode=0o600)
-        key_path.write_bytes(pki.private_key_pem(sa_key))
-        (self.pki_dir / "sa.pub").write_bytes(pki.public_key_pem(sa_key))
-
-    def _kubeconfig_document(self, user: str, credentials: dict[str, str]) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": CLUSTER_NAME,
-                    "cluster": {
-                        "server": self.url,
-                        "certificate-authority-data": _b64(self.ca_file.read_bytes()),
-                    },
-                }
-            ],
-            "users": [{"name": user, "user": credentials}],
-            "contexts": [{"name": f"{user}@{CLUSTER_NAME}", "context": {"cluster": CLUSTER_NAME, "user": user}}],
-            "current-context": f"{user}@{CLUSTER_NAME}",
-            "preferences": {},
-        }
-
-    def _write_kubeconfig(self, path: Path, user: str, pair: pki.KeyPair) -> None:
-        document = self._kubeconfig_document(
-            user, {"client-certificate-data": _b64(pair.cert_pem), "client-key-data": _b64(pair.key_pem)}
-        )
-        path.touch(mode=0o600)
-        path.write_text(yaml.safe_dump(document, sort_keys=False))
-
-    def _etcd_args(self, host: str) -> list[str]:
-        client = f"http://{host}:{self.ports['etcd-client']}"
-        peer = f"http://{host}:{self.ports['etcd-peer']}"
-        return [
-            "--name=default",
-            f"--data-dir={self.workdir / 'etcd'}",
-            f"--listen-client-urls={client}",
-            f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=default={peer}",
-            "--unsafe-no-fsync",
-            "--log-level=warn",
-        ]
-
-    def _apiserver_args(self, etcd_host: str) -> list[str]:
-        p = self.pki_dir
-        return [
-            f"--etcd-servers=http://{etcd_host}:{self.ports['etcd-client']}",
-            f"--bind-address={self.bind_address}",
-            f"--advertise-address={self.advertise_address}",
-            f"--secure-port={self.ports['apiserver']}",
-            f"--cert-dir={self.workdir / 'apiserver-certs'}",
-            f"--tls-cert-file={p / 'apiserver.crt'}",
-            f"--tls-private-key-file={p / 'apiserver.key'}",
-            f"--client-ca-file={self.ca_file}",
-            f"--service-cluster-ip-range={self.service_cidr}",
-            "--authorization-mode=Node,RBAC",
-            "--allow-privileged=true",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={p / 'sa.pub'}",
-            f"--service-account-signing-key-file={p / 'sa.key'}",
-            "--profiling=false",
-            *self.apiserver_args,
-        ]
-
-    def _controller_manager_args(self) -> list[str]:
-        p = self.pki_dir
-        kubeconfig = self.workdir / "controller-manager.kubeconfig"
-        return [
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            f"--bind-address={self._client_host}",
-            f"--secure-port={self.ports['controller-manager']}",
-            f"--cert-dir={self.workdir / 'controller-manager-certs'}",
-            f"--service-account-private-key-file={p / 'sa.key'}",
-            f"--root-ca-file={self.ca_file}",
-            f"--cluster-signing-cert-file={self.ca_file}",
-            f"--cluster-signing-key-file={p / 'ca.key'}",
-            f"--service-cluster-ip-range={self.service_cidr}",
-            "--use-service-account-credentials=true",
-            "--leader-elect=false",
-            "--profiling=false",
-        ]
+    # --- clients and objects ---------------------------------------------------------------------------------------
 
     def _admin_ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.ca_file))
         context.load_cert_chain(str(self.pki_dir / "admin.crt"), str(self.pki_dir / "admin.key"))
         return context
-
-    # --- clients and objects ---------------------------------------------------------------------------------------
 
     def api_client(self) -> Any:
         """A new ``kubernetes.client.ApiClient`` for the admin user."""
@@ -582,10 +466,10 @@ class ControlPlane:
             granted: Any = core.create_namespaced_service_account_token(name, namespace, request)
             token = str(granted.status.token)
         target = path or self.workdir / "kubeconfigs" / f"{namespace}.{name}.kubeconfig"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        document = self._kubeconfig_document(f"system:serviceaccount:{namespace}:{name}", {"token": token})
-        target.touch(mode=0o600)
-        target.write_text(yaml.safe_dump(document, sort_keys=False))
+        user = f"system:serviceaccount:{namespace}:{name}"
+        flags.write_kubeconfig(
+            target, flags.kubeconfig_document(self.url, self.ca_file.read_bytes(), user, {"token": token})
+        )
         return target
 
 
@@ -598,6 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Run a local etcd + kube-apiserver (TLS, RBAC) until Ctrl-C, and print its kubeconfig.",
     )
     parser.add_argument("--controller-manager", action="store_true", help="also run kube-controller-manager")
+    parser.add_argument("--scheduler", action="store_true", help="also run kube-scheduler")
     parser.add_argument("--contour-crds", action="store_true", help="install Contour's CRDs")
     parser.add_argument("--workdir", type=Path, help="keep certificates, kubeconfig and logs here (default: temp)")
     parser.add_argument("--bind-address", default="127.0.0.1")
@@ -615,6 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bind_address=args.bind_address,
         advertise_address=args.advertise_address,
         controller_manager=args.controller_manager,
+        scheduler=args.scheduler,
         secure_port=args.port,
         progress=lambda message: print(message, flush=True),
     )

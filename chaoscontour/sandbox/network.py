@@ -13,9 +13,10 @@ only rule added to the host's own iptables is an ACCEPT in ``FORWARD`` for
 traffic within the bridge (``br_netfilter`` sends bridged frames through the host's ``FORWARD`` chain, whose policy
 may be DROP on a host that runs Docker); it carries the comment ``ccsbx``.
 
-Each namespace gets ``/etc/netns/<ns>/hosts`` (``ip netns exec`` bind-mounts it over ``/etc/hosts``), as the
-kubelet writes a pod's ``/etc/hosts``, and a ``resolv.conf`` that fails fast (there is no cluster DNS). Everything
-here needs root and the ``ip`` and ``iptables`` commands.
+Each namespace gets ``/etc/netns/<ns>/hosts`` and ``resolv.conf`` (``ip netns exec`` bind-mounts them over
+``/etc/hosts`` and ``/etc/resolv.conf``), as the kubelet writes a pod's: the node agent passes the resolv.conf of the
+pod's ``dnsPolicy`` (:func:`chaoscontour.sandbox.dns.resolv_conf`); other namespaces get one that fails fast.
+Everything here needs root and the ``ip`` and ``iptables`` commands.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from chaoscontour.sandbox import hostports
 
 __all__ = [
     "BRIDGE",
+    "FAIL_FAST_RESOLV_CONF",
     "CONTROL_PLANE_IP",
     "CONTROL_PLANE_NETNS",
     "NODE_IP",
@@ -63,6 +65,9 @@ _FIRST_POD_HOST = 10
 _COMMENT = PREFIX
 _FORWARD_RULE = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-m", "comment", "--comment", _COMMENT, "-j", "ACCEPT"]
 NETNS_ETC = Path("/etc/netns")
+# For namespaces that need no DNS (the control plane's): the host's resolver is unreachable from the bridge, and a
+# resolver that refuses at once beats lookups that hang until their timeout (Python's http.server does one on bind).
+FAIL_FAST_RESOLV_CONF = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
 
 
 class NetworkError(RuntimeError):
@@ -128,10 +133,13 @@ def _host_veth(netns: str) -> str:
     return PREFIX + netns.removeprefix(PREFIX + "-")[:10]
 
 
-def create_netns(netns: str, ip: str, hosts: dict[str, str] | None = None) -> None:
+def create_netns(
+    netns: str, ip: str, hosts: dict[str, str] | None = None, resolv_conf: str = FAIL_FAST_RESOLV_CONF
+) -> None:
     """Create namespace ``netns`` with ``eth0`` at ``ip`` on the bridge and a default route via the node.
 
-    ``hosts`` maps names to addresses for the namespace's ``/etc/hosts`` (``localhost`` is always there).
+    ``hosts`` maps names to addresses for the namespace's ``/etc/hosts`` (``localhost`` is always there);
+    ``resolv_conf`` is the text of its ``/etc/resolv.conf``.
     """
     if not netns.startswith(PREFIX + "-"):
         raise ValueError(f"sandbox namespaces are named {PREFIX}-*, not {netns!r}")
@@ -142,9 +150,7 @@ def create_netns(netns: str, ip: str, hosts: dict[str, str] | None = None) -> No
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     lines += [f"{address}\t{name}" for name, address in (hosts or {}).items()]
     (etc / "hosts").write_text("\n".join(lines) + "\n")
-    # No cluster DNS runs in the sandbox, and the host's resolver is unreachable from the bridge: a resolver that
-    # refuses at once beats lookups that hang until their timeout (Python's http.server does one on bind).
-    (etc / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    (etc / "resolv.conf").write_text(resolv_conf)
     _run(["ip", "netns", "add", netns])
     _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns])
     _run(["ip", "link", "set", veth, "master", BRIDGE])

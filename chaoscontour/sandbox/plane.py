@@ -6,11 +6,12 @@ this small process, which owns the control plane for the sandbox's lifetime::
 
     python -m chaoscontour.sandbox.plane --dir DIR
 
-It runs etcd, kube-apiserver and kube-controller-manager in the network namespace ``ccsbx-cp`` (which ``up`` has
-created), bound to and advertised on ``10.213.0.2`` so that pods reach the API server over the bridge and the
-``default/kubernetes`` EndpointSlice carries that address; installs Contour's CRDs; copies the admin kubeconfig to
-``DIR/kubeconfig``; writes ``DIR/controlplane.json`` (URL, ports, PIDs) when all is ready; and stops everything on
-SIGTERM. Progress lines go to stdout (``up`` sends them to ``DIR/logs/controlplane.log`` and echoes them).
+It runs etcd, kube-apiserver, kube-controller-manager and kube-scheduler in the network namespace ``ccsbx-cp``
+(which ``up`` has created), bound to and advertised on ``10.213.0.2`` so that pods reach the API server over the
+bridge and the ``default/kubernetes`` EndpointSlice carries that address; installs Contour's CRDs; copies the admin
+kubeconfig to ``DIR/kubeconfig``; writes ``DIR/controlplane.json`` (URL, ports, PIDs) when all is ready; and stops
+everything on SIGTERM. Progress lines go to stdout (``up`` sends them to ``DIR/logs/controlplane.log`` and echoes
+them).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         advertise_address=network.CONTROL_PLANE_IP,
         netns=network.CONTROL_PLANE_NETNS,
         controller_manager=True,
+        scheduler=True,
         progress=lambda message: print(message, flush=True),
     )
     try:

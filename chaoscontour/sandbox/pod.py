@@ -122,7 +122,7 @@ class PodRuntime:
     def _setup(self) -> None:
         self.ip = self.agent.ip_pool.allocate(self.uid)
         self.dir.mkdir(parents=True, exist_ok=True)
-        network.create_netns(self.netns, self.ip, {self.name: self.ip})
+        network.create_netns(self.netns, self.ip, {self.name: self.ip}, self.agent.resolv_conf(self.pod))
         self.agent.apply_rules(self)
         self.network_ready = True
         self.changed()

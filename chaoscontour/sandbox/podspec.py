@@ -56,6 +56,7 @@ PROGRAMS: dict[str, str] = {
     "envoyproxy/envoy": "envoy",
     "chaoscontour/echo": "echo",
     "chaoscontour-gameday": "runner",
+    "coredns/coredns": "coredns",
 }
 # The kubelet's container restart back-off (pkg/kubelet/kubelet.go: backOffPeriod, MaxContainerBackOff); an entry
 # of flowcontrol.Backoff is forgotten after 2 * max without an update.

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["ACTIONLINT", "CONTOUR", "ENVOY", "ETCD", "KUBERNETES", "KUSTOMIZE", "VERSIONS_FILE", "pinned_versions"]
+__all__ = [
+    "ACTIONLINT",
+    "CONTOUR",
+    "COREDNS",
+    "ENVOY",
+    "ETCD",
+    "KUBERNETES",
+    "KUSTOMIZE",
+    "VERSIONS_FILE",
+    "pinned_versions",
+]
 
 VERSIONS_FILE = Path(__file__).with_name("versions.env")
 
@@ -32,5 +42,6 @@ KUBERNETES: str = _PINS["KUBERNETES_VERSION"]
 ETCD: str = _PINS["ETCD_VERSION"]
 CONTOUR: str = _PINS["CONTOUR_VERSION"]
 ENVOY: str = _PINS["ENVOY_VERSION"]
+COREDNS: str = _PINS["COREDNS_VERSION"]
 KUSTOMIZE: str = _PINS["KUSTOMIZE_VERSION"]
 ACTIONLINT: str = _PINS["ACTIONLINT_VERSION"]

@@ -133,7 +133,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     missing_tools = network.missing_tools()
     if missing_tools:
         unavailable(f"missing commands {', '.join(missing_tools)}: apt-get install -y iproute2 iptables")
-    names = ("etcd", "kube-apiserver", "kube-controller-manager", "contour")
+    names = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "coredns", "contour")
     missing = [name for name in names if binaries.find_binary(name) is None]
     if missing:
         unavailable(f"{', '.join(missing)} not built: run `chaoscontour binaries build` (needs Go)")

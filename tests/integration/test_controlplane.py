@@ -3,6 +3,7 @@ CRDs -- and a control plane that leaves nothing behind on any exit path."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,10 +147,14 @@ def test_contour_crds_install_and_are_served_with_their_schema(
     assert refused.value.status == 422
 
 
-def test_stop_after_a_raising_with_block_leaves_no_process_port_or_temp_dir(private_tmp: Path) -> None:
-    plane = ControlPlane(controller_manager=True, progress=print)
+def test_stop_after_a_raising_with_block_leaves_no_process_port_or_temp_dir(
+    private_tmp: Path, require: Callable[..., None]
+) -> None:
+    require("kube-scheduler")
+    plane = ControlPlane(controller_manager=True, scheduler=True, progress=print)
     with pytest.raises(RuntimeError, match="boom"), plane:
-        assert set(plane.pids) == {"etcd", "kube-apiserver", "kube-controller-manager"}
+        assert set(plane.pids) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+        assert {"controller-manager", "scheduler"} <= set(plane.ports)
         assert all(process_exists(pid) for pid in plane.pids.values())
         assert plane.kubeconfig.is_file()
         stopping = time.monotonic()
@@ -202,3 +208,51 @@ def test_interpreter_exit_without_stop_leaves_nothing(tmp_path: Path) -> None:
 def test_a_second_start_is_refused(control_plane: ControlPlane) -> None:
     with pytest.raises(ControlPlaneError, match="already started"):
         control_plane.start()
+
+
+def _ready_node(name: str) -> dict[str, Any]:
+    """A Node as a kubelet registers it: allocatable resources, no taints, Ready."""
+    resources = {"cpu": "2", "memory": "4Gi", "pods": "110"}
+    ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test"}
+    return {
+        "metadata": {"name": name},
+        "status": {"capacity": resources, "allocatable": resources, "conditions": [ready]},
+    }
+
+
+def test_kube_scheduler_places_a_pod_that_names_no_node_on_a_ready_node(
+    private_tmp: Path, require: Callable[..., None]
+) -> None:
+    require("kube-scheduler")
+    # kube-controller-manager too: kube-apiserver's TaintNodesByCondition admission gives every new Node the
+    # node.kubernetes.io/not-ready:NoSchedule taint, and only the node lifecycle controller lifts it once Ready.
+    with ControlPlane(controller_manager=True, scheduler=True, progress=print) as plane, plane.api_client() as api:
+        core = client.CoreV1Api(api)
+        with contextlib.suppress(ApiException):  # kube-controller-manager may have made it already
+            core.create_namespaced_service_account("default", {"metadata": {"name": "default"}})
+        core.create_node({"metadata": {"name": "node-a"}})
+        core.patch_node_status("node-a", {"status": _ready_node("node-a")["status"]})
+        deadline = time.monotonic() + 30
+        while core.read_node("node-a").spec.taints and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not core.read_node("node-a").spec.taints
+        # A pod that asks for more CPU than any node has stays Pending: the scheduler reads the node's allocatable.
+        big: Any = {
+            "metadata": {"name": "too-big"},
+            "spec": {"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "64"}}}]},
+        }
+        pod: Any = {"metadata": {"name": "placed"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}
+        core.create_namespaced_pod("default", big)
+        created = time.monotonic()
+        core.create_namespaced_pod("default", pod)
+        deadline = created + 30
+        while not core.read_namespaced_pod("placed", "default").spec.node_name and time.monotonic() < deadline:
+            time.sleep(0.02)
+        bound_after_s = time.monotonic() - created
+        assert core.read_namespaced_pod("placed", "default").spec.node_name == "node-a"
+        print(f"kube-scheduler bound the pod {bound_after_s:.2f} s after it was created")
+        unplaced: Any = core.read_namespaced_pod("too-big", "default")
+        assert unplaced.spec.node_name is None
+        conditions = {c.type: c for c in unplaced.status.conditions or []}
+        assert conditions["PodScheduled"].status == "False"
+        assert "Insufficient cpu" in conditions["PodScheduled"].message

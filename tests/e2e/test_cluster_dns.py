@@ -1,0 +1,146 @@
+"""Cluster DNS in the sandbox, proved from inside pods: CoreDNS behind kube-dns, each pod's resolv.conf as the
+kubelet writes it, and answers that follow the cluster's Services. The pods are Jobs' pods, which name no node:
+kube-scheduler places them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from chaoscontour.sandbox import dns
+from chaoscontour.sandbox.kubeapi import ApiError
+
+from .conftest import Sandbox
+
+# Run in the pod: print its resolv.conf and what each name resolves to, as one JSON line. With `wait_for`, retry
+# until every name resolves (or 30 s pass) and report how long that took.
+LOOKUP = textwrap.dedent(
+    """
+    import json, socket, sys, time
+    names, wait = sys.argv[1].split(","), sys.argv[2] == "wait"
+    began = time.monotonic()
+    while True:
+        answers = {}
+        for name in names:
+            try:
+                answers[name] = sorted({a[4][0] for a in socket.getaddrinfo(name, 80, socket.AF_INET)})
+            except socket.gaierror as exc:
+                answers[name] = "error: " + str(exc)
+        if not wait or all(isinstance(a, list) for a in answers.values()) or time.monotonic() - began > 30:
+            break
+        time.sleep(0.2)
+    resolv = open("/etc/resolv.conf").read()
+    print(json.dumps({"resolv": resolv, "answers": answers, "after_s": round(time.monotonic() - began, 2)}))
+    """
+)
+
+
+def wait_for(what: str, timeout_s: float, check: Any) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+@pytest.fixture
+def namespace(sandbox: Sandbox) -> Iterator[str]:
+    name = f"dns-{uuid.uuid4().hex[:6]}"
+    sandbox.api.create("/api/v1/namespaces", {"metadata": {"name": name}})
+    yield name
+    with contextlib.suppress(ApiError):
+        sandbox.api.delete(f"/api/v1/namespaces/{name}")
+
+
+def service(sandbox: Sandbox, namespace: str, name: str) -> str:
+    body = {"metadata": {"name": name}, "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}}
+    return str(sandbox.api.create(f"/api/v1/namespaces/{namespace}/services", body)["spec"]["clusterIP"])
+
+
+def run_lookup(sandbox: Sandbox, namespace: str, job: str, names: list[str], wait: bool) -> tuple[dict[str, Any], Any]:
+    """Run LOOKUP in a Job's pod; return its JSON output and the pod."""
+    body = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "lookup",
+                            "image": "chaoscontour/echo",
+                            "command": [sys.executable, "-c", LOOKUP, ",".join(names), "wait" if wait else "once"],
+                        }
+                    ],
+                }
+            },
+        },
+    }
+    sandbox.api.create(f"/apis/batch/v1/namespaces/{namespace}/jobs", body)
+
+    def finished() -> dict[str, Any] | None:
+        status = sandbox.api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job}").get("status", {})
+        return status if status.get("succeeded") or status.get("failed") else None
+
+    status = wait_for(f"Job {namespace}/{job} to finish", 90, finished)
+    pods = sandbox.api.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=f"job-name={job}")["items"]
+    assert len(pods) == 1, pods
+    pod = pods[0]
+    logs = sandbox.container_logs(namespace, pod["metadata"]["name"], "lookup")
+    assert status.get("succeeded") == 1, f"the lookup Job failed: {status}\n{logs}"
+    lines = [line for line in logs.splitlines() if line.startswith("{")]
+    assert lines, f"no output from the lookup pod:\n{logs}"
+    return json.loads(lines[-1]), pod
+
+
+def test_a_pod_resolves_the_api_server_and_its_namespaces_services_by_short_name_through_coredns(
+    sandbox: Sandbox, namespace: str, figures: dict[str, Any]
+) -> None:
+    web_ip = service(sandbox, namespace, "web")
+    began = time.monotonic()
+    out, pod = run_lookup(sandbox, namespace, "lookup", ["kubernetes.default", "web", "late"], wait=False)
+    # kube-scheduler placed the Job's pod (it named no node), on the one node.
+    assert pod["spec"]["nodeName"] == "sandbox"
+    assert out["resolv"] == (
+        f"search {namespace}.svc.cluster.local svc.cluster.local cluster.local\n"
+        f"nameserver {dns.CLUSTER_DNS_IP}\noptions ndots:5\n"
+    )
+    assert out["answers"]["kubernetes.default"] == ["10.0.0.1"]
+    assert out["answers"]["web"] == [web_ip]
+    # No such Service yet: the name does not resolve (and fails at once, not after resolver timeouts).
+    assert str(out["answers"]["late"]).startswith("error:"), out
+    figures["cluster DNS: a lookup Job from creation to completion (s)"] = round(time.monotonic() - began, 1)
+
+    # CoreDNS watches Services: a new one's short name resolves to its ClusterIP.
+    late_ip = service(sandbox, namespace, "late")
+    created = time.monotonic()
+    later, _ = run_lookup(sandbox, namespace, "lookup-late", ["late"], wait=True)
+    assert later["answers"]["late"] == [late_ip], later
+    figures["cluster DNS: a new Service resolves in the pod after (s)"] = later["after_s"]
+    print(f"the new Service resolved {later['after_s']} s into the pod's run, {time.monotonic() - created:.1f} s after")
+
+
+def test_coredns_runs_as_a_cluster_runs_it(sandbox: Sandbox) -> None:
+    service_obj = sandbox.api.get("/api/v1/namespaces/kube-system/services/kube-dns")
+    assert service_obj["spec"]["clusterIP"] == dns.CLUSTER_DNS_IP
+    pods = sandbox.api.get("/api/v1/namespaces/kube-system/pods", labelSelector=dns.COREDNS_SELECTOR)["items"]
+    assert [p["status"]["phase"] for p in pods] == ["Running"]
+    slices = sandbox.api.get(
+        "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices",
+        labelSelector="kubernetes.io/service-name=kube-dns",
+    )["items"]
+    addresses = {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
+    assert addresses == {pods[0]["status"]["podIP"]}
