@@ -26,21 +26,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from chaoscontour.sandbox import binaries, dns, netpol, network, plane, versions, workloads
+from chaoscontour.sandbox import binaries, deploy, dns, netpol, network, plane, versions, workloads
 from chaoscontour.sandbox.agent import MODE_FILE
+from chaoscontour.sandbox.deploy import SandboxError
+from chaoscontour.sandbox.deploy import apply_objects as _apply
+from chaoscontour.sandbox.deploy import pod_ready as _ready
+from chaoscontour.sandbox.deploy import pods as _pods
+from chaoscontour.sandbox.deploy import wait_for as _wait
 from chaoscontour.sandbox.kubeapi import ApiError, KubeApi
 from chaoscontour.sandbox.process import Process, alive, stop_pid
 
@@ -56,10 +60,6 @@ SETTINGS_ENV = "settings.env"
 SETTINGS_JSON = "settings.json"
 # Where the static PersistentVolumes keep their data (removed by `down`, as a cluster's disks go with it).
 VOLUMES_DIR = "volumes"
-
-
-class SandboxError(RuntimeError):
-    """The sandbox could not be brought up; the message says what failed and where the logs are."""
 
 
 def sandbox_dir(given: Path | None = None) -> Path:
@@ -83,22 +83,6 @@ def _read_json(path: Path) -> dict[str, Any]:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
         return {}
-
-
-def _wait(what: str, timeout_s: float, check: Callable[[], Any], *, interval_s: float = 0.5) -> Any:
-    """Call ``check`` until it returns something truthy; raise :class:`SandboxError` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except (ApiError, requests.RequestException, OSError) as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise SandboxError(f"timed out after {timeout_s:.0f} s waiting for {what}" + (f" ({last})" if last else ""))
-        time.sleep(interval_s)
 
 
 def _spawn(name: str, argv: Sequence[str], log: Path) -> Process:
@@ -148,29 +132,9 @@ def _route_answers(url: str, host: str) -> bool:
         return session.get(url, headers={"Host": host}, timeout=2.0).status_code == 200
 
 
-def _pods(api: KubeApi, namespace: str, selector: str) -> list[dict[str, Any]]:
-    return list(api.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector).get("items", []))
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions") or []
-    return not pod["metadata"].get("deletionTimestamp") and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in conditions
-    )
-
-
-def _apply(api: KubeApi, objects: Sequence[dict[str, Any]]) -> None:
-    def applied(obj: dict[str, Any]) -> bool:
-        api.apply(workloads.api_path(obj), obj)
-        return True
-
-    for obj in objects:
-        # A new CRD's REST endpoint appears a moment after the CRD is Established: retry briefly.
-        _wait(f"{obj['kind']} {obj['metadata']['name']} to be applied", 30.0, functools.partial(applied, obj))
-
-
-def up(directory: Path, mode: str) -> dict[str, str]:
-    """Bring the sandbox up in ``directory`` with NetworkPolicy ``mode``; return the settings written.
+def up(directory: Path, mode: str, contour: str = "release") -> dict[str, str]:
+    """Bring the sandbox up in ``directory`` with NetworkPolicy ``mode`` and Contour deployed ``contour`` way
+    (:data:`deploy.CONTOUR_CHOICES`); return the settings written.
 
     Call :func:`_preflight` first; on failure the caller runs :func:`down` (what was started is in the state file).
     """
@@ -193,7 +157,7 @@ def up(directory: Path, mode: str) -> dict[str, str]:
     network.create_bridge()
     network.create_netns(network.CONTROL_PLANE_NETNS, network.CONTROL_PLANE_IP)
 
-    state: dict[str, Any] = {"dir": str(directory), "mode": mode, "pids": {}}
+    state: dict[str, Any] = {"dir": str(directory), "mode": mode, "contour": contour, "pids": {}}
 
     def save_state() -> None:
         (directory / STATE_FILE).write_text(json.dumps(state, indent=1))
@@ -249,37 +213,14 @@ def up(directory: Path, mode: str) -> dict[str, str]:
     dns_pods = _wait("CoreDNS to be Ready", READY_TIMEOUT_S, coredns_ready)
     clock.say(f"cluster DNS: {dns_pods[0]['metadata']['name']} Ready behind kube-system/kube-dns {dns.CLUSTER_DNS_IP}")
 
-    _apply(api, workloads.contour_objects(NODE))
-    contour_ip = api.get(f"/api/v1/namespaces/{workloads.CONTOUR_NAMESPACE}/services/contour")["spec"]["clusterIP"]
-    _apply(api, workloads.envoy_objects(NODE, contour_ip))
+    def alive() -> None:
+        alive_or_fail(plane_proc, agent_proc)
+
+    deploy.deploy_contour(api, contour, NODE, clock.say, alive, READY_TIMEOUT_S)
     _apply(api, workloads.demo_objects(NODE))
     _apply(api, workloads.storage_objects(str(directory / VOLUMES_DIR / "sandbox-local-1")))
-    clock.say(f"workloads applied: contour (2 replicas, Service {contour_ip}:8001), envoy, demo/echo + HTTPProxy, a PV")
-
-    def leader() -> str:
-        alive_or_fail(plane_proc, agent_proc)
-        lease = api.get(
-            f"/apis/coordination.k8s.io/v1/namespaces/{workloads.CONTOUR_NAMESPACE}/leases/{workloads.LEASE_NAME}"
-        )
-        return str(lease.get("spec", {}).get("holderIdentity") or "")
-
-    holder = _wait("a Contour leader to hold the Lease", READY_TIMEOUT_S, leader)
-    clock.say(f"leader: {holder}")
-
-    def contour_ready() -> list[dict[str, Any]]:
-        alive_or_fail(plane_proc, agent_proc)
-        pods = [p for p in _pods(api, workloads.CONTOUR_NAMESPACE, workloads.CONTOUR_SELECTOR) if _ready(p)]
-        return pods if len(pods) >= 2 else []
-
-    contour_pods = _wait("both Contour pods to be Ready", READY_TIMEOUT_S, contour_ready)
-    clock.say(f"contour: {', '.join(p['metadata']['name'] for p in contour_pods)} Ready")
-
-    def envoy_ip() -> str:
-        alive_or_fail(plane_proc, agent_proc)
-        pods = [p for p in _pods(api, workloads.CONTOUR_NAMESPACE, workloads.ENVOY_SELECTOR) if _ready(p)]
-        return str(pods[0]["status"].get("podIP") or "") if pods else ""
-
-    ip = _wait("the Envoy pod to be Ready", READY_TIMEOUT_S, envoy_ip)
+    clock.say("applied: demo/echo (2 replicas) + HTTPProxy echo, PersistentVolume sandbox-local-1")
+    ip = deploy.wait_serving(api, clock.say, alive, READY_TIMEOUT_S)
     url = f"http://{ip}:8080/"
     _wait(
         f"{url} (Host {workloads.ECHO_FQDN}) to answer 200",
@@ -370,7 +311,7 @@ def status(directory: Path) -> int:
         left = network.leftovers()
         print(f"no sandbox in {directory}" + (f"; leftovers: {left}" if any(left.values()) else ""))
         return 1
-    print(f"sandbox dir:  {directory} (NetworkPolicy mode {state.get('mode')})")
+    print(f"sandbox dir:  {directory} (NetworkPolicy mode {state.get('mode')}, contour {state.get('contour', '?')})")
     for name, pid in state.get("pids", {}).items():
         print(f"  {name:<13} pid {pid:<8} {'running' if alive(int(pid)) else 'NOT RUNNING'}")
     print(f"  api server:   {state.get('apiserver', '?')}  (KUBECONFIG={directory / 'kubeconfig'})")
@@ -437,6 +378,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     p_up = sub.add_parser("up", parents=[common], help="start the sandbox and wait for the route through Envoy")
     p_up.add_argument("--mode", choices=netpol.MODES, default="per-packet", help="NetworkPolicy enforcement mode")
+    p_up.add_argument(
+        "--contour",
+        choices=deploy.CONTOUR_CHOICES,
+        default="release",
+        help="Contour's release manifest of the pinned version (default), or the sandbox's minimal manifests",
+    )
     p_down = sub.add_parser("down", parents=[common], help="stop everything and remove what the sandbox created")
     p_down.add_argument("--keep-logs", action="store_true", help="keep the sandbox dir's logs/")
     sub.add_parser("status", parents=[common], help="print what runs and the route")
@@ -449,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Refusals (not root, tools missing, a sandbox already up) happen before anything is created.
             _preflight(directory)
             try:
-                up(directory, args.mode)
+                up(directory, args.mode, args.contour)
             except BaseException:
                 print(
                     f"sandbox up failed; cleaning up (logs kept in {directory / 'logs'})", file=sys.stderr, flush=True

@@ -298,6 +298,8 @@ _PLURALS = {
     "ServiceAccount": "serviceaccounts",
     "Service": "services",
     "Deployment": "deployments",
+    "DaemonSet": "daemonsets",
+    "Secret": "secrets",
     "ClusterRole": "clusterroles",
     "ClusterRoleBinding": "clusterrolebindings",
     "Role": "roles",
