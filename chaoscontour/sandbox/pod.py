@@ -208,6 +208,16 @@ class PodRuntime:
     def launch(self, spec: Obj) -> tuple[list[str], dict[str, str]]:
         """The command and environment that run container ``spec`` (volumes are prepared on the way)."""
         program = podspec.program_for_image(spec.get("image", ""))
+        stand_in = None if program else podspec.stand_ins(self.pod["metadata"].get("annotations")).get(spec["name"])
+        if stand_in is not None:  # only a user's pod asks for one (chaoscontour.sandbox.manifests)
+            program, spec = "echo", podspec.stand_in_container(spec, stand_in)
+            doing = "exits 0" if stand_in.init else f"answers 200 to every GET on {', '.join(map(str, stand_in.ports))}"
+            message = (
+                f"image {spec.get('image')} has no local program: the sandbox's echo backend stands in for container "
+                f"{spec['name']} ({doing}); it does not behave like the real app"
+            )
+            self.log(message)
+            self.event("Warning", "StandIn", message)
         image = self.agent.images.get(program or "")
         if image is None:
             known = ", ".join(sorted(podspec.PROGRAMS))
