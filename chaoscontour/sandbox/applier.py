@@ -126,9 +126,16 @@ def _deployment_state(api: KubeApi, doc: Document) -> tuple[bool, str]:
 
 
 def _proxy_state(api: KubeApi, doc: Document) -> tuple[str, str]:
-    """An HTTPProxy's ``currentStatus`` (``valid``, ``invalid``, ``orphaned``, or empty) and ``description``."""
+    """An HTTPProxy's ``currentStatus`` (``valid``, ``invalid``, ``orphaned``, or empty) and what Contour says.
+
+    Contour's ``description`` of an invalid proxy is only "At least one error present, see Errors for details"
+    (apis/projectcontour/v1/helpers.go): the errors of its conditions follow it.
+    """
     status = api.get(api_path(doc.obj)).get("status") or {}
-    return str(status.get("currentStatus") or ""), str(status.get("description") or "")
+    said = [str(status.get("description") or "")]
+    for condition in status.get("conditions") or []:
+        said += [f"{e.get('reason')}: {e.get('message')}" for e in condition.get("errors") or []]
+    return str(status.get("currentStatus") or ""), "; ".join(s for s in said if s)
 
 
 def wait_ready(api: KubeApi, plan: Plan, say: Say, timeout_s: float) -> None:

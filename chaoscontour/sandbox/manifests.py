@@ -13,17 +13,9 @@ started or sent; every error names the file and the document's index in it (from
 
 The plan is what gets applied, in dependency order (Namespaces, then what pods mount, Services, Deployments, and
 HTTPProxies last, so Contour never sees a route to a Service not yet there); :meth:`Plan.deletion_order` reverses it.
-Two changes are made to the Deployments' copies, and listed in :attr:`Plan.notes` so ``up`` prints them:
-
-- **stand-ins**: a container whose image has no local program
-  (:func:`chaoscontour.sandbox.podspec.program_for_image`) runs the sandbox's echo backend, listening on the
-  container's TCP ``containerPort``\\ s, the ports its probes use and the numeric ``targetPort``\\ s of Services that
-  select its pods; it answers 200 to every GET, so any ``httpGet`` probe path and a ``healthCheckPolicy`` path
-  pass. An ``exec`` or ``grpc`` probe of such a container becomes a ``tcpSocket`` probe on its first port (the
-  command or the gRPC health service belong to the real image). An init container with no local program exits 0.
-  The pod template carries :data:`~chaoscontour.sandbox.podspec.STAND_IN_ANNOTATION`, which is what lets the node
-  agent run a stand-in: only a user's pods carry it;
-- ``nodeSelector`` and ``schedulerName`` are dropped: the sandbox has one node and no scheduler.
+Deployments are prepared for the sandbox by :func:`chaoscontour.sandbox.standin.for_sandbox` (the echo backend
+in place of images with no local program; ``nodeSelector`` dropped), and what it changed is listed in
+:attr:`Plan.notes` so that ``up`` prints it.
 
 :func:`route_settings` turns an HTTPProxy of the manifests into the settings the experiments read (``ENVOY_HOST``,
 the route's path, ``BACKEND_*`` for ``endpoint-churn-during-outage.json``, ``ROUTE_*`` for ``xds-blackhole.json``).

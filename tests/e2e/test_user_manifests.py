@@ -126,3 +126,16 @@ def test_the_churn_experiment_on_the_users_route_passes_the_gate(
         check=False,
     )
     assert gate.returncode == 0, gate.stdout + gate.stderr
+
+
+def test_an_httpproxy_contour_refuses_fails_apply_with_contours_own_words(sandbox: Sandbox) -> None:
+    invalid = ROOT / "tests" / "fixtures" / "user-manifests-invalid"
+    try:
+        applied = sandbox.cli("apply", "--manifests", str(invalid), timeout_s=300)
+        assert applied.returncode == 1, applied.stdout + applied.stderr
+        assert "HTTPProxy broken-shop/cart" in applied.stderr and "is invalid, says Contour" in applied.stderr
+        # Contour's own error (internal/dag/cache.go): port "8080" on service "broken-shop/cart" not matched
+        assert 'port "8080" on service "broken-shop/cart" not matched' in applied.stderr, applied.stderr
+    finally:
+        deleted = sandbox.cli("delete", "--manifests", str(invalid), timeout_s=300)
+        assert deleted.returncode == 0, deleted.stdout + deleted.stderr
