@@ -65,9 +65,12 @@ def route_answers(url: str, host: str) -> bool:
             return False
 
 
-def serve(api: KubeApi, plan: Plan, envoy_url: str, say: Say, timeout_s: float = READY_TIMEOUT_S) -> dict[str, str]:
+def serve(
+    api: KubeApi, plan: Plan, envoy_url: str, say: Say, *, stats_url: str = "", timeout_s: float = READY_TIMEOUT_S
+) -> dict[str, str]:
     """Apply ``plan``, wait until it serves, and return the settings of its route (:func:`route_settings`; empty
-    without one). With a route, also wait until Envoy answers 200 on it: Contour's ``valid`` comes first."""
+    without one). With a route, also wait until Envoy answers 200 on it (Contour's ``valid`` comes first) and, if
+    the route has a ``healthCheckPolicy``, until Envoy health-checks at its interval (:func:`_wait_health_checks`)."""
     for note in plan.notes:
         say(f"  sandbox: {note}")
     apply(api, plan, say)
@@ -82,7 +85,51 @@ def serve(api: KubeApi, plan: Plan, envoy_url: str, say: Say, timeout_s: float =
             raise ApplyError(f"{plan.route} is valid, but {url} (Host {host}) did not answer 200 in {timeout_s:.0f} s")
         time.sleep(POLL_S)
     say(f"route {plan.route}: curl -H 'Host: {host}' {url}")
+    proxy = next(d.obj for d in plan.of_kind("HTTPProxy") if f"{d.namespace}/{d.name}" == plan.route)
+    intervals = [
+        int((r.get("healthCheckPolicy") or {}).get("intervalSeconds") or 5)  # Contour's default: 5 s
+        for r in (proxy.get("spec") or {}).get("routes") or []
+        if r.get("healthCheckPolicy")
+    ]
+    if intervals and stats_url:
+        cluster = "_".join((settings["BACKEND_NAMESPACE"], settings["BACKEND_SERVICE"], settings["BACKEND_PORT"]))
+        _wait_health_checks(stats_url, cluster, url, host, max(intervals), say, timeout_s)
     return settings
+
+
+def _health_check_attempts(stats_url: str, cluster: str) -> int:
+    with requests.Session() as session:
+        session.trust_env = False
+        text = session.get(
+            stats_url, params={"filter": rf"^cluster\.{cluster}\.health_check\.attempt$"}, timeout=2
+        ).text
+    return sum(int(line.rsplit(":", 1)[1]) for line in text.splitlines() if ":" in line)
+
+
+def _wait_health_checks(
+    stats_url: str, cluster: str, url: str, host: str, interval_s: int, say: Say, timeout_s: float
+) -> None:
+    """Wait until Envoy health-checks ``cluster`` every ``interval_s``, sending requests through the route meanwhile.
+
+    Envoy checks a cluster that never carried traffic only every ``no_traffic_interval`` (60 s by default), and
+    moves to the configured interval only when that timer next fires. A fresh sandbox has carried no traffic, so
+    an experiment started at once would meet a dead endpoint that no health check takes out for up to a minute
+    (seen: not one check during a 60 s churn window). In a cluster with traffic this never shows.
+    """
+    say(f"  waiting for Envoy to health-check {cluster} every {interval_s} s (up to 60 s: no_traffic_interval)")
+    window_s = interval_s + 0.5
+    deadline = time.monotonic() + max(timeout_s, 90.0)
+    rising = 0
+    last = _health_check_attempts(stats_url, cluster)
+    while rising < 2:  # the counter rose in two windows in a row: the interval is in force
+        if time.monotonic() > deadline:
+            raise ApplyError(f"Envoy did not health-check {cluster} every {interval_s} s within {timeout_s:.0f} s")
+        route_answers(url, host)  # traffic: what moves Envoy off no_traffic_interval
+        time.sleep(window_s)
+        now = _health_check_attempts(stats_url, cluster)
+        rising = rising + 1 if now > last else 0
+        last = now
+    say(f"  {cluster}: Envoy health-checks it every {interval_s} s")
 
 
 def apply(api: KubeApi, plan: Plan, say: Say, *, retry_s: float = 30.0) -> None:
@@ -125,6 +172,20 @@ def _deployment_state(api: KubeApi, doc: Document) -> tuple[bool, str]:
     return False, text + (f" ({'; '.join(reasons)})" if reasons else f" ({len(pods)} pods)")
 
 
+def _last_warnings(api: KubeApi, namespace: str) -> str:
+    """The latest warning event of each pod of ``namespace`` (a failing probe says why a pod is not Ready)."""
+    try:
+        events = api.get(f"/api/v1/namespaces/{namespace}/events").get("items", [])
+    except ApiError:
+        return ""
+    latest: dict[str, str] = {}
+    for event in sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or "")):
+        involved = event.get("involvedObject") or {}
+        if event.get("type") == "Warning" and involved.get("kind") == "Pod" and event.get("reason") != "StandIn":
+            latest[str(involved.get("name"))] = f"{event.get('reason')}: {event.get('message')}"
+    return "".join(f"; {pod}: {said}" for pod, said in sorted(latest.items()))
+
+
 def _proxy_state(api: KubeApi, doc: Document) -> tuple[str, str]:
     """An HTTPProxy's ``currentStatus`` (``valid``, ``invalid``, ``orphaned``, or empty) and what Contour says.
 
@@ -165,6 +226,9 @@ def wait_ready(api: KubeApi, plan: Plan, say: Say, timeout_s: float) -> None:
                 say(f"  {key}: {detail[key]}")
                 del pending[key]
         if pending and time.monotonic() > deadline:
+            for key, doc in pending.items():
+                if doc.kind == "Deployment":
+                    detail[key] = detail.get(key, "?") + _last_warnings(api, doc.namespace)
             waiting = "; ".join(f"{key}: {detail.get(key, '?')}" for key in pending)
             raise ApplyError(f"not ready after {timeout_s:.0f} s: {waiting}")
         if pending:

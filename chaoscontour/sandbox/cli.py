@@ -296,7 +296,7 @@ def up(directory: Path, mode: str, user: manifests.Plan | None = None) -> dict[s
     }
     settings.update(_demo_route(url))
     if user is not None:
-        settings.update(applier.serve(api, user, url, clock.say))
+        settings.update(applier.serve(api, user, url, clock.say, stats_url=settings["ENVOY_STATS_URL"]))
     _write_settings(directory, settings)
     state.update(apiserver=ready["url"], envoy_url=url, up_s=round(time.monotonic() - clock.began, 1))
     save_state()
@@ -324,7 +324,8 @@ def apply_to_running(directory: Path, dirs: Sequence[Path], namespace: str, rout
     api, state = _running(directory)
     user = manifests.check(dirs, namespace=namespace, route=route, existing=applier.existing_namespaces(api))
     say = _Clock().say
-    routed = applier.serve(api, user, state["envoy_url"], say)
+    stats_url = _read_json(directory / SETTINGS_JSON).get("ENVOY_STATS_URL", "")
+    routed = applier.serve(api, user, state["envoy_url"], say, stats_url=stats_url)
     if routed:
         _write_settings(directory, {**_read_json(directory / SETTINGS_JSON), **routed})
         say(f"settings: {directory / SETTINGS_ENV} now point at {route}")

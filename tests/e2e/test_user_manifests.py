@@ -4,24 +4,30 @@
 --manifests`` on the session's running sandbox: the made-up images run the echo backend, the settings point at the
 user's route (fqdn ``shop.example.com``, prefix ``/cart``, Service ``shop/cart``), and
 experiments/endpoint-churn-during-outage.json runs against that route as a user would run it (settings.env, no
-admin relay: Envoy's endpoints compared with the EndpointSlices by count). The route carries a retryPolicy on
-connect failure, a healthCheckPolicy and the Service annotation ``projectcontour.io/max-retries``: the gate passes.
-``sandbox delete`` removes it all and puts the settings back on the demo route.
+admin relay: Envoy's endpoints compared with the EndpointSlices by count). Both verdicts: the route as written
+(retryPolicy on connect failure, healthCheckPolicy, Service annotation ``projectcontour.io/max-retries``) passes
+the gate; the same route re-applied without retryPolicy and healthCheckPolicy fails it. An HTTPProxy Contour
+refuses fails ``apply`` with Contour's words. ``sandbox delete`` removes it all and puts the settings back on the
+demo route.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+import yaml
 
 from .chaosrun import EXPERIMENTS, ROOT, ChaosRun, activity
-from .conftest import Sandbox, leftovers
+from .conftest import Sandbox, leftovers, wait_until
 
 EXAMPLE = ROOT / "examples" / "my-app"
 EXPERIMENT = EXPERIMENTS / "endpoint-churn-during-outage.json"
@@ -60,6 +66,8 @@ def test_apply_stands_in_for_images_without_a_local_program_and_points_the_setti
     assert "container cart (registry.example.com/shop/cart:2.3) has no local program" in output, output
     assert "on 8080, 9090" in output and "init container migrate" in output and "nodeSelector dropped" in output
     assert "Deployment shop/cart: 2/2 ready" in output and "HTTPProxy shop/cart: valid" in output, output
+    # Envoy off its 60 s no_traffic_interval before an experiment may start: the route's 1 s health checks run.
+    assert "shop_cart_80: Envoy health-checks it every 1 s" in output, output
     ip = settings["ENVOY_STATS_URL"].split("//")[1].split(":")[0]
     assert settings["ENVOY_URL"] == f"http://{ip}:8080/cart"
     assert settings["ENVOY_HOST"] == "shop.example.com"
@@ -77,6 +85,66 @@ def test_apply_stands_in_for_images_without_a_local_program_and_points_the_setti
     assert all(e["type"] == "Warning" for e in stand_ins)
 
 
+def _ready_cart_pods(sandbox: Sandbox) -> int:
+    pods = sandbox.get("/api/v1/namespaces/shop/pods", labelSelector="app=cart")["items"]
+    return (
+        sum(
+            1
+            for p in pods
+            if not p["metadata"].get("deletionTimestamp")
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+        )
+        if len(pods) == 2
+        else 0
+    )
+
+
+def _churn(
+    sandbox: Sandbox, settings: dict[str, str], tmp_path: Path, name: str, figures: dict[str, Any]
+) -> tuple[ChaosRun, dict[str, Any], subprocess.CompletedProcess[str]]:
+    """The churn experiment on the user's route as a user runs it (settings.env), then the gate on its journal."""
+    wait_until("two Ready cart pods", lambda: _ready_cart_pods(sandbox) == 2, 120)
+    run = ChaosRun(EXPERIMENT, tmp_path, dict(settings), name=name, variables=VARIABLES)
+    journal = run.run(timeout_s=300)
+    availability = activity(journal, "envoy-availability-across-the-fault")["output"] or {}
+    window = activity(journal, "envoy-view-of-the-backend-at-the-end-of-the-window")["output"] or {}
+    converged = activity(journal, "envoy-endpoints-converged-after-the-heal")["output"] or {}
+    figures[name] = {
+        "availability": availability.get("availability"),
+        "requests": availability.get("requests"),
+        "failures": availability.get("failures"),
+        "error_kinds": availability.get("error_kinds"),
+        "longest_outage_s": availability.get("longest_outage_s"),
+        "window_counters": (window.get("since") or {}).get("counters"),
+        "failure_causes": (window.get("since") or {}).get("failure_causes"),
+        "converged_after_s": converged.get("converged_after_s"),
+    }
+    gate = subprocess.run(
+        [sys.executable, "-m", "chaoscontour.cli", "gate", str(run.journal_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return run, journal, gate
+
+
+def _common_checks(run: ChaosRun, journal: dict[str, Any], k: Any) -> None:
+    assert journal["status"] == "completed", run.log()[-3000:]
+    assert journal["steady_states"]["before"]["steady_state_met"] is True, run.log()[-3000:]
+    assert activity(journal, "block-apiserver-egress")["output"]["verification"]["confirmed"] is True
+    killed = activity(journal, "kill-a-backend-pod")
+    assert killed["status"] == "succeeded" and len(killed["output"]) == 1, killed
+    assert activity(journal, "the-fault-held-for-the-whole-window")["output"]["held"] is True
+    window = activity(journal, "envoy-view-of-the-backend-at-the-end-of-the-window")["output"]
+    assert window["service"] == "shop/cart:80" and window["cluster"] == "shop_cart_80", window
+    # The run means something: the slices moved on while Envoy's view of the user's backend stayed frozen.
+    assert window["since"]["endpointslices_changed"] is True, window["since"]
+    assert window["since"]["membership_changed"] is False, window["since"]
+    assert activity(journal, "envoy-endpoints-converged-after-the-heal")["output"]["converged"] is True
+    assert leftovers(k) == []
+
+
 def test_the_churn_experiment_on_the_users_route_passes_the_gate(
     sandbox: Sandbox,
     healthy_contour: dict[str, str],
@@ -86,46 +154,53 @@ def test_the_churn_experiment_on_the_users_route_passes_the_gate(
     figures: dict[str, Any],
 ) -> None:
     settings, _ = user_route
-    env = {key: str(value) for key, value in settings.items()}
-    run = ChaosRun(EXPERIMENT, tmp_path, env, name="user-route-churn", variables=VARIABLES)
-    journal = run.run(timeout_s=300)
-    availability = activity(journal, "envoy-availability-across-the-fault")["output"] or {}
-    window = activity(journal, "envoy-view-of-the-backend-at-the-end-of-the-window")["output"] or {}
-    converged = activity(journal, "envoy-endpoints-converged-after-the-heal")["output"] or {}
-    figures["user_route_churn"] = {
-        "availability": availability.get("availability"),
-        "requests": availability.get("requests"),
-        "failures": availability.get("failures"),
-        "longest_outage_s": availability.get("longest_outage_s"),
-        "window_counters": (window.get("since") or {}).get("counters"),
-        "failure_causes": (window.get("since") or {}).get("failure_causes"),
-        "converged_after_s": converged.get("converged_after_s"),
-    }
-
-    assert journal["status"] == "completed", run.log()[-3000:]
-    assert journal["steady_states"]["before"]["steady_state_met"] is True, run.log()[-3000:]
-    assert activity(journal, "block-apiserver-egress")["output"]["verification"]["confirmed"] is True
-    killed = activity(journal, "kill-a-backend-pod")
-    assert killed["status"] == "succeeded" and len(killed["output"]) == 1, killed
-    assert activity(journal, "the-fault-held-for-the-whole-window")["output"]["held"] is True
-    # The run means something: the slices moved on while Envoy's view of the user's backend stayed frozen.
-    assert window["since"]["endpointslices_changed"] is True, window["since"]
-    assert window["since"]["membership_changed"] is False, window["since"]
-    assert window["service"] == "shop/cart:80" and window["cluster"] == "shop_cart_80", window
-    counters = window["since"]["counters"]
-    assert counters.get("health_check.failure", 0) >= 1, counters
+    run, journal, gate = _churn(sandbox, settings, tmp_path, "user_route_churn", figures)
+    _common_checks(run, journal, k)
+    window = activity(journal, "envoy-view-of-the-backend-at-the-end-of-the-window")["output"]
+    assert window["since"]["counters"].get("health_check.failure", 0) >= 1, window["since"]["counters"]
+    availability = activity(journal, "envoy-availability-across-the-fault")["output"]
     assert availability["meets_min_availability"] is True, availability
-    assert converged["converged"] is True, converged
-    assert leftovers(k) == []
-
-    gate = subprocess.run(
-        [sys.executable, "-m", "chaoscontour.cli", "gate", str(run.journal_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
     assert gate.returncode == 0, gate.stdout + gate.stderr
+
+
+def _health_checks(stats_url: str) -> int:
+    text = requests.get(stats_url, params={"filter": r"^cluster\.shop_cart_80\.health_check\.attempt$"}, timeout=2).text
+    return sum(int(line.rsplit(":", 1)[1]) for line in text.splitlines() if ":" in line)
+
+
+def test_the_same_route_without_retries_and_health_checks_fails_the_gate(
+    sandbox: Sandbox,
+    healthy_contour: dict[str, str],
+    user_route: tuple[dict[str, str], str],
+    k: Any,
+    tmp_path: Path,
+    figures: dict[str, Any],
+) -> None:
+    settings, _ = user_route
+    plain = tmp_path / "my-app-plain"
+    shutil.copytree(EXAMPLE, plain)
+    proxy = yaml.safe_load((plain / "httpproxy.yaml").read_text())
+    for route in proxy["spec"]["routes"]:
+        route.pop("retryPolicy")
+        route.pop("healthCheckPolicy")
+    (plain / "httpproxy.yaml").write_text(yaml.safe_dump(proxy))
+    applied = sandbox.cli("apply", "--manifests", str(plain), "--route", "shop/cart", timeout_s=300)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    # Server-side apply drops the fields this manager no longer sets; Envoy has the change once its health checks stop.
+    stats = settings["ENVOY_STATS_URL"]
+    wait_until("Envoy to stop health-checking the cart endpoints", lambda: _checks_stopped(stats), 60, every_s=0.1)
+
+    run, journal, gate = _churn(sandbox, settings, tmp_path, "user_route_churn_without_retries", figures)
+    _common_checks(run, journal, k)
+    availability = activity(journal, "envoy-availability-across-the-fault")["output"]
+    assert availability["meets_min_availability"] is False, availability
+    assert gate.returncode == 1 and "below min_availability" in gate.stdout, gate.stdout + gate.stderr
+
+
+def _checks_stopped(stats_url: str) -> bool:
+    before = _health_checks(stats_url)
+    time.sleep(2.5)  # the example checks every second
+    return _health_checks(stats_url) == before
 
 
 def test_an_httpproxy_contour_refuses_fails_apply_with_contours_own_words(sandbox: Sandbox) -> None:
