@@ -14,6 +14,13 @@ leader holds the Lease, both Contour pods are Ready and a request through Envoy 
   ``ENVOY_STATS_URL``, and ``SANDBOX_NETPOL_MODE``);
 - ``state.json``: the PIDs of the background processes; ``logs/``: theirs and every container's.
 
+With ``--manifests DIR`` (repeatable) ``up`` also applies a user's own manifests once the demo route answers
+(:mod:`chaoscontour.sandbox.manifests` checks them before anything starts; :mod:`chaoscontour.sandbox.applier`
+applies them and waits for their Deployments and HTTPProxies), and ``--route NAMESPACE/HTTPPROXY`` points the
+settings at that route (``ENVOY_URL``, ``ENVOY_HOST``, ``BACKEND_*``, ``ROUTE_*``). ``apply`` and ``delete`` do
+the same on a running sandbox; ``delete`` puts the settings back on the demo route if they pointed at a route it
+removed.
+
 ``mode per-packet|conntrack`` switches a running sandbox's NetworkPolicy mode (the agent recomputes every pod's
 rules within a second), so one sandbox serves experiments against both behaviours.
 
@@ -36,9 +43,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from chaoscontour.sandbox import binaries, deploy, dns, netpol, network, plane, versions, workloads
+from chaoscontour.sandbox import applier, binaries, deploy, dns, manifests, netpol, network, plane, versions, workloads
 from chaoscontour.sandbox.agent import MODE_FILE
 from chaoscontour.sandbox.deploy import SandboxError
 from chaoscontour.sandbox.deploy import apply_objects as _apply
@@ -126,15 +131,16 @@ def _preflight(directory: Path) -> None:
         )
 
 
-def _route_answers(url: str, host: str) -> bool:
-    with requests.Session() as session:
-        session.trust_env = False  # never through a proxy: the address is on the local bridge
-        return session.get(url, headers={"Host": host}, timeout=2.0).status_code == 200
+def _write_settings(directory: Path, settings: dict[str, str]) -> None:
+    (directory / SETTINGS_ENV).write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    (directory / SETTINGS_JSON).write_text(json.dumps(settings, indent=1) + "\n")
 
 
-def up(directory: Path, mode: str, contour: str = "release") -> dict[str, str]:
+def up(directory: Path, mode: str, user: manifests.Plan | None = None, contour: str = "release") -> dict[str, str]:
     """Bring the sandbox up in ``directory`` with NetworkPolicy ``mode`` and Contour deployed ``contour`` way
     (:data:`deploy.CONTOUR_CHOICES`); return the settings written.
+
+    ``user``: a user's manifests, checked already, applied once the demo route answers (:func:`applier.serve`).
 
     Call :func:`_preflight` first; on failure the caller runs :func:`down` (what was started is in the state file).
     """
@@ -225,7 +231,7 @@ def up(directory: Path, mode: str, contour: str = "release") -> dict[str, str]:
     _wait(
         f"{url} (Host {workloads.ECHO_FQDN}) to answer 200",
         READY_TIMEOUT_S,
-        lambda: _route_answers(url, workloads.ECHO_FQDN),
+        lambda: applier.route_answers(url, workloads.ECHO_FQDN),
     )
     settings = {
         "KUBECONFIG": str(kubeconfig),
@@ -238,13 +244,56 @@ def up(directory: Path, mode: str, contour: str = "release") -> dict[str, str]:
         "ENVOY_STATS_URL": f"http://{ip}:8002/stats",
         "SANDBOX_NETPOL_MODE": mode,
     }
-    (directory / SETTINGS_ENV).write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
-    (directory / SETTINGS_JSON).write_text(json.dumps(settings, indent=1) + "\n")
+    settings.update(_demo_route(url))
+    if user is not None:
+        settings.update(applier.serve(api, user, url, clock.say, stats_url=settings["ENVOY_STATS_URL"]))
+    _write_settings(directory, settings)
     state.update(apiserver=ready["url"], envoy_url=url, up_s=round(time.monotonic() - clock.began, 1))
     save_state()
-    clock.say(f"ready: curl -H 'Host: {workloads.ECHO_FQDN}' {url}")
+    clock.say(f"ready: curl -H 'Host: {settings['ENVOY_HOST']}' {settings['ENVOY_URL']}")
     clock.say(f"settings: {directory / SETTINGS_ENV} (e.g. `set -a; . {directory / SETTINGS_ENV}; set +a`)")
     return settings
+
+
+# --- a user's manifests: up --manifests, apply, delete -----------------------------------------------------------
+
+
+def _demo_route(envoy_url: str) -> dict[str, str]:
+    return manifests.route_settings(workloads.demo_objects(NODE), f"{workloads.DEMO_NAMESPACE}/echo", envoy_url)
+
+
+def _running(directory: Path) -> tuple[KubeApi, dict[str, Any]]:
+    state = _read_json(directory / STATE_FILE)
+    if not alive(state.get("pids", {}).get("agent")) or not state.get("envoy_url"):
+        raise SandboxError(f"no sandbox is up in {directory}; run `chaoscontour sandbox up` first")
+    return KubeApi(directory / "kubeconfig"), state
+
+
+def apply_to_running(directory: Path, dirs: Sequence[Path], namespace: str, route: str) -> None:
+    """``sandbox apply``: the user's manifests on a running sandbox, through the code path of ``up --manifests``."""
+    api, state = _running(directory)
+    user = manifests.check(dirs, namespace=namespace, route=route, existing=applier.existing_namespaces(api))
+    say = _Clock().say
+    stats_url = _read_json(directory / SETTINGS_JSON).get("ENVOY_STATS_URL", "")
+    routed = applier.serve(api, user, state["envoy_url"], say, stats_url=stats_url)
+    if routed:
+        _write_settings(directory, {**_read_json(directory / SETTINGS_JSON), **routed})
+        say(f"settings: {directory / SETTINGS_ENV} now point at {route}")
+
+
+def delete_from_running(directory: Path, dirs: Sequence[Path], namespace: str) -> None:
+    """``sandbox delete``: remove what ``apply`` applied from the same manifests; the settings go back to the demo
+    route if they pointed at an HTTPProxy removed here."""
+    api, state = _running(directory)
+    # Namespaces are not checked for existence here: deleting what is already gone is fine.
+    declared = [d.name for d in manifests.load(dirs) if d.obj.get("kind") == "Namespace"]
+    user = manifests.check(dirs, namespace=namespace, existing=[*applier.existing_namespaces(api), *declared])
+    applier.delete(api, user, _Clock().say)
+    settings = _read_json(directory / SETTINGS_JSON)
+    removed = {f"{d.namespace}/{d.name}" for d in user.of_kind("HTTPProxy")}
+    if settings and f"{settings.get('ROUTE_NAMESPACE')}/{settings.get('ROUTE_HTTPPROXY')}" in removed:
+        _write_settings(directory, {**settings, **_demo_route(state["envoy_url"])})
+        print(f"settings: {directory / SETTINGS_ENV} point at the demo route again", flush=True)
 
 
 # --- down ---------------------------------------------------------------------------------------------------------
@@ -363,8 +412,7 @@ def switch_mode(directory: Path, mode: str) -> None:
     settings = _read_json(directory / SETTINGS_JSON)
     if settings:
         settings["SANDBOX_NETPOL_MODE"] = mode
-        (directory / SETTINGS_ENV).write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
-        (directory / SETTINGS_JSON).write_text(json.dumps(settings, indent=1) + "\n")
+        _write_settings(directory, settings)
     print(f"NetworkPolicy mode: {mode}")
 
 
@@ -376,7 +424,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     common.add_argument("--dir", type=Path, help="the sandbox dir (default $CHAOSCONTOUR_SANDBOX_DIR or .sandbox)")
     parser = argparse.ArgumentParser(prog="chaoscontour sandbox", description="A local one-node Contour sandbox.")
     sub = parser.add_subparsers(dest="action", required=True)
-    p_up = sub.add_parser("up", parents=[common], help="start the sandbox and wait for the route through Envoy")
+    user_options = argparse.ArgumentParser(add_help=False)
+    user_options.add_argument(
+        "--manifests",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help=f"a directory of your manifests (*.yaml, *.yml, *.json; repeatable): {', '.join(manifests.KINDS)}; "
+        "images with no local program run the sandbox's echo backend",
+    )
+    user_options.add_argument("--namespace", default=manifests.DEFAULT_NAMESPACE, help="for objects that name none")
+    routed = argparse.ArgumentParser(add_help=False)
+    routed.add_argument(
+        "--route",
+        default="",
+        metavar="NAMESPACE/HTTPPROXY",
+        help="point settings.env at this HTTPProxy of the manifests (ENVOY_URL, ENVOY_HOST, BACKEND_*, ROUTE_*)",
+    )
+    p_up = sub.add_parser(
+        "up", parents=[common, user_options, routed], help="start the sandbox and wait for the route through Envoy"
+    )
     p_up.add_argument("--mode", choices=netpol.MODES, default="per-packet", help="NetworkPolicy enforcement mode")
     p_up.add_argument(
         "--contour",
@@ -384,6 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="release",
         help="Contour's release manifest of the pinned version (default), or the sandbox's minimal manifests",
     )
+    sub.add_parser("apply", parents=[common, user_options, routed], help="apply your manifests to a running sandbox")
+    sub.add_parser("delete", parents=[common, user_options], help="delete what `apply --manifests` applied")
     p_down = sub.add_parser("down", parents=[common], help="stop everything and remove what the sandbox created")
     p_down.add_argument("--keep-logs", action="store_true", help="keep the sandbox dir's logs/")
     sub.add_parser("status", parents=[common], help="print what runs and the route")
@@ -392,11 +462,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     directory = sandbox_dir(args.dir)
     try:
+        if args.action in ("apply", "delete") and not args.manifests:
+            parser.error(f"{args.action} needs --manifests DIR")
+        if args.action == "apply":
+            apply_to_running(directory, args.manifests, args.namespace, args.route)
+            return 0
+        if args.action == "delete":
+            delete_from_running(directory, args.manifests, args.namespace)
+            return 0
         if args.action == "up":
-            # Refusals (not root, tools missing, a sandbox already up) happen before anything is created.
+            if args.route and not args.manifests:
+                parser.error("--route names an HTTPProxy of --manifests")
+            # Your manifests are read and checked before anything is started, like the refusals below (not root,
+            # tools missing, a sandbox already up) that happen before anything is created.
+            user = None
+            if args.manifests:
+                user = manifests.check(args.manifests, namespace=args.namespace, route=args.route)
             _preflight(directory)
             try:
-                up(directory, args.mode, args.contour)
+                up(directory, args.mode, user, args.contour)
             except BaseException:
                 print(
                     f"sandbox up failed; cleaning up (logs kept in {directory / 'logs'})", file=sys.stderr, flush=True
@@ -412,7 +496,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             switch_mode(directory, args.mode)
             return 0
         return status(directory)
-    except (SandboxError, binaries.BinaryNotFound, binaries.BuildFailed, network.NetworkError) as exc:
+    except (
+        SandboxError,
+        binaries.BinaryNotFound,
+        binaries.BuildFailed,
+        network.NetworkError,
+        manifests.ManifestError,
+        applier.ApplyError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

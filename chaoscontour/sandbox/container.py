@@ -38,7 +38,8 @@ MIN_GRACE_S = 2.0
 CONFIG_RETRY_S = 2.0
 ENTER_TIMEOUT_S = 10.0
 # The game-day image's Dockerfile, in this checkout: its environment, working directory and command.
-DOCKERFILE = Path(__file__).resolve().parents[2] / "deploy" / "Dockerfile"
+CHECKOUT = Path(__file__).resolve().parents[2]
+DOCKERFILE = CHECKOUT / "deploy" / "Dockerfile"
 # What a container's PATH is when its image sets none (Docker's and containerd's default).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -58,7 +59,11 @@ def images(contour: str, envoy: str, *, coredns: str = "", dockerfile: Path = DO
         # Contour's image runs /bin/contour; Envoy's, `envoy -c /etc/envoy/envoy.yaml` (their Dockerfiles).
         "contour": podspec.Image("contour", contour, base, "/", ("/bin/contour",)),
         "envoy": podspec.Image("envoy", envoy, base, "/", (), ("envoy", "-c", "/etc/envoy/envoy.yaml")),
-        "echo": podspec.Image("echo", "", base, "/", (sys.executable, "-m", "chaoscontour.sandbox.echo")),
+        # From this checkout, as the agent itself: the venv's editable install may point at another checkout (a git
+        # worktree shares its venv), whose echo server would not be the one this agent's stand-ins ask for.
+        "echo": podspec.Image(
+            "echo", "", {**base, "PYTHONPATH": str(CHECKOUT)}, "/", (sys.executable, "-m", "chaoscontour.sandbox.echo")
+        ),
     }
     if coredns:
         # CoreDNS's image runs /coredns (its Dockerfile's ENTRYPOINT); the Deployment gives `-conf` as args.

@@ -2,7 +2,9 @@
 
 The image ``chaoscontour/echo`` maps to ``python -m chaoscontour.sandbox.echo`` (see
 :mod:`chaoscontour.sandbox.agent`). The answer names the pod (``$POD_NAME``, else the hostname, which the agent
-sets to the pod name), so a test can see which backend Envoy picked; ``/healthz`` answers ``ok``.
+sets to the pod name), so a test can see which backend Envoy picked; ``/healthz`` answers ``ok``, every other path
+200 too. It also stands in for a user's image that has no local program (``sandbox up --manifests``), listening on
+every port the container declares (``--port`` repeated).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -46,16 +49,19 @@ class _Handler(BaseHTTPRequestHandler):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaoscontour.sandbox.echo", description=__doc__)
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=int, action="append", help="a port to listen on (repeatable; default 8080)")
     parser.add_argument("--address", default="0.0.0.0")
     args = parser.parse_args(argv)
     _Handler.pod_name = os.environ.get("POD_NAME") or socket.gethostname()
-    server = _Server((args.address, args.port), _Handler)
-    print(f"echo: {_Handler.pod_name} listening on {args.address}:{args.port}", flush=True)
+    servers = [_Server((args.address, port), _Handler) for port in args.port or [8080]]
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    ports = ", ".join(str(s.server_port) for s in servers)
+    print(f"echo: {_Handler.pod_name} listening on {args.address}:{ports}", flush=True)
     # SIGTERM (the agent stopping the pod) ends the server cleanly, with exit code 0 as a well-behaved container.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
+        servers[0].serve_forever()
     return 0
 
 

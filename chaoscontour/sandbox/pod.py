@@ -148,13 +148,29 @@ class PodRuntime:
 
     # --- volumes and commands -----------------------------------------------------------------------------------
 
-    def image(self, spec: Obj) -> podspec.Image:
-        """The local stand-in for container ``spec``'s image; ``ValueError`` if it has none."""
-        image = self.agent.images.get(podspec.program_for_image(spec.get("image", "")) or "")
+    def image(self, spec: Obj, program: str | None = None) -> podspec.Image:
+        """The local stand-in for container ``spec``'s image (or ``program``'s); ``ValueError`` if it has none."""
+        image = self.agent.images.get(program or podspec.program_for_image(spec.get("image", "")) or "")
         if image is None:
             known = ", ".join(sorted(podspec.PROGRAMS))
             raise ValueError(f"image {spec.get('image')!r} has no local stand-in; known: {known}")
         return image
+
+    def _stand_in(self, spec: Obj) -> tuple[Obj, str | None]:
+        """``spec`` as the echo backend runs it when the pod asks for a stand-in and its image has no program."""
+        if podspec.program_for_image(spec.get("image", "")):
+            return spec, None
+        stand_in = podspec.stand_ins(self.pod["metadata"].get("annotations")).get(spec["name"])
+        if stand_in is None:  # only a user's pod asks for one (chaoscontour.sandbox.manifests)
+            return spec, None
+        doing = "exits 0" if stand_in.init else f"answers 200 to every GET on {', '.join(map(str, stand_in.ports))}"
+        message = (
+            f"image {spec.get('image')} has no local program: the sandbox's echo backend stands in for container "
+            f"{spec['name']} ({doing}); it does not behave like the real app"
+        )
+        self.log(message)
+        self.event("Warning", "StandIn", message)
+        return podspec.stand_in_container(spec, stand_in), "echo"
 
     def mount_volumes(self) -> None:
         """Set up every volume a container mounts before any container starts, as the kubelet does; a volume that
@@ -183,7 +199,8 @@ class PodRuntime:
         """The command and environment that run container ``spec``.
 
         ``podspec.ContainerConfigError`` when a ConfigMap or Secret its environment needs is missing."""
-        image = self.image(spec)
+        spec, program = self._stand_in(spec)
+        image = self.image(spec, program)
         objects = {(kind, name): self.volumes.lookup(kind, name) for kind, name in podspec.env_objects(spec)}
         env, notes = podspec.container_env(
             spec, self.facts, image_env=image.env, service_host=self.agent.kubernetes_service_ip, objects=objects

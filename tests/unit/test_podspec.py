@@ -282,4 +282,6 @@ def test_the_runner_image_is_this_venv_with_the_dockerfiles_environment(tmp_path
     assert runner.workdir == "/tmp"
     assert runner.cmd == ("chaos", "--help")
     assert found["contour"].binary == "/cache/contour"
+    # The echo server (and a stand-in) comes from this checkout, whatever checkout the venv's install points at.
+    assert found["echo"].env["PYTHONPATH"] == str(Path(__file__).resolve().parents[2])
     assert "runner" not in images("/c", "/e", dockerfile=tmp_path / "missing")

@@ -1,0 +1,216 @@
+"""A user's own manifests on the sandbox (examples/my-app: not the demo's), judged by the endpoint-churn experiment.
+
+``chaoscontour sandbox apply --manifests examples/my-app --route shop/cart`` is the code path of ``sandbox up
+--manifests`` on the session's running sandbox: the made-up images run the echo backend, the settings point at the
+user's route (fqdn ``shop.example.com``, prefix ``/cart``, Service ``shop/cart``), and
+experiments/endpoint-churn-during-outage.json runs against that route as a user would run it (settings.env, no
+admin relay: Envoy's endpoints compared with the EndpointSlices by count). Both verdicts: the route as written
+(retryPolicy on connect failure, healthCheckPolicy, Service annotation ``projectcontour.io/max-retries``) passes
+the gate; the same route re-applied without retryPolicy and healthCheckPolicy fails it. An HTTPProxy Contour
+refuses fails ``apply`` with Contour's words. ``sandbox delete`` removes it all and puts the settings back on the
+demo route.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from .chaosrun import EXPERIMENTS, ROOT, ChaosRun, activity
+from .conftest import Sandbox, leftovers, wait_until
+
+EXAMPLE = ROOT / "examples" / "my-app"
+EXPERIMENT = EXPERIMENTS / "endpoint-churn-during-outage.json"
+# Short windows, as in test_endpoint_churn.py (strings, as a user passes them with --var).
+VARIABLES = {
+    "fault_window_s": "10",
+    "freeze_wait_s": "30",
+    "sample_rate_per_s": "50",
+    "sampling_s": "90",
+    "convergence_bound_s": "60",
+    "convergence_successes": "10",
+    "request_timeout_s": "5",
+}
+
+
+@pytest.fixture(scope="module")
+def user_route(sandbox: Sandbox, sandbox_env: dict[str, str]) -> Iterator[tuple[dict[str, str], str]]:
+    """examples/my-app applied with ``--route shop/cart``: the settings it wrote and `apply`'s output; deleted after."""
+    applied = sandbox.cli("apply", "--manifests", str(EXAMPLE), "--route", "shop/cart", timeout_s=300)
+    try:
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        yield json.loads((sandbox.dir / "settings.json").read_text()), applied.stdout
+    finally:
+        deleted = sandbox.cli("delete", "--manifests", str(EXAMPLE), timeout_s=300)
+        assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+        restored = json.loads((sandbox.dir / "settings.json").read_text())
+        assert restored["ENVOY_HOST"] == "echo.sandbox.local" and restored["BACKEND_NAMESPACE"] == "demo", restored
+        namespaces = [n["metadata"]["name"] for n in sandbox.get("/api/v1/namespaces")["items"]]
+        assert "shop" not in namespaces
+
+
+def test_apply_stands_in_for_images_without_a_local_program_and_points_the_settings_at_the_route(
+    sandbox: Sandbox, user_route: tuple[dict[str, str], str]
+) -> None:
+    settings, output = user_route
+    assert "container cart (registry.example.com/shop/cart:2.3) has no local program" in output, output
+    assert "on 8080, 9090" in output and "init container migrate" in output and "nodeSelector dropped" in output
+    assert "Deployment shop/cart: 2/2 ready" in output and "HTTPProxy shop/cart: valid" in output, output
+    # Envoy off its 60 s no_traffic_interval before an experiment may start: the route's 1 s health checks run.
+    assert "shop_cart_80: Envoy health-checks it every 1 s" in output, output
+    ip = settings["ENVOY_STATS_URL"].split("//")[1].split(":")[0]
+    assert settings["ENVOY_URL"] == f"http://{ip}:8080/cart"
+    assert settings["ENVOY_HOST"] == "shop.example.com"
+    assert (settings["BACKEND_NAMESPACE"], settings["BACKEND_SERVICE"], settings["BACKEND_PORT"]) == (
+        "shop",
+        "cart",
+        "80",
+    )
+    assert settings["BACKEND_SELECTOR"] == "app=cart"
+    assert (settings["ROUTE_NAMESPACE"], settings["ROUTE_HTTPPROXY"]) == ("shop", "cart")
+    # The stand-in shows in the pod's events, as a user reading `kubectl describe pod` would see it.
+    events = sandbox.get("/api/v1/namespaces/shop/events")["items"]
+    stand_ins = [e for e in events if e.get("reason") == "StandIn"]
+    assert any("container cart" in e["message"] and "8080, 9090" in e["message"] for e in stand_ins), stand_ins
+    assert all(e["type"] == "Warning" for e in stand_ins)
+
+
+def _ready_cart_pods(sandbox: Sandbox) -> int:
+    pods = sandbox.get("/api/v1/namespaces/shop/pods", labelSelector="app=cart")["items"]
+    return (
+        sum(
+            1
+            for p in pods
+            if not p["metadata"].get("deletionTimestamp")
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+        )
+        if len(pods) == 2
+        else 0
+    )
+
+
+def _churn(
+    sandbox: Sandbox, settings: dict[str, str], tmp_path: Path, name: str, figures: dict[str, Any]
+) -> tuple[ChaosRun, dict[str, Any], subprocess.CompletedProcess[str]]:
+    """The churn experiment on the user's route as a user runs it (settings.env), then the gate on its journal."""
+    wait_until("two Ready cart pods", lambda: _ready_cart_pods(sandbox) == 2, 120)
+    run = ChaosRun(EXPERIMENT, tmp_path, dict(settings), name=name, variables=VARIABLES)
+    journal = run.run(timeout_s=300)
+    availability = activity(journal, "envoy-availability-across-the-fault")["output"] or {}
+    window = activity(journal, "envoy-view-of-the-backend-at-the-end-of-the-window")["output"] or {}
+    converged = activity(journal, "envoy-endpoints-converged-after-the-heal")["output"] or {}
+    figures[name] = {
+        "availability": availability.get("availability"),
+        "requests": availability.get("requests"),
+        "failures": availability.get("failures"),
+        "error_kinds": availability.get("error_kinds"),
+        "longest_outage_s": availability.get("longest_outage_s"),
+        "window_counters": (window.get("since") or {}).get("counters"),
+        "failure_causes": (window.get("since") or {}).get("failure_causes"),
+        "converged_after_s": converged.get("converged_after_s"),
+    }
+    gate = subprocess.run(
+        [sys.executable, "-m", "chaoscontour.cli", "gate", str(run.journal_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return run, journal, gate
+
+
+def _common_checks(run: ChaosRun, journal: dict[str, Any], k: Any) -> None:
+    assert journal["status"] == "completed", run.log()[-3000:]
+    assert journal["steady_states"]["before"]["steady_state_met"] is True, run.log()[-3000:]
+    assert activity(journal, "block-apiserver-egress")["output"]["verification"]["confirmed"] is True
+    killed = activity(journal, "kill-a-backend-pod")
+    assert killed["status"] == "succeeded" and len(killed["output"]) == 1, killed
+    assert activity(journal, "the-fault-held-for-the-whole-window")["output"]["held"] is True
+    window = activity(journal, "envoy-view-of-the-backend-at-the-end-of-the-window")["output"]
+    assert window["service"] == "shop/cart:80" and window["cluster"] == "shop_cart_80", window
+    # The run means something: the slices moved on while Envoy's view of the user's backend stayed frozen.
+    assert window["since"]["endpointslices_changed"] is True, window["since"]
+    assert window["since"]["membership_changed"] is False, window["since"]
+    assert activity(journal, "envoy-endpoints-converged-after-the-heal")["output"]["converged"] is True
+    assert leftovers(k) == []
+
+
+def test_the_churn_experiment_on_the_users_route_passes_the_gate(
+    sandbox: Sandbox,
+    healthy_contour: dict[str, str],
+    user_route: tuple[dict[str, str], str],
+    k: Any,
+    tmp_path: Path,
+    figures: dict[str, Any],
+) -> None:
+    settings, _ = user_route
+    run, journal, gate = _churn(sandbox, settings, tmp_path, "user_route_churn", figures)
+    _common_checks(run, journal, k)
+    window = activity(journal, "envoy-view-of-the-backend-at-the-end-of-the-window")["output"]
+    assert window["since"]["counters"].get("health_check.failure", 0) >= 1, window["since"]["counters"]
+    availability = activity(journal, "envoy-availability-across-the-fault")["output"]
+    assert availability["meets_min_availability"] is True, availability
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+
+
+def _health_checks(stats_url: str) -> int:
+    text = requests.get(stats_url, params={"filter": r"^cluster\.shop_cart_80\.health_check\.attempt$"}, timeout=2).text
+    return sum(int(line.rsplit(":", 1)[1]) for line in text.splitlines() if ":" in line)
+
+
+def test_the_same_route_without_retries_and_health_checks_fails_the_gate(
+    sandbox: Sandbox,
+    healthy_contour: dict[str, str],
+    user_route: tuple[dict[str, str], str],
+    k: Any,
+    tmp_path: Path,
+    figures: dict[str, Any],
+) -> None:
+    settings, _ = user_route
+    plain = tmp_path / "my-app-plain"
+    shutil.copytree(EXAMPLE, plain)
+    proxy = yaml.safe_load((plain / "httpproxy.yaml").read_text())
+    for route in proxy["spec"]["routes"]:
+        route.pop("retryPolicy")
+        route.pop("healthCheckPolicy")
+    (plain / "httpproxy.yaml").write_text(yaml.safe_dump(proxy))
+    applied = sandbox.cli("apply", "--manifests", str(plain), "--route", "shop/cart", timeout_s=300)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    # Server-side apply drops the fields this manager no longer sets; Envoy has the change once its health checks stop.
+    stats = settings["ENVOY_STATS_URL"]
+    wait_until("Envoy to stop health-checking the cart endpoints", lambda: _checks_stopped(stats), 60, every_s=0.1)
+
+    run, journal, gate = _churn(sandbox, settings, tmp_path, "user_route_churn_without_retries", figures)
+    _common_checks(run, journal, k)
+    availability = activity(journal, "envoy-availability-across-the-fault")["output"]
+    assert availability["meets_min_availability"] is False, availability
+    assert gate.returncode == 1 and "below min_availability" in gate.stdout, gate.stdout + gate.stderr
+
+
+def _checks_stopped(stats_url: str) -> bool:
+    before = _health_checks(stats_url)
+    time.sleep(2.5)  # the example checks every second
+    return _health_checks(stats_url) == before
+
+
+def test_an_httpproxy_contour_refuses_fails_apply_with_contours_own_words(sandbox: Sandbox) -> None:
+    invalid = ROOT / "tests" / "fixtures" / "user-manifests-invalid"
+    try:
+        applied = sandbox.cli("apply", "--manifests", str(invalid), timeout_s=300)
+        assert applied.returncode == 1, applied.stdout + applied.stderr
+        assert "HTTPProxy broken-shop/cart" in applied.stderr and "is invalid, says Contour" in applied.stderr
+        # Contour's own error (internal/dag/cache.go): port "8080" on service "broken-shop/cart" not matched
+        assert 'port "8080" on service "broken-shop/cart" not matched' in applied.stderr, applied.stderr
+    finally:
+        deleted = sandbox.cli("delete", "--manifests", str(invalid), timeout_s=300)
+        assert deleted.returncode == 0, deleted.stdout + deleted.stderr
