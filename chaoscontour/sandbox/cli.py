@@ -1,12 +1,12 @@
-"""``chaoscontour sandbox up | down | status``: a one-node Contour "cluster" on real binaries, without Docker.
+"""``chaoscontour sandbox up | apply | delete | down | status | mode``: a one-node Contour "cluster" on real binaries, without Docker.
 
 ``up`` checks that it runs as root with ``ip`` and ``iptables``, finds (or builds) the pinned binaries, creates the
 bridge and the control plane's network namespace (:mod:`chaoscontour.sandbox.network`), starts the control plane
 (:mod:`chaoscontour.sandbox.plane`) and the node agent (:mod:`chaoscontour.sandbox.agent`) as background processes,
 deploys the cluster DNS (CoreDNS behind ``kube-system/kube-dns``, :mod:`chaoscontour.sandbox.dns`) and waits for it,
-applies Contour, Envoy and the echo backend (:mod:`chaoscontour.sandbox.workloads`), and waits until a Contour
-leader holds the Lease, both Contour pods are Ready and a request through Envoy to ``echo.sandbox.local`` answers
-200. It then writes into the sandbox dir (``--dir``, else ``$CHAOSCONTOUR_SANDBOX_DIR``, else ``.sandbox``):
+applies Contour's release manifest (:mod:`chaoscontour.sandbox.deploy`) and the echo backend
+(:mod:`chaoscontour.sandbox.workloads`), and waits until the certgen Job completed, a Contour leader holds the Lease,
+both Contour pods and the Envoy pod are Ready and a request through Envoy to ``echo.sandbox.local`` answers 200. It then writes into the sandbox dir (``--dir``, else ``$CHAOSCONTOUR_SANDBOX_DIR``, else ``.sandbox``):
 
 - ``kubeconfig``: the admin kubeconfig;
 - ``settings.env`` and ``settings.json``: what the experiments read from the environment (``KUBECONFIG``,
@@ -136,9 +136,8 @@ def _write_settings(directory: Path, settings: dict[str, str]) -> None:
     (directory / SETTINGS_JSON).write_text(json.dumps(settings, indent=1) + "\n")
 
 
-def up(directory: Path, mode: str, user: manifests.Plan | None = None, contour: str = "release") -> dict[str, str]:
-    """Bring the sandbox up in ``directory`` with NetworkPolicy ``mode`` and Contour deployed ``contour`` way
-    (:data:`deploy.CONTOUR_CHOICES`); return the settings written.
+def up(directory: Path, mode: str, user: manifests.Plan | None = None) -> dict[str, str]:
+    """Bring the sandbox up in ``directory`` with NetworkPolicy ``mode``; return the settings written.
 
     ``user``: a user's manifests, checked already, applied once the demo route answers (:func:`applier.serve`).
 
@@ -163,7 +162,7 @@ def up(directory: Path, mode: str, user: manifests.Plan | None = None, contour: 
     network.create_bridge()
     network.create_netns(network.CONTROL_PLANE_NETNS, network.CONTROL_PLANE_IP)
 
-    state: dict[str, Any] = {"dir": str(directory), "mode": mode, "contour": contour, "pids": {}}
+    state: dict[str, Any] = {"dir": str(directory), "mode": mode, "pids": {}}
 
     def save_state() -> None:
         (directory / STATE_FILE).write_text(json.dumps(state, indent=1))
@@ -222,7 +221,7 @@ def up(directory: Path, mode: str, user: manifests.Plan | None = None, contour: 
     def alive() -> None:
         alive_or_fail(plane_proc, agent_proc)
 
-    deploy.deploy_contour(api, contour, NODE, clock.say, alive, READY_TIMEOUT_S)
+    deploy.deploy_contour(api, clock.say, alive, READY_TIMEOUT_S)
     _apply(api, workloads.demo_objects(NODE))
     _apply(api, workloads.storage_objects(str(directory / VOLUMES_DIR / "sandbox-local-1")))
     clock.say("applied: demo/echo (2 replicas) + HTTPProxy echo, PersistentVolume sandbox-local-1")
@@ -360,7 +359,7 @@ def status(directory: Path) -> int:
         left = network.leftovers()
         print(f"no sandbox in {directory}" + (f"; leftovers: {left}" if any(left.values()) else ""))
         return 1
-    print(f"sandbox dir:  {directory} (NetworkPolicy mode {state.get('mode')}, contour {state.get('contour', '?')})")
+    print(f"sandbox dir:  {directory} (NetworkPolicy mode {state.get('mode')})")
     for name, pid in state.get("pids", {}).items():
         print(f"  {name:<13} pid {pid:<8} {'running' if alive(int(pid)) else 'NOT RUNNING'}")
     print(f"  api server:   {state.get('apiserver', '?')}  (KUBECONFIG={directory / 'kubeconfig'})")
@@ -446,12 +445,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "up", parents=[common, user_options, routed], help="start the sandbox and wait for the route through Envoy"
     )
     p_up.add_argument("--mode", choices=netpol.MODES, default="per-packet", help="NetworkPolicy enforcement mode")
-    p_up.add_argument(
-        "--contour",
-        choices=deploy.CONTOUR_CHOICES,
-        default="release",
-        help="Contour's release manifest of the pinned version (default), or the sandbox's minimal manifests",
-    )
     sub.add_parser("apply", parents=[common, user_options, routed], help="apply your manifests to a running sandbox")
     sub.add_parser("delete", parents=[common, user_options], help="delete what `apply --manifests` applied")
     p_down = sub.add_parser("down", parents=[common], help="stop everything and remove what the sandbox created")
@@ -480,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 user = manifests.check(args.manifests, namespace=args.namespace, route=args.route)
             _preflight(directory)
             try:
-                up(directory, args.mode, user, args.contour)
+                up(directory, args.mode, user)
             except BaseException:
                 print(
                     f"sandbox up failed; cleaning up (logs kept in {directory / 'logs'})", file=sys.stderr, flush=True

@@ -1,15 +1,10 @@
 """Deploying Contour on the running sandbox and waiting until it serves (the API edge of ``sandbox up``).
 
-Two ways, chosen by ``sandbox up --contour``:
-
-- ``release`` (the default): Contour's own release manifest of the pinned version (:mod:`chaoscontour.sandbox.release`),
-  as users install it: the certgen Job writes the TLS Secrets, Contour reads its ConfigMap, Envoy runs as a
-  DaemonSet with the shutdown-manager and finds Contour through cluster DNS (``--xds-address=contour``);
-- ``minimal``: the sandbox's own smaller manifests (:mod:`chaoscontour.sandbox.workloads`: plaintext xDS, Envoy as a
-  Deployment bootstrapped against the ``contour`` ClusterIP), which start a few seconds sooner.
-
-Either way, :func:`wait_serving` then waits for a Contour leader, both Contour replicas Ready and the Envoy pod Ready,
-with a progress line each, and returns the Envoy pod's address.
+Contour is deployed as users install it: its own release manifest of the pinned version
+(:mod:`chaoscontour.sandbox.release`), whose certgen Job writes the TLS Secrets, whose Contour reads its ConfigMap and
+whose Envoy runs as a DaemonSet with the shutdown-manager and finds Contour through cluster DNS
+(``--xds-address=contour``). :func:`wait_serving` then waits for a Contour leader, both Contour replicas Ready and the
+Envoy pod Ready, with a progress line each, and returns the Envoy pod's address.
 """
 
 from __future__ import annotations
@@ -25,7 +20,6 @@ from chaoscontour.sandbox import binaries, release, workloads
 from chaoscontour.sandbox.kubeapi import ApiError, KubeApi
 
 __all__ = [
-    "CONTOUR_CHOICES",
     "SandboxError",
     "wait_for",
     "apply_objects",
@@ -35,7 +29,6 @@ __all__ = [
     "wait_serving",
 ]
 
-CONTOUR_CHOICES = ("release", "minimal")
 Obj = dict[str, Any]
 Say = Callable[[str], None]
 Check = Callable[[], None]
@@ -98,16 +91,8 @@ def _job_done(api: KubeApi, job: Obj, check: Check) -> bool:
     return int(found.get("status", {}).get("succeeded") or 0) >= 1
 
 
-def deploy_contour(api: KubeApi, how: str, node: str, say: Say, check: Check, timeout_s: float) -> None:
-    """Deploy Contour and Envoy ``how`` (one of :data:`CONTOUR_CHOICES`); ``check`` raises if the sandbox died."""
-    if how == "minimal":
-        apply_objects(api, workloads.contour_objects(node))
-        contour_ip = api.get(f"/api/v1/namespaces/{workloads.CONTOUR_NAMESPACE}/services/contour")["spec"]["clusterIP"]
-        apply_objects(api, workloads.envoy_objects(node, contour_ip))
-        say(f"contour (minimal manifests): 2 replicas, Service {contour_ip}:8001 (plaintext xDS), an Envoy Deployment")
-        return
-    if how != "release":
-        raise SandboxError(f"unknown --contour {how!r}: choose one of {', '.join(CONTOUR_CHOICES)}")
+def deploy_contour(api: KubeApi, say: Say, check: Check, timeout_s: float) -> None:
+    """Apply Contour's release manifest and wait for its certgen Job; ``check`` raises if the sandbox died."""
     path = release.manifest_path(binaries.contour_module_dir())
     try:
         objects = release.load(path.read_text(), source=str(path))
