@@ -1,6 +1,6 @@
 """A minimal kube-proxy for the sandbox: Service ClusterIPs in, ``iptables`` DNAT rules out (pure, no I/O).
 
-Only what the sandbox needs: Envoy's bootstrap points at the ``contour`` Service's ClusterIP:8001, and a program
+Only what the sandbox needs: Envoy reaches the ``contour`` Service (:8001) and CoreDNS's ``kube-dns``, and a program
 that uses ``default/kubernetes`` (10.0.0.1:443) reaches the API server. For every Service with a ClusterIP, each of
 its ports is mapped to the *ready* endpoints of the Service's EndpointSlices (label ``kubernetes.io/service-name``;
 kube-controller-manager's endpointslice controller keeps them in step with pod readiness, and kube-apiserver keeps
