@@ -1,4 +1,4 @@
-"""``chaoscontour sandbox up | apply | delete | down | status | mode``: a one-node Contour "cluster" on real binaries, without Docker.
+"""``chaoscontour sandbox up | apply | delete | down | status | mode``: a one-node Contour "cluster", no Docker.
 
 ``up`` checks that it runs as root with ``ip`` and ``iptables``, finds (or builds) the pinned binaries, creates the
 bridge and the control plane's network namespace (:mod:`chaoscontour.sandbox.network`), starts the control plane
@@ -6,7 +6,8 @@ bridge and the control plane's network namespace (:mod:`chaoscontour.sandbox.net
 deploys the cluster DNS (CoreDNS behind ``kube-system/kube-dns``, :mod:`chaoscontour.sandbox.dns`) and waits for it,
 applies Contour's release manifest (:mod:`chaoscontour.sandbox.deploy`) and the echo backend
 (:mod:`chaoscontour.sandbox.workloads`), and waits until the certgen Job completed, a Contour leader holds the Lease,
-both Contour pods and the Envoy pod are Ready and a request through Envoy to ``echo.sandbox.local`` answers 200. It then writes into the sandbox dir (``--dir``, else ``$CHAOSCONTOUR_SANDBOX_DIR``, else ``.sandbox``):
+both Contour pods and the Envoy pod are Ready and a request through Envoy to ``echo.sandbox.local`` answers 200. It
+then writes into the sandbox dir (``--dir``, else ``$CHAOSCONTOUR_SANDBOX_DIR``, else ``.sandbox``):
 
 - ``kubeconfig``: the admin kubeconfig;
 - ``settings.env`` and ``settings.json``: what the experiments read from the environment (``KUBECONFIG``,

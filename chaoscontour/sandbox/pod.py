@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chaoscontour.sandbox import handlers, mounts, network, podspec
+from chaoscontour.sandbox import handlers, mounts, network, podspec, standin
 from chaoscontour.sandbox.container import ContainerRuntime, now
 from chaoscontour.sandbox.kubeapi import ApiError
 from chaoscontour.sandbox.volumes import PodVolumes
@@ -160,7 +160,7 @@ class PodRuntime:
         """``spec`` as the echo backend runs it when the pod asks for a stand-in and its image has no program."""
         if podspec.program_for_image(spec.get("image", "")):
             return spec, None
-        stand_in = podspec.stand_ins(self.pod["metadata"].get("annotations")).get(spec["name"])
+        stand_in = standin.stand_ins(self.pod["metadata"].get("annotations")).get(spec["name"])
         if stand_in is None:  # only a user's pod asks for one (chaoscontour.sandbox.manifests)
             return spec, None
         doing = "exits 0" if stand_in.init else f"answers 200 to every GET on {', '.join(map(str, stand_in.ports))}"
@@ -170,7 +170,7 @@ class PodRuntime:
         )
         self.log(message)
         self.event("Warning", "StandIn", message)
-        return podspec.stand_in_container(spec, stand_in), "echo"
+        return standin.stand_in_container(spec, stand_in), "echo"
 
     def mount_volumes(self) -> None:
         """Set up every volume a container mounts before any container starts, as the kubelet does; a volume that

@@ -31,14 +31,9 @@ from typing import Any
 
 __all__ = [
     "PROGRAMS",
-    "STAND_IN_ANNOTATION",
     "Image",
-    "StandIn",
     "PodFacts",
     "program_for_image",
-    "stand_ins",
-    "stand_in_annotation",
-    "stand_in_container",
     "dockerfile_image",
     "expand",
     "field_value",
@@ -87,63 +82,6 @@ def program_for_image(image: str) -> str | None:
     return PROGRAMS.get(path) or next((p for k, p in PROGRAMS.items() if path.endswith("/" + k)), None)
 
 
-# --- stand-ins for a user's images (`chaoscontour sandbox up --manifests`) ----------------------------------------
-# An image with no local program is an error, except in a pod whose template carries this annotation (written by
-# chaoscontour.sandbox.manifests for the user's Deployments only): then the echo backend stands in for the named
-# containers, on the ports listed. The sandbox's own workloads never carry it, so a typo in them still fails.
-STAND_IN_ANNOTATION = "sandbox.chaoscontour.io/stand-in"
-
-
-@dataclass(frozen=True)
-class StandIn:
-    """The echo backend in place of container ``container``: listening on ``ports``, or exiting 0 if ``init``."""
-
-    container: str
-    ports: tuple[int, ...] = ()
-    init: bool = False
-
-
-def stand_in_annotation(stand_ins: Sequence[StandIn]) -> str:
-    """The annotation's value: ``{"<container>": {"ports": [...]}}``, ``{"init": true}`` for an init container."""
-    return json.dumps(
-        {s.container: ({"init": True} if s.init else {"ports": list(s.ports)}) for s in stand_ins}, sort_keys=True
-    )
-
-
-def stand_ins(annotations: Mapping[str, str] | None) -> dict[str, StandIn]:
-    """The stand-ins a pod's annotations ask for (none without the annotation); ``ValueError`` if malformed."""
-    text = (annotations or {}).get(STAND_IN_ANNOTATION)
-    if text is None:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise ValueError(f"annotation {STAND_IN_ANNOTATION} is not JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise ValueError(f"annotation {STAND_IN_ANNOTATION} must map container names to their stand-in")
-    found = {}
-    for name, entry in value.items():
-        ports = entry.get("ports", []) if isinstance(entry, dict) else None
-        if not isinstance(ports, list) or not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
-            raise ValueError(f"annotation {STAND_IN_ANNOTATION}: container {name!r} needs ports 1-65535, got {entry!r}")
-        found[name] = StandIn(name, tuple(ports), bool(entry.get("init")))
-    return found
-
-
-def stand_in_container(container: Obj, stand_in: StandIn) -> dict[str, Any]:
-    """``container`` as the echo backend runs it: the image's own command and arguments replaced (the rest kept).
-
-    An init container's stand-in exits 0 at once (``true``): the real one would have prepared something the echo
-    backend does not need.
-    """
-    replaced = {k: v for k, v in container.items() if k not in ("command", "args")}
-    if stand_in.init:
-        replaced["command"] = ["true"]
-    else:
-        replaced["args"] = [f"--port={port}" for port in stand_in.ports]
-    return replaced
-
-
 @dataclass(frozen=True)
 class Image:
     """What an image stands for here: its program, environment, working directory, entrypoint and cmd.
@@ -179,7 +117,6 @@ def _continued_lines(text: str) -> list[str]:
 
 
 def _exec_form(value: str) -> tuple[str, ...]:
-    import json
 
     value = value.strip()
     if value.startswith("["):

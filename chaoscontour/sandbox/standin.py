@@ -9,25 +9,87 @@
   ``healthCheckPolicy`` pass whatever their path. An ``exec`` or ``grpc`` probe of a stand-in becomes a
   ``tcpSocket`` probe on its first declared port: the command or the gRPC health service belong to the real image;
 - an init container with no local program exits 0 (what it prepared, the echo backend does not need);
-- the pod template gets the annotation :data:`~chaoscontour.sandbox.podspec.STAND_IN_ANNOTATION` naming the
+- the pod template gets the annotation :data:`STAND_IN_ANNOTATION` naming the
   stand-ins and their ports: the node agent runs a stand-in only for a pod that carries it, so an unknown image in
   the sandbox's own workloads stays an error;
-- ``nodeSelector`` and ``schedulerName`` are dropped: the sandbox has one node, and its agent binds only pods that
-  the default scheduler would place and whose selector matches that node.
+- ``nodeSelector`` and ``schedulerName`` are dropped: the sandbox has one node, and only the default kube-scheduler
+  runs, which would leave a pod naming another scheduler or another node's labels unplaced.
+
+The node agent reads the annotation back (:func:`stand_ins`) and runs :func:`stand_in_container` in place of the
+container.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from chaoscontour.sandbox import podspec
 
-__all__ = ["for_sandbox"]
+__all__ = ["STAND_IN_ANNOTATION", "StandIn", "for_sandbox", "stand_ins", "stand_in_annotation", "stand_in_container"]
 
 Obj = dict[str, Any]
 PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
+
+
+# --- stand-ins for a user's images (`chaoscontour sandbox up --manifests`) ----------------------------------------
+# An image with no local program is an error, except in a pod whose template carries this annotation (written by
+# chaoscontour.sandbox.manifests for the user's Deployments only): then the echo backend stands in for the named
+# containers, on the ports listed. The sandbox's own workloads never carry it, so a typo in them still fails.
+STAND_IN_ANNOTATION = "sandbox.chaoscontour.io/stand-in"
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """The echo backend in place of container ``container``: listening on ``ports``, or exiting 0 if ``init``."""
+
+    container: str
+    ports: tuple[int, ...] = ()
+    init: bool = False
+
+
+def stand_in_annotation(stand_ins: Sequence[StandIn]) -> str:
+    """The annotation's value: ``{"<container>": {"ports": [...]}}``, ``{"init": true}`` for an init container."""
+    return json.dumps(
+        {s.container: ({"init": True} if s.init else {"ports": list(s.ports)}) for s in stand_ins}, sort_keys=True
+    )
+
+
+def stand_ins(annotations: Mapping[str, str] | None) -> dict[str, StandIn]:
+    """The stand-ins a pod's annotations ask for (none without the annotation); ``ValueError`` if malformed."""
+    text = (annotations or {}).get(STAND_IN_ANNOTATION)
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"annotation {STAND_IN_ANNOTATION} is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"annotation {STAND_IN_ANNOTATION} must map container names to their stand-in")
+    found = {}
+    for name, entry in value.items():
+        ports = entry.get("ports", []) if isinstance(entry, dict) else None
+        if not isinstance(ports, list) or not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
+            raise ValueError(f"annotation {STAND_IN_ANNOTATION}: container {name!r} needs ports 1-65535, got {entry!r}")
+        found[name] = StandIn(name, tuple(ports), bool(entry.get("init")))
+    return found
+
+
+def stand_in_container(container: Obj, stand_in: StandIn) -> dict[str, Any]:
+    """``container`` as the echo backend runs it: the image's own command and arguments replaced (the rest kept).
+
+    An init container's stand-in exits 0 at once (``true``): the real one would have prepared something the echo
+    backend does not need.
+    """
+    replaced = {k: v for k, v in container.items() if k not in ("command", "args")}
+    if stand_in.init:
+        replaced["command"] = ["true"]
+    else:
+        replaced["args"] = [f"--port={port}" for port in stand_in.ports]
+    return replaced
 
 
 def _tcp_ports(container: Mapping[str, Any]) -> list[int]:
@@ -84,12 +146,12 @@ def for_sandbox(deployment: Mapping[str, Any], services: Sequence[Mapping[str, A
     labels = (template.get("metadata") or {}).get("labels") or {}
     declared = {port for c in pod["containers"] for port in _tcp_ports(c)}
     unclaimed = sorted(_service_ports(services, obj["metadata"].get("namespace"), labels) - declared)
-    stand_ins: list[podspec.StandIn] = []
+    stand_ins: list[StandIn] = []
     for container in pod.get("initContainers") or []:
         if not container.get("image"):
             raise ValueError(f"init container {container.get('name')!r} has no image")
         if podspec.program_for_image(container["image"]) is None:
-            stand_ins.append(podspec.StandIn(container["name"], init=True))
+            stand_ins.append(StandIn(container["name"], init=True))
             notes.append(
                 f"{name}: init container {container['name']} ({container['image']}) has no local program: "
                 "skipped (exits 0)"
@@ -108,7 +170,7 @@ def for_sandbox(deployment: Mapping[str, Any], services: Sequence[Mapping[str, A
             raise ValueError(f"two stood-in containers would both listen on {sorted(ports & listening)}")
         listening |= ports
         ordered = tuple(sorted(ports))
-        stand_ins.append(podspec.StandIn(container["name"], ordered))
+        stand_ins.append(StandIn(container["name"], ordered))
         # Where a rewritten probe checks: the container's first declared port, as its main one.
         primary = next(iter(_tcp_ports(container)), ordered[0] if ordered else 0)
         for kind in PROBES:
@@ -131,5 +193,5 @@ def for_sandbox(deployment: Mapping[str, Any], services: Sequence[Mapping[str, A
         )
     if stand_ins:
         meta = template.setdefault("metadata", {})
-        meta.setdefault("annotations", {})[podspec.STAND_IN_ANNOTATION] = podspec.stand_in_annotation(stand_ins)
+        meta.setdefault("annotations", {})[STAND_IN_ANNOTATION] = stand_in_annotation(stand_ins)
     return obj, notes

@@ -59,8 +59,8 @@ def test_the_worked_example_is_applied_namespace_first_and_httpproxy_last() -> N
 def test_the_worked_example_stands_in_for_its_made_up_images_on_the_ports_it_declares() -> None:
     plan = check([EXAMPLE])
     template = plan.of_kind("Deployment")[0].obj["spec"]["template"]
-    found = podspec.stand_ins(template["metadata"]["annotations"])
-    assert found["cart"] == podspec.StandIn("cart", (8080, 9090))
+    found = standin.stand_ins(template["metadata"]["annotations"])
+    assert found["cart"] == standin.StandIn("cart", (8080, 9090))
     assert found["migrate"].init is True
     assert "nodeSelector" not in template["spec"]
     assert any("nodeSelector dropped" in n for n in plan.notes)
@@ -180,7 +180,7 @@ def test_the_demo_fqdn_and_a_duplicate_fqdn_are_refused(tmp_path: Path) -> None:
 
 def test_a_container_with_a_local_program_is_left_alone() -> None:
     obj, notes = standin.for_sandbox(deployment("chaoscontour/echo:latest", ports=[{"containerPort": 8080}]), [])
-    assert podspec.STAND_IN_ANNOTATION not in (obj["spec"]["template"]["metadata"].get("annotations") or {})
+    assert standin.STAND_IN_ANNOTATION not in (obj["spec"]["template"]["metadata"].get("annotations") or {})
     assert notes == []
 
 
@@ -188,7 +188,7 @@ def test_a_stand_in_listens_on_probe_ports_and_on_a_services_bare_target_port() 
     probe = {"httpGet": {"path": "/ready", "port": 8081}}
     obj, _ = standin.for_sandbox(deployment(readinessProbe=probe), [service(8443), service(9000, {"app": "other"})])
     annotations = obj["spec"]["template"]["metadata"]["annotations"]
-    assert podspec.stand_ins(annotations)["cart"].ports == (8081, 8443)
+    assert standin.stand_ins(annotations)["cart"].ports == (8081, 8443)
 
 
 def test_exec_and_grpc_probes_of_a_stand_in_become_tcp_checks_on_its_first_port() -> None:
@@ -201,7 +201,7 @@ def test_exec_and_grpc_probes_of_a_stand_in_become_tcp_checks_on_its_first_port(
     spec = obj["spec"]["template"]["spec"]["containers"][0]
     assert spec["livenessProbe"] == {"tcpSocket": {"port": 8080}, "periodSeconds": 3}
     assert spec["readinessProbe"] == {"tcpSocket": {"port": 8080}}
-    assert podspec.stand_ins(obj["spec"]["template"]["metadata"]["annotations"])["cart"].ports == (8080, 9090)
+    assert standin.stand_ins(obj["spec"]["template"]["metadata"]["annotations"])["cart"].ports == (8080, 9090)
     assert sum("became tcpSocket :8080" in n for n in notes) == 2
 
 
@@ -215,26 +215,26 @@ def test_two_stand_ins_on_one_port_are_refused() -> None:
 
 
 def test_the_stand_in_annotation_round_trips_and_rejects_nonsense() -> None:
-    wanted = [podspec.StandIn("cart", (8080, 9090)), podspec.StandIn("migrate", init=True)]
-    text = podspec.stand_in_annotation(wanted)
-    assert list(podspec.stand_ins({podspec.STAND_IN_ANNOTATION: text}).values()) == wanted
-    assert podspec.stand_ins({}) == {}
+    wanted = [standin.StandIn("cart", (8080, 9090)), standin.StandIn("migrate", init=True)]
+    text = standin.stand_in_annotation(wanted)
+    assert list(standin.stand_ins({standin.STAND_IN_ANNOTATION: text}).values()) == wanted
+    assert standin.stand_ins({}) == {}
     with pytest.raises(ValueError, match="needs ports 1-65535"):
-        podspec.stand_ins({podspec.STAND_IN_ANNOTATION: '{"cart": {"ports": [0]}}'})
+        standin.stand_ins({standin.STAND_IN_ANNOTATION: '{"cart": {"ports": [0]}}'})
     with pytest.raises(ValueError, match="not JSON"):
-        podspec.stand_ins({podspec.STAND_IN_ANNOTATION: "cart"})
+        standin.stand_ins({standin.STAND_IN_ANNOTATION: "cart"})
 
 
 def test_a_stand_in_container_runs_the_echo_backend_with_its_ports_or_exits_at_once_for_an_init_container() -> None:
     container = {"name": "cart", "image": "x/cart:1", "command": ["/cart"], "args": ["--x"], "env": [{"name": "A"}]}
-    served = podspec.stand_in_container(container, podspec.StandIn("cart", (8080, 9090)))
+    served = standin.stand_in_container(container, standin.StandIn("cart", (8080, 9090)))
     assert served == {
         "name": "cart",
         "image": "x/cart:1",
         "args": ["--port=8080", "--port=9090"],
         "env": [{"name": "A"}],
     }
-    assert podspec.stand_in_container(container, podspec.StandIn("cart", init=True))["command"] == ["true"]
+    assert standin.stand_in_container(container, standin.StandIn("cart", init=True))["command"] == ["true"]
 
 
 def test_an_unknown_image_still_has_no_program_for_the_sandboxs_own_workloads() -> None:
