@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from kubernetes import client
 
 from chaoscontour.activities.envoy import envoy_serving
@@ -205,12 +206,34 @@ def contour_healthy(k: Any, settings: dict[str, str]) -> bool:
         return False
     if not lease_holder(namespace=NS)["held"]:
         return False
-    return envoy_serving(settings["ENVOY_URL"], host=settings["ENVOY_HOST"], timeout_s=2.0)
+    return envoy_serving(settings["ENVOY_URL"], host=settings["ENVOY_HOST"], timeout_s=2.0) and envoy_xds_connected(
+        settings["ENVOY_STATS_URL"]
+    )
+
+
+def envoy_xds_connected(stats_url: str) -> bool:
+    """Whether every xDS stream of Envoy is connected to Contour. After Contour's pods were replaced, Envoy dials
+    again on its own retry back-off (through the `contour` Service's name in the release manifest's bootstrap),
+    so its streams may still be down while Contour is Ready and Envoy keeps serving its last configuration."""
+    try:
+        text = requests.get(stats_url, params={"filter": "control_plane.connected_state"}, timeout=2.0).text
+    except requests.RequestException:
+        return False
+    # The CDS and LDS streams (or the one ADS stream), as the xDS probes judge them; per-resource RDS and EDS gauges
+    # are left out (seen: RDS's at 0 while routes were served and updated).
+    streams = ("cluster_manager.cds.", "listener_manager.lds.", "control_plane.connected_state")
+    states = [
+        line.rsplit(":", 1)[1].strip()
+        for line in text.splitlines()
+        if line.startswith(streams) and "connected_state:" in line
+    ]
+    return bool(states) and all(state == "1" for state in states)
 
 
 @pytest.fixture
 def healthy_contour(sandbox: Sandbox, sandbox_env: dict[str, str], k: Any) -> dict[str, str]:
-    """Start each test from two Ready Contour pods with no restarts, a live leader and Envoy serving."""
+    """Start each test from two Ready Contour pods with no restarts, a live leader, Envoy serving and its xDS
+    streams connected."""
     assert leftovers(k) == [], "an earlier test left a fault behind"
     if any(cs.restart_count for p in contour_pods(k) for cs in p.status.container_statuses or []):
         for pod in contour_pods(k):  # fresh pods: CrashLoopBackOff back-off does not carry over between tests

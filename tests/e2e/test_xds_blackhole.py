@@ -19,7 +19,7 @@ from kubernetes import client
 from chaoscontour.tools.verdict import judge
 
 from .chaosrun import EXPERIMENTS, ChaosRun, activity, keep_journal
-from .conftest import NS, OURS, Sandbox, contour_healthy, leftovers, wait_until
+from .conftest import HEALTHY_TIMEOUT_S, NS, OURS, Sandbox, contour_healthy, leftovers, wait_until
 
 EXPERIMENT = EXPERIMENTS / "xds-blackhole.json"
 # Every timing as a string through --var, as a user writes it: nothing is coerced on the way.
@@ -102,7 +102,9 @@ def test_envoy_routes_through_the_xds_black_hole_notices_it_and_converges_after_
     assert marker_headers(k) == [], "the rollback takes the marker header out of the route"
     verdict = judge(journal)
     assert verdict.passed, verdict.reasons
-    assert contour_healthy(k, healthy_contour)
+    # The Contour pods restarted during the fault come back Ready on their readiness probe's period (10 s in the
+    # release manifest), and Envoy reconnects on its own back-off: wait for both, within the fixture's bound.
+    wait_until("Contour healthy again after the run", lambda: contour_healthy(k, healthy_contour), HEALTHY_TIMEOUT_S)
 
     figures["xds-blackhole"] = {
         "baseline_propagation_s": baseline["output"]["propagation_s"],
