@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from chaoscontour.activities.envoy import envoy_serving
 from chaoscontour.sandbox import network
 
 from .chaosrun import EXPERIMENTS, ChaosRun, activity, keep_journal
@@ -178,6 +179,10 @@ def _health_checks_running(stats_url: str) -> bool:
     )
 
 
+def _serves(settings: dict[str, str], times: int) -> bool:
+    return all(envoy_serving(settings["ENVOY_URL"], host=settings["ENVOY_HOST"], timeout_s=2.0) for _ in range(times))
+
+
 def _gate(journal: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "chaoscontour.cli", "gate", str(journal)],
@@ -298,6 +303,10 @@ def test_the_same_route_with_retries_on_connect_failure_and_health_checks_passes
             lambda: _health_checks_running(backend_ready["ENVOY_STATS_URL"]),
             60,
         )
+        # The health-checked route is a new cluster (Contour names clusters by their policy), and without ADS
+        # Envoy may take the route that names it before the cluster has warmed: a moment of 503s. The experiment's
+        # steady state asks the route to serve, so start once it does, ten times in a row.
+        wait_until("Envoy serving the route with its new policy", lambda: _serves(backend_ready, times=10), 60)
         run, journal = _run(tmp_path, "endpoint-churn-resilient", admin_url)
     finally:
         _proxies(k).patch_namespaced_custom_object("projectcontour.io", "v1", "demo", "httpproxies", "echo", restore)
