@@ -18,7 +18,7 @@ import pytest
 from chaoscontour.sandbox import dns
 from chaoscontour.sandbox.kubeapi import ApiError
 
-from .conftest import Sandbox
+from .conftest import Sandbox, wait_for
 
 # Run in the pod: print its resolv.conf and what each name resolves to, as one JSON line. With "wait", retry
 # until every name resolves (or 60 s pass) and report how long that took.
@@ -41,16 +41,6 @@ LOOKUP = textwrap.dedent(
     print(json.dumps({"resolv": resolv, "answers": answers, "after_s": round(time.monotonic() - began, 2)}))
     """
 )
-
-
-def wait_for(what: str, timeout_s: float, check: Any) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 @pytest.fixture

@@ -19,24 +19,13 @@ import pytest
 from chaoscontour.activities.envoy import envoy_serving
 from chaoscontour.sandbox import gameday
 
-from .conftest import Sandbox, leftovers
+from .conftest import Sandbox, leftovers, wait_for
 
 NS = "projectcontour"
 JOBS = f"/apis/batch/v1/namespaces/{NS}/jobs"
 GAME_DAY_TIMEOUT_S = 900
 # chaoscontour report names its files after the journal's stem: <name>.journal.png and .html.
 FILES = ("journal.json", "log", "junit.xml", "summary.md", "journal.png", "journal.html")
-
-
-def wait_for(what: str, timeout_s: float, check: Any, interval_s: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 @pytest.fixture(scope="module")

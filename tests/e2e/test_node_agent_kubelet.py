@@ -25,22 +25,11 @@ import yaml
 from chaoscontour.sandbox import binaries, hostports, network
 from chaoscontour.sandbox.kubeapi import ApiError
 
-from .conftest import Sandbox
+from .conftest import Sandbox, wait_for
 
 SHELL_IMAGE = "chaoscontour-gameday:e2e"
 RELEASE_MANIFEST = Path("examples") / "render" / "contour.yaml"
 CERTGEN_OBJECTS = {"ServiceAccount", "Role", "RoleBinding", "Job"}
-
-
-def wait_for(what: str, timeout_s: float, check: Any, interval_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 @pytest.fixture

@@ -7,30 +7,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import requests
 
 from chaoscontour.sandbox import network
 
-from .conftest import Sandbox
+from .conftest import Sandbox, wait_for
 
 NS = "projectcontour"
 LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/leader-elect"
-T = TypeVar("T")
-
-
-def wait_for(what: str, timeout_s: float, check: Callable[[], T | None], interval_s: float = 0.25) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 def route(sandbox: Sandbox) -> requests.Response:
