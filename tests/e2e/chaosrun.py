@@ -16,6 +16,17 @@ from typing import Any
 CHAOS = str(Path(sys.executable).with_name("chaos"))
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "experiments"
+# endpoint-churn-during-outage.json's windows for the e2e runs, every value a string as a user passes it with --var:
+# the window after the kill is as short as what each outcome needs, ten seconds with one of two endpoints gone.
+CHURN_WINDOWS = {
+    "fault_window_s": "10",
+    "freeze_wait_s": "30",
+    "sample_rate_per_s": "50",
+    "sampling_s": "90",
+    "convergence_bound_s": "60",
+    "convergence_successes": "10",
+    "request_timeout_s": "5",
+}
 HERE = Path(__file__).resolve().parent
 
 

@@ -25,25 +25,12 @@ from kubernetes import client
 from chaoscontour.activities.envoy import envoy_serving
 from chaoscontour.sandbox import network
 
-from .chaosrun import EXPERIMENTS, ChaosRun, activity, keep_journal
+from .chaosrun import CHURN_WINDOWS, EXPERIMENTS, ChaosRun, activity, keep_journal
 from .conftest import NS, Sandbox, leftovers, wait_until
 
 EXPERIMENT = EXPERIMENTS / "endpoint-churn-during-outage.json"
 ADMIN_RELAY_PORT = 19001
-# Every value as a string through --var, as a user writes it. The window after the kill is as short as what each
-# outcome needs: ten seconds of 20 requests/s with one of two endpoints gone.
-VARIABLES = {
-    "fault_window_s": "10",
-    "freeze_wait_s": "30",
-    "sample_rate_per_s": "50",
-    "sampling_s": "90",
-    "convergence_bound_s": "60",
-    "convergence_successes": "10",
-    "request_timeout_s": "5",
-    "backend_port": "80",
-    "dead_man_s": "20",
-    "fault_expiry_s": "300",
-}
+VARIABLES = {**CHURN_WINDOWS, "backend_port": "80", "dead_man_s": "20", "fault_expiry_s": "300"}
 RESILIENT = {
     # Retry a request whose connection failed (on another endpoint: Contour's default load balancer is round
     # robin) and let Envoy's own health checks take a dead endpoint out of rotation within about a second.

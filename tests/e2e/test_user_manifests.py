@@ -26,21 +26,12 @@ import pytest
 import requests
 import yaml
 
-from .chaosrun import EXPERIMENTS, ROOT, ChaosRun, activity
+from .chaosrun import CHURN_WINDOWS, EXPERIMENTS, ROOT, ChaosRun, activity
 from .conftest import Sandbox, leftovers, wait_until
 
 EXAMPLE = ROOT / "examples" / "my-app"
 EXPERIMENT = EXPERIMENTS / "endpoint-churn-during-outage.json"
-# Short windows, as in test_endpoint_churn.py (strings, as a user passes them with --var).
-VARIABLES = {
-    "fault_window_s": "10",
-    "freeze_wait_s": "30",
-    "sample_rate_per_s": "50",
-    "sampling_s": "90",
-    "convergence_bound_s": "60",
-    "convergence_successes": "10",
-    "request_timeout_s": "5",
-}
+VARIABLES = CHURN_WINDOWS
 
 
 @pytest.fixture(scope="module")
