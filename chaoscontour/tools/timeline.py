@@ -131,7 +131,10 @@ def report_data(journal: Mapping[str, Any]) -> ReportData:
 
     The plot's origin (offset 0) is the first second of the plotted ``envoy_availability`` timeline (the longest one
     when the journal has several); without a timeline it is the journal's ``start``. Marker offsets are seconds
-    from that origin; restarts outside the plotted time range are left out.
+    from that origin. Restarts and timeline events are kept from the journal's start to its end, and within the
+    plotted timeline when that reaches further: a restart the pod status dates before the run, or an endpoint push
+    Envoy accepted before it, is left out; a measurement this run made after the sampler stopped (endpoints that
+    match again 40 s after the heal) is not.
     """
     verdict = judge(journal)
     outputs = availability_outputs(journal)
@@ -166,6 +169,8 @@ def report_data(journal: Mapping[str, Any]) -> ReportData:
 
     if series is not None and origin is not None:
         lo, hi = origin - 1.0, origin + series.offset_s[-1] + 2.0
+        began, ended = epoch_of(journal.get("start")), epoch_of(journal.get("end"))
+        lo, hi = min(lo, began if began is not None else lo), max(hi, ended if ended is not None else hi)
     else:
         lo, hi = -math.inf, math.inf
     every_run = [*j.runs(journal), *j.runs(journal, "rollbacks")]

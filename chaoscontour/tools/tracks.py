@@ -394,7 +394,7 @@ def _age(updates: Sequence[float], first: float, end: float, b: _Builder) -> lis
 
 def tracks(journal: Mapping[str, Any], origin: float | None, lo: float, hi: float) -> Tracks:
     """The churn and xDS timeline of ``journal`` on the report's axis (offsets from ``origin``); events outside
-    ``[lo, hi]`` (epoch seconds: the plotted range) are left out. Empty for a journal without those probes."""
+    ``[lo, hi]`` (epoch seconds: the run's time range) are left out. Empty for a journal without those probes."""
     if origin is None:
         return Tracks()
     b = _Builder(origin, lo, hi)
