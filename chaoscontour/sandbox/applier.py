@@ -6,7 +6,9 @@ ordered the objects before anything was started; here they are sent with server-
 ``chaoscontour-sandbox-user``), then:
 
 - every Deployment must become Ready (all replicas updated and ready) and every HTTPProxy ``valid``
-  (``status.currentStatus``, written by Contour's leader); one progress line each as it gets there;
+  (``status.currentStatus``, written by Contour's leader, for the generation just applied); one progress line each
+  as it gets there;
+- the route (``--route``) must be served as applied: 200 ten times in a row with Envoy's configuration settled;
 - an HTTPProxy that stays ``invalid`` for :data:`INVALID_FOR_S` fails at once with Contour's own description (a
   moment of ``invalid`` is tolerated: Contour may judge a route before its Service reached its cache);
 - after ``timeout_s`` the error names what is not ready and why (pods' waiting reasons, the HTTPProxy's status).
@@ -22,6 +24,7 @@ from typing import Any
 
 import requests
 
+from chaoscontour.domain.envoy_stats import StatValue, parse_stats
 from chaoscontour.sandbox.kubeapi import ApiError, KubeApi
 from chaoscontour.sandbox.manifests import Document, Plan, api_path, route_settings
 
@@ -43,6 +46,15 @@ FIELD_MANAGER = "chaoscontour-sandbox-user"
 READY_TIMEOUT_S = 180.0
 INVALID_FOR_S = 5.0
 POLL_S = 0.5
+# A route served as applied: this many 200s in a row, SERVE_POLL_S apart, and Envoy's configuration unchanged for
+# SETTLED_S with no cluster warming (Contour batches its updates within half a second).
+SERVES_IN_A_ROW = 10
+SERVE_POLL_S = 0.1
+SETTLED_S = 1.0
+CONFIG_STATS = (
+    r"^(cluster_manager\.warming_clusters|cluster_manager\.cds\.update_(success|rejected)"
+    r"|listener_manager\.lds\.update_(success|rejected)|http\.[^.]+\.rds\.[^.]+\.update_(success|rejected))$"
+)
 # Worth retrying: the API server busy or restarting, a namespace's default ServiceAccount not made yet.
 TRANSIENT = (0, 429, 500, 503, 504)
 
@@ -69,8 +81,9 @@ def serve(
     api: KubeApi, plan: Plan, envoy_url: str, say: Say, *, stats_url: str = "", timeout_s: float = READY_TIMEOUT_S
 ) -> dict[str, str]:
     """Apply ``plan``, wait until it serves, and return the settings of its route (:func:`route_settings`; empty
-    without one). With a route, also wait until Envoy answers 200 on it (Contour's ``valid`` comes first) and, if
-    the route has a ``healthCheckPolicy``, until Envoy health-checks at its interval (:func:`_wait_health_checks`)."""
+    without one). With a route, also wait until Envoy serves it as applied (:func:`_wait_served`; Contour's
+    ``valid`` for this generation comes first) and, if the route has a ``healthCheckPolicy``, until Envoy
+    health-checks at its interval (:func:`_wait_health_checks`)."""
     for note in plan.notes:
         say(f"  sandbox: {note}")
     apply(api, plan, say)
@@ -79,11 +92,7 @@ def serve(
         return {}
     settings = route_settings(plan.objects, plan.route, envoy_url)
     url, host = settings["ENVOY_URL"], settings["ENVOY_HOST"]
-    deadline = time.monotonic() + timeout_s
-    while not route_answers(url, host):
-        if time.monotonic() > deadline:
-            raise ApplyError(f"{plan.route} is valid, but {url} (Host {host}) did not answer 200 in {timeout_s:.0f} s")
-        time.sleep(POLL_S)
+    _wait_served(plan.route, url, host, stats_url, timeout_s)
     say(f"route {plan.route}: curl -H 'Host: {host}' {url}")
     proxy = next(d.obj for d in plan.of_kind("HTTPProxy") if f"{d.namespace}/{d.name}" == plan.route)
     intervals = [
@@ -95,6 +104,54 @@ def serve(
         cluster = "_".join((settings["BACKEND_NAMESPACE"], settings["BACKEND_SERVICE"], settings["BACKEND_PORT"]))
         _wait_health_checks(stats_url, cluster, url, host, max(intervals), say, timeout_s)
     return settings
+
+
+def _config_updates(stats_url: str) -> tuple[int | None, tuple[tuple[str, StatValue], ...]]:
+    """Envoy's warming clusters and its accepted and rejected CDS, LDS and RDS updates, from its stats."""
+    with requests.Session() as session:
+        session.trust_env = False
+        text = session.get(stats_url, params={"filter": CONFIG_STATS}, timeout=2).text
+    stats = parse_stats(text)
+    warming = stats.pop("cluster_manager.warming_clusters", None)
+    return (warming if isinstance(warming, int) else None), tuple(sorted(stats.items()))
+
+
+def _wait_served(route: str, url: str, host: str, stats_url: str, timeout_s: float) -> None:
+    """Wait until Envoy answers 200 on the route :data:`SERVES_IN_A_ROW` times in a row, and (with ``stats_url``)
+    no cluster is warming and no CDS, LDS or RDS update has come for :data:`SETTLED_S`.
+
+    On a re-applied route one 200 proves nothing: Envoy still serves the previous version. Contour names a cluster
+    by its policy, so a changed retry or health-check policy is a new cluster, and without ADS Envoy can take the
+    route that names it before the cluster has warmed: a moment of 503s (CI saw an experiment started right after
+    ``apply`` fail its steady state). Contour's ``valid`` for this generation means its xDS caches hold the change.
+    """
+    streak, seen, quiet_since = 0, None, time.monotonic()
+    deadline = quiet_since + timeout_s
+    why = "no answer yet"
+    while True:
+        now = time.monotonic()
+        settled = True
+        if stats_url:
+            try:
+                reading = _config_updates(stats_url)
+            except requests.RequestException as exc:
+                reading, why = None, f"Envoy's stats unreadable ({exc.__class__.__name__})"
+            if reading != seen:
+                seen, quiet_since = reading, now
+            warming = reading[0] if reading else None
+            settled = reading is not None and warming == 0 and now - quiet_since >= SETTLED_S
+            if reading is not None and warming:
+                why = f"{warming} cluster(s) warming"
+        streak = streak + 1 if route_answers(url, host) else 0
+        if streak >= SERVES_IN_A_ROW and settled:
+            return
+        if now > deadline:
+            raise ApplyError(
+                f"{route} is valid, but Envoy did not serve it steadily in {timeout_s:.0f} s: {url} (Host {host}) "
+                f"answered 200 {streak} time(s) in a row of {SERVES_IN_A_ROW}"
+                + ("" if settled else f"; its configuration not settled: {why}")
+            )
+        time.sleep(SERVE_POLL_S)
 
 
 def _health_check_attempts(stats_url: str, cluster: str) -> int:
@@ -187,15 +244,22 @@ def _last_warnings(api: KubeApi, namespace: str) -> str:
 
 
 def _proxy_state(api: KubeApi, doc: Document) -> tuple[str, str]:
-    """An HTTPProxy's ``currentStatus`` (``valid``, ``invalid``, ``orphaned``, or empty) and what Contour says.
+    """An HTTPProxy's ``currentStatus`` (``valid``, ``invalid``, ``orphaned``, or empty: also while its conditions'
+    ``observedGeneration`` is older than the object's) and what Contour says.
 
     Contour's ``description`` of an invalid proxy is only "At least one error present, see Errors for details"
     (apis/projectcontour/v1/helpers.go): the errors of its conditions follow it.
     """
-    status = api.get(api_path(doc.obj)).get("status") or {}
+    proxy = api.get(api_path(doc.obj))
+    status = proxy.get("status") or {}
     said = [str(status.get("description") or "")]
     for condition in status.get("conditions") or []:
         said += [f"{e.get('reason')}: {e.get('message')}" for e in condition.get("errors") or []]
+    generation = int(proxy["metadata"].get("generation") or 0)
+    judged = [int(c["observedGeneration"]) for c in status.get("conditions") or [] if c.get("observedGeneration")]
+    if judged and max(judged) < generation:
+        # Re-applied: what the status says is about the previous version.
+        return "", f"Contour has judged generation {max(judged)}, not yet {generation}"
     return str(status.get("currentStatus") or ""), "; ".join(s for s in said if s)
 
 

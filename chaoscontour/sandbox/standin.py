@@ -140,9 +140,13 @@ def for_sandbox(deployment: Mapping[str, Any], services: Sequence[Mapping[str, A
     if not isinstance(pod, dict) or not pod.get("containers"):
         raise ValueError("no `spec.template.spec.containers`")
     notes = []
-    for dropped in ("nodeSelector", "schedulerName"):
+    why = {
+        "nodeSelector": "the sandbox's one node carries none of your nodes' labels",
+        "schedulerName": "the sandbox runs only the default kube-scheduler",
+    }
+    for dropped, reason in why.items():
         if pod.pop(dropped, None) is not None:
-            notes.append(f"{name}: {dropped} dropped (the sandbox has one node and no scheduler)")
+            notes.append(f"{name}: {dropped} dropped ({reason})")
     labels = (template.get("metadata") or {}).get("labels") or {}
     declared = {port for c in pod["containers"] for port in _tcp_ports(c)}
     unclaimed = sorted(_service_ports(services, obj["metadata"].get("namespace"), labels) - declared)

@@ -97,6 +97,9 @@ def _churn(
     wait_until("two Ready cart pods", lambda: _ready_cart_pods(sandbox) == 2, 120)
     run = ChaosRun(EXPERIMENT, tmp_path, dict(settings), name=name, variables=VARIABLES)
     journal = run.run(timeout_s=300)
+    before = (journal.get("steady_states") or {}).get("before") or {}
+    # Said first: a steady state that failed leaves no method activity for the lines below to look up.
+    assert before.get("steady_state_met") is True, json.dumps(before.get("probes"), default=str)[-3000:]
     availability = activity(journal, "envoy-availability-across-the-fault")["output"] or {}
     window = activity(journal, "envoy-view-of-the-backend-at-the-end-of-the-window")["output"] or {}
     converged = activity(journal, "envoy-endpoints-converged-after-the-heal")["output"] or {}
