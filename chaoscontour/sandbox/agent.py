@@ -290,7 +290,8 @@ class Agent:
             )
             plan = netpol.egress_plan(me, self._cached("networkpolicies"), pods, namespace_labels)
             ports = proxy.service_ports(self._cached("services"), self._cached("endpointslices"))
-            rules = netpol.render_filter_table(plan, self.mode) + proxy.render_nat_table(ports)
+            rules = netpol.render_filter_table(plan, self.mode, proxy.render_reject_rules(ports))
+            rules += proxy.render_nat_table(ports)
             if self.applied.get(runtime.uid) == rules:
                 return
             try:

@@ -250,8 +250,9 @@ def _match(allow: Allow) -> list[str]:
     return args
 
 
-def render_filter_table(plan: EgressPlan, mode: str) -> str:
-    """The ``iptables-restore`` input for a pod namespace's whole ``filter`` table under ``plan`` in ``mode``.
+def render_filter_table(plan: EgressPlan, mode: str, before: tuple[Sequence[str], Sequence[str]] = ((), ())) -> str:
+    """The ``iptables-restore`` input for a pod namespace's whole ``filter`` table under ``plan`` in ``mode``;
+    ``before`` adds chains and rules ahead of the policy's (kube-proxy's rejects, :mod:`.proxy`).
 
     A pod that no egress policy selects gets an empty chain: everything leaves. An isolated pod's chain accepts
     loopback, replies to incoming connections (and, in ``conntrack`` mode, every established connection), then each
@@ -259,8 +260,8 @@ def render_filter_table(plan: EgressPlan, mode: str) -> str:
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    chains = [CHAIN]
-    rules: list[str] = ["-A OUTPUT -j " + CHAIN]
+    chains = [*before[0], CHAIN]
+    rules: list[str] = [*before[1], "-A OUTPUT -j " + CHAIN]
     if plan.isolated and mode != "off":
         rules.append(f"-A {CHAIN} -o lo -j ACCEPT")
         if mode == "conntrack":

@@ -8,9 +8,16 @@ the one of ``default/kubernetes``). Connections are spread at random over the en
 mode does. The rules live in each pod's namespace, in the ``nat`` table's ``OUTPUT`` chain (the pod's own traffic),
 so the host's tables are never touched.
 
-Not implemented: NodePorts, LoadBalancers, ExternalName, session affinity, topology, and rejecting connections to
-a Service without endpoints (they time out instead of being refused). Pods reach each other, including backends
-that Contour and Envoy find through EndpointSlices, by pod IP over the bridge, which needs no rule.
+A Service port without ready endpoints refuses new connections at once, as kube-proxy's iptables mode does (a
+``REJECT`` in the ``filter`` table, ICMP port unreachable; :func:`render_reject_rules`). Without it a connection
+to such a port went nowhere and hung until its client gave up; Envoy counts its xDS stream as connected from the
+moment it starts one (``control_plane.connected_state`` is set before the TCP connection exists), so Envoy read
+"connected" for the length of a 5 s connect timeout while every Contour pod was unready during the API-server
+outage, and its first connection after Contour became Ready again could still hang on that attempt.
+
+Not implemented: NodePorts, LoadBalancers, ExternalName, session affinity, topology. Pods reach each other,
+including backends that Contour and Envoy find through EndpointSlices, by pod IP over the bridge, which needs no
+rule.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SERVICES_CHAIN", "ServicePort", "service_ports", "render_nat_table"]
+__all__ = ["REJECT_CHAIN", "SERVICES_CHAIN", "ServicePort", "service_ports", "render_nat_table", "render_reject_rules"]
 
 SERVICES_CHAIN = "CCSBX-SERVICES"
+REJECT_CHAIN = "CCSBX-SVC-REJECT"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 Obj = Mapping[str, Any]
@@ -101,3 +109,16 @@ def render_nat_table(ports: Sequence[ServicePort]) -> str:
     lines += rules
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
+
+
+def render_reject_rules(ports: Sequence[ServicePort]) -> tuple[list[str], list[str]]:
+    """The ``filter`` table's chains and rules that refuse new connections to every ClusterIP port without ready
+    endpoints (kube-proxy: ``has no endpoints``, ``-j REJECT``), to be placed before the egress policy's chain."""
+    rules = [f"-A OUTPUT -m conntrack --ctstate NEW -j {REJECT_CHAIN}"]
+    for port in ports:
+        if not port.endpoints:
+            rules.append(
+                f"-A {REJECT_CHAIN} -d {port.cluster_ip}/32 -p {port.protocol.lower()} --dport {port.port} "
+                f"-m comment --comment {port.service} -j REJECT --reject-with icmp-port-unreachable"
+            )
+    return [REJECT_CHAIN], rules

@@ -11,7 +11,7 @@ from chaoscontour.sandbox.netpol import (
     render_filter_table,
     selector_matches,
 )
-from chaoscontour.sandbox.proxy import render_nat_table, service_ports
+from chaoscontour.sandbox.proxy import render_nat_table, render_reject_rules, service_ports
 
 CONTOUR = PodInfo("projectcontour", "contour-a", {"app": "contour"}, "10.213.0.11")
 ENVOY = PodInfo("projectcontour", "envoy-a", {"app": "envoy"}, "10.213.0.12")
@@ -202,7 +202,21 @@ def test_connections_are_spread_evenly_over_the_endpoints():
     assert "-A CCSBX-SVC-0 -p tcp -j DNAT --to-destination 10.213.0.14:8001" in rules
 
 
-def test_a_service_without_ready_endpoints_gets_no_rule():
+def test_a_service_without_ready_endpoints_refuses_new_connections_before_any_policy_as_kube_proxy_does():
     ports = service_ports([CONTOUR_SERVICE], [endpoint_slice(("10.213.0.11", False))])
     assert ports[0].endpoints == ()
     assert "DNAT" not in render_nat_table(ports)
+    rules = render_filter_table(egress_plan(ENVOY, []), "per-packet", render_reject_rules(ports)).splitlines()
+    reject = (
+        "-A CCSBX-SVC-REJECT -d 10.0.0.47/32 -p tcp --dport 8001 -m comment --comment projectcontour/contour "
+        "-j REJECT --reject-with icmp-port-unreachable"
+    )
+    assert reject in rules and ":CCSBX-SVC-REJECT - [0:0]" in rules
+    jump = rules.index("-A OUTPUT -m conntrack --ctstate NEW -j CCSBX-SVC-REJECT")
+    assert jump < rules.index("-A OUTPUT -j CCSBX-EGRESS")
+
+
+def test_a_service_with_ready_endpoints_is_not_rejected():
+    ports = service_ports([CONTOUR_SERVICE], [endpoint_slice(("10.213.0.11", True))])
+    chains, rules = render_reject_rules(ports)
+    assert chains == ["CCSBX-SVC-REJECT"] and not [r for r in rules if "REJECT --reject-with" in r]
