@@ -12,7 +12,10 @@ v1.33 supports):
   and ``listener_manager.lds.control_plane.connected_state``;
 * an ADS bootstrap (and older Envoys) report one ``control_plane.connected_state``.
 
-Both are read; Envoy counts as connected when every one of these gauges that exists is 1.
+Both are read; Envoy counts as connected when every one of these gauges that exists is 1. Envoy sets a gauge to 1
+when it starts a stream, before the TCP connection is made, and to 0 when the stream fails: a connection attempt
+that hangs (packets to an address that never answers) reads 1 until its connect timeout (5 s in Contour's
+bootstrap); one that is refused reads 0 at once.
 
 Per subscription (prefixes ``cluster_manager.cds.`` and ``listener_manager.lds.``): ``update_time`` is the wall
 clock time (ms since the epoch) of the last accepted update, 0 before the first one; ``update_success``,
