@@ -19,7 +19,7 @@ help:
 	@echo "make test        run every test: unit, integration (real kube-apiserver) and end-to-end (sandbox)"
 	@echo "make test-unit   only the fast tests (no root, no binaries)"
 	@echo "make lint        ruff, mypy, hadolint (deploy/Dockerfile), actionlint with shellcheck (the workflow)"
-	@echo "make binaries    find or build the pinned etcd, kube-apiserver, kube-controller-manager, contour, kustomize, actionlint"
+	@echo "make binaries    find or build every pinned binary: the control plane's, the node's, contour, coredns, kustomize, actionlint"
 	@echo "make bench       envoy_availability benchmark against a real local Envoy, side by side with wrk"
 	@echo "make compat-311  the unit and CLI tests on Python 3.11 with chaostoolkit 1.19 / chaostoolkit-lib 1.44"
 
