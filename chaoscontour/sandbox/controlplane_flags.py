@@ -176,6 +176,9 @@ def apiserver_args(layout: Layout) -> list[str]:
         f"--service-account-key-file={p / 'sa.pub'}",
         f"--service-account-signing-key-file={p / 'sa.key'}",
         "--profiling=false",
+        f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+        "--kubelet-preferred-address-types=InternalIP",
         *layout.extra_apiserver_args,
     ]
 
@@ -235,9 +238,14 @@ def write_kubeconfig(path: Path, document: Mapping[str, Any]) -> None:
     path.write_text(yaml.safe_dump(dict(document), sort_keys=False))
 
 
-def _client_kubeconfig(layout: Layout, path: Path, user: str, pair: pki.KeyPair) -> None:
+def write_client_kubeconfig(path: Path, server: str, ca_pem: bytes, user: str, pair: pki.KeyPair) -> None:
+    """Write a kubeconfig at ``path`` for ``user`` authenticating with the client certificate ``pair``."""
     credentials = {"client-certificate-data": _b64(pair.cert_pem), "client-key-data": _b64(pair.key_pem)}
-    write_kubeconfig(path, kubeconfig_document(layout.url, layout.ca_file.read_bytes(), user, credentials))
+    write_kubeconfig(path, kubeconfig_document(server, ca_pem, user, credentials))
+
+
+def _client_kubeconfig(layout: Layout, path: Path, user: str, pair: pki.KeyPair) -> None:
+    write_client_kubeconfig(path, layout.url, layout.ca_file.read_bytes(), user, pair)
 
 
 def write_pki(layout: Layout, admin_kubeconfig: Path, controllers: Sequence[str]) -> None:
@@ -254,6 +262,10 @@ def write_pki(layout: Layout, admin_kubeconfig: Path, controllers: Sequence[str]
     )
     admin = ca.issue("chaoscontour-admin", organizations=["system:masters"], client=True)
     admin.write(p / "admin.crt", p / "admin.key")
+    # What kube-apiserver shows a kubelet when it proxies logs, exec and port-forward (kubeadm's
+    # apiserver-kubelet-client); the kubelet's webhook authorizer then asks the API server about it.
+    kubelet_client = ca.issue("kube-apiserver-kubelet-client", organizations=["system:masters"], client=True)
+    kubelet_client.write(p / "apiserver-kubelet-client.crt", p / "apiserver-kubelet-client.key")
     _client_kubeconfig(layout, admin_kubeconfig, "admin", admin)
     for component in controllers:
         user = IDENTITIES[component]

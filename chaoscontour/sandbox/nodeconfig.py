@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chaoscontour.sandbox import versions
+
 __all__ = [
     "MAX_SOCKET_PATH",
     "NodeLayout",
@@ -25,13 +27,14 @@ __all__ = [
     "kubelet_args",
     "kubelet_config",
     "masquerade_rules",
+    "network_policy_hook_rules",
     "toml",
 ]
 
 # sockaddr_un's sun_path holds 108 bytes on Linux, the terminating NUL included; containerd adds nothing to it.
 MAX_SOCKET_PATH = 107
 # The pause image the CRI plugin starts each pod sandbox from; built locally from Kubernetes' own pause.c.
-SANDBOX_IMAGE = "registry.k8s.io/pause:3.10"
+SANDBOX_IMAGE = f"registry.k8s.io/pause:{versions.PAUSE}"
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,10 @@ class NodeLayout:
     @property
     def masquerade_chain(self) -> str:
         return f"{self.prefix.upper()}-MASQ"
+
+    @property
+    def network_policy_chain(self) -> str:
+        return f"{self.prefix.upper()}-NETPOL"
 
     @property
     def cluster_dns(self) -> str:
@@ -265,6 +272,35 @@ def masquerade_rules(layout: NodeLayout) -> list[list[str]]:
         ["-A", chain, "-d", layout.node_network, "-j", "RETURN"],
         ["-A", chain, "-j", "MASQUERADE"],
         ["-A", "POSTROUTING", "-s", layout.pod_cidr, "-m", "addrtype", "!", "--dst-type", "LOCAL", "-j", chain],
+    ]
+
+
+def network_policy_hook_rules(layout: NodeLayout, queue_id: int) -> list[list[str]]:
+    """``iptables -t mangle`` argument lists that hand new connections of pods to the NetworkPolicy engine.
+
+    kube-network-policies installs these itself as an nftables chain (``inet kube-network-policies``, hook
+    postrouting, priority srcnat - 5) whose last rules use nftables' ``queue`` expression. This machine's kernel
+    has no ``queue`` expression (built without CONFIG_NFT_QUEUE, no modules to load: ``nft add rule ... queue num
+    98`` fails with "No such file or directory", and so does the engine's whole rule batch), but it has the
+    iptables ``NFQUEUE`` target. So the same rules, in the same order, are written here in iptables, in the mangle
+    table's POSTROUTING (after kube-proxy's DNAT, like the engine's hook), and the engine's own userspace verdicts
+    do the judging: it reads the queue whether or not its nftables rules exist.
+
+    The upstream rules, in order: DNS passes (the engine polices it in prerouting, which is left out here), root's
+    own packets pass (the kubelet's probes), packets of connections already accepted pass (so only new connections
+    are judged), everything else from or to a pod goes to the queue, dropped if nothing reads it (no bypass, as
+    the engine without --fail-open). Upstream queues only pods that some policy selects; the engine accepts the
+    packets of the others, so queueing every pod's new connection gives the same verdicts.
+    """
+    chain = layout.network_policy_chain
+    return [
+        ["-N", chain],
+        ["-A", chain, "-p", "udp", "--dport", "53", "-j", "RETURN"],
+        ["-A", chain, "-m", "owner", "--uid-owner", "0", "-j", "RETURN"],
+        ["-A", chain, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"],
+        ["-A", chain, "-s", layout.pod_cidr, "-j", "NFQUEUE", "--queue-num", str(queue_id)],
+        ["-A", chain, "-d", layout.pod_cidr, "-j", "NFQUEUE", "--queue-num", str(queue_id)],
+        ["-A", "POSTROUTING", "-j", chain],
     ]
 
 

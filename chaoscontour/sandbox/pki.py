@@ -104,6 +104,18 @@ class CertificateAuthority:
             .sign(self._key, hashes.SHA256())
         )
 
+    @classmethod
+    def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority:
+        """The CA of an existing control plane (its ``ca.crt`` and ``ca.key``), to sign more client certificates
+        (a node's kubelet and kube-proxy)."""
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the CA key is not an ECDSA key, as this module writes them")
+        ca = cls.__new__(cls)
+        ca._key = key
+        ca._cert = x509.load_pem_x509_certificate(cert_pem)
+        return ca
+
     @property
     def key_pair(self) -> KeyPair:
         return KeyPair(self._cert.public_bytes(serialization.Encoding.PEM), private_key_pem(self._key))
