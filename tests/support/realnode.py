@@ -1,0 +1,186 @@
+"""A real node for tests: a control plane in its own network namespace and Kubernetes' kubelet on containerd.
+
+The node uses its own names and networks (``ccnode*``, 10.216-218.0.0/24), so it can run beside the e2e suite's
+sandbox. :func:`start_real_node` is the body of a module-scoped fixture; the helpers make agnhost pods and wait.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from kubernetes import client
+
+from chaoscontour.sandbox import binaries, deploy, nodeaddons, nodehost, nodeimages
+from chaoscontour.sandbox.controlplane import ControlPlane
+from chaoscontour.sandbox.kubeapi import KubeApi
+from chaoscontour.sandbox.node import Node
+from chaoscontour.sandbox.nodeconfig import NodeLayout
+
+T = TypeVar("T")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+NS = "default"
+NODE_BINARIES = ("kubelet", "kube-proxy", "pause", "agnhost", "kube-network-policies", "kube-scheduler")
+
+
+def unavailable(reason: str) -> None:
+    """Skip locally; fail in CI, where a skip would hide that the real node never ran."""
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def wait_for(what: str, timeout_s: float, check: Callable[[], T | None]) -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.25)
+
+
+class RealNode:
+    def __init__(self, layout: NodeLayout, node: Node, plane: ControlPlane, core: client.CoreV1Api) -> None:
+        self.layout, self.node, self.plane, self.core = layout, node, plane, core
+
+
+def start_real_node(tmp_path_factory: pytest.TempPathFactory, images: Sequence[str]) -> Iterator[RealNode]:
+    """Start a control plane and a real node with the images made of ``images`` (names of
+    :data:`chaoscontour.sandbox.nodeimages.IMAGES`); yield it; stop both and clean the host."""
+    if os.geteuid() != 0:
+        unavailable("the real node needs root (containerd, cgroups, network namespaces, iptables)")
+    missing_tools = nodehost.missing_tools()
+    if missing_tools:
+        unavailable(f"the real node needs Debian's {', '.join(missing_tools)}")
+    missing = [name for name in {*NODE_BINARIES, *images} - {"envoy"} if binaries.find_binary(name) is None]
+    if missing:
+        unavailable(f"{', '.join(missing)} not built: run `chaoscontour binaries build`")
+    found = {name: binaries.find_binary(name) for name in {*NODE_BINARIES, *images} - {"envoy"}}
+    if "envoy" in images:
+        found["envoy"] = nodeimages.envoy_elf()
+    directory = tmp_path_factory.mktemp("realnode")
+    layout = NodeLayout(
+        directory / "node",
+        "realnode",
+        node_network="10.216.0.0/24",
+        pod_cidr="10.217.0.0/24",
+        service_cidr="10.218.0.0/24",
+    )
+    netns = nodehost.create_control_plane_netns(layout)
+    say = lambda message: print(f"\n{message}", flush=True)  # noqa: E731
+    plane = ControlPlane(
+        workdir=directory / "controlplane",
+        bind_address=layout.control_plane_ip,
+        netns=netns,
+        controller_manager=True,
+        scheduler=True,
+        service_cidr=layout.service_cidr,
+        progress=say,
+    )
+    node = Node(layout, kubelet=found["kubelet"], kube_proxy=found["kube-proxy"], progress=say)  # type: ignore[arg-type]
+    try:
+        plane.start()
+        archives = nodeimages.write_archives(
+            {name: found[name] for name in images},  # type: ignore[misc]
+            directory / "images",
+        )
+        pki = plane.pki_dir
+        node.start(plane.url, (pki / "ca.crt").read_bytes(), (pki / "ca.key").read_bytes(), plane.kubeconfig, archives)
+        with plane.api_client() as api:
+            core = client.CoreV1Api(api)
+            # kube-controller-manager creates each namespace's `default` ServiceAccount a moment after it starts.
+            wait_for("ServiceAccount default/default", 60, lambda: core.list_namespaced_service_account(NS).items)
+            yield RealNode(layout, node, plane, core)
+    finally:
+        node.stop()
+        plane.stop()
+        nodehost.clean(layout)
+
+
+def agnhost_pod(name: str, args: list[str], **spec: Any) -> dict[str, Any]:
+    container = {
+        "name": "agnhost",
+        "image": nodeimages.AGNHOST_IMAGE,
+        "imagePullPolicy": "Never",
+        "args": args,
+        **spec.pop("container", {}),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"containers": [container], "terminationGracePeriodSeconds": 1, **spec},
+    }
+
+
+def running_pod(core: client.CoreV1Api, name: str, timeout_s: float = 90) -> client.V1Pod:
+    def ready() -> client.V1Pod | None:
+        pod = core.read_namespaced_pod(name, NS)
+        conditions = pod.status.conditions or []
+        return pod if any(c.type == "Ready" and c.status == "True" for c in conditions) else None
+
+    return wait_for(f"pod {name} Ready", timeout_s, ready)
+
+
+def process_of(argument: str) -> int:
+    """The PID of the container process whose command line has ``argument``."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = proc.joinpath("cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if argv[0] == "/agnhost" and argument in argv:
+                return int(proc.name)
+    raise AssertionError(f"no /agnhost process with {argument!r} in its command line")
+
+
+def block_policy(name: str, app: str, target_ip: str) -> dict[str, Any]:
+    """What the experiments' fault amounts to: the selected pods may send anywhere but to ``target_ip``."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": app}},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [f"{target_ip}/32"]}}]}],
+        },
+    }
+
+
+def engine_listening() -> bool:
+    """Whether a process has bound the engine's queue (the kernel lists bound queues by number)."""
+    lines = Path("/proc/net/netfilter/nfnetlink_queue").read_text().splitlines()
+    return any(line.split()[:1] == [str(nodeaddons.NFQUEUE_ID)] for line in lines)
+
+
+def start_engine(real_node: RealNode) -> None:
+    """kube-network-policies as the node's DaemonSet, hooked into the node once it reads its queue."""
+    api = KubeApi(real_node.plane.kubeconfig)
+    deploy.apply_objects(api, nodeaddons.network_policy_engine())
+    wait_for(
+        "the engine's pod Ready",
+        90,
+        lambda: [
+            p for p in deploy.pods(api, nodeaddons.NETPOL_NAMESPACE, "app=kube-network-policies") if deploy.pod_ready(p)
+        ],
+    )
+    wait_for(f"the engine reading NFQUEUE {nodeaddons.NFQUEUE_ID}", 30, engine_listening)
+    real_node.node.hook_network_policy_engine(nodeaddons.NFQUEUE_ID)
+
+
+def reap_once(real_node: RealNode) -> str:
+    """One round of the per-packet reaper; its output."""
+    argv = [sys.executable, "-m", "chaoscontour.sandbox.reaper", "--once", "--node", real_node.layout.name]
+    argv += ["--kubeconfig", str(real_node.plane.kubeconfig)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout + done.stderr
