@@ -31,11 +31,17 @@ $(VENV)/.installed: setup.cfg pyproject.toml chaoscontour/sandbox/versions.env
 
 venv: $(VENV)/.installed
 
-# Network namespaces, veth pairs and iptables for the sandbox; wrk for the benchmark (Debian packages, as root).
+# Debian packages, as root: network namespaces, veth pairs and iptables for the sandbox; the real node's containerd,
+# runc, CNI plugins, conntrack and nft; gcc and libc6-dev to build Kubernetes' pause; wrk for the benchmark.
+# Each entry is CHECK:PACKAGE, where CHECK is a command or an absolute path the package provides.
+SYSTEM_DEPS := ip:iproute2 iptables:iptables wrk:wrk containerd:containerd runc:runc \
+  /usr/lib/cni/ptp:containernetworking-plugins conntrack:conntrack nft:nftables gcc:gcc \
+  /usr/include/stdio.h:libc6-dev
 system-deps:
 	@missing=""; \
-	for tool in ip:iproute2 iptables:iptables wrk:wrk; do \
-	  command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; \
+	for entry in $(SYSTEM_DEPS); do \
+	  check=$${entry%%:*}; \
+	  case "$$check" in /*) [ -e "$$check" ] ;; *) command -v "$$check" >/dev/null ;; esac || missing="$$missing $${entry#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
