@@ -44,7 +44,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from chaoscontour.sandbox import applier, binaries, deploy, dns, manifests, netpol, network, plane, versions, workloads
+from chaoscontour.sandbox import (
+    applier,
+    binaries,
+    deploy,
+    dns,
+    manifests,
+    netpol,
+    network,
+    plane,
+    realsandbox,
+    versions,
+    workloads,
+)
 from chaoscontour.sandbox.agent import MODE_FILE
 from chaoscontour.sandbox.deploy import SandboxError
 from chaoscontour.sandbox.deploy import apply_objects as _apply
@@ -446,6 +458,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "up", parents=[common, user_options, routed], help="start the sandbox and wait for the route through Envoy"
     )
     p_up.add_argument("--mode", choices=netpol.MODES, default="per-packet", help="NetworkPolicy enforcement mode")
+    p_up.add_argument(
+        "--node",
+        choices=("agent", realsandbox.NODE_KIND),
+        default="agent",
+        help="the node: the sandbox's node agent, or a real one (kubelet on containerd, kube-proxy, "
+        "kube-network-policies)",
+    )
     sub.add_parser("apply", parents=[common, user_options, routed], help="apply your manifests to a running sandbox")
     sub.add_parser("delete", parents=[common, user_options], help="delete what `apply --manifests` applied")
     p_down = sub.add_parser("down", parents=[common], help="stop everything and remove what the sandbox created")
@@ -469,6 +488,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error("--route names an HTTPProxy of --manifests")
             # Your manifests are read and checked before anything is started, like the refusals below (not root,
             # tools missing, a sandbox already up) that happen before anything is created.
+            if args.node == realsandbox.NODE_KIND:
+                if args.manifests:
+                    parser.error("--manifests is not supported with --node real yet")
+                if os.geteuid() != 0:
+                    raise SandboxError("the sandbox needs root (containerd, cgroups, network namespaces, iptables)")
+                try:
+                    realsandbox.up(directory, args.mode)
+                except BaseException:
+                    print(f"sandbox up failed; cleaning up (logs kept in {directory / 'logs'})", file=sys.stderr)
+                    with contextlib.suppress(Exception):
+                        realsandbox.down(directory, keep_logs=True)
+                    raise
+                return 0
             user = None
             if args.manifests:
                 user = manifests.check(args.manifests, namespace=args.namespace, route=args.route)
@@ -482,6 +514,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with contextlib.suppress(Exception):
                     down(directory, keep_logs=True)
                 raise
+            return 0
+        if args.action == "down" and realsandbox.is_real(directory):
+            realsandbox.down(directory, keep_logs=args.keep_logs)
             return 0
         if args.action == "down":
             down(directory, keep_logs=args.keep_logs)

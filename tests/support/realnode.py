@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes import client
 
-from chaoscontour.sandbox import binaries, deploy, nodeaddons, nodehost, nodeimages
+from chaoscontour.sandbox import binaries, nodehost, nodeimages, nodeplane
 from chaoscontour.sandbox.controlplane import ControlPlane
 from chaoscontour.sandbox.kubeapi import KubeApi
 from chaoscontour.sandbox.node import Node
@@ -157,25 +157,9 @@ def block_policy(name: str, app: str, target_ip: str) -> dict[str, Any]:
     }
 
 
-def engine_listening() -> bool:
-    """Whether a process has bound the engine's queue (the kernel lists bound queues by number)."""
-    lines = Path("/proc/net/netfilter/nfnetlink_queue").read_text().splitlines()
-    return any(line.split()[:1] == [str(nodeaddons.NFQUEUE_ID)] for line in lines)
-
-
 def start_engine(real_node: RealNode) -> None:
-    """kube-network-policies as the node's DaemonSet, hooked into the node once it reads its queue."""
-    api = KubeApi(real_node.plane.kubeconfig)
-    deploy.apply_objects(api, nodeaddons.network_policy_engine())
-    wait_for(
-        "the engine's pod Ready",
-        90,
-        lambda: [
-            p for p in deploy.pods(api, nodeaddons.NETPOL_NAMESPACE, "app=kube-network-policies") if deploy.pod_ready(p)
-        ],
-    )
-    wait_for(f"the engine reading NFQUEUE {nodeaddons.NFQUEUE_ID}", 30, engine_listening)
-    real_node.node.hook_network_policy_engine(nodeaddons.NFQUEUE_ID)
+    """kube-network-policies on the node, as the sandbox starts it."""
+    nodeplane.start_network_policy_engine(real_node.node, KubeApi(real_node.plane.kubeconfig), timeout_s=90)
 
 
 def reap_once(real_node: RealNode) -> str:

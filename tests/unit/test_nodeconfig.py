@@ -117,3 +117,23 @@ def test_kube_proxy_is_iptables_mode_with_kinds_settings() -> None:
     )
     assert config["iptables"]["minSyncPeriod"] == "1s"
     assert config["conntrack"]["maxPerCore"] == 0
+
+
+def test_the_real_node_demo_backend_is_agnhost_placed_by_the_scheduler() -> None:
+    from chaoscontour.sandbox import nodeimages, realsandbox, workloads
+
+    objects = realsandbox.demo_objects()
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert "nodeName" not in spec
+    assert container["image"] == nodeimages.AGNHOST_IMAGE and container["imagePullPolicy"] == "Never"
+    assert container["args"] == ["netexec", "--http-port=8080"]
+    # The rest is the node agent's demo: same route, Service and probe path (agnhost netexec answers /healthz).
+    agent = {o["kind"]: o for o in workloads.demo_objects("sandbox")}
+    assert {o["kind"]: o for o in objects}["HTTPProxy"] == agent["HTTPProxy"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert (
+        workloads.demo_objects("sandbox")[1]["spec"]["template"]["spec"]["containers"][0]["image"]
+        == workloads.ECHO_IMAGE
+    )

@@ -1,0 +1,166 @@
+"""The real-node sandbox's control plane and node as one background process that outlives ``sandbox up``.
+
+:class:`~chaoscontour.sandbox.controlplane.ControlPlane` and :class:`~chaoscontour.sandbox.node.Node` stop their
+processes when the Python process that started them exits, as test fixtures should; the sandbox must keep running
+after ``up`` returns, so ``up --node real`` starts this process, which owns both for the sandbox's lifetime::
+
+    python -m chaoscontour.sandbox.nodeplane --dir DIR --mode per-packet|conntrack|off
+
+It creates the node network and the control plane's namespace, starts the control plane (with Contour's CRDs),
+writes the images, starts the node, and for NetworkPolicy modes other than ``off`` runs kube-network-policies as a
+DaemonSet hooked into the node's packet path, plus, for ``per-packet``, the conntrack reaper
+(:mod:`chaoscontour.sandbox.reaper`). It writes ``DIR/nodeplane.json`` when all is ready and stops everything, the
+host left clean, on SIGTERM. Progress lines go to stdout (``up`` sends them to ``DIR/logs/nodeplane.log``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from chaoscontour.sandbox import binaries, deploy, nodeaddons, nodehost, nodeimages
+from chaoscontour.sandbox.controlplane import ControlPlane, ControlPlaneError
+from chaoscontour.sandbox.kubeapi import KubeApi
+from chaoscontour.sandbox.node import Node, NodeError
+from chaoscontour.sandbox.nodeconfig import NodeLayout
+from chaoscontour.sandbox.process import Process
+
+__all__ = ["MODES", "NODE_NAME", "READY_FILE", "layout_for", "main", "start_network_policy_engine"]
+
+READY_FILE = "nodeplane.json"
+MODES = ("per-packet", "conntrack", "off")
+NODE_NAME = "sandbox"
+# The images the sandbox's workloads name, by the binary each is made of.
+IMAGES = ("pause", "agnhost", "kube-network-policies", "contour", "envoy", "coredns")
+
+
+def layout_for(directory: Path) -> NodeLayout:
+    """The sandbox's node: its files under ``DIR/node``, networks apart from the host's usual private ranges."""
+    return NodeLayout(
+        directory / "node",
+        NODE_NAME,
+        node_network="10.216.0.0/24",
+        pod_cidr="10.217.0.0/24",
+        service_cidr="10.218.0.0/24",
+    )
+
+
+def _binaries() -> dict[str, Path]:
+    names = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"]
+    names += [name for name in IMAGES if name != "envoy"]
+    found = binaries.ensure_binaries(names, build=False)
+    found["envoy"] = nodeimages.envoy_elf()
+    return found
+
+
+def start_network_policy_engine(node: Node, api: KubeApi, timeout_s: float = 120.0) -> None:
+    """kube-network-policies as the node's DaemonSet, hooked into the node's packet path once it reads its queue."""
+    deploy.apply_objects(api, nodeaddons.network_policy_engine())
+    selector = ",".join(f"{k}={v}" for k, v in nodeaddons.NETPOL_LABELS.items())
+
+    def running() -> list[dict[str, object]]:
+        return [p for p in deploy.pods(api, nodeaddons.NETPOL_NAMESPACE, selector) if deploy.pod_ready(p)]
+
+    def listening() -> bool:
+        # The kernel lists the queues a process has bound, by number.
+        lines = Path("/proc/net/netfilter/nfnetlink_queue").read_text().splitlines()
+        return any(line.split()[:1] == [str(nodeaddons.NFQUEUE_ID)] for line in lines)
+
+    deploy.wait_for("kube-network-policies Ready", timeout_s, running)
+    deploy.wait_for(f"kube-network-policies reading NFQUEUE {nodeaddons.NFQUEUE_ID}", 30.0, listening)
+    node.hook_network_policy_engine(nodeaddons.NFQUEUE_ID)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chaoscontour.sandbox.nodeplane", description=__doc__)
+    parser.add_argument("--dir", type=Path, required=True, help="the sandbox dir")
+    parser.add_argument("--mode", choices=MODES, required=True, help="NetworkPolicy enforcement mode")
+    args = parser.parse_args(argv)
+    directory: Path = args.dir.resolve()
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def say(message: str) -> None:
+        print(message, flush=True)
+
+    layout = layout_for(directory)
+    plane = ControlPlane(
+        workdir=directory / "controlplane",
+        bind_address=layout.control_plane_ip,
+        netns=f"{layout.prefix}-cp",
+        controller_manager=True,
+        scheduler=True,
+        service_cidr=layout.service_cidr,
+        progress=say,
+    )
+    found = _binaries()
+    node = Node(layout, kubelet=found["kubelet"], kube_proxy=found["kube-proxy"], progress=say)
+    reaper: Process | None = None
+    try:
+        nodehost.create_control_plane_netns(layout)
+        plane.start()
+        plane.install_contour_crds()
+        shutil.copyfile(plane.kubeconfig, directory / "kubeconfig")
+        (directory / "kubeconfig").chmod(0o600)
+        archives = nodeimages.write_archives({name: found[name] for name in IMAGES}, directory / "images")
+        pki = plane.pki_dir
+        node.start(plane.url, (pki / "ca.crt").read_bytes(), (pki / "ca.key").read_bytes(), plane.kubeconfig, archives)
+        api = KubeApi(plane.kubeconfig)
+        if args.mode != "off":
+            start_network_policy_engine(node, api)
+            say(f"NetworkPolicy: kube-network-policies on queue {nodeaddons.NFQUEUE_ID} ({args.mode})")
+        if args.mode == "per-packet":
+            argv_reaper = [sys.executable, "-m", "chaoscontour.sandbox.reaper", "--node", layout.name]
+            argv_reaper += ["--kubeconfig", str(plane.kubeconfig)]
+            reaper = Process.start("reaper", argv_reaper, directory / "logs" / "reaper.log")
+        ready = {
+            "url": plane.url,
+            "kubeconfig": str(directory / "kubeconfig"),
+            "node": layout.name,
+            "node_ip": layout.node_ip,
+            "cluster_dns": layout.cluster_dns,
+            "cluster_domain": layout.cluster_domain,
+            "mode": args.mode,
+            "pids": {**plane.pids, **{name: p.pid for name, p in node.processes.items()}},
+            "logs": str(layout.logs_dir),
+        }
+        staged = directory / (READY_FILE + ".new")
+        staged.write_text(json.dumps(ready, indent=1))
+        staged.replace(directory / READY_FILE)
+        say(f"node {layout.name} ready; control plane at {plane.url}")
+        watched = [*node.processes.values(), *([reaper] if reaper else [])]
+        while not stop.wait(1.0):
+            if not plane.running:
+                say(f"a control-plane process exited; see {plane.logs_dir}")
+                return 1
+            exited = [p for p in watched if not p.running]
+            if exited:
+                say(exited[0].exited_message())
+                return 1
+        return 0
+    except (ControlPlaneError, NodeError, deploy.SandboxError, binaries.BinaryNotFound, OSError) as exc:
+        say(f"error: {exc}")
+        return 1
+    finally:
+        if reaper is not None:
+            reaper.stop(5.0)
+        node.stop()
+        plane.stop()
+        nodehost.clean(layout)
+        (directory / READY_FILE).unlink(missing_ok=True)
+        say("node and control plane stopped")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

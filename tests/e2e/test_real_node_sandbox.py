@@ -1,0 +1,97 @@
+"""``chaoscontour sandbox up --node real``: the API-server outage experiment on a real node, through the real CLIs.
+
+The sandbox's node here is Kubernetes' own kubelet on containerd, kube-proxy and kube-network-policies (with the
+per-packet reaper), running Contour's release manifest unmodified. The module brings it up with the CLI a user runs,
+runs ``experiments/apiserver-outage.json`` with ``chaos run`` on the settings ``up`` wrote, judges the journal with
+``chaoscontour gate``, and takes the sandbox down, checking that nothing of the node is left on the host. It uses its
+own names and networks (``ccnode*``), so the session's node-agent sandbox may stay up beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaoscontour.sandbox import nodehost, nodeplane
+
+from .chaosrun import EXPERIMENTS, ChaosRun, activity, as_vars, keep_journal
+from .conftest import run_cli, unavailable
+from .test_experiments import assert_steady_before_and_after
+
+UP_TIMEOUT_S = 900  # a cold machine builds the node's binaries first
+
+
+@pytest.fixture(scope="module")
+def real_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    if os.geteuid() != 0:
+        unavailable("the real node needs root (containerd, cgroups, network namespaces, iptables)")
+    missing = nodehost.missing_tools()
+    if missing:
+        unavailable(f"the real node needs Debian's {', '.join(missing)}")
+    directory = tmp_path_factory.mktemp("realsandbox")
+    up = run_cli("up", "--node", "real", "--dir", str(directory), timeout_s=UP_TIMEOUT_S)
+    print(up.stdout, up.stderr)
+    try:
+        assert up.returncode == 0, f"sandbox up --node real failed (exit {up.returncode}):\n{up.stdout}\n{up.stderr}"
+        yield directory, json.loads((directory / "settings.json").read_text())
+    finally:
+        down = run_cli("down", "--dir", str(directory), "--keep-logs", timeout_s=180)
+        print(down.stdout, down.stderr)
+
+
+def test_the_apiserver_outage_experiment_passes_the_gate_on_the_real_node(
+    real_sandbox: tuple[Path, dict[str, str]], tmp_path: Path, figures: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, settings = real_sandbox
+    assert settings["SANDBOX_NETPOL_MODE"] == "per-packet"
+    experiment = EXPERIMENTS / "apiserver-outage.json"
+    overrides = {"fault_window_s": "40", "sampling_s": "75", "fault_expiry_s": "240", "recovery_timeout_s": "150"}
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)  # what `set -a; . settings.env` does, read by as_vars as by chaos
+    run = ChaosRun(experiment, tmp_path, settings, name="apiserver-outage-real-node")
+    run.variables = as_vars(experiment, overrides)
+    journal = run.run(timeout_s=420)
+    keep_journal(run)
+    assert_steady_before_and_after(journal)
+    verification = activity(journal, "block-apiserver-egress")["output"]["verification"]
+    assert verification["confirmed"] is True, verification
+    restarts = activity(journal, "contour-restarts-during-the-fault")["output"]
+    # The real kubelet restarted every replica: the leader on "leader election lost", the others on /healthz.
+    assert {t["pod"] for t in restarts["terminations"]} == {p["name"] for p in restarts["pods"]}, restarts
+    availability = activity(journal, "envoy-availability-across-the-fault")["output"]
+    assert availability["availability"] == 1.0 and availability["longest_outage_s"] == 0.0, availability
+    gate = subprocess.run(
+        [sys.executable, "-m", "chaoscontour.cli", "gate", str(run.journal_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    figures["apiserver-outage-real-node"] = {
+        "requests": availability["requests"],
+        "availability": availability["availability"],
+        "p50_ms": availability["latency_ms"]["p50"],
+        "p99_ms": availability["latency_ms"]["p99"],
+        "total_restarts_during_fault": restarts["total_restarts"],
+        "verification_confirmed_after_s": verification["confirmed_after_s"],
+    }
+
+
+def test_down_leaves_nothing_of_the_real_node_on_the_host(real_sandbox: tuple[Path, dict[str, str]]) -> None:
+    directory, _ = real_sandbox
+    layout = nodeplane.layout_for(directory)
+    assert any(nodehost.leftovers(layout).values()), "the node should be up before down"
+    down = run_cli("down", "--dir", str(directory), timeout_s=180)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert nodehost.leftovers(layout) == {k: [] for k in nodehost.leftovers(layout)}
+    assert not directory.exists(), sorted(p.name for p in directory.iterdir())
+    again = run_cli("down", "--dir", str(directory), timeout_s=60)
+    assert again.returncode == 0, "down twice is fine"
