@@ -15,7 +15,8 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo        start the local Contour sandbox, run experiments/apiserver-outage.json, print the verdict and the report"
-	@echo "                 (EXPERIMENT=<name> runs experiments/<name>.json instead: $(DEMO_EXPERIMENTS))"
+	@echo "                 (EXPERIMENT=<name> runs experiments/<name>.json instead: $(DEMO_EXPERIMENTS);"
+	@echo "                 NODE=real runs the sandbox on a real node: kubelet on containerd, kube-proxy, kube-network-policies)"
 	@echo "make test        run every test: unit, integration (real kube-apiserver) and end-to-end (sandbox)"
 	@echo "make test-unit   only the fast tests (no root, no binaries)"
 	@echo "make lint        ruff, mypy, hadolint (deploy/Dockerfile), actionlint with shellcheck (the workflow)"
@@ -79,8 +80,11 @@ compat-311: $(VENV311)/.installed
 	@$(VENV311)/bin/python -c 'import importlib.metadata as m; print("python 3.11: chaostoolkit", m.version("chaostoolkit"), "/ chaostoolkit-lib", m.version("chaostoolkit-lib"))'
 	$(VENV311)/bin/python -m pytest -ra -m "not integration and not e2e" -p no:cacheprovider $(PYTEST_ARGS)
 
+# NODE=real runs the sandbox on a real node (kubelet on containerd, kube-proxy, kube-network-policies) instead of the
+# node agent: `make demo NODE=real`.
+NODE ?= agent
 sandbox-up: venv system-deps binaries
-	$(VENV)/bin/chaoscontour sandbox up --dir $(SANDBOX_DIR)
+	$(VENV)/bin/chaoscontour sandbox up --dir $(SANDBOX_DIR) --node $(NODE)
 
 sandbox-down: venv
 	$(VENV)/bin/chaoscontour sandbox down --dir $(SANDBOX_DIR)

@@ -19,13 +19,24 @@ from typing import Any
 
 import pytest
 
-from chaoscontour.sandbox import nodehost, nodeplane
+from chaoscontour.sandbox import deploy, nodehost, nodeplane
+from chaoscontour.sandbox.kubeapi import KubeApi
 
-from .chaosrun import EXPERIMENTS, ChaosRun, activity, as_vars, keep_journal
-from .conftest import run_cli, unavailable
+from .chaosrun import CHURN_WINDOWS, EXPERIMENTS, ChaosRun, activity, as_vars, keep_journal
+from .conftest import HEALTHY_TIMEOUT_S, envoy_xds_connected, run_cli, unavailable, wait_until
 from .test_experiments import assert_steady_before_and_after
+from .test_xds_blackhole import VARIABLES as XDS_VARIABLES
 
 UP_TIMEOUT_S = 900  # a cold machine builds the node's binaries first
+# The other three demos, with the windows their node-agent e2e tests use, and the gate's verdict by design.
+OTHER_DEMOS = {
+    "leader-kill": ({"sampling_s": "30"}, 0),
+    "xds-blackhole": (XDS_VARIABLES, 0),
+    "endpoint-churn-during-outage": (
+        {**CHURN_WINDOWS, "backend_port": "80", "dead_man_s": "20", "fault_expiry_s": "300"},
+        1,  # the demo route has no retries or health checks: a killed backend pod fails requests until the heal
+    ),
+}
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +78,8 @@ def test_the_apiserver_outage_experiment_passes_the_gate_on_the_real_node(
     assert {t["pod"] for t in restarts["terminations"]} == {p["name"] for p in restarts["pods"]}, restarts
     availability = activity(journal, "envoy-availability-across-the-fault")["output"]
     assert availability["availability"] == 1.0 and availability["longest_outage_s"] == 0.0, availability
-    gate = subprocess.run(
-        [sys.executable, "-m", "chaoscontour.cli", "gate", str(run.journal_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert gate.returncode == 0, gate.stdout + gate.stderr
+    verdict = gate(run.journal_path)
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr
     figures["apiserver-outage-real-node"] = {
         "requests": availability["requests"],
         "availability": availability["availability"],
@@ -83,6 +88,38 @@ def test_the_apiserver_outage_experiment_passes_the_gate_on_the_real_node(
         "total_restarts_during_fault": restarts["total_restarts"],
         "verification_confirmed_after_s": verification["confirmed_after_s"],
     }
+
+
+def gate(journal: Path) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "chaoscontour.cli", "gate", str(journal)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def contour_healthy(settings: dict[str, str]) -> bool:
+    """Both Contour replicas Ready and Envoy's xDS streams connected: the state every experiment starts from."""
+    api = KubeApi(Path(settings["KUBECONFIG"]))
+    ready = [
+        p for p in deploy.pods(api, settings["CONTOUR_NAMESPACE"], settings["CONTOUR_SELECTOR"]) if deploy.pod_ready(p)
+    ]
+    return len(ready) == 2 and envoy_xds_connected(settings["ENVOY_STATS_URL"])
+
+
+@pytest.mark.parametrize("name", list(OTHER_DEMOS))
+def test_the_other_demos_get_their_verdicts_on_the_real_node(
+    real_sandbox: tuple[Path, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    _, settings = real_sandbox
+    wait_until("Contour healthy before the run", lambda: contour_healthy(settings), HEALTHY_TIMEOUT_S)
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    overrides, expected = OTHER_DEMOS[name]
+    experiment = EXPERIMENTS / f"{name}.json"
+    run = ChaosRun(experiment, tmp_path, settings, name=f"{name}-real-node", variables=as_vars(experiment, overrides))
+    journal = run.run(timeout_s=420)
+    assert journal["status"] == "completed", journal["status"]
+    assert journal["steady_states"]["before"]["steady_state_met"] is True
+    verdict = gate(run.journal_path)
+    assert verdict.returncode == expected, verdict.stdout + verdict.stderr
 
 
 def test_down_leaves_nothing_of_the_real_node_on_the_host(real_sandbox: tuple[Path, dict[str, str]]) -> None:
