@@ -65,6 +65,7 @@ from chaoscontour.sandbox.deploy import pods as _pods
 from chaoscontour.sandbox.deploy import wait_for as _wait
 from chaoscontour.sandbox.kubeapi import ApiError, KubeApi
 from chaoscontour.sandbox.process import Process, alive, stop_pid
+from chaoscontour.sandbox.settings import SETTINGS_ENV, SETTINGS_JSON, experiment_settings, write_settings
 
 __all__ = ["SandboxError", "sandbox_dir", "main"]
 
@@ -74,8 +75,6 @@ CONTROL_PLANE_TIMEOUT_S = 180.0
 NODE_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 30.0
-SETTINGS_ENV = "settings.env"
-SETTINGS_JSON = "settings.json"
 # Where the static PersistentVolumes keep their data (removed by `down`, as a cluster's disks go with it).
 VOLUMES_DIR = "volumes"
 
@@ -142,11 +141,6 @@ def _preflight(directory: Path) -> None:
             f"sandbox network objects already exist ({', '.join(left['netns'] + left['links'])}); another sandbox "
             "may be up (only one can run per host): run `chaoscontour sandbox down --dir <its dir>` first"
         )
-
-
-def _write_settings(directory: Path, settings: dict[str, str]) -> None:
-    (directory / SETTINGS_ENV).write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
-    (directory / SETTINGS_JSON).write_text(json.dumps(settings, indent=1) + "\n")
 
 
 def up(directory: Path, mode: str, user: manifests.Plan | None = None) -> dict[str, str]:
@@ -245,21 +239,11 @@ def up(directory: Path, mode: str, user: manifests.Plan | None = None) -> dict[s
         READY_TIMEOUT_S,
         lambda: applier.route_answers(url, workloads.ECHO_FQDN),
     )
-    settings = {
-        "KUBECONFIG": str(kubeconfig),
-        "CONTOUR_NAMESPACE": workloads.CONTOUR_NAMESPACE,
-        "CONTOUR_SELECTOR": workloads.CONTOUR_SELECTOR,
-        "ENVOY_SELECTOR": workloads.ENVOY_SELECTOR,
-        "CONTOUR_LEASE": workloads.LEASE_NAME,
-        "ENVOY_URL": url,
-        "ENVOY_HOST": workloads.ECHO_FQDN,
-        "ENVOY_STATS_URL": f"http://{ip}:8002/stats",
-        "SANDBOX_NETPOL_MODE": mode,
-    }
+    settings = experiment_settings(kubeconfig, ip, mode)
     settings.update(_demo_route(url))
     if user is not None:
         settings.update(applier.serve(api, user, url, clock.say, stats_url=settings["ENVOY_STATS_URL"]))
-    _write_settings(directory, settings)
+    write_settings(directory, settings)
     state.update(apiserver=ready["url"], envoy_url=url, up_s=round(time.monotonic() - clock.began, 1))
     save_state()
     clock.say(f"ready: curl -H 'Host: {settings['ENVOY_HOST']}' {settings['ENVOY_URL']}")
@@ -289,7 +273,7 @@ def apply_to_running(directory: Path, dirs: Sequence[Path], namespace: str, rout
     stats_url = _read_json(directory / SETTINGS_JSON).get("ENVOY_STATS_URL", "")
     routed = applier.serve(api, user, state["envoy_url"], say, stats_url=stats_url)
     if routed:
-        _write_settings(directory, {**_read_json(directory / SETTINGS_JSON), **routed})
+        write_settings(directory, {**_read_json(directory / SETTINGS_JSON), **routed})
         say(f"settings: {directory / SETTINGS_ENV} now point at {route}")
 
 
@@ -304,7 +288,7 @@ def delete_from_running(directory: Path, dirs: Sequence[Path], namespace: str) -
     settings = _read_json(directory / SETTINGS_JSON)
     removed = {f"{d.namespace}/{d.name}" for d in user.of_kind("HTTPProxy")}
     if settings and f"{settings.get('ROUTE_NAMESPACE')}/{settings.get('ROUTE_HTTPPROXY')}" in removed:
-        _write_settings(directory, {**settings, **_demo_route(state["envoy_url"])})
+        write_settings(directory, {**settings, **_demo_route(state["envoy_url"])})
         print(f"settings: {directory / SETTINGS_ENV} point at the demo route again", flush=True)
 
 
@@ -424,7 +408,7 @@ def switch_mode(directory: Path, mode: str) -> None:
     settings = _read_json(directory / SETTINGS_JSON)
     if settings:
         settings["SANDBOX_NETPOL_MODE"] = mode
-        _write_settings(directory, settings)
+        write_settings(directory, settings)
     print(f"NetworkPolicy mode: {mode}")
 
 

@@ -24,6 +24,7 @@ from chaoscontour.sandbox import applier, binaries, deploy, dns, manifests, node
 from chaoscontour.sandbox.deploy import SandboxError
 from chaoscontour.sandbox.kubeapi import KubeApi
 from chaoscontour.sandbox.process import Process, alive, stop_pid
+from chaoscontour.sandbox.settings import SETTINGS_ENV, SETTINGS_JSON, experiment_settings, write_settings
 
 __all__ = ["NODE_KIND", "demo_objects", "down", "up"]
 
@@ -123,20 +124,9 @@ def up(directory: Path, mode: str) -> dict[str, str]:
         READY_TIMEOUT_S,
         lambda: applier.route_answers(url, workloads.ECHO_FQDN),
     )
-    settings = {
-        "KUBECONFIG": str(directory / "kubeconfig"),
-        "CONTOUR_NAMESPACE": workloads.CONTOUR_NAMESPACE,
-        "CONTOUR_SELECTOR": workloads.CONTOUR_SELECTOR,
-        "ENVOY_SELECTOR": workloads.ENVOY_SELECTOR,
-        "CONTOUR_LEASE": workloads.LEASE_NAME,
-        "ENVOY_URL": url,
-        "ENVOY_HOST": workloads.ECHO_FQDN,
-        "ENVOY_STATS_URL": f"http://{ip}:8002/stats",
-        "SANDBOX_NETPOL_MODE": mode,
-        **manifests.route_settings(demo_objects(), f"{workloads.DEMO_NAMESPACE}/echo", url),
-    }
-    (directory / "settings.env").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
-    (directory / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
+    settings = experiment_settings(directory / "kubeconfig", ip, mode)
+    settings.update(manifests.route_settings(demo_objects(), f"{workloads.DEMO_NAMESPACE}/echo", url))
+    write_settings(directory, settings)
     (directory / STATE_FILE).write_text(json.dumps({**state, "envoy_url": url, "apiserver": ready["url"]}, indent=1))
     say(f"ready: curl -H 'Host: {workloads.ECHO_FQDN}' {url}")
     return settings
@@ -169,7 +159,7 @@ def down(directory: Path, *, keep_logs: bool = False) -> None:
                 shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             layout.directory.rmdir()
-    for name in (STATE_FILE, nodeplane.READY_FILE, "settings.env", "settings.json", "kubeconfig"):
+    for name in (STATE_FILE, nodeplane.READY_FILE, SETTINGS_ENV, SETTINGS_JSON, "kubeconfig"):
         (directory / name).unlink(missing_ok=True)
     if not keep_logs:
         shutil.rmtree(directory / "logs", ignore_errors=True)

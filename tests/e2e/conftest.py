@@ -14,10 +14,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import requests
@@ -28,8 +28,7 @@ from chaoscontour.activities.leader import lease_holder
 from chaoscontour.edges.kube import kube
 from chaoscontour.sandbox import binaries, network, versions
 from chaoscontour.sandbox.kubeapi import KubeApi
-
-T = TypeVar("T")
+from tests.support.waiting import wait_for
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 NS = "projectcontour"
@@ -190,18 +189,6 @@ def leftovers(k: Any) -> list[str]:
     policies = k.networking.list_network_policy_for_all_namespaces(label_selector=OURS).items
     jobs = k.batch.list_job_for_all_namespaces(label_selector=OURS).items
     return [f"NetworkPolicy {p.metadata.name}" for p in policies] + [f"Job {j.metadata.name}" for j in jobs]
-
-
-def wait_for(what: str, timeout_s: float, check: Callable[[], T | None], interval_s: float = 0.25) -> T:
-    """Call ``check`` until it returns something truthy and return that; fail the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 def wait_until(what: str, check: Any, timeout_s: float, every_s: float = 0.5) -> float:

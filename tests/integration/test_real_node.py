@@ -24,13 +24,13 @@ from tests.support.realnode import (
     RealNode,
     agnhost_pod,
     block_policy,
-    process_of,
+    processes,
     reap_once,
     running_pod,
     start_engine,
     start_real_node,
-    wait_for,
 )
+from tests.support.waiting import wait_for
 
 HOST_PORT = 18080
 AGNHOST_PORT = 8081
@@ -61,7 +61,8 @@ def test_a_container_runs_as_the_uid_and_gid_its_pod_asks_for_and_serves_its_hos
     )
     core.create_namespaced_pod(NS, body)
     pod = running_pod(core, "as-nobody")
-    status = Path(f"/proc/{process_of(f'--http-port={AGNHOST_PORT}')}/status").read_text().splitlines()
+    (pid,) = processes("agnhost", f"--http-port={AGNHOST_PORT}")
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
     uid = next(line for line in status if line.startswith("Uid:")).split()[1:]
     gid = next(line for line in status if line.startswith("Gid:")).split()[1:]
     assert uid == ["65534"] * 4 and gid == ["65534"] * 4

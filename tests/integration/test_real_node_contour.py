@@ -22,7 +22,8 @@ from kubernetes import client
 
 from chaoscontour.sandbox import binaries, deploy, dns, nodeimages, release, workloads
 from chaoscontour.sandbox.kubeapi import KubeApi
-from tests.support.realnode import RealNode, block_policy, reap_once, start_engine, start_real_node, wait_for
+from tests.support.realnode import RealNode, block_policy, processes, reap_once, start_engine, start_real_node
+from tests.support.waiting import wait_for
 
 IMAGES = ("pause", "agnhost", "kube-network-policies", "contour", "envoy", "coredns")
 CONTOUR_NS = workloads.CONTOUR_NAMESPACE
@@ -123,20 +124,6 @@ def contour_pods(core: client.CoreV1Api) -> list[client.V1Pod]:
 def uid_of(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
     return int(next(line for line in status if line.startswith("Uid:")).split()[1])
-
-
-def processes(program: str, argument: str) -> list[int]:
-    """PIDs whose command line is ``program`` (by its last path element) with ``argument`` among its words."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                argv = proc.joinpath("cmdline").read_bytes().decode(errors="replace").split("\0")
-            except OSError:
-                continue
-            if argv[0].rsplit("/", 1)[-1] == program and argument in argv:
-                found.append(int(proc.name))
-    return found
 
 
 def test_the_release_manifest_runs_unmodified_and_envoy_routes_to_the_backend(contour_node: ContourNode) -> None:

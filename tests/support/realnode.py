@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -22,8 +21,8 @@ from chaoscontour.sandbox.controlplane import ControlPlane
 from chaoscontour.sandbox.kubeapi import KubeApi
 from chaoscontour.sandbox.node import Node
 from chaoscontour.sandbox.nodeconfig import NodeLayout
+from tests.support.waiting import wait_for
 
-T = TypeVar("T")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 NS = "default"
 NODE_BINARIES = ("kubelet", "kube-proxy", "pause", "agnhost", "kube-network-policies", "kube-scheduler")
@@ -34,17 +33,6 @@ def unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(reason)
-
-
-def wait_for(what: str, timeout_s: float, check: Callable[[], T | None]) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.25)
 
 
 class RealNode:
@@ -130,17 +118,18 @@ def running_pod(core: client.CoreV1Api, name: str, timeout_s: float = 90) -> cli
     return wait_for(f"pod {name} Ready", timeout_s, ready)
 
 
-def process_of(argument: str) -> int:
-    """The PID of the container process whose command line has ``argument``."""
+def processes(program: str, argument: str) -> list[int]:
+    """PIDs whose command line runs ``program`` (by its last path element) with ``argument`` among its words."""
+    found = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 argv = proc.joinpath("cmdline").read_bytes().decode(errors="replace").split("\0")
             except OSError:
                 continue
-            if argv[0] == "/agnhost" and argument in argv:
-                return int(proc.name)
-    raise AssertionError(f"no /agnhost process with {argument!r} in its command line")
+            if argv[0].rsplit("/", 1)[-1] == program and argument in argv:
+                found.append(int(proc.name))
+    return found
 
 
 def block_policy(name: str, app: str, target_ip: str) -> dict[str, Any]:
