@@ -295,9 +295,9 @@ def delete_from_running(directory: Path, dirs: Sequence[Path], namespace: str) -
 # --- down ---------------------------------------------------------------------------------------------------------
 
 
-def _our_processes(directory: Path) -> list[int]:
-    """PIDs of sandbox processes (agent, control-plane holder) started for ``directory``, found by command line."""
-    found = []
+def _sandbox_processes() -> dict[int, list[str]]:
+    """Every node-agent sandbox process (agent, control-plane holder) on the host: PID -> its command line."""
+    found = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
@@ -306,10 +306,24 @@ def _our_processes(directory: Path) -> list[int]:
         except OSError:
             continue
         words = [a.decode(errors="replace") for a in argv]
-        module = any(w in ("chaoscontour.sandbox.agent", "chaoscontour.sandbox.plane") for w in words)
-        if module and str(directory) in words:
-            found.append(int(proc.name))
+        if any(w in ("chaoscontour.sandbox.agent", "chaoscontour.sandbox.plane") for w in words):
+            found[int(proc.name)] = words
     return found
+
+
+def _our_processes(directory: Path) -> list[int]:
+    """PIDs of sandbox processes (agent, control-plane holder) started for ``directory``, found by command line."""
+    return [pid for pid, words in _sandbox_processes().items() if str(directory) in words]
+
+
+def _other_sandbox(directory: Path) -> str:
+    """The dir of a node-agent sandbox that runs for another directory than ``directory`` (or ``""``)."""
+    for words in _sandbox_processes().values():
+        if "--dir" in words and words.index("--dir") + 1 < len(words):
+            other = words[words.index("--dir") + 1]
+            if other != str(directory):
+                return other
+    return ""
 
 
 def down(directory: Path, *, keep_logs: bool = False) -> None:
@@ -327,10 +341,16 @@ def down(directory: Path, *, keep_logs: bool = False) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
             if alive(int(pid)):
                 os.killpg(int(pid), signal.SIGKILL)
-    left = network.leftovers()
-    if any(left.values()):
-        say(f"removing network: {', '.join(left['netns'] + left['links']) or 'iptables rules'}")
-    network.teardown()
+    # The bridge, namespaces and rules are one per host: while another sandbox runs, they are its, not ours
+    # (a `down` on a directory that holds no sandbox, or a real node's that is already down, must not cut it off).
+    other = _other_sandbox(directory)
+    if other:
+        say(f"the sandbox network belongs to the sandbox up in {other}: left as it is")
+    else:
+        left = network.leftovers()
+        if any(left.values()):
+            say(f"removing network: {', '.join(left['netns'] + left['links']) or 'iptables rules'}")
+        network.teardown()
     if directory.exists():
         for name in ("controlplane", "pods", VOLUMES_DIR):
             shutil.rmtree(directory / name, ignore_errors=True)
@@ -341,7 +361,7 @@ def down(directory: Path, *, keep_logs: bool = False) -> None:
             shutil.rmtree(directory / "logs", ignore_errors=True)
         with contextlib.suppress(OSError):
             directory.rmdir()
-    remaining = network.leftovers()
+    remaining = {} if other else network.leftovers()
     if any(remaining.values()):
         raise SandboxError(f"could not remove everything: {remaining}")
     say("sandbox down" + (f"; logs kept in {directory / 'logs'}" if keep_logs else ""))

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from chaoscontour.sandbox import deploy, nodehost, nodeplane
+from chaoscontour.sandbox import deploy, network, nodehost, nodeplane
 from chaoscontour.sandbox.kubeapi import KubeApi
 
 from .chaosrun import CHURN_WINDOWS, EXPERIMENTS, ChaosRun, activity, as_vars, keep_journal
-from .conftest import HEALTHY_TIMEOUT_S, envoy_xds_connected, run_cli, unavailable, wait_until
+from .conftest import HEALTHY_TIMEOUT_S, Sandbox, envoy_xds_connected, run_cli, unavailable, wait_until
 from .test_experiments import assert_steady_before_and_after
 from .test_xds_blackhole import VARIABLES as XDS_VARIABLES
 
@@ -123,7 +123,12 @@ def test_the_other_demos_get_their_verdicts_on_the_real_node(
     assert verdict.returncode == expected, verdict.stdout + verdict.stderr
 
 
-def test_down_leaves_nothing_of_the_real_node_on_the_host(real_sandbox: tuple[Path, dict[str, str]]) -> None:
+def test_down_leaves_nothing_of_the_real_node_on_the_host_and_the_other_sandbox_running(
+    real_sandbox: tuple[Path, dict[str, str]], sandbox: Sandbox
+) -> None:
+    """The node-agent sandbox of the session runs beside it; a second `down` of the real node's (now empty) dir must
+    not take that one's network (in CI it once did: the second `down` fell through to the node agent's `down`,
+    which tore down the host's one sandbox network and with it the other sandbox's control plane)."""
     directory, _ = real_sandbox
     layout = nodeplane.layout_for(directory)
     assert any(nodehost.leftovers(layout).values()), "the node should be up before down"
@@ -133,3 +138,5 @@ def test_down_leaves_nothing_of_the_real_node_on_the_host(real_sandbox: tuple[Pa
     assert not directory.exists(), sorted(p.name for p in directory.iterdir())
     again = run_cli("down", "--dir", str(directory), timeout_s=60)
     assert again.returncode == 0, "down twice is fine"
+    assert network.CONTROL_PLANE_NETNS in network.list_netns(), again.stdout
+    assert sandbox.get("/api/v1/namespaces/default")["metadata"]["name"] == "default", "the other sandbox answers"
