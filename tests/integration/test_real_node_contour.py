@@ -144,13 +144,11 @@ def test_contour_envoy_and_certgen_run_as_the_users_their_manifest_asks_for(cont
     }
     # Only the real node's containers: the session's node-agent sandbox may run its own Contour and Envoy, as root.
     root = contour_node.node.layout.cgroup_root + "/"
-    ours = [
-        pid
-        for pid in processes("contour", "serve") + processes("envoy", "-c")
-        if root in Path(f"/proc/{pid}/cgroup").read_text()
-    ]
-    contour = [pid for pid in ours if pid in processes("contour", "serve")]
-    envoy = [pid for pid in ours if pid not in contour]
+
+    def ours(pids: list[int]) -> list[int]:
+        return [pid for pid in pids if root in Path(f"/proc/{pid}/cgroup").read_text()]
+
+    contour, envoy = ours(processes("contour", "serve")), ours(processes("envoy", "-c"))
     assert contour and envoy, (contour, envoy)
     assert {uid_of(pid) for pid in contour} == {wanted["contour"]}
     assert {uid_of(pid) for pid in envoy} == {wanted["envoy"]}
