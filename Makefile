@@ -11,7 +11,7 @@ VENV311 ?= .venv311
 SANDBOX_DIR ?= .sandbox
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps binaries lint test test-unit compat-311 demo sandbox-up sandbox-down bench clean
+.PHONY: help venv system-deps binaries lint test test-unit compat-311 demo sandbox-up sandbox-down example-image bench clean
 
 help:
 	@echo "make demo        start the local Contour sandbox, run experiments/apiserver-outage.json, print the verdict and the report"
@@ -80,11 +80,12 @@ compat-311: $(VENV311)/.installed
 	@$(VENV311)/bin/python -c 'import importlib.metadata as m; print("python 3.11: chaostoolkit", m.version("chaostoolkit"), "/ chaostoolkit-lib", m.version("chaostoolkit-lib"))'
 	$(VENV311)/bin/python -m pytest -ra -m "not integration and not e2e" -p no:cacheprovider $(PYTEST_ARGS)
 
-# NODE=real runs the sandbox on a real node (kubelet on containerd, kube-proxy, kube-network-policies) instead of the
-# node agent: `make demo NODE=real`.
-NODE ?= agent
 sandbox-up: venv system-deps binaries
-	$(VENV)/bin/chaoscontour sandbox up --dir $(SANDBOX_DIR) --node $(NODE)
+	$(VENV)/bin/chaoscontour sandbox up --dir $(SANDBOX_DIR)
+
+# examples/my-app's image (Kubernetes' agnhost under the example's name), for `chaoscontour sandbox load`.
+example-image: venv binaries
+	$(PY) -m chaoscontour.sandbox.nodeimages registry.example.com/shop/cart:2.3 $(SANDBOX_DIR)-cart.tar
 
 sandbox-down: venv
 	$(VENV)/bin/chaoscontour sandbox down --dir $(SANDBOX_DIR)

@@ -84,8 +84,6 @@ def serve(
     without one). With a route, also wait until Envoy serves it as applied (:func:`_wait_served`; Contour's
     ``valid`` for this generation comes first) and, if the route has a ``healthCheckPolicy``, until Envoy
     health-checks at its interval (:func:`_wait_health_checks`)."""
-    for note in plan.notes:
-        say(f"  sandbox: {note}")
     apply(api, plan, say)
     wait_ready(api, plan, say, timeout_s)
     if not plan.route:

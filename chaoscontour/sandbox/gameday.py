@@ -3,16 +3,16 @@
 - :func:`build` is ``kubectl kustomize deploy/``: the pinned kustomize (:mod:`chaoscontour.sandbox.binaries`)
   builds the objects, so the sandbox applies exactly what a user's ``kubectl apply -k deploy/`` would.
 - :func:`for_cluster` is the edit the README asks of a user before applying: the CronJob's ``ENVOY_URL``,
-  ``ENVOY_HOST`` and ``ENVOY_STATS_URL`` set to where this cluster's Envoy answers (the sandbox has no cluster DNS,
-  so the Envoy pod's address rather than the ``envoy`` Service's name). Nothing else changes: image, identity,
+  ``ENVOY_HOST`` and ``ENVOY_STATS_URL`` set to where this cluster's Envoy answers (the Envoy pod's address).
+  Nothing else changes: image, identity,
   security context and the script stay as written.
 - :func:`apply` sends them with server-side apply, as ``kubectl apply --server-side`` does.
 - :func:`job_from_cronjob` is ``kubectl create job NAME --from=cronjob/chaoscontour-gameday``: the CronJob's
   ``jobTemplate`` with kubectl's annotation ``cronjob.kubernetes.io/instantiate: manual`` and an owner reference
   to the CronJob (kubectl's ``createJobFromCronJob``), with optional environment overrides for a variant.
 
-The sandbox maps the image ``chaoscontour-gameday`` to this checkout's venv with ``deploy/Dockerfile``'s environment
-(:func:`chaoscontour.sandbox.container.images`); the pod gets its ServiceAccount token, ``ca.crt`` and namespace at
+The sandbox's node has the image ``chaoscontour-gameday`` as ``deploy/Dockerfile`` describes it, built from this
+checkout (:mod:`chaoscontour.sandbox.runnerimage`); the pod gets its ServiceAccount token, ``ca.crt`` and namespace at
 ``/var/run/secrets/kubernetes.io/serviceaccount``, the experiments ConfigMap at ``/experiments`` and the journals
 claim, bound to the sandbox's static ``hostPath`` PersistentVolume, at ``/journals``.
 """

@@ -1,8 +1,8 @@
-"""A small JSON client for the Kubernetes API, for the sandbox's node agent and CLI.
+"""A small JSON client for the Kubernetes API, for the sandbox's CLI, deploys and conntrack reaper.
 
-The agent works on objects as the API serves them (plain ``dict`` with camelCase keys, exactly what a manifest
-looks like), so that the pure translations (:mod:`chaoscontour.sandbox.netpol`, :mod:`chaoscontour.sandbox.proxy`)
-take and return data a test can write by hand. The typed ``kubernetes`` client converts to snake_case models and
+It works on objects as the API serves them (plain ``dict`` with camelCase keys, exactly what a manifest looks like),
+so that the pure evaluators (:mod:`chaoscontour.sandbox.netpol`) take and return data a test can write by hand.
+The typed ``kubernetes`` client converts to snake_case models and
 back; this module only borrows its kubeconfig loader (so every kubeconfig form works) and talks HTTP with
 ``requests``, with a deadline on every call.
 """

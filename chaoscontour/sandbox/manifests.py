@@ -11,11 +11,11 @@ started or sent; every error names the file and the document's index in it (from
   apply``); every namespace used is declared in the manifests or already exists; the sandbox's own namespaces
   (``projectcontour``, ``demo``, ``kube-*``) are refused, as are the demo's fqdn and an fqdn given twice.
 
-The plan is what gets applied, in dependency order (Namespaces, then what pods mount, Services, Deployments, and
-HTTPProxies last, so Contour never sees a route to a Service not yet there); :meth:`Plan.deletion_order` reverses it.
-Deployments are prepared for the sandbox by :func:`chaoscontour.sandbox.standin.for_sandbox` (the echo backend
-in place of images with no local program; ``nodeSelector`` dropped), and what it changed is listed in
-:attr:`Plan.notes` so that ``up`` prints it.
+The plan is what gets applied, as written, in dependency order (Namespaces, then what pods mount, Services,
+Deployments, and HTTPProxies last, so Contour never sees a route to a Service not yet there);
+:meth:`Plan.deletion_order` reverses it. The sandbox has no registry: :func:`unavailable_images` names every image
+the node lacks, or that the kubelet would try to pull anyway (``imagePullPolicy: Always``, stated or implied by a
+``:latest`` or missing tag), before anything is sent.
 
 :func:`route_settings` turns an HTTPProxy of the manifests into the settings the experiments read (``ENVOY_HOST``,
 the route's path, ``BACKEND_*`` for ``endpoint-churn-during-outage.json``, ``ROUTE_*`` for ``xds-blackhole.json``).
@@ -26,13 +26,13 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from chaoscontour.sandbox import standin
+from chaoscontour.sandbox.images import qualified_reference
 
 __all__ = [
     "KINDS",
@@ -46,6 +46,7 @@ __all__ = [
     "check",
     "api_path",
     "route_settings",
+    "unavailable_images",
 ]
 
 Obj = dict[str, Any]
@@ -112,10 +113,9 @@ class Document:
 
 @dataclass
 class Plan:
-    """What to apply, in order, and what was changed for the sandbox (``notes``), e.g. stand-ins."""
+    """What to apply, in order; ``route``: the HTTPProxy the settings point at (``NAMESPACE/NAME``, or empty)."""
 
     documents: list[Document]
-    notes: list[str] = field(default_factory=list)
     route: str = ""
 
     @property
@@ -273,23 +273,49 @@ def plan(
     default_namespace: str = DEFAULT_NAMESPACE,
     existing_namespaces: Iterable[str] = (),
 ) -> Plan:
-    """Check ``documents`` and return them in apply order, Deployments prepared for the sandbox (see the module)."""
+    """Check ``documents`` and return them in apply order."""
     docs = [_check_shape(d, default_namespace) for d in documents]
     _check_namespaces(docs, existing_namespaces)
     _check_unique(docs)
-    ordered = sorted(docs, key=lambda d: KINDS[d.kind].order)  # stable: file order within a kind
-    result = Plan([])
-    services = [d.obj for d in ordered if d.kind == "Service"]
-    for doc in ordered:
-        if doc.kind == "Deployment":
+    return Plan(sorted(docs, key=lambda d: KINDS[d.kind].order))  # stable: file order within a kind
+
+
+def _pulls_always(container: Mapping[str, Any]) -> bool:
+    """The kubelet's default pull policy: ``Always`` for a ``:latest`` or untagged image, else ``IfNotPresent``."""
+    policy = container.get("imagePullPolicy")
+    if policy:
+        return bool(policy == "Always")
+    image = str(container.get("image", ""))
+    if "@" in image:
+        return False
+    tail = image.rsplit("/", 1)[-1]
+    return ":" not in tail or tail.endswith(":latest")
+
+
+def unavailable_images(plan: Plan, present: Iterable[str]) -> list[str]:
+    """What stops the Deployments of ``plan`` from starting on a node that has the images ``present`` and no
+    registry: one line per image missing, or pulled whatever the node has."""
+    have = {qualified_reference(ref) for ref in present}
+    problems: dict[str, str] = {}
+    for doc in plan.of_kind("Deployment"):
+        spec = ((doc.obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+            image = str(container.get("image") or "")
+            where = f"(Deployment {doc.namespace}/{doc.name}, container {container.get('name')}, {doc.where})"
             try:
-                obj, notes = standin.for_sandbox(doc.obj, services)
+                ref = qualified_reference(image)
             except ValueError as exc:
-                raise ManifestError(f"{doc.where}: Deployment {doc.namespace}/{doc.name}: {exc}") from exc
-            result.notes += notes
-            doc = Document(obj, doc.file, doc.index, doc.item)
-        result.documents.append(doc)
-    return result
+                problems.setdefault(image, f"{image!r}: {exc} {where}")
+                continue
+            if ref not in have:
+                problems.setdefault(image, f"{image}: not on the node {where}")
+            elif _pulls_always(container):
+                problems.setdefault(
+                    image,
+                    f"{image}: the kubelet would pull it (imagePullPolicy Always, stated or implied by a :latest or "
+                    f"missing tag); set imagePullPolicy: IfNotPresent {where}",
+                )
+    return sorted(problems.values())
 
 
 def check(

@@ -1,11 +1,9 @@
-"""NetworkPolicy egress enforcement for the sandbox: policies + pods in, iptables rules out (pure, no I/O).
+"""NetworkPolicy egress, evaluated (pure, no I/O): which destinations a pod's policies let it open connections to.
 
-The node agent calls :func:`egress_plan` for each of its pods whenever a NetworkPolicy or a pod changes, renders the
-plan with :func:`render_filter_table` and loads it into the pod's network namespace with ``iptables-restore`` (the
-whole ``filter`` table of that namespace is ours, so a reload replaces it atomically). Only egress is enforced, as
-that is what the chaos experiments rely on; ingress rules are accepted and ignored.
+The conntrack reaper (:mod:`chaoscontour.sandbox.reaper`) asks :func:`egress_plan` whether a pod's established
+connection is still allowed after a policy change; kube-network-policies, the node's engine, judges new connections.
 
-What is supported, following the NetworkPolicy API (``networking.k8s.io/v1``):
+What is evaluated, following the NetworkPolicy API (``networking.k8s.io/v1``):
 
 - Selection: ``spec.podSelector`` with ``matchLabels`` and ``matchExpressions`` (``In``, ``NotIn``, ``Exists``,
   ``DoesNotExist``) in the policy's namespace; an empty selector selects every pod of the namespace. A pod is
@@ -13,25 +11,10 @@ What is supported, following the NetworkPolicy API (``networking.k8s.io/v1``):
   absent: when the policy has an ``egress`` section), and then only what some rule of those policies allows leaves
   it. Policies are additive allow-lists: there is no deny rule in the API.
 - ``egress[].to[]``: ``ipBlock`` (IPv4 ``cidr`` with ``except``); ``podSelector`` and ``namespaceSelector`` peers,
-  resolved to the IPs of the pods the agent knows (the pods of the sandbox node, the only ones there are). An
-  empty or missing ``to`` allows every destination.
+  resolved to the IPs of the pods given. An empty or missing ``to`` allows every destination.
 - ``egress[].ports[]``: ``protocol`` TCP or UDP (default TCP), numeric ``port``, ``endPort`` ranges; an empty or
-  missing ``ports`` allows every port. Not supported, reported in :attr:`EgressPlan.notes` and allowing nothing:
-  named ports, SCTP, IPv6 blocks.
-- Always allowed: loopback, and packets that answer a connection someone opened *to* the pod (conntrack direction
-  REPLY): ingress is not policed here, and no CNI drops the replies of an allowed incoming connection, e.g. the
-  kubelet's probes or Envoy's xDS stream to Contour.
-
-Two modes, because real CNIs differ on connections that were open before a policy arrived (CONTOUR-FACTS.md):
-
-- ``per-packet`` (Cilium-like): every packet the pod sends on a connection it opened is checked against the
-  current rules, so a new policy cuts Contour's open HTTP/2 connection to the API server.
-- ``conntrack`` (Calico/Antrea-like): ``--ctstate ESTABLISHED,RELATED`` is accepted first, so connections open
-  before the policy live on; only new ones are checked.
-
-and a third, ``off``: NetworkPolicies are accepted by the API server and ignored, as on a cluster whose CNI does not
-enforce them (flannel, plain kindnet). That is the cluster on which a naive chaos tool reports a fault that never
-happened.
+  missing ``ports`` allows every port. Not evaluated, reported in :attr:`EgressPlan.notes` and allowing nothing:
+  named ports, SCTP, IPv6 blocks (the reaper widens a named port to every port, so it keeps such connections).
 """
 
 from __future__ import annotations
@@ -42,19 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "MODES",
-    "CHAIN",
     "PodInfo",
     "Allow",
     "EgressPlan",
     "selector_matches",
     "policy_types",
     "egress_plan",
-    "render_filter_table",
 ]
 
-MODES = ("per-packet", "conntrack", "off")
-CHAIN = "CCSBX-EGRESS"
 
 Obj = Mapping[str, Any]
 
@@ -236,53 +214,3 @@ def egress_plan(
                     if allow not in allows:
                         allows.append(allow)
     return EgressPlan(True, tuple(allows), tuple(_name(p) for p in sorted(selecting, key=_name)), tuple(notes))
-
-
-def _match(allow: Allow) -> list[str]:
-    args: list[str] = []
-    if allow.cidr is not None and allow.cidr != "0.0.0.0/0":
-        args += ["-d", allow.cidr]
-    if allow.protocol is not None:
-        args += ["-p", allow.protocol]
-        if allow.port is not None:
-            ports = f"{allow.port}:{allow.end_port}" if allow.end_port is not None else str(allow.port)
-            args += ["--dport", ports]
-    return args
-
-
-def render_filter_table(plan: EgressPlan, mode: str, before: tuple[Sequence[str], Sequence[str]] = ((), ())) -> str:
-    """The ``iptables-restore`` input for a pod namespace's whole ``filter`` table under ``plan`` in ``mode``;
-    ``before`` adds chains and rules ahead of the policy's (kube-proxy's rejects, :mod:`.proxy`).
-
-    A pod that no egress policy selects gets an empty chain: everything leaves. An isolated pod's chain accepts
-    loopback, replies to incoming connections (and, in ``conntrack`` mode, every established connection), then each
-    allowed destination, and drops the rest.
-    """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    chains = [*before[0], CHAIN]
-    rules: list[str] = [*before[1], "-A OUTPUT -j " + CHAIN]
-    if plan.isolated and mode != "off":
-        rules.append(f"-A {CHAIN} -o lo -j ACCEPT")
-        if mode == "conntrack":
-            rules.append(f"-A {CHAIN} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT")
-        else:
-            rules.append(f"-A {CHAIN} -m conntrack --ctstate ESTABLISHED,RELATED --ctdir REPLY -j ACCEPT")
-        for index, allow in enumerate(plan.allows):
-            match = " ".join(_match(allow))
-            prefix = f"-A {CHAIN} {match}".rstrip()
-            if allow.excepts:
-                # iptables has no "all but": a sub-chain returns for each excepted block and accepts the rest.
-                sub = f"{CHAIN}-{index}"
-                chains.append(sub)
-                rules.append(f"{prefix} -j {sub}")
-                rules += [f"-A {sub} -d {block} -j RETURN" for block in allow.excepts]
-                rules.append(f"-A {sub} -j ACCEPT")
-            else:
-                rules.append(f"{prefix} -j ACCEPT")
-        rules.append(f"-A {CHAIN} -j DROP")
-    lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
-    lines += [f":{chain} - [0:0]" for chain in chains]
-    lines += rules
-    lines.append("COMMIT")
-    return "\n".join(lines) + "\n"

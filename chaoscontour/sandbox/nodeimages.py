@@ -8,7 +8,9 @@ user, ports and command come from the pod spec, as with the upstream images.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import argparse
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from chaoscontour.sandbox import images, nodeconfig, versions
@@ -23,6 +25,7 @@ __all__ = [
     "NETPOL_IMAGE",
     "PAUSE_IMAGE",
     "agnhost",
+    "agnhost_as",
     "contour",
     "coredns",
     "envoy",
@@ -107,3 +110,33 @@ def write_archives(binaries: Mapping[str, Path], directory: Path) -> list[Path]:
         images.write_archive(IMAGES[name](binary), out)
         written.append(out)
     return written
+
+
+def agnhost_as(reference: str, out: Path) -> Path:
+    """Kubernetes' agnhost under another ``reference``: an image to try ``sandbox load`` and a user's manifests
+    with (as ``examples/my-app``'s cart)."""
+    from chaoscontour.sandbox import binaries  # the image module stays free of the build machinery otherwise
+
+    binary = binaries.ensure_binaries(["agnhost"], build=False)["agnhost"]
+    spec = agnhost(binary)
+    images.write_archive(ImageSpec(reference, spec.entries, entrypoint=spec.entrypoint), out)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m chaoscontour.sandbox.nodeimages", description="Write agnhost's image under another name."
+    )
+    parser.add_argument("reference", help="the image reference, e.g. registry.example.com/shop/cart:2.3")
+    parser.add_argument("out", type=Path, help="the archive to write (for `chaoscontour sandbox load`)")
+    args = parser.parse_args(argv)
+    try:
+        print(agnhost_as(args.reference, args.out))
+    except (ValueError, OSError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

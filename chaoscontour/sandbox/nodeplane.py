@@ -2,15 +2,22 @@
 
 :class:`~chaoscontour.sandbox.controlplane.ControlPlane` and :class:`~chaoscontour.sandbox.node.Node` stop their
 processes when the Python process that started them exits, as test fixtures should; the sandbox must keep running
-after ``up`` returns, so ``up --node real`` starts this process, which owns both for the sandbox's lifetime::
+after ``up`` returns, so ``up`` starts this process, which owns both for the sandbox's lifetime::
 
     python -m chaoscontour.sandbox.nodeplane --dir DIR --mode per-packet|conntrack|off
 
 It creates the node network and the control plane's namespace, starts the control plane (with Contour's CRDs),
-writes the images, starts the node, and for NetworkPolicy modes other than ``off`` runs kube-network-policies as a
-DaemonSet hooked into the node's packet path, plus, for ``per-packet``, the conntrack reaper
-(:mod:`chaoscontour.sandbox.reaper`). It writes ``DIR/nodeplane.json`` when all is ready and stops everything, the
-host left clean, on SIGTERM. Progress lines go to stdout (``up`` sends them to ``DIR/logs/nodeplane.log``).
+writes the images, starts the node and runs kube-network-policies as a DaemonSet. It writes ``DIR/nodeplane.json``
+when all is ready and stops everything, the host left clean, on SIGTERM. Progress lines go to stdout (``up`` sends
+them to ``DIR/logs/nodeplane.log``).
+
+The NetworkPolicy mode can change while it runs: ``sandbox mode M`` writes ``DIR/mode``, and within a second this
+process applies it and writes ``DIR/mode.applied``:
+
+- ``conntrack``: the engine is hooked into the node's packet path (it judges new connections);
+- ``per-packet``: the same, plus the conntrack reaper (:mod:`chaoscontour.sandbox.reaper`), which ends established
+  connections a policy now denies;
+- ``off``: the engine is unhooked, so no packet reaches it: nothing is enforced.
 """
 
 from __future__ import annotations
@@ -31,9 +38,10 @@ from chaoscontour.sandbox.node import Node, NodeError
 from chaoscontour.sandbox.nodeconfig import NodeLayout
 from chaoscontour.sandbox.process import Process
 
-__all__ = ["MODES", "NODE_NAME", "READY_FILE", "layout_for", "main", "start_network_policy_engine"]
+__all__ = ["MODE_FILE", "MODES", "NODE_NAME", "READY_FILE", "layout_for", "main", "start_network_policy_engine"]
 
 READY_FILE = "nodeplane.json"
+MODE_FILE = "mode"
 MODES = ("per-packet", "conntrack", "off")
 NODE_NAME = "sandbox"
 # The images the sandbox's workloads name, by the binary each is made of.
@@ -77,6 +85,49 @@ def start_network_policy_engine(node: Node, api: KubeApi, timeout_s: float = 120
     node.hook_network_policy_engine(nodeaddons.NFQUEUE_ID)
 
 
+class Enforcement:
+    """The node's NetworkPolicy mode, switched at run time (see the module's docstring)."""
+
+    def __init__(self, node: Node, directory: Path, kubeconfig: Path) -> None:
+        self.node, self.directory, self.kubeconfig = node, directory, kubeconfig
+        self.mode = "per-packet"  # start_network_policy_engine hooks the engine
+        self.reaper: Process | None = None
+
+    def apply(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown NetworkPolicy mode {mode!r}; choose one of {', '.join(MODES)}")
+        if mode == "off":
+            self.node.unhook_network_policy_engine()
+        elif self.mode == "off":  # re-installing a hooked chain would open a gap: only hook what is unhooked
+            self.node.hook_network_policy_engine(nodeaddons.NFQUEUE_ID)
+        if mode == "per-packet" and self.reaper is None:
+            argv = [sys.executable, "-m", "chaoscontour.sandbox.reaper", "--node", self.node.layout.name]
+            argv += ["--kubeconfig", str(self.kubeconfig)]
+            self.reaper = Process.start("reaper", argv, self.directory / "logs" / "reaper.log")
+        if mode != "per-packet" and self.reaper is not None:
+            self.reaper.stop(5.0)
+            self.reaper = None
+        self.mode = mode
+        staged = self.directory / (MODE_FILE + ".applied.new")
+        staged.write_text(mode + "\n")
+        staged.replace(self.directory / (MODE_FILE + ".applied"))
+
+    def follow(self) -> None:
+        """Apply the mode ``DIR/mode`` asks for, if it changed."""
+        try:
+            wanted = (self.directory / MODE_FILE).read_text().strip()
+        except OSError:
+            return
+        if wanted != self.mode and wanted in MODES:
+            self.apply(wanted)
+            print(f"NetworkPolicy mode: {wanted}", flush=True)
+
+    def stop(self) -> None:
+        if self.reaper is not None:
+            self.reaper.stop(5.0)
+            self.reaper = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaoscontour.sandbox.nodeplane", description=__doc__)
     parser.add_argument("--dir", type=Path, required=True, help="the sandbox dir")
@@ -106,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     found = _binaries()
     node = Node(layout, kubelet=found["kubelet"], kube_proxy=found["kube-proxy"], progress=say)
-    reaper: Process | None = None
+    enforcement = Enforcement(node, directory, directory / "kubeconfig")  # the copy made once the plane runs
     try:
         nodehost.create_control_plane_netns(layout)
         plane.start()
@@ -116,14 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         archives = nodeimages.write_archives({name: found[name] for name in IMAGES}, directory / "images")
         pki = plane.pki_dir
         node.start(plane.url, (pki / "ca.crt").read_bytes(), (pki / "ca.key").read_bytes(), plane.kubeconfig, archives)
-        api = KubeApi(plane.kubeconfig)
-        if args.mode != "off":
-            start_network_policy_engine(node, api)
-            say(f"NetworkPolicy: kube-network-policies on queue {nodeaddons.NFQUEUE_ID} ({args.mode})")
-        if args.mode == "per-packet":
-            argv_reaper = [sys.executable, "-m", "chaoscontour.sandbox.reaper", "--node", layout.name]
-            argv_reaper += ["--kubeconfig", str(plane.kubeconfig)]
-            reaper = Process.start("reaper", argv_reaper, directory / "logs" / "reaper.log")
+        start_network_policy_engine(node, KubeApi(plane.kubeconfig))
+        enforcement.apply(args.mode)
+        say(f"NetworkPolicy: kube-network-policies on queue {nodeaddons.NFQUEUE_ID} ({args.mode})")
         ready = {
             "url": plane.url,
             "kubeconfig": str(directory / "kubeconfig"),
@@ -131,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "node_ip": layout.node_ip,
             "cluster_dns": layout.cluster_dns,
             "cluster_domain": layout.cluster_domain,
+            "containerd_socket": str(layout.containerd_socket),
             "mode": args.mode,
             "pids": {**plane.pids, **{name: p.pid for name, p in node.processes.items()}},
             "logs": str(layout.logs_dir),
@@ -139,26 +186,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         staged.write_text(json.dumps(ready, indent=1))
         staged.replace(directory / READY_FILE)
         say(f"node {layout.name} ready; control plane at {plane.url}")
-        watched = [*node.processes.values(), *([reaper] if reaper else [])]
         while not stop.wait(1.0):
             if not plane.running:
                 say(f"a control-plane process exited; see {plane.logs_dir}")
                 return 1
+            watched = [*node.processes.values(), *([enforcement.reaper] if enforcement.reaper else [])]
             exited = [p for p in watched if not p.running]
             if exited:
                 say(exited[0].exited_message())
                 return 1
+            enforcement.follow()
         return 0
     except (ControlPlaneError, NodeError, deploy.SandboxError, binaries.BinaryNotFound, OSError) as exc:
         say(f"error: {exc}")
         return 1
     finally:
-        if reaper is not None:
-            reaper.stop(5.0)
+        enforcement.stop()
         node.stop()
         plane.stop()
         nodehost.clean(layout)
-        (directory / READY_FILE).unlink(missing_ok=True)
+        for name in (READY_FILE, MODE_FILE, MODE_FILE + ".applied"):
+            (directory / name).unlink(missing_ok=True)
         say("node and control plane stopped")
 
 

@@ -1,8 +1,8 @@
 """One way to run a background program: its own session, a log, a readiness wait that notices an exit, a clean stop.
 
-Every long-lived process of the sandbox goes through :class:`Process` -- the control plane's etcd, kube-apiserver
-and kube-controller-manager, the node agent's containers, the control-plane holder and the agent started by
-``chaoscontour sandbox up`` -- and so do the test helpers' Envoy and backend. What it guarantees:
+Every long-lived process of the sandbox goes through :class:`Process` -- the control plane's etcd, kube-apiserver,
+kube-controller-manager and kube-scheduler, the node's containerd, kubelet and kube-proxy, and the background holder
+``chaoscontour sandbox up`` starts -- and so do the test helpers' Envoy and backend. What it guarantees:
 
 - **Its own session** (``setsid``): a Ctrl-C in the terminal reaches only the parent, which stops its children in
   order; and :meth:`Process.stop` signals the whole process group, which covers wrappers such as ``ip netns exec``
@@ -11,7 +11,7 @@ and kube-controller-manager, the node agent's containers, the control-plane hold
   ``SIGINT`` and ``SIGQUIT`` ignored (POSIX, "Shell Command Language", 2.11), and a parent may ignore others: the
   child would then shrug off the signals its own stop relies on. The argv is run through coreutils'
   ``env --default-signal`` (in the child, before ``exec``, without a Python ``preexec_fn``, which is unsafe in a
-  threaded parent such as the node agent).
+  threaded parent).
 - **A log**: stdout and stderr appended to one file (a ``# argv`` header line first, unless ``header=False``);
   :meth:`Process.tail` gives its end for error messages.
 - **Readiness that notices an exit**: :meth:`Process.wait_ready` polls a check and fails at once, with the log's
@@ -31,9 +31,9 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
-__all__ = ["Process", "ProcessExited", "ProcessTimeout", "alive", "stop_pid", "tail"]
+__all__ = ["Process", "ProcessExited", "ProcessTimeout", "alive", "identity", "is_same", "stop_pid", "tail"]
 
 LOG_TAIL_LINES = 30
 T = TypeVar("T")
@@ -200,6 +200,32 @@ def alive(pid: int | None) -> bool:
         if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
             return False
     return True
+
+
+def identity(pid: int | None) -> dict[str, Any] | None:
+    """What tells process ``pid`` from a later one that reuses its number: its start time (clock ticks since boot,
+    ``/proc/PID/stat`` field 22, which an ``exec`` keeps); ``None`` if it does not run."""
+    if not alive(pid):
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return {"pid": pid, "start_time": int(stat.rsplit(")", 1)[1].split()[19])}
+
+
+def is_same(recorded: Mapping[str, Any], word: str = "") -> bool:
+    """Whether the process ``recorded`` by :func:`identity` still runs (same PID and start time), and if ``word`` is
+    given, has it among the words of its command line."""
+    pid = recorded.get("pid")
+    if not isinstance(pid, int) or identity(pid) != {"pid": pid, "start_time": recorded.get("start_time")}:
+        return False
+    if not word:
+        return True
+    try:
+        return word.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
 
 
 def stop_pid(pid: int, grace_s: float, *, say: Callable[[str], None] | None = None, name: str = "") -> None:

@@ -7,10 +7,9 @@ repository. It is what ``kubectl apply -f https://projectcontour.io/quickstart/c
 Envoy and Contour), the ``contour`` ConfigMap, the ``contour`` Deployment (2 replicas, ``--incluster``,
 ``--config-path``), the ``envoy`` DaemonSet with its shutdown-manager, the Services and the RBAC.
 
-It is applied as it is. What differs on the sandbox's node is the node's doing, not an edit of the manifest:
+It is applied as it is, its images built locally under the references it names
+(:mod:`chaoscontour.sandbox.nodeimages`). What differs from a cloud cluster is the cluster's doing, not an edit:
 
-- images run the local programs of the same names and versions (the node agent maps them by repository path);
-- ``securityContext`` user and group IDs are not applied: every process runs as root (the node agent reports it);
 - the ``envoy`` Service of type ``LoadBalancer`` gets no external address (no load-balancer controller runs);
   clients use the Envoy pod's address, or the node's hostPort.
 

@@ -1,6 +1,6 @@
 """What a sandbox tells the experiments: ``settings.env`` (for ``set -a; . settings.env``) and ``settings.json``.
 
-One copy for both nodes (the node agent's and the real one): the kubeconfig, Contour's namespace, selectors and
+The kubeconfig, Contour's namespace, selectors and
 Lease, Envoy's URL, Host and stats URL, and the NetworkPolicy mode; the route's own keys (``BACKEND_*``,
 ``ROUTE_*``) come from :func:`chaoscontour.sandbox.manifests.route_settings`.
 """

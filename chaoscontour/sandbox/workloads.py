@@ -3,18 +3,19 @@
 Contour and Envoy come from Contour's own release manifest (:mod:`chaoscontour.sandbox.release`); here, written for
 the sandbox, are the names the experiments' defaults share with it and:
 
-- namespace ``demo``: Deployment ``echo`` (2 replicas of :mod:`chaoscontour.sandbox.echo`), Service ``echo`` and
-  the HTTPProxy ``echo`` with ``virtualhost.fqdn: echo.sandbox.local``;
+- namespace ``demo``: Deployment ``echo`` (2 replicas of Kubernetes' test server agnhost, ``netexec``: ``/hostname``
+  answers the pod's name, ``/healthz`` and ``/echo`` as their names say), Service ``echo`` and the HTTPProxy
+  ``echo`` with ``virtualhost.fqdn: echo.sandbox.local``;
 - a static PersistentVolume backed by a directory of the sandbox (``hostPath``), for one claim without a
   StorageClass such as the game day's ``chaoscontour-journals``: no provisioner runs, and kube-controller-manager's
   PersistentVolume controller binds a claim to a matching static volume as in a cluster.
-
-Images are named without a registry host; the node agent maps them to local programs by repository path.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from chaoscontour.sandbox.nodeimages import AGNHOST_IMAGE
 
 __all__ = [
     "CONTOUR_NAMESPACE",
@@ -36,7 +37,6 @@ ECHO_FQDN = "echo.sandbox.local"
 CONTOUR_SELECTOR = "app=contour"
 ENVOY_SELECTOR = "app=envoy"
 LEASE_NAME = "leader-elect"
-ECHO_IMAGE = "chaoscontour/echo:latest"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "chaoscontour-sandbox"}
 
 
@@ -45,10 +45,6 @@ def _meta(name: str, namespace: str | None = None, **labels: str) -> Obj:
     if namespace:
         meta["namespace"] = namespace
     return meta
-
-
-def _field_env(name: str, path: str) -> Obj:
-    return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
 
 
 def _deployment(name: str, namespace: str, replicas: int, labels: dict[str, str], pod_spec: Obj) -> Obj:
@@ -65,19 +61,19 @@ def _deployment(name: str, namespace: str, replicas: int, labels: dict[str, str]
     }
 
 
-def demo_objects(node: str) -> list[Obj]:
+def demo_objects() -> list[Obj]:
     """The backend: namespace ``demo``, Deployment and Service ``echo``, and the HTTPProxy that routes to it."""
     labels = {"app": "echo"}
     pod_spec = {
-        "nodeName": node,
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 5,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534},
         "containers": [
             {
                 "name": "echo",
-                "image": ECHO_IMAGE,
-                "args": ["--port=8080"],
-                "env": [_field_env("POD_NAME", "metadata.name")],
+                "image": AGNHOST_IMAGE,
+                "imagePullPolicy": "Never",
+                "args": ["netexec", "--http-port=8080"],
                 "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
                 "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 5},
             }

@@ -1,8 +1,9 @@
 """The end-to-end tests' sandbox: ``chaoscontour sandbox up`` once per test session, ``down`` at its end.
 
-The real CLI brings up real binaries (etcd, kube-apiserver, kube-controller-manager, Contour, Envoy) under the
-sandbox node agent. Locally, without root, the tools or the binaries, the tests skip with the reason; in CI
-(``CI=true``) that would hide that the suite never ran, so they fail instead.
+The real CLI brings up real binaries: etcd, kube-apiserver, kube-controller-manager and kube-scheduler, and one node
+(kubelet on containerd, kube-proxy, kube-network-policies) running Contour's release manifest. Locally, without
+root, the tools or the binaries, the tests skip with the reason; in CI (``CI=true``) that would hide that the suite
+never ran, so they fail instead.
 
 Tests marked ``sandbox_teardown`` run after every other test of the session, since they take the sandbox down.
 """
@@ -26,7 +27,7 @@ from kubernetes import client
 from chaoscontour.activities.envoy import envoy_serving
 from chaoscontour.activities.leader import lease_holder
 from chaoscontour.edges.kube import kube
-from chaoscontour.sandbox import binaries, network, versions
+from chaoscontour.sandbox import binaries, nodehost, nodeplane, versions
 from chaoscontour.sandbox.kubeapi import KubeApi
 from tests.support.waiting import wait_for
 
@@ -46,8 +47,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if str(item.path).startswith(here):
             item.add_marker(pytest.mark.e2e)
-    # Stable sort: the teardown tests move to the end, everything else keeps its order.
-    items.sort(key=lambda item: item.get_closest_marker("sandbox_teardown") is not None)
+    # Stable sort: the e2e tests run last, the teardown tests at the very end, everything else keeps its order. The
+    # session's sandbox is one node on this host (its kube-proxy owns the host's KUBE-* chains, its engine NFQUEUE
+    # 98): the integration suite's own real nodes must have come and gone before it starts.
+    items.sort(
+        key=lambda item: (
+            str(item.path).startswith(here),
+            item.get_closest_marker("sandbox_teardown") is not None,
+        )
+    )
 
 
 _FIGURES: dict[str, Any] = {}
@@ -101,17 +109,27 @@ class Sandbox:
     def cli(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, "--dir", str(self.dir), timeout_s=timeout_s)
 
-    def container_pids(self) -> dict[str, int]:
-        """``namespace/pod/container`` -> PID of the running process, as the agent records them."""
-        return {k: int(v) for k, v in json.loads((self.dir / "agent-pids.json").read_text()).items()}
+    def container_pid(self, namespace: str, pod: str, container: str) -> int:
+        """The host PID of ``container``'s running process in ``pod``, as the node's containerd reports it."""
+        status = self.get(f"/api/v1/namespaces/{namespace}/pods/{pod}")["status"]
+        ids = [c.get("containerID", "") for c in status.get("containerStatuses") or [] if c["name"] == container]
+        if not ids or not ids[0].startswith("containerd://"):
+            raise AssertionError(f"{namespace}/{pod} has no running container {container}: {status}")
+        socket = nodeplane.layout_for(self.dir).containerd_socket
+        argv = ["ctr", "--address", str(socket), "--namespace", "k8s.io", "tasks", "list"]
+        tasks = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout.splitlines()
+        wanted = ids[0].removeprefix("containerd://")
+        return next(int(line.split()[1]) for line in tasks if line.split()[:1] == [wanted])
 
     def container_logs(self, namespace: str, pod: str, container: str) -> str:
-        """Every log of ``container`` in ``pod`` (all restarts, oldest first), as one text."""
-        root = self.dir / "logs" / "pods"
+        """Every log line of ``container`` in ``pod`` the kubelet kept (its restarts, oldest first), as one text,
+        without the CRI prefix (time, stream, tag) the kubelet writes before each line."""
+        root = nodeplane.layout_for(self.dir).pod_logs_dir
         files = sorted(
             root.glob(f"{namespace}_{pod}_*/{container}/*.log"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0
         )
-        return "".join(f.read_text(errors="replace") for f in files)
+        lines = [line for f in files for line in f.read_text(errors="replace").splitlines()]
+        return "".join(line.split(" ", 3)[3] + "\n" for line in lines if line.count(" ") >= 3)
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         return self.api.get(path, **params)
@@ -132,10 +150,11 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """The session's sandbox (NetworkPolicy mode ``per-packet``), taken down at the end of the session."""
     if os.geteuid() != 0:
         unavailable("the sandbox needs root (network namespaces, a bridge, iptables)")
-    missing_tools = network.missing_tools()
+    missing_tools = nodehost.missing_tools()
     if missing_tools:
-        unavailable(f"missing commands {', '.join(missing_tools)}: apt-get install -y iproute2 iptables")
-    names = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "coredns", "contour")
+        unavailable(f"missing {', '.join(missing_tools)}: make system-deps")
+    names = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "coredns")
+    names += ("contour", "agnhost", "kube-network-policies", "pause")
     missing = [name for name in names if binaries.find_binary(name) is None]
     if missing:
         unavailable(f"{', '.join(missing)} not built: run `chaoscontour binaries build` (needs Go)")

@@ -1,12 +1,11 @@
 """Cluster DNS in the sandbox, proved from inside pods: CoreDNS behind kube-dns, each pod's resolv.conf as the
 kubelet writes it, and answers that follow the cluster's Services. The pods are Jobs' pods, which name no node:
-kube-scheduler places them."""
+kube-scheduler places them, and run Python from the game-day runner image (the one image of the node with it)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import textwrap
 import time
 import uuid
@@ -15,10 +14,14 @@ from typing import Any
 
 import pytest
 
-from chaoscontour.sandbox import dns
+from chaoscontour.sandbox import dns, nodeplane
 from chaoscontour.sandbox.kubeapi import ApiError
+from chaoscontour.sandbox.runnerimage import gameday_reference
 
+from .chaosrun import ROOT
 from .conftest import Sandbox, wait_for
+
+RUNNER_IMAGE = gameday_reference(ROOT / "deploy" / "cronjob.yaml")
 
 # Run in the pod: print its resolv.conf and what each name resolves to, as one JSON line. With "wait", retry
 # until every name resolves (or 60 s pass) and report how long that took.
@@ -71,8 +74,9 @@ def run_lookup(sandbox: Sandbox, namespace: str, job: str, names: list[str], wai
                     "containers": [
                         {
                             "name": "lookup",
-                            "image": "chaoscontour/echo",
-                            "command": [sys.executable, "-c", LOOKUP, ",".join(names), "wait" if wait else "once"],
+                            "image": RUNNER_IMAGE,
+                            "imagePullPolicy": "Never",
+                            "command": ["python3", "-c", LOOKUP, ",".join(names), "wait" if wait else "once"],
                         }
                     ],
                 }
@@ -106,9 +110,11 @@ def test_a_pod_resolves_the_api_server_and_its_namespaces_services_by_short_name
     assert pod["spec"]["nodeName"] == "sandbox"
     assert out["resolv"] == (
         f"search {namespace}.svc.cluster.local svc.cluster.local cluster.local\n"
-        f"nameserver {dns.CLUSTER_DNS_IP}\noptions ndots:5\n"
+        f"nameserver {nodeplane.layout_for(sandbox.dir).cluster_dns}\noptions ndots:5\n"
     )
-    assert out["answers"]["kubernetes.default"] == ["10.0.0.1"]
+    assert out["answers"]["kubernetes.default"] == [
+        sandbox.get("/api/v1/namespaces/default/services/kubernetes")["spec"]["clusterIP"]
+    ]
     assert out["answers"]["web"] == [web_ip]
     # No such Service yet: the name does not resolve (and fails at once, not after resolver timeouts).
     assert str(out["answers"]["late"]).startswith("error:"), out
@@ -130,7 +136,7 @@ def test_a_pod_resolves_the_api_server_and_its_namespaces_services_by_short_name
 
 def test_coredns_runs_as_a_cluster_runs_it(sandbox: Sandbox) -> None:
     service_obj = sandbox.api.get("/api/v1/namespaces/kube-system/services/kube-dns")
-    assert service_obj["spec"]["clusterIP"] == dns.CLUSTER_DNS_IP
+    assert service_obj["spec"]["clusterIP"] == nodeplane.layout_for(sandbox.dir).cluster_dns
     pods = sandbox.api.get("/api/v1/namespaces/kube-system/pods", labelSelector=dns.COREDNS_SELECTOR)["items"]
     assert [p["status"]["phase"] for p in pods] == ["Running"]
     slices = sandbox.api.get(

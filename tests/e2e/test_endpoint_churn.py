@@ -6,7 +6,7 @@ While Contour is cut off from the API server, a backend pod is killed with chaos
 ``terminate_pods``. Envoy's endpoints are frozen, so it keeps the dead pod's address: on the sandbox, as in a
 cluster, nothing owns that address any more, so a connection to it gets no answer and Envoy gives up at Contour's
 2 s connect timeout (503, response flag UF). Envoy's admin ``/clusters`` (127.0.0.1:9001 in the Envoy pod) is
-reached through a relay in the Envoy pod's network namespace, the sandbox's stand-in for ``kubectl port-forward``,
+reached through a relay in the Envoy pod's network namespace (``nsenter``), in place of ``kubectl port-forward``,
 so that Envoy's endpoint list is compared with the EndpointSlices address by address. The figures are the README's.
 """
 
@@ -23,7 +23,6 @@ import pytest
 from kubernetes import client
 
 from chaoscontour.activities.envoy import envoy_serving
-from chaoscontour.sandbox import network
 
 from .chaosrun import CHURN_WINDOWS, EXPERIMENTS, ChaosRun, activity, keep_journal
 from .conftest import NS, Sandbox, leftovers, wait_until
@@ -95,10 +94,10 @@ def admin_url(sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path_factory: p
 
     k = kube()
     envoy = k.core.list_namespaced_pod(NS, label_selector="app=envoy").items[0]
-    netns = f"{network.PREFIX}-{envoy.metadata.uid.replace('-', '')[:8]}"
+    pid = sandbox.container_pid(NS, envoy.metadata.name, "envoy")
     ip = envoy.status.pod_ip
     relay = subprocess.Popen(
-        [*network.netns_exec(netns), sys.executable, "-c", RELAY, ip, str(ADMIN_RELAY_PORT)],
+        ["nsenter", "-t", str(pid), "-n", sys.executable, "-c", RELAY, ip, str(ADMIN_RELAY_PORT)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -249,7 +248,7 @@ def _common_checks(k: Any, run: ChaosRun, journal: dict[str, Any]) -> None:
     assert converged["status"] == "succeeded", converged.get("exception")
     assert converged["output"]["converged"] is True
     assert converged["output"]["comparison"]["stale"] == [] and converged["output"]["comparison"]["missing"] == []
-    # As in a cluster, the dead pod's address is not handed straight to another pod (sandbox/network.py's IpPool).
+    # As in a cluster, the dead pod's address is not handed straight to another pod (host-local IPAM goes round).
     assert dead not in converged["output"]["comparison"]["envoy_endpoints"], converged["output"]["comparison"]
     assert activity(journal, "unblock-apiserver-egress", where="rollbacks")["status"] == "succeeded"
     assert leftovers(k) == []

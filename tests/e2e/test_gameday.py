@@ -1,8 +1,9 @@
 """The scheduled game day of ``deploy/`` runs in the sandbox as a user runs it, in-cluster, end to end.
 
 ``kubectl apply -k deploy/`` (the pinned kustomize builds it; the user's edit of where Envoy answers), then
-``kubectl create job --from=cronjob/chaoscontour-gameday``: the runner image is this checkout's venv with
-``deploy/Dockerfile``'s environment, the pod authenticates with its ServiceAccount's projected token
+``kubectl create job --from=cronjob/chaoscontour-gameday``: the runner image is ``deploy/Dockerfile``'s, built
+from this checkout (Python, chaostoolkit and this project's wheel), the pod authenticates with its
+ServiceAccount's projected token
 (``CHAOSTOOLKIT_IN_POD=true``), and its files land on the journals claim, bound to the sandbox's static
 ``hostPath`` PersistentVolume.
 """

@@ -1,20 +1,20 @@
-"""The sandbox behaves like a one-node cluster: route, leader, restarts, NetworkPolicy drops, clean teardown."""
+"""The sandbox is a one-node cluster: route, leader, the kubelet's restarts, NetworkPolicy drops, clean teardown."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from chaoscontour.sandbox import network
+from chaoscontour.sandbox import nodehost, nodeplane
 
-from .conftest import Sandbox, wait_for
+from .conftest import Sandbox, run_cli, wait_for
 
 NS = "projectcontour"
 LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/leader-elect"
@@ -23,7 +23,8 @@ LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/leader-elect"
 def route(sandbox: Sandbox) -> requests.Response:
     with requests.Session() as session:
         session.trust_env = False
-        return session.get(sandbox.settings["ENVOY_URL"], headers={"Host": sandbox.settings["ENVOY_HOST"]}, timeout=3)
+        url = sandbox.settings["ENVOY_URL"] + "hostname"  # agnhost netexec answers its pod's name
+        return session.get(url, headers={"Host": sandbox.settings["ENVOY_HOST"]}, timeout=3)
 
 
 def contour_pods(sandbox: Sandbox) -> list[dict[str, Any]]:
@@ -86,18 +87,18 @@ def test_the_lease_holder_is_a_running_contour_pod_whose_hostname_is_its_name(sa
     pods = {p["metadata"]["name"]: p for p in contour_pods(sandbox)}
     assert pod_name in pods
     assert "running" in container_status(pods[pod_name])["state"]
-    pid = sandbox.container_pids()[f"{NS}/{pod_name}/contour"]
+    pid = sandbox.container_pid(NS, pod_name, "contour")
     hostname = subprocess.run(["nsenter", "-t", str(pid), "-u", "hostname"], capture_output=True, text=True, check=True)
     assert hostname.stdout.strip() == pod_name
 
 
-def test_a_killed_contour_process_is_restarted_by_the_agent(sandbox: Sandbox) -> None:
+def test_a_killed_contour_process_is_restarted_by_the_kubelet(sandbox: Sandbox) -> None:
     steady(sandbox)
     leader = holder(sandbox)[:-37]
     follower = next(p for p in contour_pods(sandbox) if p["metadata"]["name"] != leader)
     name = follower["metadata"]["name"]
     before = container_status(follower)["restartCount"]
-    os.kill(sandbox.container_pids()[f"{NS}/{name}/contour"], signal.SIGKILL)
+    os.kill(sandbox.container_pid(NS, name, "contour"), signal.SIGKILL)
 
     def restarted() -> dict[str, Any] | None:
         pod = sandbox.get(f"/api/v1/namespaces/{NS}/pods/{name}")
@@ -116,15 +117,24 @@ def test_a_deleted_pod_loses_its_processes_and_namespace_and_is_replaced(sandbox
     steady(sandbox)
     leader = holder(sandbox)[:-37]
     victim = next(p for p in contour_pods(sandbox) if p["metadata"]["name"] != leader)
-    name, uid = victim["metadata"]["name"], victim["metadata"]["uid"]
-    pid = sandbox.container_pids()[f"{NS}/{name}/contour"]
-    netns = f"{network.PREFIX}-{uid.replace('-', '')[:8]}"
-    assert netns in network.list_netns()
+    name = victim["metadata"]["name"]
+    pid = sandbox.container_pid(NS, name, "contour")
+    netns = os.readlink(f"/proc/{pid}/ns/net")
+    assert netns != os.readlink("/proc/self/ns/net")
     sandbox.api.delete(f"/api/v1/namespaces/{NS}/pods/{name}")
+
+    def netns_in_use() -> bool:
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and os.readlink(proc / "ns" / "net") == netns:
+                    return True
+            except OSError:
+                continue
+        return False
 
     def gone() -> bool:
         names = {p["metadata"]["name"] for p in contour_pods(sandbox)}
-        return name not in names and not os.path.exists(f"/proc/{pid}") and netns not in network.list_netns()
+        return name not in names and not os.path.exists(f"/proc/{pid}") and not netns_in_use()
 
     wait_for(f"{name}, its process and its namespace to be gone", 30, gone)
     steady(sandbox)
@@ -142,7 +152,7 @@ def test_a_policy_denying_egress_to_the_api_server_makes_the_leader_lose_its_lea
         for s in slices
         if s["metadata"]["labels"].get("kubernetes.io/service-name") == "kubernetes"
     )
-    assert apiserver_ip == network.CONTROL_PLANE_IP
+    assert apiserver_ip == nodeplane.layout_for(sandbox.dir).control_plane_ip
     policy = block_apiserver_policy("e2e-block-apiserver", apiserver_ip)
     path = f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"
     # This pod may have lost the lease in an earlier test: judge only what it logs from now on.
@@ -172,8 +182,7 @@ def test_in_conntrack_mode_the_open_api_connection_outlives_a_new_policy_but_new
     # healthy_contour: fresh Contour pods, so no CrashLoopBackOff left by earlier tests restarts one mid-test.
     assert sandbox.cli("mode", "conntrack").returncode == 0
     leader = holder(sandbox)[:-37]
-    pod = sandbox.get(f"/api/v1/namespaces/{NS}/pods/{leader}")
-    netns = f"{network.PREFIX}-{pod['metadata']['uid'].replace('-', '')[:8]}"
+    pid = sandbox.container_pid(NS, leader, "contour")
     apiserver = sandbox.api.server.removeprefix("https://")
     host, port = apiserver.rsplit(":", 1)
     path = f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"
@@ -182,11 +191,24 @@ def test_in_conntrack_mode_the_open_api_connection_outlives_a_new_policy_but_new
     blocked_at = time.monotonic()
     sandbox.api.create(path, block_apiserver_policy("e2e-block-apiserver-conntrack", host))
     try:
-        connect = f"import socket; socket.create_connection(({host!r}, {port}), timeout=2)"
+        # From the leader's network namespace, as Contour's user (the node lets root's own packets pass, for the
+        # kubelet's probes): bash's /dev/tcp opens a new connection; a dropped SYN leaves it hanging until timeout.
+        user = ["--setuid", "65534", "--setgid", "65534"]
+        connect = [
+            "nsenter",
+            "-t",
+            str(pid),
+            "-n",
+            *user,
+            "timeout",
+            "3",
+            "bash",
+            "-c",
+            f"echo > /dev/tcp/{host}/{port}",
+        ]
 
         def new_connections_dropped() -> bool:
-            done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", connect], capture_output=True)
-            return done.returncode != 0 and b"timed out" in done.stderr
+            return subprocess.run(connect, capture_output=True).returncode == 124  # timeout's "timed out"
 
         wait_for("a new connection from the leader's pod to be dropped", 10, new_connections_dropped)
         # Past the lease duration (15 s) and the point where per-packet mode loses the lease (about 16 s).
@@ -202,16 +224,23 @@ def test_in_conntrack_mode_the_open_api_connection_outlives_a_new_policy_but_new
     steady(sandbox)
 
 
+def test_down_refuses_a_directory_that_holds_no_sandbox(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("not a sandbox")
+    refused = run_cli("down", "--dir", str(tmp_path), timeout_s=60)
+    assert refused.returncode == 1 and "holds no sandbox" in refused.stderr, refused.stdout + refused.stderr
+    assert (tmp_path / "precious.txt").read_text() == "not a sandbox"
+
+
 @pytest.mark.sandbox_teardown
 def test_sandbox_down_leaves_nothing_behind(sandbox: Sandbox) -> None:
-    pids = list(sandbox.container_pids().values())
-    assert pids
+    layout = nodeplane.layout_for(sandbox.dir)
+    pids = [sandbox.container_pid(NS, p["metadata"]["name"], "contour") for p in contour_pods(sandbox)]
+    assert pids and any(nodehost.leftovers(layout).values())
     down = sandbox.cli("down")
     assert down.returncode == 0, down.stdout + down.stderr
-    assert network.leftovers() == {"netns": [], "links": [], "iptables": [], "nat": [], "etc_netns": []}
-    alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
-    assert alive == []
-    for name in ("contour", "envoy", "etcd", "kube-apiserver", "kube-controller-manager"):
+    assert nodehost.leftovers(layout) == {k: [] for k in nodehost.leftovers(layout)}
+    assert [pid for pid in pids if os.path.exists(f"/proc/{pid}")] == []
+    for name in ("contour", "envoy", "etcd", "kube-apiserver", "kubelet", "containerd"):
         found = subprocess.run(["pgrep", "-af", name], capture_output=True, text=True).stdout
         assert str(sandbox.dir) not in found, found
     assert not sandbox.dir.exists()

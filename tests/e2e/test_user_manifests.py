@@ -1,7 +1,10 @@
 """A user's own manifests on the sandbox (examples/my-app: not the demo's), judged by the endpoint-churn experiment.
 
 ``chaoscontour sandbox apply --manifests examples/my-app --route shop/cart`` is the code path of ``sandbox up
---manifests`` on the session's running sandbox: the made-up images run the echo backend, the settings point at the
+--manifests`` on the session's running sandbox. The sandbox has no registry: ``apply`` first refuses, naming the
+image the node lacks, and creates nothing; ``sandbox load`` imports the user's image archive (here Kubernetes' agnhost
+under the example's name, as ``make example-image`` writes it), and the apply that follows runs it unmodified. The
+settings point at the
 user's route (fqdn ``shop.example.com``, prefix ``/cart``, Service ``shop/cart``), and
 experiments/endpoint-churn-during-outage.json runs against that route as a user would run it (settings.env, no
 admin relay: Envoy's endpoints compared with the EndpointSlices by count). Both verdicts: the route as written
@@ -34,8 +37,41 @@ EXPERIMENT = EXPERIMENTS / "endpoint-churn-during-outage.json"
 VARIABLES = CHURN_WINDOWS
 
 
+CART_IMAGE = "registry.example.com/shop/cart:2.3"
+
+
+def _namespaces(sandbox: Sandbox) -> list[str]:
+    return [n["metadata"]["name"] for n in sandbox.get("/api/v1/namespaces")["items"]]
+
+
 @pytest.fixture(scope="module")
-def user_route(sandbox: Sandbox, sandbox_env: dict[str, str]) -> Iterator[tuple[dict[str, str], str]]:
+def loaded(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """The example refused for its missing image (the refusal's stderr), then its image loaded (load's output)."""
+    refused = sandbox.cli("apply", "--manifests", str(EXAMPLE), "--route", "shop/cart", timeout_s=120)
+    archive = tmp_path_factory.mktemp("images") / "cart.tar"
+    argv = [sys.executable, "-m", "chaoscontour.sandbox.nodeimages", CART_IMAGE, str(archive)]
+    subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    load = sandbox.cli("load", str(archive), timeout_s=300)
+    assert load.returncode == 0, load.stdout + load.stderr
+    return refused.stderr + f"\n(exit {refused.returncode})", load.stdout
+
+
+def test_apply_refuses_an_image_the_node_lacks_and_creates_nothing_until_it_is_loaded(
+    sandbox: Sandbox, loaded: tuple[str, str]
+) -> None:
+    refused, load = loaded
+    assert "(exit 1)" in refused and f"{CART_IMAGE}: not on the node (Deployment shop/cart" in refused, refused
+    assert "chaoscontour sandbox load IMAGE.tar" in refused, refused
+    assert "shop" not in _namespaces(sandbox)  # refused before anything was sent
+    assert f"loaded: {CART_IMAGE}" in load, load
+    missing = sandbox.cli("load", str(sandbox.dir / "no-such.tar"), timeout_s=60)
+    assert missing.returncode == 1 and "no such file" in missing.stderr, missing.stdout + missing.stderr
+
+
+@pytest.fixture(scope="module")
+def user_route(
+    sandbox: Sandbox, sandbox_env: dict[str, str], loaded: tuple[str, str]
+) -> Iterator[tuple[dict[str, str], str]]:
     """examples/my-app applied with ``--route shop/cart``: the settings it wrote and `apply`'s output; deleted after."""
     applied = sandbox.cli("apply", "--manifests", str(EXAMPLE), "--route", "shop/cart", timeout_s=300)
     try:
@@ -46,16 +82,13 @@ def user_route(sandbox: Sandbox, sandbox_env: dict[str, str]) -> Iterator[tuple[
         assert deleted.returncode == 0, deleted.stdout + deleted.stderr
         restored = json.loads((sandbox.dir / "settings.json").read_text())
         assert restored["ENVOY_HOST"] == "echo.sandbox.local" and restored["BACKEND_NAMESPACE"] == "demo", restored
-        namespaces = [n["metadata"]["name"] for n in sandbox.get("/api/v1/namespaces")["items"]]
-        assert "shop" not in namespaces
+        assert "shop" not in _namespaces(sandbox)
 
 
-def test_apply_stands_in_for_images_without_a_local_program_and_points_the_settings_at_the_route(
+def test_apply_runs_the_users_image_as_written_and_points_the_settings_at_the_route(
     sandbox: Sandbox, user_route: tuple[dict[str, str], str]
 ) -> None:
     settings, output = user_route
-    assert "container cart (registry.example.com/shop/cart:2.3) has no local program" in output, output
-    assert "on 8080, 9090" in output and "init container migrate" in output and "nodeSelector dropped" in output
     assert "Deployment shop/cart: 2/2 ready" in output and "HTTPProxy shop/cart: valid" in output, output
     # Envoy off its 60 s no_traffic_interval before an experiment may start: the route's 1 s health checks run.
     assert "shop_cart_80: Envoy health-checks it every 1 s" in output, output
@@ -69,11 +102,14 @@ def test_apply_stands_in_for_images_without_a_local_program_and_points_the_setti
     )
     assert settings["BACKEND_SELECTOR"] == "app=cart"
     assert (settings["ROUTE_NAMESPACE"], settings["ROUTE_HTTPPROXY"]) == ("shop", "cart")
-    # The stand-in shows in the pod's events, as a user reading `kubectl describe pod` would see it.
-    events = sandbox.get("/api/v1/namespaces/shop/events")["items"]
-    stand_ins = [e for e in events if e.get("reason") == "StandIn"]
-    assert any("container cart" in e["message"] and "8080, 9090" in e["message"] for e in stand_ins), stand_ins
-    assert all(e["type"] == "Warning" for e in stand_ins)
+    pods = sandbox.get("/api/v1/namespaces/shop/pods", labelSelector="app=cart")["items"]
+    # The kubelet ran the image as written, as the user the manifest asks for.
+    for pod in pods:
+        pid = sandbox.container_pid("shop", pod["metadata"]["name"], "cart")
+        uid_line = next(
+            line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:")
+        )
+        assert uid_line.split()[1:] == ["10001"] * 4, uid_line
 
 
 def _ready_cart_pods(sandbox: Sandbox) -> int:

@@ -1,4 +1,4 @@
-"""A user's manifests for the sandbox: reading, checking, ordering, stand-ins and route settings (pure, no root)."""
+"""A user's manifests for the sandbox: reading, checking, ordering, their images and route settings (pure, no root)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chaoscontour.sandbox import cli, manifests, podspec, standin
+from chaoscontour.sandbox import cli, lifecycle, manifests
 from chaoscontour.sandbox.manifests import ManifestError, check, route_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,15 +56,47 @@ def test_the_worked_example_is_applied_namespace_first_and_httpproxy_last() -> N
     assert plan.route == "shop/cart"
 
 
-def test_the_worked_example_stands_in_for_its_made_up_images_on_the_ports_it_declares() -> None:
+def test_the_worked_example_is_applied_as_written() -> None:
+    written = {d["kind"]: d for d in manifests.load([EXAMPLE]) for d in [d.obj]}
+    planned = {d.kind: d.obj for d in check([EXAMPLE]).documents}
+    assert planned["Deployment"] == written["Deployment"]
+
+
+CART = "registry.example.com/shop/cart:2.3"
+
+
+def test_images_the_node_lacks_are_named_with_where_they_are_used() -> None:
     plan = check([EXAMPLE])
-    template = plan.of_kind("Deployment")[0].obj["spec"]["template"]
-    found = standin.stand_ins(template["metadata"]["annotations"])
-    assert found["cart"] == standin.StandIn("cart", (8080, 9090))
-    assert found["migrate"].init is True
-    assert "nodeSelector" not in template["spec"]
-    assert any("nodeSelector dropped" in n for n in plan.notes)
-    assert any("registry.example.com/shop/cart:2.3" in n and "8080, 9090" in n for n in plan.notes)
+    missing = manifests.unavailable_images(plan, ["docker.io/library/busybox:1.37"])
+    assert len(missing) == 1 and missing[0].startswith(f"{CART}: not on the node (Deployment shop/cart, container cart")
+    assert manifests.unavailable_images(plan, [CART]) == []
+
+
+@pytest.mark.parametrize(
+    ("image", "policy", "pulls"),
+    [
+        ("shop/cart", None, True),
+        ("shop/cart:latest", None, True),
+        ("shop/cart:2.3", "Always", True),
+        ("shop/cart:2.3", None, False),
+        ("shop/cart:latest", "IfNotPresent", False),
+        ("localhost:5000/shop/cart", "Never", False),
+    ],
+)
+def test_an_image_the_kubelet_would_pull_anyway_is_refused_even_when_present(
+    image: str, policy: str | None, pulls: bool
+) -> None:
+    container = {"imagePullPolicy": policy} if policy else {}
+    plan = manifests.Plan([manifests.Document(deployment(image, **container), "f.yaml", 1)])
+    problems = manifests.unavailable_images(plan, [image])
+    assert (problems != []) is pulls, problems
+    if pulls:
+        assert "set imagePullPolicy: IfNotPresent" in problems[0]
+
+
+def test_a_malformed_image_reference_is_named() -> None:
+    plan = manifests.Plan([manifests.Document(deployment("Shop/Cart:2.3"), "f.yaml", 1)])
+    assert "'Shop/Cart:2.3'" in manifests.unavailable_images(plan, [])[0]
 
 
 def test_the_worked_example_points_the_experiments_at_its_route() -> None:
@@ -83,7 +115,7 @@ def test_the_worked_example_points_the_experiments_at_its_route() -> None:
 
 def test_the_demo_route_gives_the_experiments_own_defaults() -> None:
     # `up` writes these for the demo, and `delete` restores them: they must be the experiments' defaults.
-    settings = cli._demo_route("http://10.213.0.9:8080")
+    settings = lifecycle._demo_route("http://10.213.0.9:8080")
     experiment = json.loads((ROOT / "experiments" / "endpoint-churn-during-outage.json").read_text())
     defaults = {e["key"]: str(e["default"]) for e in experiment["configuration"].values() if isinstance(e, dict)}
     for key in ("BACKEND_NAMESPACE", "BACKEND_SERVICE", "BACKEND_PORT", "BACKEND_SELECTOR"):
@@ -173,73 +205,6 @@ def test_the_demo_fqdn_and_a_duplicate_fqdn_are_refused(tmp_path: Path) -> None:
     write(tmp_path / "b", "p.yaml", proxy("a", "shop.example.com") + "---\n" + proxy("b", "shop.example.com"))
     with pytest.raises(ManifestError, match=r"fqdn shop\.example\.com is also the fqdn of HTTPProxy default/a"):
         check([tmp_path / "b"])
-
-
-# --- stand-ins ----------------------------------------------------------------------------------------------------
-
-
-def test_a_container_with_a_local_program_is_left_alone() -> None:
-    obj, notes = standin.for_sandbox(deployment("chaoscontour/echo:latest", ports=[{"containerPort": 8080}]), [])
-    assert standin.STAND_IN_ANNOTATION not in (obj["spec"]["template"]["metadata"].get("annotations") or {})
-    assert notes == []
-
-
-def test_a_stand_in_listens_on_probe_ports_and_on_a_services_bare_target_port() -> None:
-    probe = {"httpGet": {"path": "/ready", "port": 8081}}
-    obj, _ = standin.for_sandbox(deployment(readinessProbe=probe), [service(8443), service(9000, {"app": "other"})])
-    annotations = obj["spec"]["template"]["metadata"]["annotations"]
-    assert standin.stand_ins(annotations)["cart"].ports == (8081, 8443)
-
-
-def test_exec_and_grpc_probes_of_a_stand_in_become_tcp_checks_on_its_first_port() -> None:
-    container = {
-        "ports": [{"name": "http", "containerPort": 8080}, {"containerPort": 5353, "protocol": "UDP"}],
-        "livenessProbe": {"exec": {"command": ["/bin/health"]}, "periodSeconds": 3},
-        "readinessProbe": {"grpc": {"port": 9090}},
-    }
-    obj, notes = standin.for_sandbox(deployment(**container), [])
-    spec = obj["spec"]["template"]["spec"]["containers"][0]
-    assert spec["livenessProbe"] == {"tcpSocket": {"port": 8080}, "periodSeconds": 3}
-    assert spec["readinessProbe"] == {"tcpSocket": {"port": 8080}}
-    assert standin.stand_ins(obj["spec"]["template"]["metadata"]["annotations"])["cart"].ports == (8080, 9090)
-    assert sum("became tcpSocket :8080" in n for n in notes) == 2
-
-
-def test_two_stand_ins_on_one_port_are_refused() -> None:
-    obj = deployment(ports=[{"containerPort": 8080}])
-    obj["spec"]["template"]["spec"]["containers"].append(
-        {"name": "sidecar", "image": "example.com/sidecar:1", "ports": [{"containerPort": 8080}]}
-    )
-    with pytest.raises(ValueError, match=r"both listen on \[8080\]"):
-        standin.for_sandbox(obj, [])
-
-
-def test_the_stand_in_annotation_round_trips_and_rejects_nonsense() -> None:
-    wanted = [standin.StandIn("cart", (8080, 9090)), standin.StandIn("migrate", init=True)]
-    text = standin.stand_in_annotation(wanted)
-    assert list(standin.stand_ins({standin.STAND_IN_ANNOTATION: text}).values()) == wanted
-    assert standin.stand_ins({}) == {}
-    with pytest.raises(ValueError, match="needs ports 1-65535"):
-        standin.stand_ins({standin.STAND_IN_ANNOTATION: '{"cart": {"ports": [0]}}'})
-    with pytest.raises(ValueError, match="not JSON"):
-        standin.stand_ins({standin.STAND_IN_ANNOTATION: "cart"})
-
-
-def test_a_stand_in_container_runs_the_echo_backend_with_its_ports_or_exits_at_once_for_an_init_container() -> None:
-    container = {"name": "cart", "image": "x/cart:1", "command": ["/cart"], "args": ["--x"], "env": [{"name": "A"}]}
-    served = standin.stand_in_container(container, standin.StandIn("cart", (8080, 9090)))
-    assert served == {
-        "name": "cart",
-        "image": "x/cart:1",
-        "args": ["--port=8080", "--port=9090"],
-        "env": [{"name": "A"}],
-    }
-    assert standin.stand_in_container(container, standin.StandIn("cart", init=True))["command"] == ["true"]
-
-
-def test_an_unknown_image_still_has_no_program_for_the_sandboxs_own_workloads() -> None:
-    # The fallback is the annotation, never program_for_image itself: a typo in workloads.py stays an error.
-    assert podspec.program_for_image("registry.example.com/shop/cart:2.3") is None
 
 
 # --- route settings -----------------------------------------------------------------------------------------------

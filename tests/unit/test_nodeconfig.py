@@ -119,21 +119,16 @@ def test_kube_proxy_is_iptables_mode_with_kinds_settings() -> None:
     assert config["conntrack"]["maxPerCore"] == 0
 
 
-def test_the_real_node_demo_backend_is_agnhost_placed_by_the_scheduler() -> None:
-    from chaoscontour.sandbox import nodeimages, realsandbox, workloads
+def test_the_demo_backend_is_agnhost_placed_by_the_scheduler_as_a_non_root_user() -> None:
+    from chaoscontour.sandbox import nodeimages, workloads
 
-    objects = realsandbox.demo_objects()
-    deployment = next(o for o in objects if o["kind"] == "Deployment")
-    spec = deployment["spec"]["template"]["spec"]
+    objects = {o["kind"]: o for o in workloads.demo_objects()}
+    spec = objects["Deployment"]["spec"]["template"]["spec"]
     container = spec["containers"][0]
     assert "nodeName" not in spec
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 65534
     assert container["image"] == nodeimages.AGNHOST_IMAGE and container["imagePullPolicy"] == "Never"
     assert container["args"] == ["netexec", "--http-port=8080"]
-    # The rest is the node agent's demo: same route, Service and probe path (agnhost netexec answers /healthz).
-    agent = {o["kind"]: o for o in workloads.demo_objects("sandbox")}
-    assert {o["kind"]: o for o in objects}["HTTPProxy"] == agent["HTTPProxy"]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
-    assert (
-        workloads.demo_objects("sandbox")[1]["spec"]["template"]["spec"]["containers"][0]["image"]
-        == workloads.ECHO_IMAGE
-    )
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"  # agnhost netexec answers it
+    route = objects["HTTPProxy"]["spec"]["routes"][0]["services"][0]
+    assert (route["name"], route["port"]) == (objects["Service"]["metadata"]["name"], 80)
