@@ -40,7 +40,7 @@ BASE_ENV = ("PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
 TOOLS = {"/bin/sh": "sh", "/bin/cat": "cat", "/bin/date": "date", "/bin/ls": "ls", "/bin/mkdir": "mkdir",
          "/bin/rm": "rm", "/usr/bin/find": "find", "/usr/bin/env": "env"}  # fmt: skip
 PROJECT_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "MANIFEST.in", "README.md")  # besides chaoscontour/
-STDLIB_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages", "__pycache__"}
+STDLIB_SKIP = {"test", "lib2to3", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages", "__pycache__"}
 LAYOUT = "1"  # part of the cache key: bump when what goes into the image changes
 _PROBE = (
     "import json, os, sys, sysconfig; print(json.dumps({'version': sys.version, 'short': '%d.%d' % "
@@ -250,8 +250,9 @@ def build_runner_image(
 
 
 def _stdlib_skipped(stdlib: str, directory: str, names: list[str]) -> set[str]:
-    """copytree's filter: no tests, IDLE, Tk, pip's bootstrap, bytecode, build files, host's site-packages."""
+    """copytree's filter: no tests (lib2to3's are Python 2), IDLE, Tk, pip's bootstrap, bytecode, build files,
+    the host's site-packages."""
     top, dynload = directory == stdlib, directory.endswith("/lib-dynload")
     tk_and_tests = ("_tkinter", "_test", "_xxtestfuzz", "xx")  # extension modules of lib-dynload
-    return {n for n in names if n == "__pycache__" or (top and (n in STDLIB_SKIP or n.startswith("config-")))
+    return {n for n in names if n in ("__pycache__", "tests") or (top and (n in STDLIB_SKIP or n.startswith("config-")))
             or (dynload and n.startswith(tk_and_tests))}  # fmt: skip

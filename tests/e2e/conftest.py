@@ -124,15 +124,24 @@ class Sandbox:
     def container_logs(self, namespace: str, pod: str, container: str) -> str:
         """Every log line of ``container`` in ``pod`` the kubelet kept (its restarts, oldest first), as one text,
         without the CRI prefix (time, stream, tag) the kubelet writes before each line."""
+        files = self.container_log_files(namespace, pod, container)
+        return strip_cri("".join(f.read_text(errors="replace") for f in files))
+
+    def container_log_files(self, namespace: str, pod: str, container: str) -> list[Path]:
+        """The kubelet's log files of ``container`` in ``pod``, oldest first. The kubelet deletes the files of all
+        but the newest dead instance: read them during the run to keep the ones a restart loop discards."""
         root = nodeplane.layout_for(self.dir).pod_logs_dir
-        files = sorted(
+        return sorted(
             root.glob(f"{namespace}_{pod}_*/{container}/*.log"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0
         )
-        lines = [line for f in files for line in f.read_text(errors="replace").splitlines()]
-        return "".join(line.split(" ", 3)[3] + "\n" for line in lines if line.count(" ") >= 3)
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         return self.api.get(path, **params)
+
+
+def strip_cri(text: str) -> str:
+    """The log lines without the CRI prefix (time, stream, tag) the kubelet writes before each."""
+    return "".join(line.split(" ", 3)[3] + "\n" for line in text.splitlines() if line.count(" ") >= 3)
 
 
 def run_cli(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ does not carry over) and sizes its fault window to what it must see.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -34,6 +35,7 @@ from .conftest import (
     contour_pods,
     contour_restarted,
     leftovers,
+    strip_cri,
     wait_until,
 )
 
@@ -41,14 +43,22 @@ from .conftest import (
 
 
 class RestartWatcher:
-    """Polls Contour's pods during a run and records when each container's restart count went up."""
+    """Polls Contour's pods during a run: records when each container's restart count went up and keeps a copy of
+    every log file of theirs (the kubelet deletes the logs of older dead instances while the restarts go on)."""
 
-    def __init__(self, k: Any) -> None:
+    def __init__(self, k: Any, sandbox: Sandbox) -> None:
         self.k = k
+        self.sandbox = sandbox
         self.events: list[tuple[float, str, int]] = []
+        self.logs: dict[Path, str] = {}
         self._stop = threading.Event()
         self._seen: dict[str, int] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def keep_logs(self, pod: str) -> None:
+        for f in self.sandbox.container_log_files(NS, pod, "contour"):
+            with contextlib.suppress(OSError):  # deleted between the listing and the read
+                self.logs[f] = f.read_text(errors="replace")
 
     def __enter__(self) -> RestartWatcher:
         self._thread.start()
@@ -65,6 +75,7 @@ class RestartWatcher:
             except Exception:  # a transient API error must not kill the watcher
                 continue
             for pod in pods:
+                self.keep_logs(pod.metadata.name)
                 count = sum(cs.restart_count for cs in pod.status.container_statuses or [])
                 if count > self._seen.get(pod.metadata.name, 0):
                     self.events.append((time.time(), pod.metadata.name, count))
@@ -76,9 +87,11 @@ def journal_time(value: str) -> float:
     return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
 
 
-def leader_exit_time(sandbox: Sandbox, pod: str) -> float | None:
-    """When Contour logged "leader election lost" in ``pod`` (its JSON log's ``time``), as a UNIX time."""
-    for line in sandbox.container_logs(NS, pod, "contour").splitlines():
+def leader_exit_time(watcher: RestartWatcher, pod: str) -> float | None:
+    """When Contour logged "leader election lost" in ``pod`` (its log line's ``time=``), as a UNIX time."""
+    watcher.keep_logs(pod)
+    text = strip_cri("".join(text for f, text in sorted(watcher.logs.items()) if f"_{pod}_" in str(f)))
+    for line in text.splitlines():
         if "leader election lost" in line and "time=" in line:
             stamp = line.split("time=", 1)[1].split(" ", 1)[0].strip('"')
             when = parse_api_time(stamp)
@@ -105,7 +118,7 @@ def test_apiserver_outage_envoy_keeps_routing_while_every_contour_replica_restar
     experiment = EXPERIMENTS / "apiserver-outage.json"
     overrides = {"fault_window_s": "40", "sampling_s": "75", "fault_expiry_s": "240", "recovery_timeout_s": "150"}
     run = ChaosRun(experiment, tmp_path, {}, name="apiserver-outage", variables=as_vars(experiment, overrides))
-    with RestartWatcher(k) as watcher:
+    with RestartWatcher(k, sandbox) as watcher:
         journal = run.run(timeout_s=420)
     keep_journal(run)
     assert_steady_before_and_after(journal)
@@ -149,7 +162,7 @@ def test_apiserver_outage_envoy_keeps_routing_while_every_contour_replica_restar
     # release manifest), and Envoy reconnects on its own back-off: wait for both, within the fixture's bound.
     wait_until("Contour healthy again after the run", lambda: contour_healthy(k, healthy_contour), HEALTHY_TIMEOUT_S)
 
-    exit_at = leader_exit_time(sandbox, leader_before["pod_name"])
+    exit_at = leader_exit_time(watcher, leader_before["pod_name"])
     assert exit_at is not None, "the old leader never logged 'leader election lost'"
     restart_offsets = sorted({pod: round(t - blocked_at, 1) for t, pod, count in reversed(watcher.events)}.items())
     figures["apiserver-outage"] = {
