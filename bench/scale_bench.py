@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Do the Kubernetes probes stay cheap in a big cluster? A benchmark against the real API server, not a test.
 
-Starts its own control plane (:class:`chaoscontour.sandbox.controlplane.ControlPlane`), writes a Contour-like
+Starts its own control plane (:class:`chaoscontour_sandbox.controlplane.ControlPlane`), writes a Contour-like
 installation into namespace ``projectcontour`` (three ``app=contour`` pods with kubelet-like statuses and a
 ``leader-elect`` Lease), and measures each probe on that empty cluster: median latency over ``--runs`` calls and
 the number of API requests per call (counted by wrapping the kubernetes client's ``RESTClientObject.request``,
@@ -42,7 +42,7 @@ from kubernetes.client import rest  # noqa: E402
 from chaoscontour.activities.leader import lease_holder  # noqa: E402
 from chaoscontour.activities.network import block_apiserver_egress, unblock_apiserver_egress  # noqa: E402
 from chaoscontour.activities.pods import contour_restart_count  # noqa: E402
-from chaoscontour.sandbox.controlplane import ControlPlane  # noqa: E402
+from chaoscontour_sandbox.controlplane import ControlPlane  # noqa: E402
 from tests.integration.contour_like import create_lease, create_pod, holder_identity, now  # noqa: E402
 
 NAMESPACE = "projectcontour"

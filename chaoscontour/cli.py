@@ -10,12 +10,13 @@ from collections.abc import Sequence
 __all__: list[str] = []
 
 _SUBCOMMANDS = {
-    "sandbox": ("chaoscontour.sandbox.cli", "start, stop or inspect the local Contour sandbox"),
-    "binaries": ("chaoscontour.sandbox.binaries", "find or build the pinned control-plane and Contour binaries"),
     "cleanup": ("chaoscontour.tools.cleanup", "remove every object chaoscontour created in a cluster"),
     "gate": ("chaoscontour.tools.gate", "judge a chaos journal for CI: exit code, JUnit XML, Markdown summary"),
     "report": ("chaoscontour.tools.report", "render a journal as a PNG timeline and an HTML page"),
 }
+
+# Commands of the sandbox distribution, which users of the extension do not install.
+_MOVED = {"sandbox": "<up|down|status|mode|load> ...", "binaries": "binaries <build|where> ..."}
 
 
 def _usage() -> str:
@@ -31,6 +32,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0 if args else 2
     name, rest = args[0], args[1:]
+    if name in _MOVED:
+        print(
+            f"chaoscontour: `{name}` is not part of the extension: the local sandbox and its binary builder are a "
+            f"separate distribution, chaoscontour-sandbox (in this repository: pip install -e ./sandbox). "
+            f"Run `chaoscontour-sandbox {_MOVED[name]}` instead.",
+            file=sys.stderr,
+        )
+        return 2
     if name not in _SUBCOMMANDS:
         print(f"chaoscontour: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2

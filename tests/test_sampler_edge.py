@@ -165,7 +165,7 @@ def test_a_refused_connection_is_named(serve):
 
 @pytest.fixture(scope="module")
 def tls_server_context(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
-    from chaoscontour.sandbox.pki import CertificateAuthority
+    from chaoscontour_sandbox.pki import CertificateAuthority
 
     pair = CertificateAuthority().issue("localhost", server=True, dns_names=["localhost"], ip_addresses=["127.0.0.1"])
     folder: Path = tmp_path_factory.mktemp("tls")

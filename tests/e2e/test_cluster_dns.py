@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from chaoscontour.sandbox import dns, nodeplane
-from chaoscontour.sandbox.kubeapi import ApiError
-from chaoscontour.sandbox.runnerimage import gameday_reference
+from chaoscontour_sandbox import dns, nodeplane
+from chaoscontour_sandbox.kubeapi import ApiError
+from chaoscontour_sandbox.runnerimage import gameday_reference
 
 from .chaosrun import ROOT
 from .conftest import Sandbox, wait_for

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from chaoscontour.activities.envoy import envoy_serving
-from chaoscontour.sandbox import gameday
+from chaoscontour_sandbox import gameday
 
 from .conftest import Sandbox, leftovers, wait_for
 

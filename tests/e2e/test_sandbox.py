@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from chaoscontour.sandbox import nodehost, nodeplane
+from chaoscontour_sandbox import nodehost, nodeplane
 
 from .conftest import Sandbox, run_cli, wait_for
 

@@ -1,6 +1,6 @@
 """A user's own manifests on the sandbox (examples/my-app: not the demo's), judged by the endpoint-churn experiment.
 
-``chaoscontour sandbox apply --manifests examples/my-app --route shop/cart`` is the code path of ``sandbox up
+``chaoscontour-sandbox apply --manifests examples/my-app --route shop/cart`` is the code path of ``sandbox up
 --manifests`` on the session's running sandbox. The sandbox has no registry: ``apply`` first refuses, naming the
 image the node lacks, and creates nothing; ``sandbox load`` imports the user's image archive (here Kubernetes' agnhost
 under the example's name, as ``make example-image`` writes it), and the apply that follows runs it unmodified. The
@@ -49,7 +49,7 @@ def loaded(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     """The example refused for its missing image (the refusal's stderr), then its image loaded (load's output)."""
     refused = sandbox.cli("apply", "--manifests", str(EXAMPLE), "--route", "shop/cart", timeout_s=120)
     archive = tmp_path_factory.mktemp("images") / "cart.tar"
-    argv = [sys.executable, "-m", "chaoscontour.sandbox.nodeimages", CART_IMAGE, str(archive)]
+    argv = [sys.executable, "-m", "chaoscontour_sandbox.nodeimages", CART_IMAGE, str(archive)]
     subprocess.run(argv, check=True, capture_output=True, timeout=120)
     load = sandbox.cli("load", str(archive), timeout_s=300)
     assert load.returncode == 0, load.stdout + load.stderr
@@ -61,7 +61,7 @@ def test_apply_refuses_an_image_the_node_lacks_and_creates_nothing_until_it_is_l
 ) -> None:
     refused, load = loaded
     assert "(exit 1)" in refused and f"{CART_IMAGE}: not on the node (Deployment shop/cart" in refused, refused
-    assert "chaoscontour sandbox load IMAGE.tar" in refused, refused
+    assert "chaoscontour-sandbox load IMAGE.tar" in refused, refused
     assert "shop" not in _namespaces(sandbox)  # refused before anything was sent
     assert f"loaded: {CART_IMAGE}" in load, load
     missing = sandbox.cli("load", str(sandbox.dir / "no-such.tar"), timeout_s=60)

@@ -17,8 +17,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from chaoscontour.sandbox import binaries
-from chaoscontour.sandbox.controlplane import ControlPlane
+from chaoscontour_sandbox import binaries
+from chaoscontour_sandbox.controlplane import ControlPlane
 
 REQUIRED = ("etcd", "kube-apiserver", "kube-controller-manager")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -47,7 +47,7 @@ def missing_prerequisites() -> str | None:
     if not missing:
         return None
     return (
-        f"integration tests need {', '.join(missing)}: install Go, then run `chaoscontour binaries build` "
+        f"integration tests need {', '.join(missing)}: install Go, then run `chaoscontour-sandbox binaries build` "
         f"(binaries are looked up in $KUBEBUILDER_ASSETS, then {binaries.cache_dir()})"
     )
 
@@ -69,7 +69,7 @@ def require() -> Callable[..., None]:
     def check(*names: str) -> None:
         missing = [name for name in names if binaries.find_binary(name) is None]
         if missing:
-            unavailable(f"{', '.join(missing)} not found: run `chaoscontour binaries build` (needs Go)")
+            unavailable(f"{', '.join(missing)} not found: run `chaoscontour-sandbox binaries build` (needs Go)")
 
     return check
 

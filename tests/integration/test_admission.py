@@ -25,7 +25,7 @@ from kubernetes.client.rest import ApiException
 
 from chaoscontour.activities.network import MAX_FAULT_S
 from chaoscontour.domain import policy as fault
-from chaoscontour.sandbox.controlplane import ControlPlane
+from chaoscontour_sandbox.controlplane import ControlPlane
 from tests.support.game_day_identity import (
     CACHE_DEADLINE_S,
     SERVICE_ACCOUNT,

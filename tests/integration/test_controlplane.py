@@ -20,8 +20,8 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from chaoscontour.sandbox import versions
-from chaoscontour.sandbox.controlplane import STOP_GRACE_S, ControlPlane, ControlPlaneError
+from chaoscontour_sandbox import versions
+from chaoscontour_sandbox.controlplane import STOP_GRACE_S, ControlPlane, ControlPlaneError
 
 
 def process_exists(pid: int) -> bool:
@@ -191,7 +191,7 @@ def test_interpreter_exit_without_stop_leaves_nothing(tmp_path: Path) -> None:
         """
         import json, sys, tempfile
         tempfile.tempdir = sys.argv[1]
-        from chaoscontour.sandbox.controlplane import ControlPlane
+        from chaoscontour_sandbox.controlplane import ControlPlane
         plane = ControlPlane(progress=lambda m: None).start()
         print(json.dumps({"pids": plane.pids, "ports": plane.ports}), flush=True)
         # no stop(): atexit must do it

@@ -24,7 +24,7 @@ import yaml
 from kubernetes import client, dynamic
 from kubernetes.client.rest import ApiException
 
-from chaoscontour.sandbox import binaries
+from chaoscontour_sandbox import binaries
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

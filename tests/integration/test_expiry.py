@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from chaoscontour.activities.network import block_apiserver_egress
-from chaoscontour.sandbox.controlplane import ControlPlane
+from chaoscontour_sandbox.controlplane import ControlPlane
 
 # Job controller deadline + TTL-after-finished deletion + garbage collection; measured 3.2 s above a 5 s deadline.
 EXPIRY_MARGIN_S = 15

@@ -16,7 +16,7 @@ from chaoslib.exceptions import ActivityFailed
 from kubernetes import client
 
 from chaoscontour.activities.network import apiserver_egress_fault, block_apiserver_egress, unblock_apiserver_egress
-from chaoscontour.sandbox.controlplane import ControlPlane
+from chaoscontour_sandbox.controlplane import ControlPlane
 from tests.integration.contour_like import Candidate, create_lease, create_pod, holder_identity, names, now
 
 pytestmark = pytest.mark.usefixtures("kubeconfig_env")

@@ -17,8 +17,8 @@ import pytest
 import requests
 from kubernetes import client
 
-from chaoscontour.sandbox import binaries, nodehost, nodeimages
-from chaoscontour.sandbox.nodeconfig import NodeLayout
+from chaoscontour_sandbox import binaries, nodehost, nodeimages
+from chaoscontour_sandbox.nodeconfig import NodeLayout
 from tests.support.realnode import (
     NS,
     RealNode,

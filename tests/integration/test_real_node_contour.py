@@ -20,8 +20,8 @@ import pytest
 import requests
 from kubernetes import client
 
-from chaoscontour.sandbox import binaries, deploy, dns, nodeimages, release, workloads
-from chaoscontour.sandbox.kubeapi import KubeApi
+from chaoscontour_sandbox import binaries, deploy, dns, nodeimages, release, workloads
+from chaoscontour_sandbox.kubeapi import KubeApi
 from tests.support.realnode import RealNode, block_policy, processes, reap_once, start_engine, start_real_node
 from tests.support.waiting import wait_for
 

@@ -11,7 +11,7 @@ from chaoslib.exceptions import ActivityFailed
 from kubernetes import client
 
 from chaoscontour.activities.network import block_apiserver_egress
-from chaoscontour.sandbox.controlplane import ControlPlane
+from chaoscontour_sandbox.controlplane import ControlPlane
 from tests.integration.contour_like import create_pod
 
 MAP_ARGS = [

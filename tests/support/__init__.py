@@ -1,4 +1,4 @@
 """Helpers that start real components for tests and the benchmark: a local HTTP backend and a real Envoy.
 
-They start and stop their processes with :class:`chaoscontour.sandbox.process.Process`, as the sandbox does.
+They start and stop their processes with :class:`chaoscontour_sandbox.process.Process`, as the sandbox does.
 """

@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from chaoscontour.sandbox.process import Process
+from chaoscontour_sandbox.process import Process
 
 __all__ = ["CONTROL_PATH", "Backend", "BackendProcess", "FailureWindow"]
 

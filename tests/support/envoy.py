@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from chaoscontour.sandbox import versions
-from chaoscontour.sandbox.process import Process
+from chaoscontour_sandbox import versions
+from chaoscontour_sandbox.process import Process
 
 __all__ = [
     "EnvoyNotFound",

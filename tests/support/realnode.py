@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from chaoscontour.sandbox import binaries, nodehost, nodeimages, nodeplane
-from chaoscontour.sandbox.controlplane import ControlPlane
-from chaoscontour.sandbox.kubeapi import KubeApi
-from chaoscontour.sandbox.node import Node
-from chaoscontour.sandbox.nodeconfig import NodeLayout
+from chaoscontour_sandbox import binaries, nodehost, nodeimages, nodeplane
+from chaoscontour_sandbox.controlplane import ControlPlane
+from chaoscontour_sandbox.kubeapi import KubeApi
+from chaoscontour_sandbox.node import Node
+from chaoscontour_sandbox.nodeconfig import NodeLayout
 from tests.support.waiting import wait_for
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -42,7 +42,7 @@ class RealNode:
 
 def start_real_node(tmp_path_factory: pytest.TempPathFactory, images: Sequence[str]) -> Iterator[RealNode]:
     """Start a control plane and a real node with the images made of ``images`` (names of
-    :data:`chaoscontour.sandbox.nodeimages.IMAGES`); yield it; stop both and clean the host."""
+    :data:`chaoscontour_sandbox.nodeimages.IMAGES`); yield it; stop both and clean the host."""
     if os.geteuid() != 0:
         unavailable("the real node needs root (containerd, cgroups, network namespaces, iptables)")
     missing_tools = nodehost.missing_tools()
@@ -50,7 +50,7 @@ def start_real_node(tmp_path_factory: pytest.TempPathFactory, images: Sequence[s
         unavailable(f"the real node needs Debian's {', '.join(missing_tools)}")
     missing = [name for name in {*NODE_BINARIES, *images} - {"envoy"} if binaries.find_binary(name) is None]
     if missing:
-        unavailable(f"{', '.join(missing)} not built: run `chaoscontour binaries build`")
+        unavailable(f"{', '.join(missing)} not built: run `chaoscontour-sandbox binaries build`")
     found = {name: binaries.find_binary(name) for name in {*NODE_BINARIES, *images} - {"envoy"}}
     if "envoy" in images:
         found["envoy"] = nodeimages.envoy_elf()
@@ -153,7 +153,7 @@ def start_engine(real_node: RealNode) -> None:
 
 def reap_once(real_node: RealNode) -> str:
     """One round of the per-packet reaper; its output."""
-    argv = [sys.executable, "-m", "chaoscontour.sandbox.reaper", "--once", "--node", real_node.layout.name]
+    argv = [sys.executable, "-m", "chaoscontour_sandbox.reaper", "--once", "--node", real_node.layout.name]
     argv += ["--kubeconfig", str(real_node.plane.kubeconfig)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
     return done.stdout + done.stderr

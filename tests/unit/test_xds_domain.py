@@ -18,7 +18,7 @@ from chaoscontour.domain.xds import (
     xds_target,
     xds_timeline,
 )
-from chaoscontour.sandbox import netpol
+from chaoscontour_sandbox import netpol
 
 NOW = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
 CONTOUR = {"app": "contour"}

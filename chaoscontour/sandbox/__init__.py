@@ -1,1 +1,0 @@
-"""The local sandbox and the binary builder. The chaos activities never import this subpackage."""

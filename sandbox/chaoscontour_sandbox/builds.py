@@ -1,0 +1,333 @@
+"""Build the pinned binaries from source: the Go toolchain through the Go module proxy, and gcc for ``pause``.
+
+:mod:`chaoscontour_sandbox.binaries` decides *what* is missing and where the cache lives; this module only knows
+*how* to build one component's binaries into a work folder and install them into a target folder.
+
+Every Go binary is built with ``CGO_ENABLED=0``, so each is static and runs on any Linux of its architecture.
+
+The Kubernetes binaries cannot be ``go install``-ed: ``k8s.io/kubernetes`` points its staging modules at
+``./staging`` with ``replace`` lines, which Go ignores in a dependency. A throwaway wrapper module requires
+``k8s.io/kubernetes`` and replaces each staging module with its published ``v0.X.Y`` twin; the list is read from
+``k8s.io/kubernetes``'s own ``go.mod`` at the pinned tag, never hard-coded. The same wrapper builds agnhost, which is
+a package of the main ``k8s.io/kubernetes`` module (``test/images/agnhost``, no go.mod of its own).
+
+``pause`` is Kubernetes' own pod sandbox program, ``build/pause/linux/pause.c`` of the pinned ``k8s.io/kubernetes``
+module, compiled statically with the flags of Kubernetes' ``build/pause/Makefile``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from chaoscontour_sandbox import versions
+
+__all__ = [
+    "BuildFailed",
+    "Progress",
+    "build",
+    "contour_module_dir",
+    "go_install_name",
+    "kubernetes_module_dir",
+    "kubernetes_package",
+    "module_dir",
+    "pause_compile_command",
+    "staging_modules",
+]
+
+Progress = Callable[[str], None]
+# A builder gets the `go` binary, its work folder, the folder to leave its binaries in, the component's version,
+# the binaries wanted and a progress callback.
+Builder = Callable[[str, Path, Path, str, Sequence[str], Progress], None]
+
+
+class BuildFailed(RuntimeError):
+    """The toolchain could not build a pinned binary; the message carries the tail of its output."""
+
+
+def build(component: str, version: str, wanted: Sequence[str], work: Path, target: Path, progress: Progress) -> None:
+    """Build the binaries ``wanted`` of ``component`` at ``version`` in ``work`` and install them into ``target``."""
+    builder = _BUILDERS.get(component)
+    if builder is None:
+        raise BuildFailed(f"no builder for component {component!r}")
+    go = _go()
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "out"
+    out.mkdir(exist_ok=True)
+    progress(f"building {component} v{version} ({', '.join(wanted)}) in {work}")
+    started = time.monotonic()
+    builder(go, work, out, version, wanted, progress)
+    _install(out, target, wanted, progress)
+    progress(f"built {', '.join(wanted)} v{version} in {time.monotonic() - started:.0f} s")
+
+
+# --- the toolchain ------------------------------------------------------------------------------------------------
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if not go:
+        raise BuildFailed("the Go toolchain (`go`) is not on PATH; install Go 1.24+ to build the pinned binaries")
+    return go
+
+
+def _go_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, **extra)
+    env.setdefault("GOFLAGS", "-buildvcs=false")
+    env["CGO_ENABLED"] = "0"
+    return env
+
+
+def _run(cmd: Sequence[str], cwd: Path, what: str) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=_go_env(), capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        raise BuildFailed(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+    return proc.stdout
+
+
+def _compile_with_progress(
+    cmd: Sequence[str], cwd: Path, what: str, total: int | None, progress: Progress, **extra_env: str
+) -> None:
+    """Run ``go build -v``-style ``cmd``, reporting every few seconds how many packages it has compiled."""
+    started = time.monotonic()
+    env = _go_env(**extra_env)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    compiled = 0
+    tail: list[str] = []
+    done = threading.Event()
+
+    def heartbeat() -> None:
+        while not done.wait(10.0):
+            of = f"/{total}" if total else ""
+            progress(f"  {what}: {compiled}{of} packages compiled, {time.monotonic() - started:.0f} s")
+
+    ticker = threading.Thread(target=heartbeat, daemon=True)
+    ticker.start()
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        line = line.rstrip()
+        tail = [*tail, line][-25:]
+        # `go build -v` prints one import path per compiled package; anything else is a message.
+        if line and " " not in line:
+            compiled += 1
+    rc = proc.wait()
+    done.set()
+    ticker.join()
+    if rc != 0:
+        raise BuildFailed(f"{what} failed (exit {rc}): {' '.join(cmd)}\n" + "\n".join(tail))
+    progress(f"  {what}: done in {time.monotonic() - started:.0f} s")
+
+
+def _install(built: Path, target: Path, wanted: Sequence[str], progress: Progress) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in wanted:
+        staged = target / f".{name}.new"
+        shutil.copy2(built / name, staged)
+        staged.chmod(0o755)
+        staged.replace(target / name)
+        progress(f"  installed {target / name}")
+
+
+# --- source modules in the Go module cache ------------------------------------------------------------------------
+
+
+def _download(go: str, module: str, version: str, cwd: Path) -> dict[str, str]:
+    """``go mod download -json MODULE@vVERSION``: the module's paths in the Go module cache (``Dir``, ``GoMod``...)."""
+    out = _run([go, "mod", "download", "-json", f"{module}@v{version}"], cwd, f"go mod download {module}@v{version}")
+    info: dict[str, str] = json.loads(out)
+    return info
+
+
+def module_dir(module: str, version: str) -> Path:
+    """The folder of ``module`` at ``version`` in the Go module cache, downloaded through the Go module proxy."""
+    # An empty folder, so no go.mod around (a toolchain line, a workspace) can get in the way.
+    with tempfile.TemporaryDirectory(prefix="chaoscontour-go-") as neutral:
+        return Path(_download(_go(), module, version, Path(neutral))["Dir"])
+
+
+def contour_module_dir() -> Path:
+    """The pinned Contour module's folder in the Go module cache: the source of its CRDs and release manifest."""
+    return module_dir("github.com/projectcontour/contour", versions.CONTOUR)
+
+
+def kubernetes_module_dir() -> Path:
+    """The pinned ``k8s.io/kubernetes`` module's folder in the Go module cache: the source of ``pause``."""
+    return module_dir("k8s.io/kubernetes", versions.KUBERNETES)
+
+
+# --- Kubernetes: a wrapper module around k8s.io/kubernetes --------------------------------------------------------
+
+_STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[A-Za-z0-9._-]+)\s+=>\s+\./staging/", re.MULTILINE)
+
+# Binaries of k8s.io/kubernetes that are not a `cmd/<name>` package.
+_KUBERNETES_PACKAGE_DIRS = {"agnhost": "test/images/agnhost"}
+
+
+def staging_modules(kubernetes_go_mod: str) -> list[str]:
+    """The staging modules that ``k8s.io/kubernetes``'s go.mod replaces with ``./staging/...`` paths."""
+    return sorted(set(_STAGING_REPLACE.findall(kubernetes_go_mod)))
+
+
+def kubernetes_package(binary: str) -> str:
+    """The main package in ``k8s.io/kubernetes`` whose ``go build`` yields ``binary``."""
+    return "k8s.io/kubernetes/" + _KUBERNETES_PACKAGE_DIRS.get(binary, f"cmd/{binary}")
+
+
+def _build_kubernetes(go: str, work: Path, out: Path, version: str, wanted: Sequence[str], progress: Progress) -> None:
+    staging_version = "v0." + version.split(".", 1)[1]
+    progress(f"  fetching k8s.io/kubernetes@v{version} through the Go module proxy")
+    info = _download(go, "k8s.io/kubernetes", version, work)
+    staging = staging_modules(Path(info["GoMod"]).read_text())
+    if not staging:
+        raise BuildFailed(f"no staging replace lines found in {info['GoMod']}; cannot build the wrapper module")
+    replaces = "\n".join(f"\t{mod} => {mod} {staging_version}" for mod in staging)
+    (work / "go.mod").write_text(
+        "module chaoscontour.local/kubernetes-build\n\n"
+        "go 1.24.0\n\n"
+        f"require k8s.io/kubernetes v{version}\n\n"
+        f"replace (\n{replaces}\n)\n"
+    )
+    progress(f"  wrapper module replaces {len(staging)} staging modules with {staging_version}")
+    packages = [kubernetes_package(name) for name in wanted]
+    _run([go, "get", *(f"{p}@v{version}" for p in packages)], work, "go get")
+    deps = _run([go, "list", "-deps", *packages], work, "go list -deps").split()
+    ldflags = [
+        "-s -w",
+        f"-X k8s.io/component-base/version.gitVersion=v{version}",
+        f"-X k8s.io/component-base/version.gitMajor={version.split('.')[0]}",
+        f"-X k8s.io/component-base/version.gitMinor={version.split('.')[1]}",
+        "-X k8s.io/component-base/version.gitTreeState=clean",
+        "-X k8s.io/client-go/pkg/version.gitVersion=v" + version,
+    ]
+    if "agnhost" in wanted:
+        # agnhost's own version (test/images/agnhost/VERSION), set as its image build does; other mains lack the var.
+        agnhost_version = (Path(info["Dir"]) / _KUBERNETES_PACKAGE_DIRS["agnhost"] / "VERSION").read_text().strip()
+        ldflags.append(f"-X main.Version={agnhost_version}")
+    _compile_with_progress(
+        [go, "build", "-v", "-trimpath", "-ldflags", " ".join(ldflags), "-o", str(out) + "/", *packages],
+        work,
+        f"go build {', '.join(wanted)}",
+        len(deps),
+        progress,
+    )
+
+
+# --- etcd and Contour ---------------------------------------------------------------------------------------------
+
+
+def _build_etcd(go: str, work: Path, out: Path, version: str, wanted: Sequence[str], progress: Progress) -> None:
+    # etcd's own go.mod files use relative replace lines too; this two-line main is the whole of etcd's binary.
+    (work / "go.mod").write_text("module chaoscontour.local/etcd-build\n\ngo 1.24.0\n")
+    (work / "main.go").write_text(
+        "// Command etcd runs etcd's own server entry point, built from the pinned go.etcd.io/etcd/server/v3.\n"
+        "package main\n\n"
+        'import (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\n'
+        "func main() { etcdmain.Main(os.Args) }\n"
+    )
+    progress(f"  fetching go.etcd.io/etcd/server/v3@v{version} through the Go module proxy")
+    _run([go, "get", f"go.etcd.io/etcd/server/v3@v{version}"], work, "go get")
+    _run([go, "mod", "tidy"], work, "go mod tidy")
+    deps = _run([go, "list", "-deps", "."], work, "go list -deps").split()
+    _compile_with_progress(
+        [go, "build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"), "."],
+        work,
+        "go build etcd",
+        len(deps),
+        progress,
+    )
+
+
+def _build_contour(go: str, work: Path, out: Path, version: str, wanted: Sequence[str], progress: Progress) -> None:
+    package = f"github.com/projectcontour/contour/cmd/contour@v{version}"
+    progress(f"  go install {package}")
+    ldflags = f"-s -w -X github.com/projectcontour/contour/internal/build.Version=v{version}"
+    # `go install pkg@version` works for Contour (its go.mod has no replace lines); GOBIN points at the staging dir.
+    cmd = [go, "install", "-v", "-trimpath", "-ldflags", ldflags, package]
+    _compile_with_progress(cmd, work, "go install contour", None, progress, GOBIN=str(out))
+
+
+# --- plain `go install` -------------------------------------------------------------------------------------------
+
+# Components whose go.mod has no replace lines, so `go install PACKAGE@VERSION` builds them as released; each yields
+# one binary named after its component and reports its version from the module's build information.
+_GO_INSTALL_PACKAGES = {
+    # CoreDNS's main package is the module root; its plugin list (plugin.cfg) is compiled in, `kubernetes` included.
+    "coredns": "github.com/coredns/coredns",
+    # The NetworkPolicy engine of the node (nftables + nfqueue over netlink, pure Go); its main package is `cmd/`.
+    "kube-network-policies": "sigs.k8s.io/kube-network-policies/cmd",
+    "kustomize": "sigs.k8s.io/kustomize/kustomize/v5",
+    "actionlint": "github.com/rhysd/actionlint/cmd/actionlint",
+}
+_MAJOR_VERSION_SUFFIX = re.compile(r"v[0-9]+")
+
+
+def go_install_name(package: str) -> str:
+    """The file name ``go install`` gives ``package``'s binary: its last path element, skipping a ``/vN`` suffix."""
+    elements = package.split("/")
+    if len(elements) > 1 and _MAJOR_VERSION_SUFFIX.fullmatch(elements[-1]):
+        return elements[-2]
+    return elements[-1]
+
+
+def _go_install(component: str) -> Builder:
+    package = _GO_INSTALL_PACKAGES[component]
+
+    def install(go: str, work: Path, out: Path, version: str, wanted: Sequence[str], progress: Progress) -> None:
+        progress(f"  go install {package}@v{version}")
+        cmd = [go, "install", "-v", "-trimpath", "-ldflags", "-s -w", f"{package}@v{version}"]
+        _compile_with_progress(cmd, work, f"go install {component}", None, progress, GOBIN=str(out))
+        installed = go_install_name(package)
+        if installed != component:  # kube-network-policies' main package is `cmd`, so Go names the binary `cmd`
+            (out / installed).replace(out / component)
+
+    return install
+
+
+# --- pause: C, with gcc -------------------------------------------------------------------------------------------
+
+PAUSE_SOURCE = "build/pause/linux/pause.c"
+
+
+def pause_compile_command(gcc: str, source: Path, output: Path, version: str) -> list[str]:
+    """gcc's command line for ``pause``: the CFLAGS of Kubernetes' ``build/pause/Makefile``, stripped like theirs.
+
+    Their ``-DVERSION=v$(TAG)-$(REV)`` appends a git revision, which a module download has not; ``pause -v`` prints
+    ``pause.c v<version>``.
+    """
+    return [gcc, "-Os", "-Wall", "-Werror", "-static", "-s", f"-DVERSION=v{version}", "-o", str(output), str(source)]
+
+
+def _build_pause(go: str, work: Path, out: Path, version: str, wanted: Sequence[str], progress: Progress) -> None:
+    gcc = shutil.which("gcc")
+    if not gcc:
+        raise BuildFailed("gcc is not on PATH; pause is C, built statically: `apt-get install gcc libc6-dev`")
+    progress(f"  fetching k8s.io/kubernetes@v{versions.KUBERNETES} (for {PAUSE_SOURCE}) through the Go module proxy")
+    source = Path(_download(go, "k8s.io/kubernetes", versions.KUBERNETES, work)["Dir"]) / PAUSE_SOURCE
+    cmd = pause_compile_command(gcc, source, out / "pause", version)
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        raise BuildFailed(
+            f"gcc failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}\n"
+            "(a static build needs the C library's headers and libc.a: `apt-get install gcc libc6-dev`)"
+        )
+    progress(f"  gcc pause: done in {time.monotonic() - started:.0f} s")
+
+
+_BUILDERS: dict[str, Builder] = {
+    "kubernetes": _build_kubernetes,
+    "etcd": _build_etcd,
+    "contour": _build_contour,
+    "pause": _build_pause,
+    **{component: _go_install(component) for component in _GO_INSTALL_PACKAGES},
+}

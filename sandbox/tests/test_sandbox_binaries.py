@@ -1,0 +1,135 @@
+"""The pure parts of the binary cache and its builders: package paths, command lines, pins, what gets built."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from chaoscontour_sandbox import binaries, builds, versions
+
+
+def test_kubernetes_binaries_map_to_their_main_packages() -> None:
+    assert builds.kubernetes_package("kubelet") == "k8s.io/kubernetes/cmd/kubelet"
+    assert builds.kubernetes_package("kube-proxy") == "k8s.io/kubernetes/cmd/kube-proxy"
+    assert builds.kubernetes_package("kube-apiserver") == "k8s.io/kubernetes/cmd/kube-apiserver"
+    # agnhost is a package of the main module outside cmd/.
+    assert builds.kubernetes_package("agnhost") == "k8s.io/kubernetes/test/images/agnhost"
+
+
+def test_the_kubernetes_component_has_the_node_binaries_and_agnhost() -> None:
+    kubernetes = binaries.COMPONENTS["kubernetes"].binaries
+    assert {"kubelet", "kube-proxy", "agnhost", "kube-apiserver"} <= set(kubernetes)
+
+
+def test_go_install_names_binaries_after_the_last_path_element_without_a_major_version() -> None:
+    assert builds.go_install_name("sigs.k8s.io/kube-network-policies/cmd") == "cmd"
+    assert builds.go_install_name("sigs.k8s.io/kustomize/kustomize/v5") == "kustomize"
+    assert builds.go_install_name("github.com/coredns/coredns") == "coredns"
+    assert builds.go_install_name("github.com/rhysd/actionlint/cmd/actionlint") == "actionlint"
+
+
+def test_every_component_has_a_builder() -> None:
+    assert set(binaries.COMPONENTS) <= set(builds._BUILDERS)
+
+
+def test_pause_compile_command_is_static_and_carries_the_version() -> None:
+    cmd = builds.pause_compile_command("/usr/bin/gcc", Path("/m/pause.c"), Path("/o/pause"), "3.10.1")
+    assert cmd[0] == "/usr/bin/gcc"
+    assert "-static" in cmd
+    assert "-DVERSION=v3.10.1" in cmd
+    assert cmd[cmd.index("-o") + 1] == "/o/pause"
+    assert cmd[-1] == "/m/pause.c"
+
+
+def test_versions_env_pins_the_node_components(tmp_path: Path) -> None:
+    pins = versions.pinned_versions()
+    assert pins["KUBE_NETWORK_POLICIES_VERSION"] == versions.KUBE_NETWORK_POLICIES == "0.8.0"
+    assert pins["PAUSE_VERSION"] == versions.PAUSE
+    assert binaries.COMPONENTS["kube-network-policies"].cache_folder == "kube-network-policies-v0.8.0"
+    assert binaries.COMPONENTS["pause"].cache_folder == f"pause-v{versions.PAUSE}"
+    env = tmp_path / "versions.env"
+    env.write_text("# comment\n\nKUBE_NETWORK_POLICIES_VERSION=0.8.0\n PAUSE_VERSION = 3.10.1 \n")
+    assert versions.pinned_versions(env) == {"KUBE_NETWORK_POLICIES_VERSION": "0.8.0", "PAUSE_VERSION": "3.10.1"}
+    env.write_text("PAUSE_VERSION\n")
+    with pytest.raises(ValueError, match="malformed"):
+        versions.pinned_versions(env)
+
+
+def test_staging_modules_are_read_from_the_replace_lines() -> None:
+    go_mod = (
+        "replace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n\tk8s.io/kubelet => ./staging/src/k8s.io/kubelet\n)\n"
+    )
+    assert binaries.staging_modules(go_mod) == ["k8s.io/api", "k8s.io/kubelet"]
+
+
+def _executable(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+
+
+def test_find_binary_looks_in_each_components_version_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAOSCONTOUR_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
+    assert binaries.find_binary("pause") is None
+    _executable(tmp_path / f"pause-v{versions.PAUSE}" / "pause")
+    _executable(tmp_path / f"kubernetes-v{versions.KUBERNETES}" / "agnhost")
+    assert binaries.find_binary("pause") == tmp_path / f"pause-v{versions.PAUSE}" / "pause"
+    assert binaries.find_binary("agnhost") == tmp_path / f"kubernetes-v{versions.KUBERNETES}" / "agnhost"
+    assert binaries.find_binary("kubelet") is None
+
+
+def test_ensure_binaries_builds_only_the_missing_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAOSCONTOUR_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
+    folder = tmp_path / f"kubernetes-v{versions.KUBERNETES}"
+    _executable(folder / "kubelet")
+    calls: list[tuple[str, tuple[str, ...]]] = []
+
+    def fake_build(
+        component: str, version: str, wanted: Sequence[str], work: Path, target: Path, progress: builds.Progress
+    ) -> None:
+        calls.append((component, tuple(wanted)))
+        assert target == folder
+        for name in wanted:
+            _executable(target / name)
+
+    monkeypatch.setattr(builds, "build", fake_build)
+    found = binaries.ensure_binaries(["kubelet", "kube-proxy", "agnhost"], progress=lambda _m: None)
+    assert calls == [("kubernetes", ("kube-proxy", "agnhost"))]
+    assert found["kubelet"] == folder / "kubelet"
+    assert found["agnhost"] == folder / "agnhost"
+
+
+def test_go_install_names_kube_network_policies_after_its_component(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands: list[list[str]] = []
+
+    def fake_compile(
+        cmd: Sequence[str], cwd: Path, what: str, total: int | None, progress: builds.Progress, **env: str
+    ) -> None:
+        commands.append(list(cmd))
+        assert env["GOBIN"] == str(tmp_path)
+        (tmp_path / "cmd").write_text("binary")
+
+    monkeypatch.setattr(builds, "_compile_with_progress", fake_compile)
+    builds._BUILDERS["kube-network-policies"]("go", tmp_path, tmp_path, "0.8.0", ["kube-network-policies"], print)
+    assert commands[0][-1] == "sigs.k8s.io/kube-network-policies/cmd@v0.8.0"
+    assert (tmp_path / "kube-network-policies").read_text() == "binary"
+    assert not (tmp_path / "cmd").exists()
+
+
+def test_pause_without_gcc_says_which_debian_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(builds.shutil, "which", lambda name: None if name == "gcc" else f"/usr/bin/{name}")
+    with pytest.raises(builds.BuildFailed, match="apt-get install gcc libc6-dev"):
+        builds.build("pause", versions.PAUSE, ["pause"], tmp_path / "work", tmp_path / "pause", lambda _m: None)
+    assert not os.path.exists(tmp_path / "pause" / "pause")
+
+
+def test_unknown_component_has_no_builder(tmp_path: Path) -> None:
+    with pytest.raises(builds.BuildFailed, match="no builder"):
+        builds.build("nope", "1.0.0", ["nope"], tmp_path, tmp_path, lambda _m: None)
