@@ -14,9 +14,9 @@ them to ``DIR/logs/nodeplane.log``).
 The NetworkPolicy mode can change while it runs: ``sandbox mode M`` writes ``DIR/mode``, and within a second this
 process applies it and writes ``DIR/mode.applied``:
 
-- ``conntrack``: the engine is hooked into the node's packet path (it judges new connections);
-- ``per-packet``: the same, plus the conntrack reaper (:mod:`chaoscontour_sandbox.reaper`), which ends established
-  connections a policy now denies;
+- ``conntrack``: the engine is hooked into the node's packet path (it judges new connections), with the conntrack
+  reaper (:mod:`chaoscontour_sandbox.reaper`) judging only pods that just started, as the engine would with NRI;
+- ``per-packet``: the same, with the reaper ending every established connection a policy now denies;
 - ``off``: the engine is unhooked, so no packet reaches it: nothing is enforced.
 """
 
@@ -43,6 +43,9 @@ __all__ = ["MODE_FILE", "MODES", "NODE_NAME", "READY_FILE", "layout_for", "main"
 READY_FILE = "nodeplane.json"
 MODE_FILE = "mode"
 MODES = ("per-packet", "conntrack", "off")
+# The reaper's arguments in each mode (no reaper when absent). 5 s: the engine learns a pod's address within about a
+# second of its containers starting, when the kubelet publishes it; see the reaper's docstring.
+REAPER_ARGS = {"per-packet": [], "conntrack": ["--new-pods-s", "5"]}
 NODE_NAME = "sandbox"
 # The images the sandbox's workloads name, by the binary each is made of.
 IMAGES = ("pause", "agnhost", "kube-network-policies", "contour", "envoy", "coredns")
@@ -92,6 +95,7 @@ class Enforcement:
         self.node, self.directory, self.kubeconfig = node, directory, kubeconfig
         self.mode = "per-packet"  # start_network_policy_engine hooks the engine
         self.reaper: Process | None = None
+        self.reaper_args: list[str] | None = None
 
     def apply(self, mode: str) -> None:
         if mode not in MODES:
@@ -100,13 +104,15 @@ class Enforcement:
             self.node.unhook_network_policy_engine()
         elif self.mode == "off":  # re-installing a hooked chain would open a gap: only hook what is unhooked
             self.node.hook_network_policy_engine(nodeaddons.NFQUEUE_ID)
-        if mode == "per-packet" and self.reaper is None:
-            argv = [sys.executable, "-m", "chaoscontour_sandbox.reaper", "--node", self.node.layout.name]
-            argv += ["--kubeconfig", str(self.kubeconfig)]
-            self.reaper = Process.start("reaper", argv, self.directory / "logs" / "reaper.log")
-        if mode != "per-packet" and self.reaper is not None:
+        reaper_args = REAPER_ARGS.get(mode)
+        if self.reaper is not None and reaper_args != self.reaper_args:
             self.reaper.stop(5.0)
             self.reaper = None
+        if reaper_args is not None and self.reaper is None:
+            argv = [sys.executable, "-m", "chaoscontour_sandbox.reaper", "--node", self.node.layout.name]
+            argv += ["--kubeconfig", str(self.kubeconfig), *reaper_args]
+            self.reaper = Process.start("reaper", argv, self.directory / "logs" / "reaper.log")
+        self.reaper_args = reaper_args
         self.mode = mode
         staged = self.directory / (MODE_FILE + ".applied.new")
         staged.write_text(mode + "\n")

@@ -14,20 +14,29 @@ Entries towards a pod (ingress) are left alone, as the experiments only block eg
 that is what :mod:`chaoscontour_sandbox.netpol` evaluates. Where a verdict is in doubt the reaper keeps the entry (the
 engine still judges new connections): named ports, which netpol.py does not resolve, are widened to every port.
 
+With ``--new-pods-s S`` the reaper stands in, in the sandbox's ``conntrack`` mode, for what the engine's NRI path
+does on containerd 1.7 and later, and Calico-like CNIs do when they wire a pod: judge a new pod's connections from
+its first packet. Without NRI (containerd 1.6 here) the engine learns a pod's address only when the kubelet
+publishes it, about a second after the containers start, and lets the packets of an address it does not know pass
+(kubernetes/kubernetes#85966): a restarted Contour's first connection to the API server would then outlive any
+policy. So only the denied entries of pods first seen less than S seconds ago are deleted; pods already running when
+the reaper starts, and every pod once S has passed, keep their connections as the engine alone would.
+
 The reaper itself talks to the API server with admin credentials from the host; the sandbox's blocks select only
 Contour pods, so they never cut the reaper off. Run: ``python -m chaoscontour_sandbox.reaper --kubeconfig FILE
---node NODE [--interval-s 0.5] [--once]``.
+--node NODE [--interval-s 0.5] [--new-pods-s S] [--once]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +44,18 @@ from typing import Any
 from chaoscontour_sandbox.kubeapi import ApiError, KubeApi
 from chaoscontour_sandbox.netpol import Allow, EgressPlan, PodInfo, egress_plan
 
-__all__ = ["FlowTuple", "Entry", "Cluster", "Deletion", "parse_conntrack", "allowed", "cluster_view", "decide", "main"]
+__all__ = [
+    "FlowTuple",
+    "Entry",
+    "Cluster",
+    "Deletion",
+    "NewPods",
+    "parse_conntrack",
+    "allowed",
+    "cluster_view",
+    "decide",
+    "main",
+]
 
 PROTOCOLS = ("tcp", "udp")
 Obj = Mapping[str, Any]
@@ -192,12 +212,17 @@ class Deletion:
         )
 
 
-def decide(entries: Iterable[Entry], cluster: Cluster) -> list[Deletion]:
-    """The entries the current policies deny: egress of this node's pods only (see the module docstring)."""
+def decide(entries: Iterable[Entry], cluster: Cluster, only: Collection[str] | None = None) -> list[Deletion]:
+    """The entries the current policies deny: egress of this node's pods only (see the module docstring).
+
+    ``only``, when given, narrows that to the pods with these addresses (``--new-pods-s``).
+    """
     plans: dict[str, EgressPlan] = {}
     found = []
     for entry in entries:
         pod = cluster.local.get(entry.original.src)
+        if only is not None and entry.original.src not in only:
+            continue
         # Until a reply is seen, conntrack calls every packet of the original direction NEW, so the engine judges
         # each one itself: nothing to cut, and reaping a pod's retried SYNs would only fill the log.
         if pod is None or entry.unreplied or entry.protocol not in PROTOCOLS:
@@ -208,6 +233,27 @@ def decide(entries: Iterable[Entry], cluster: Cluster) -> list[Deletion]:
         if not allowed(plan, entry.reply.src, entry.protocol, entry.reply.sport):
             found.append(Deletion(entry, pod, plan.policies))
     return found
+
+
+class NewPods:
+    """Which of this node's pods were first seen less than ``window_s`` ago (``--new-pods-s``).
+
+    A pod is keyed by namespace, name and address, so a replacement with a reused name is new again. Pods present
+    in the first round are not new: the reaper did not see them start.
+    """
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self.first_seen: dict[tuple[str, str, str], float] = {}
+        self.rounds = 0
+
+    def update(self, cluster: Cluster, now: float) -> set[str]:
+        """Record this round's pods; return the addresses of the new ones."""
+        first = self.rounds == 0
+        self.rounds += 1
+        current = {(pod.namespace, pod.name, ip): ip for ip, pod in cluster.local.items()}
+        self.first_seen = {key: self.first_seen.get(key, -math.inf if first else now) for key in current}
+        return {current[key] for key, seen in self.first_seen.items() if now - seen < self.window_s}
 
 
 def read_cluster(api: KubeApi, node: str) -> Cluster:
@@ -235,16 +281,19 @@ def delete(entry: Entry) -> str | None:
     return f"exit {proc.returncode}: {proc.stderr.strip()}"
 
 
-def one_round(api: KubeApi, node: str, log: Callable[[str], None], seen: list[Any]) -> str:
+def one_round(
+    api: KubeApi, node: str, log: Callable[[str], None], seen: list[Any], new_pods: NewPods | None = None
+) -> str:
     """Read the cluster and conntrack, delete what is denied, return a summary; ``seen`` is the last policy set."""
     cluster = read_cluster(api, node)
+    only = None if new_pods is None else new_pods.update(cluster, time.monotonic())
     versions = tuple(sorted((_name(p), (p.get("metadata") or {}).get("resourceVersion", "")) for p in cluster.policies))
     if seen != [versions]:  # a policy changed in place counts too
         log(f"NetworkPolicies now: {', '.join(name for name, _ in versions) or 'none'}")
         seen[:] = [versions]
     entries, skipped = list_entries()
     deleted = 0
-    for deletion in decide(entries, cluster):
+    for deletion in decide(entries, cluster, only):
         error = delete(deletion.entry)
         log(f"deleted {deletion}" if error is None else f"could not delete {deletion}: {error}")
         deleted += error is None
@@ -260,8 +309,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", type=Path, required=True, help="an admin kubeconfig")
     parser.add_argument("--node", required=True, help="the node this host is (its pods are reaped)")
     parser.add_argument("--interval-s", type=float, default=0.5, help="seconds between rounds")
+    parser.add_argument(
+        "--new-pods-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="reap only pods first seen less than S seconds ago (the conntrack mode's stand-in for NRI)",
+    )
     parser.add_argument("--once", action="store_true", help="one round; print the deletions")
     args = parser.parse_args(argv)
+    if args.interval_s <= 0 or (args.new_pods_s is not None and args.new_pods_s <= 0):
+        parser.error("--interval-s and --new-pods-s must be positive numbers of seconds")
+    new_pods = None if args.new_pods_s is None else NewPods(args.new_pods_s)
 
     def log(message: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} reaper: {message}", flush=True)
@@ -279,12 +338,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log(f"reaping egress conntrack entries of node {args.node} every {args.interval_s}s")
+    scope = "" if new_pods is None else f" (only pods first seen less than {args.new_pods_s:g} s ago)"
+    log(f"reaping egress conntrack entries of node {args.node} every {args.interval_s}s{scope}")
     failing = ""  # a failure is logged when it starts or changes, not twice a second while it lasts
     try:
         while True:
             try:
-                one_round(api, args.node, log, seen)
+                one_round(api, args.node, log, seen, new_pods)
                 if failing:
                     log("rounds work again")
                 failing = ""

@@ -6,7 +6,7 @@ import pytest
 
 from chaoscontour.domain.policy import build_block_policy, policy_name
 from chaoscontour_sandbox.netpol import Allow, EgressPlan
-from chaoscontour_sandbox.reaper import Entry, FlowTuple, allowed, cluster_view, decide, parse_conntrack
+from chaoscontour_sandbox.reaper import Entry, FlowTuple, NewPods, allowed, cluster_view, decide, parse_conntrack
 
 # Real output of `conntrack -L` (conntrack-tools 1.4.7) in a scratch network namespace with a DNAT rule
 # 10.218.0.1:443 -> 10.216.0.2:6443, a UDP datagram, a SYN nobody answered and a ping.
@@ -244,3 +244,37 @@ def test_a_running_pod_owns_an_ip_a_finished_pod_still_shows():
     for pods in ([done, *PODS], [*PODS, done]):
         found = deleted([WATCH], [block(f"{API_SERVER}/32")], pods)
         assert [d.pod.name for d in found] == ["contour-a"]
+
+
+# --- conntrack mode: only pods that just started (--new-pods-s) ----------------------------------------------------
+
+REPLACEMENT_IP = "10.217.0.6"
+REPLACEMENT_WATCH = flow(REPLACEMENT_IP, 50000, KUBERNETES_SVC, 443, API_SERVER, 6443)
+
+
+def test_pods_running_when_the_reaper_starts_are_not_new_and_keep_their_connections():
+    cluster = cluster_view(PODS, NAMESPACES, [block(f"{API_SERVER}/32")], NODE)
+    new_pods = NewPods(5.0)
+    assert new_pods.update(cluster, now=100.0) == set()
+    assert decide([WATCH], cluster, new_pods.update(cluster, now=101.0)) == []
+    assert [d.entry for d in decide([WATCH], cluster)] == [WATCH]  # what the per-packet mode would cut
+
+
+def test_a_pod_that_starts_later_is_judged_until_its_window_ends():
+    policies = [block(f"{API_SERVER}/32")]
+    new_pods = NewPods(5.0)
+    new_pods.update(cluster_view(PODS, NAMESPACES, policies, NODE), now=100.0)
+    pods = [*PODS, pod("contour-b", REPLACEMENT_IP, labels=CONTOUR_LABELS)]
+    cluster = cluster_view(pods, NAMESPACES, policies, NODE)
+    assert new_pods.update(cluster, now=102.0) == {REPLACEMENT_IP}
+    cut = decide([WATCH, REPLACEMENT_WATCH], cluster, new_pods.update(cluster, now=106.9))
+    assert [d.entry for d in cut] == [REPLACEMENT_WATCH]  # the old pod's connection lives on, conntrack-style
+    assert decide([WATCH, REPLACEMENT_WATCH], cluster, new_pods.update(cluster, now=107.1)) == []
+
+
+def test_a_replacement_with_the_same_name_and_a_new_address_is_new_again():
+    policies = [block(f"{API_SERVER}/32")]
+    new_pods = NewPods(5.0)
+    new_pods.update(cluster_view(PODS, NAMESPACES, policies, NODE), now=100.0)
+    moved = [pod("contour-a", REPLACEMENT_IP, labels=CONTOUR_LABELS), *PODS[1:]]
+    assert new_pods.update(cluster_view(moved, NAMESPACES, policies, NODE), now=200.0) == {REPLACEMENT_IP}
