@@ -87,8 +87,11 @@ def kill_leader(
 
     The pod is the Lease's `holderIdentity` minus its `_<uuid>` suffix. It is deleted only if it exists in
     `namespace` and carries the labels of `label_selector` (`k=v,k2=v2` string or mapping; default `app=contour`):
-    nothing else is ever deleted. `grace_period_s` is the deletion grace period (0 = hard kill: the leader cannot
-    release the Lease, so the takeover waits for the lease duration to run out, the worst case).
+    nothing else is ever deleted. `grace_period_s` is the deletion grace period. Even 0 is no SIGKILL on a real
+    node: the kubelet gives every container at least 2 s (`minimumGracePeriodInSeconds`) and sends SIGTERM first,
+    and Contour releases the Lease on SIGTERM (`LeaderElectionReleaseOnCancel`), so another replica takes it within
+    a retry period or two. A leader that dies without releasing (its node lost, its process killed) leaves the Lease
+    to expire: the worst case below.
 
     With `wait_for_new_leader` (default), waits up to `timeout_s` seconds until a different identity holds the
     Lease (recognised by identity, so no two machines' clocks are compared; `lease_namespace` as for
