@@ -13,7 +13,7 @@ What it runs, and why:
 - kube-apiserver with TLS from a throw-away CA (:mod:`chaoscontour_sandbox.pki`), client-certificate
   authentication (an admin certificate with ``O=system:masters`` goes into the written kubeconfig),
   ``--authorization-mode=Node,RBAC`` so RBAC is really enforced, and service-account issuer and keys so that
-  TokenRequest works (see :meth:`ControlPlane.service_account_kubeconfig`). Its advertise address is never
+  TokenRequest works (the tests' ServiceAccount identities use it). Its advertise address is never
   loopback (see :mod:`chaoscontour_sandbox.controlplane_flags`).
 - kube-controller-manager (``controller_manager=True``) for what only controllers do: ``default`` ServiceAccounts
   in new namespaces, garbage collection, namespace deletion, Jobs, Deployments, DaemonSets, EndpointSlices.
@@ -23,21 +23,16 @@ What it runs, and why:
 Inside a network namespace (``netns``), every process runs under ``ip netns exec``; ``bind_address`` must then be
 an address of that namespace the caller can reach (e.g. its bridge address), and etcd stays on the namespace's
 own 127.0.0.1.
-
-``python -m chaoscontour_sandbox.controlplane`` starts one, prints its kubeconfig, and stops on Ctrl-C.
 """
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import ipaddress
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -48,13 +43,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import yaml
-
-from chaoscontour_sandbox import binaries
+from chaoscontour_sandbox import binaries, crds
 from chaoscontour_sandbox import controlplane_flags as flags
 from chaoscontour_sandbox.process import Process, ProcessExited, ProcessTimeout, tail
 
-__all__ = ["ControlPlane", "ControlPlaneError", "main"]
+__all__ = ["ControlPlane", "ControlPlaneError"]
 
 Progress = Callable[[str], None]
 
@@ -390,137 +383,6 @@ class ControlPlane:
 
         return config.new_client_from_config(config_file=str(self.kubeconfig))
 
-    def install_crds(self, paths: Iterable[Path], *, timeout_s: float = 60.0) -> list[str]:
-        """Create (or replace) every CustomResourceDefinition in the YAML files ``paths``; wait until each is
-        Established. Returns the CRD names. Documents of other kinds are refused (``ValueError``), before any is sent.
-        """
-        from kubernetes import client
-        from kubernetes.client.rest import ApiException
-
-        crds: list[dict[str, Any]] = []
-        for path in paths:
-            for document in yaml.safe_load_all(Path(path).read_text()):
-                if not document:
-                    continue
-                if document.get("kind") != "CustomResourceDefinition":
-                    raise ValueError(f"{path}: {document.get('kind')!r} is not a CustomResourceDefinition")
-                crds.append(document)
-        with self.api_client() as api:
-            ext = client.ApiextensionsV1Api(api)
-            for crd in crds:
-                name = crd["metadata"]["name"]
-                body: Any = crd  # the client accepts plain documents; its annotations name only its models
-                try:
-                    ext.create_custom_resource_definition(body)
-                except ApiException as exc:
-                    if exc.status != 409:
-                        raise
-                    current: Any = ext.read_custom_resource_definition(name)
-                    version = current.metadata.resource_version
-                    body = dict(crd, metadata=dict(crd["metadata"], resourceVersion=version))
-                    ext.replace_custom_resource_definition(name, body)
-            names = [crd["metadata"]["name"] for crd in crds]
-            deadline = time.monotonic() + timeout_s
-            pending = set(names)
-            while pending:
-                for name in sorted(pending):
-                    status: Any = ext.read_custom_resource_definition(name).status
-                    conditions = (status.conditions if status else None) or []
-                    if any(c.type == "Established" and c.status == "True" for c in conditions):
-                        pending.discard(name)
-                if pending:
-                    if time.monotonic() > deadline:
-                        raise ControlPlaneError(f"CRDs not Established within {timeout_s:.0f} s: {sorted(pending)}")
-                    time.sleep(0.1)
-        self.progress(f"control plane: installed {len(names)} CRDs")
-        return names
-
     def install_contour_crds(self) -> list[str]:
-        """Install Contour's CRDs, read from the pinned Contour module in the Go module cache."""
-        return self.install_crds([binaries.contour_module_dir() / "examples" / "contour" / "01-crds.yaml"])
-
-    def service_account_kubeconfig(
-        self, namespace: str, name: str, path: Path | None = None, *, expiration_s: int = 24 * 3600
-    ) -> Path:
-        """Write a kubeconfig that authenticates as ServiceAccount ``namespace/name`` and return its path.
-
-        The ServiceAccount is created if missing; the token comes from the TokenRequest API (as a pod's projected
-        token does), so the identity has exactly the permissions RBAC grants it and nothing else.
-        """
-        from kubernetes import client
-        from kubernetes.client.rest import ApiException
-
-        with self.api_client() as api:
-            core = client.CoreV1Api(api)
-            try:
-                core.create_namespaced_service_account(
-                    namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
-                )
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-            # No audiences: the API server defaults them to its own (--api-audiences, else the issuer).
-            request = client.AuthenticationV1TokenRequest(
-                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_s)
-            )
-            granted: Any = core.create_namespaced_service_account_token(name, namespace, request)
-            token = str(granted.status.token)
-        target = path or self.workdir / "kubeconfigs" / f"{namespace}.{name}.kubeconfig"
-        user = f"system:serviceaccount:{namespace}:{name}"
-        flags.write_kubeconfig(
-            target, flags.kubeconfig_document(self.url, self.ca_file.read_bytes(), user, {"token": token})
-        )
-        return target
-
-
-# --- CLI --------------------------------------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m chaoscontour_sandbox.controlplane",
-        description="Run a local etcd + kube-apiserver (TLS, RBAC) until Ctrl-C, and print its kubeconfig.",
-    )
-    parser.add_argument("--controller-manager", action="store_true", help="also run kube-controller-manager")
-    parser.add_argument("--scheduler", action="store_true", help="also run kube-scheduler")
-    parser.add_argument("--contour-crds", action="store_true", help="install Contour's CRDs")
-    parser.add_argument("--workdir", type=Path, help="keep certificates, kubeconfig and logs here (default: temp)")
-    parser.add_argument("--bind-address", default="127.0.0.1")
-    parser.add_argument("--advertise-address")
-    parser.add_argument("--port", type=int, help="kube-apiserver's secure port (default: a free one)")
-    args = parser.parse_args(argv)
-
-    # SIGTERM (e.g. from a service manager) takes the same clean path as Ctrl-C.
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    plane = ControlPlane(
-        workdir=args.workdir,
-        bind_address=args.bind_address,
-        advertise_address=args.advertise_address,
-        controller_manager=args.controller_manager,
-        scheduler=args.scheduler,
-        secure_port=args.port,
-        progress=lambda message: print(message, flush=True),
-    )
-    try:
-        with plane:
-            if args.contour_crds:
-                plane.install_contour_crds()
-            print(f"\nexport KUBECONFIG={plane.kubeconfig}\n\nPress Ctrl-C to stop.", flush=True)
-            while plane.running:
-                time.sleep(1.0)
-            for name, log in plane.exited_logs().items():
-                print(f"{name} exited; the end of its log:\n{log}", file=sys.stderr)
-            return 1
-    except KeyboardInterrupt:
-        print("stopped", flush=True)
-        return 0
-    except (ControlPlaneError, binaries.BinaryNotFound) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+        """Install Contour's CRDs (:func:`chaoscontour_sandbox.crds.install_contour_crds`)."""
+        return crds.install_contour_crds(self.kubeconfig, progress=self.progress)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from chaoscontour_sandbox import applier, binaries, deploy, dns, manifests, nodehost, nodeplane, workloads
+from chaoscontour_sandbox import applier, binaries, deploy, dns, manifests, nodehost, nodeimages, nodeplane, workloads
 from chaoscontour_sandbox.deploy import SandboxError
 from chaoscontour_sandbox.kubeapi import KubeApi
 from chaoscontour_sandbox.process import Process, identity, is_same, stop_pid
@@ -203,7 +203,7 @@ def load(directory: Path, archives: Sequence[Path], say: Say | None = None) -> l
 
 
 def _check_images(directory: Path, plan: manifests.Plan) -> None:
-    missing = manifests.unavailable_images(plan, node_images(directory))
+    missing = nodeimages.unavailable_images(plan, node_images(directory))
     if missing:
         raise SandboxError(
             "the sandbox has no registry, and the node lacks these images:\n  "

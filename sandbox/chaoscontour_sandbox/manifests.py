@@ -13,7 +13,8 @@ started or sent; every error names the file and the document's index in it (from
 
 The plan is what gets applied, as written, in dependency order (Namespaces, then what pods mount, Services,
 Deployments, and HTTPProxies last, so Contour never sees a route to a Service not yet there);
-:meth:`Plan.deletion_order` reverses it. The sandbox has no registry: :func:`unavailable_images` names every image
+:meth:`Plan.deletion_order` reverses it. The sandbox has no registry:
+:func:`chaoscontour_sandbox.nodeimages.unavailable_images` names every image
 the node lacks, or that the kubelet would try to pull anyway (``imagePullPolicy: Always``, stated or implied by a
 ``:latest`` or missing tag), before anything is sent.
 
@@ -32,8 +33,6 @@ from typing import Any
 
 import yaml
 
-from chaoscontour_sandbox.images import qualified_reference
-
 __all__ = [
     "KINDS",
     "RESERVED_NAMESPACES",
@@ -46,7 +45,6 @@ __all__ = [
     "check",
     "api_path",
     "route_settings",
-    "unavailable_images",
 ]
 
 Obj = dict[str, Any]
@@ -278,44 +276,6 @@ def plan(
     _check_namespaces(docs, existing_namespaces)
     _check_unique(docs)
     return Plan(sorted(docs, key=lambda d: KINDS[d.kind].order))  # stable: file order within a kind
-
-
-def _pulls_always(container: Mapping[str, Any]) -> bool:
-    """The kubelet's default pull policy: ``Always`` for a ``:latest`` or untagged image, else ``IfNotPresent``."""
-    policy = container.get("imagePullPolicy")
-    if policy:
-        return bool(policy == "Always")
-    image = str(container.get("image", ""))
-    if "@" in image:
-        return False
-    tail = image.rsplit("/", 1)[-1]
-    return ":" not in tail or tail.endswith(":latest")
-
-
-def unavailable_images(plan: Plan, present: Iterable[str]) -> list[str]:
-    """What stops the Deployments of ``plan`` from starting on a node that has the images ``present`` and no
-    registry: one line per image missing, or pulled whatever the node has."""
-    have = {qualified_reference(ref) for ref in present}
-    problems: dict[str, str] = {}
-    for doc in plan.of_kind("Deployment"):
-        spec = ((doc.obj.get("spec") or {}).get("template") or {}).get("spec") or {}
-        for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
-            image = str(container.get("image") or "")
-            where = f"(Deployment {doc.namespace}/{doc.name}, container {container.get('name')}, {doc.where})"
-            try:
-                ref = qualified_reference(image)
-            except ValueError as exc:
-                problems.setdefault(image, f"{image!r}: {exc} {where}")
-                continue
-            if ref not in have:
-                problems.setdefault(image, f"{image}: not on the node {where}")
-            elif _pulls_always(container):
-                problems.setdefault(
-                    image,
-                    f"{image}: the kubelet would pull it (imagePullPolicy Always, stated or implied by a :latest or "
-                    f"missing tag); set imagePullPolicy: IfNotPresent {where}",
-                )
-    return sorted(problems.values())
 
 
 def check(

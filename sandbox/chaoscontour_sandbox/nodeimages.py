@@ -3,20 +3,26 @@
 No registry is reachable here, so each image is an OCI archive made by :mod:`chaoscontour_sandbox.images` from a
 binary this project built or installed, imported into the node's containerd before the kubelet asks for it. An
 image holds what its program needs and nothing else (a static binary; Envoy with its loader and libraries); the
-user, ports and command come from the pod spec, as with the upstream images.
+user, ports and command come from the pod spec, as with the upstream images. :func:`unavailable_images` checks a
+user's manifests against the images the node has.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from chaoscontour_sandbox import images, nodeconfig, versions
-from chaoscontour_sandbox.images import Directory, File, ImageSpec
+from chaoscontour_sandbox.images import Directory, File, ImageSpec, qualified_reference
+
+if TYPE_CHECKING:
+    from chaoscontour_sandbox.manifests import Plan
 
 __all__ = [
+    "unavailable_images",
     "AGNHOST_IMAGE",
     "CONTOUR_IMAGE",
     "COREDNS_IMAGE",
@@ -140,3 +146,44 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+# --- a user's manifests against the node's images ------------------------------------------------------------
+
+
+def _pulls_always(container: Mapping[str, Any]) -> bool:
+    """The kubelet's default pull policy: ``Always`` for a ``:latest`` or untagged image, else ``IfNotPresent``."""
+    policy = container.get("imagePullPolicy")
+    if policy:
+        return bool(policy == "Always")
+    image = str(container.get("image", ""))
+    if "@" in image:
+        return False
+    tail = image.rsplit("/", 1)[-1]
+    return ":" not in tail or tail.endswith(":latest")
+
+
+def unavailable_images(plan: Plan, present: Iterable[str]) -> list[str]:
+    """What stops the Deployments of ``plan`` from starting on a node that has the images ``present`` and no
+    registry: one line per image missing, or pulled whatever the node has."""
+    have = {qualified_reference(ref) for ref in present}
+    problems: dict[str, str] = {}
+    for doc in plan.of_kind("Deployment"):
+        spec = ((doc.obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+            image = str(container.get("image") or "")
+            where = f"(Deployment {doc.namespace}/{doc.name}, container {container.get('name')}, {doc.where})"
+            try:
+                ref = qualified_reference(image)
+            except ValueError as exc:
+                problems.setdefault(image, f"{image!r}: {exc} {where}")
+                continue
+            if ref not in have:
+                problems.setdefault(image, f"{image}: not on the node {where}")
+            elif _pulls_always(container):
+                problems.setdefault(
+                    image,
+                    f"{image}: the kubelet would pull it (imagePullPolicy Always, stated or implied by a :latest or "
+                    f"missing tag); set imagePullPolicy: IfNotPresent {where}",
+                )
+    return sorted(problems.values())

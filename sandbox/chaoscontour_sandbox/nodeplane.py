@@ -31,7 +31,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from chaoscontour_sandbox import binaries, deploy, nodeaddons, nodehost, nodeimages
+from chaoscontour_sandbox import binaries, crds, deploy, nodeaddons, nodehost, nodeimages
 from chaoscontour_sandbox.controlplane import ControlPlane, ControlPlaneError
 from chaoscontour_sandbox.kubeapi import KubeApi
 from chaoscontour_sandbox.node import Node, NodeError
@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
             enforcement.follow()
         return 0
-    except (ControlPlaneError, NodeError, deploy.SandboxError, binaries.BinaryNotFound, OSError) as exc:
+    except (ControlPlaneError, crds.CrdError, NodeError, deploy.SandboxError, binaries.BinaryNotFound, OSError) as exc:
         say(f"error: {exc}")
         return 1
     finally:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chaoscontour_sandbox import cli, lifecycle, manifests
+from chaoscontour_sandbox import cli, lifecycle, manifests, nodeimages
 from chaoscontour_sandbox.manifests import ManifestError, check, route_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,9 +67,9 @@ CART = "registry.example.com/shop/cart:2.3"
 
 def test_images_the_node_lacks_are_named_with_where_they_are_used() -> None:
     plan = check([EXAMPLE])
-    missing = manifests.unavailable_images(plan, ["docker.io/library/busybox:1.37"])
+    missing = nodeimages.unavailable_images(plan, ["docker.io/library/busybox:1.37"])
     assert len(missing) == 1 and missing[0].startswith(f"{CART}: not on the node (Deployment shop/cart, container cart")
-    assert manifests.unavailable_images(plan, [CART]) == []
+    assert nodeimages.unavailable_images(plan, [CART]) == []
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_an_image_the_kubelet_would_pull_anyway_is_refused_even_when_present(
 ) -> None:
     container = {"imagePullPolicy": policy} if policy else {}
     plan = manifests.Plan([manifests.Document(deployment(image, **container), "f.yaml", 1)])
-    problems = manifests.unavailable_images(plan, [image])
+    problems = nodeimages.unavailable_images(plan, [image])
     assert (problems != []) is pulls, problems
     if pulls:
         assert "set imagePullPolicy: IfNotPresent" in problems[0]
@@ -96,7 +96,7 @@ def test_an_image_the_kubelet_would_pull_anyway_is_refused_even_when_present(
 
 def test_a_malformed_image_reference_is_named() -> None:
     plan = manifests.Plan([manifests.Document(deployment("Shop/Cart:2.3"), "f.yaml", 1)])
-    assert "'Shop/Cart:2.3'" in manifests.unavailable_images(plan, [])[0]
+    assert "'Shop/Cart:2.3'" in nodeimages.unavailable_images(plan, [])[0]
 
 
 def test_the_worked_example_points_the_experiments_at_its_route() -> None:

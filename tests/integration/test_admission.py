@@ -26,6 +26,7 @@ from kubernetes.client.rest import ApiException
 from chaoscontour.activities.network import MAX_FAULT_S
 from chaoscontour.domain import policy as fault
 from chaoscontour_sandbox.controlplane import ControlPlane
+from tests.support import identities
 from tests.support.game_day_identity import (
     CACHE_DEADLINE_S,
     SERVICE_ACCOUNT,
@@ -58,7 +59,7 @@ def pod(name: str, labels: dict[str, str]) -> Any:
 def as_game_day(control_plane: ControlPlane, api: client.ApiClient, namespace: str) -> Iterator[client.ApiClient]:
     """An ``ApiClient`` of the game-day ServiceAccount, once its RBAC and admission policies are in force."""
     with applied(api, rbac_documents(namespace)), applied(api, admission_documents(namespace)):
-        kubeconfig = control_plane.service_account_kubeconfig(namespace, SERVICE_ACCOUNT)
+        kubeconfig = identities.service_account_kubeconfig(control_plane, namespace, SERVICE_ACCOUNT)
         with config.new_client_from_config(config_file=str(kubeconfig)) as sa_api:
             wait_for_admission_policies(api, sa_api, namespace)
             yield sa_api

@@ -22,6 +22,7 @@ from kubernetes.client.rest import ApiException
 
 from chaoscontour_sandbox import versions
 from chaoscontour_sandbox.controlplane import STOP_GRACE_S, ControlPlane, ControlPlaneError
+from tests.support import identities
 
 
 def process_exists(pid: int) -> bool:
@@ -66,7 +67,7 @@ def test_api_server_answers_with_the_pinned_version(api: client.ApiClient) -> No
 def test_rbac_denies_a_service_account_what_it_was_not_granted(
     control_plane: ControlPlane, api: client.ApiClient, namespace: str
 ) -> None:
-    kubeconfig = control_plane.service_account_kubeconfig(namespace, "reader")
+    kubeconfig = identities.service_account_kubeconfig(control_plane, namespace, "reader")
     with config.new_client_from_config(config_file=str(kubeconfig)) as sa_api:
         sa_core = client.CoreV1Api(sa_api)
         with pytest.raises(ApiException) as denied:

@@ -22,6 +22,7 @@ from chaoscontour.activities.network import block_apiserver_egress, unblock_apis
 from chaoscontour.activities.pods import contour_restart_count
 from chaoscontour_sandbox.controlplane import ControlPlane
 from tests.integration.contour_like import Candidate, create_pod, names
+from tests.support import identities
 from tests.support.game_day_identity import (
     SERVICE_ACCOUNT,
     admission_documents,
@@ -36,7 +37,7 @@ def service_account_kubeconfig(control_plane: ControlPlane, api: client.ApiClien
     """deploy/rbac.yaml and deploy/admission-policy.yaml in force in ``namespace``; a kubeconfig for its
     ServiceAccount."""
     with applied(api, rbac_documents(namespace)), applied(api, admission_documents(namespace)):
-        kubeconfig = control_plane.service_account_kubeconfig(namespace, SERVICE_ACCOUNT)
+        kubeconfig = identities.service_account_kubeconfig(control_plane, namespace, SERVICE_ACCOUNT)
         with config.new_client_from_config(config_file=str(kubeconfig)) as sa_api:
             wait_for_admission_policies(api, sa_api, namespace)
         yield kubeconfig
