@@ -34,7 +34,7 @@ from chaoscontour.domain.inputs import (
     require_namespace,
     require_run_id,
 )
-from chaoscontour.domain.lease import parse_api_time
+from chaoscontour.domain.lease import lease_liveness_problem, lease_summary, parse_api_time
 from chaoscontour.domain.selectors import format_label_selector, parse_label_selector
 from chaoscontour.edges import heartbeat
 from chaoscontour.edges.kube import (
@@ -45,6 +45,7 @@ from chaoscontour.edges.kube import (
     list_pods,
     read_if_present,
     read_lease,
+    read_lease_at,
     to_dict,
 )
 
@@ -120,8 +121,10 @@ def block_apiserver_egress(
     dies, or is told to stop (SIGINT, SIGTERM, SIGUSR1), the fault ends within `dead_man_s` plus the controllers'
     few seconds. `dead_man_s` 0 turns the switch off (the deadline is `duration_s` from the start).
 
-    Refuses, creating nothing, when the selector matches no pod, or when another NetworkPolicy already allows those
-    pods egress to the API server (policies are additive, so the fault would do nothing) unless `force` is true.
+    Refuses, creating nothing, when the selector matches no pod; with `verify`, when the Lease is not live evidence
+    (not renewed within its duration by the API server's clock, or held by none of the selected pods: a Lease nobody
+    renews would "confirm" any fault); or when another NetworkPolicy already allows those pods egress to the API
+    server (policies are additive, so the fault would do nothing) unless `force` is true.
     Fails and removes the Job when a queueing controller (e.g. Kueue) suspended it: a suspended Job never reaches
     its deadline, so the fault would never expire.
 
@@ -170,7 +173,17 @@ def block_apiserver_egress(
             "created. Check that the namespace is where Contour runs and that label_selector matches its pods"
         )
     if verifying:
-        lease_duration = (read_lease(k, lease_ns, lease_name).get("spec") or {}).get("leaseDurationSeconds") or 0
+        lease, cluster_now = read_lease_at(k, lease_ns, lease_name)
+        problem = lease_liveness_problem(
+            lease_summary(lease, cluster_now, datetime.now(UTC)), [p["metadata"]["name"] for p in pods]
+        )
+        if problem:
+            raise ActivityFailed(
+                f"{problem}. Nothing was created. Name the Lease your Contour renews (lease_name, lease_namespace: "
+                "Contour's --leader-election-resource-name and -namespace) and select its pods (label_selector), "
+                "or set verify=false to block without this evidence"
+            )
+        lease_duration = (lease.get("spec") or {}).get("leaseDurationSeconds") or 0
         needed = max(float(lease_duration), window) + VERIFY_MARGIN_S
         if verify_timeout <= needed:
             raise InvalidInput(

@@ -1,12 +1,12 @@
 """Reading Contour's leader-election Lease (coordination.k8s.io/v1), as plain API-shaped dictionaries."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chaoscontour.domain.identity import InvalidHolderIdentity, parse_holder_identity
 
-__all__ = ["lease_summary", "new_holder", "parse_api_time"]
+__all__ = ["lease_summary", "lease_liveness_problem", "new_holder", "parse_api_time"]
 
 
 def parse_api_time(value: object) -> datetime | None:
@@ -72,3 +72,38 @@ def new_holder(lease: Mapping[str, Any], old_holder: str) -> str | None:
     """
     holder = (lease.get("spec") or {}).get("holderIdentity") or ""
     return holder if holder and holder != old_holder else None
+
+
+# The API server's Date header is to the second; lease_summary takes its midpoint, so an age may read up to 0.5 s
+# long. A full second of slack keeps a Lease renewed just now from ever reading as stale.
+DATE_SLACK_S = 1.0
+
+
+def lease_liveness_problem(summary: Mapping[str, Any], selected_pods: Iterable[str]) -> str | None:
+    """Why this Lease (a :func:`lease_summary`) cannot serve as evidence that a fault on ``selected_pods`` bit.
+
+    The verification reads "the Lease stayed unchanged for longer than its duration" as "no Contour could write
+    it", which holds only if it was being renewed, by one of the pods the fault cuts off, when the fault began: a
+    Lease nobody renews (left by an old install, or the wrong name) stays unchanged whether or not anything is cut
+    off. ``None`` when it is live and held by one of ``selected_pods``.
+    """
+    where = f"Lease {summary.get('namespace')}/{summary.get('name')}"
+    holder, pod = summary.get("holder_identity"), summary.get("pod_name")
+    age, duration = summary.get("seconds_since_renewal"), summary.get("lease_duration_s")
+    if not holder:
+        return f"{where} has no holder: no Contour leads, so its silence would prove nothing"
+    if age is None or duration is None:
+        return f"{where} has no renewTime or leaseDurationSeconds: it cannot show whether anyone renews it"
+    if age > float(duration) + DATE_SLACK_S:
+        return (
+            f"{where} is not being renewed: {holder!r} last renewed it {age:.1f} s ago by the API server's clock "
+            f"({summary.get('judged_by')}), longer than its {duration} s duration, so it would stay unchanged "
+            "whether or not the fault bites"
+        )
+    names = sorted(set(selected_pods))
+    if pod not in names:
+        return (
+            f"{where} is held by {holder!r}, which is not one of the selected pods ({', '.join(names)}): its "
+            "renewals say nothing about whether these pods reach the API server"
+        )
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -199,6 +200,34 @@ def test_a_slow_renewing_leader_is_never_taken_for_a_cut_off_one(
         slow.stop()
     assert slow.renewals >= 2  # acquired, then renewed after the block: enough to refuse early
     assert policy_names(net, contour) == []
+
+
+def test_a_lease_nobody_renews_is_refused_as_evidence_before_anything_is_created(
+    api: client.ApiClient, net: client.NetworkingV1Api, batch: client.BatchV1Api, contour: str
+) -> None:
+    """Issue 21: a Lease last renewed in 2020 stays unchanged whatever the policy does, so it once "confirmed" a
+    fault that never bit. The block must refuse it before it creates anything."""
+    create_lease(
+        client.CoordinationV1Api(api),
+        contour,
+        holder_identity("contour-a"),
+        renewed=datetime(2020, 3, 1, 12, 0, 0, 250000, tzinfo=UTC),  # whole seconds: the client drops the fraction
+        duration_s=15,
+    )
+    with pytest.raises(ActivityFailed, match=r"is not being renewed: .*contour-a.* ago by the API server's clock"):
+        block_apiserver_egress(namespace=contour, run_id="stale", verify_timeout_s=30)
+    assert policy_names(net, contour) == []
+    assert job_names(batch, contour) == []
+
+
+def test_a_lease_held_by_a_pod_the_block_does_not_select_is_refused(
+    api: client.ApiClient, net: client.NetworkingV1Api, batch: client.BatchV1Api, contour: str
+) -> None:
+    create_lease(client.CoordinationV1Api(api), contour, holder_identity("other-contour"), duration_s=15)
+    with pytest.raises(ActivityFailed, match=r"held by .*other-contour.*not one of the selected pods"):
+        block_apiserver_egress(namespace=contour, run_id="foreign", verify_timeout_s=30)
+    assert policy_names(net, contour) == []
+    assert job_names(batch, contour) == []
 
 
 def test_block_is_confirmed_when_the_leader_stops_renewing(

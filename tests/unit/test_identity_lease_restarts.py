@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chaoscontour.domain.identity import InvalidHolderIdentity, parse_holder_identity
-from chaoscontour.domain.lease import lease_summary, new_holder
+from chaoscontour.domain.lease import lease_liveness_problem, lease_summary, new_holder
 from chaoscontour.domain.restarts import restart_summary
 
 UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -84,6 +84,32 @@ def test_without_a_date_header_the_runner_clock_is_used_and_said():
     summary = lease_summary(_lease(f"contour-a_{UUID}", NOW - timedelta(seconds=3)), None, NOW)
     assert summary["held"] is True and summary["clock_offset_s"] is None
     assert summary["judged_by"].startswith("runner-clock")
+
+
+def test_a_live_lease_held_by_a_selected_pod_is_evidence():
+    summary = lease_summary(_lease(f"contour-a_{UUID}", NOW - timedelta(seconds=2)), NOW, NOW)
+    assert lease_liveness_problem(summary, ["contour-a", "contour-b"]) is None
+
+
+def test_a_lease_renewed_years_ago_is_no_evidence_even_by_a_runner_clock_years_behind():
+    stale = _lease(f"contour-a_{UUID}", datetime(2020, 3, 1, tzinfo=UTC))
+    problem = lease_liveness_problem(lease_summary(stale, NOW, datetime(2020, 3, 1, tzinfo=UTC)), ["contour-a"])
+    assert problem is not None and "is not being renewed" in problem and "API server's clock" in problem
+
+
+@pytest.mark.parametrize(("age_s", "live"), [(15.4, True), (16.0, True), (16.6, False)])
+def test_one_second_of_slack_for_the_date_headers_resolution(age_s, live):
+    # lease_summary adds 0.5 s (the Date's midpoint); 15 s duration + 1 s slack.
+    summary = lease_summary(_lease(f"contour-a_{UUID}", NOW - timedelta(seconds=age_s - 0.5)), NOW, NOW)
+    assert (lease_liveness_problem(summary, ["contour-a"]) is None) is live
+
+
+def test_a_lease_held_by_an_unselected_pod_or_by_nobody_is_no_evidence():
+    foreign = lease_summary(_lease(f"contour-x_{UUID}", NOW), NOW, NOW)
+    assert "not one of the selected pods (contour-a, contour-b)" in lease_liveness_problem(
+        foreign, ["contour-b", "contour-a"]
+    )
+    assert "has no holder" in lease_liveness_problem(lease_summary(_lease("", NOW), NOW, NOW), ["contour-a"])
 
 
 def test_a_new_leader_is_recognised_by_identity_whatever_its_clock_says():
