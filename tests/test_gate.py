@@ -310,6 +310,26 @@ def test_a_fault_that_did_not_hold_to_the_end_fails_with_the_probe_reasons(chaos
     assert gate(journal, tmp_path, capsys, "--allow-unverified")[0] == 1
 
 
+def test_a_lease_seen_held_during_a_confirmed_fault_fails_although_the_end_probe_says_held(
+    chaos_journal, tmp_path, capsys
+):
+    """Issue 21: evidence that contradicts the fault anywhere in the window fails the run, with the probe named."""
+    journal, chaos_code = chaos_journal("apiserver-outage", env={"FIXTURE_LEASE_HELD": "true"})
+    assert chaos_code == 0
+    code, out, root, _ = gate(journal, tmp_path, capsys)
+    assert code == 1
+    reason = (
+        "'lease-during-the-fault' saw Lease projectcontour/leader-elect held during the API-server fault (renewed "
+        "1.2 s before, by contour-0_0b9a5c2e-6c1f-4f53-9b36-2f0e4c8d1a77): a Contour still reached the API server "
+        "after the fault was confirmed, so it did not hold"
+    )
+    assert out.splitlines()[1:] == [reason]
+    assert outcome_failure(root) == reason
+    # Without confirmation nothing says the Lease should be quiet yet: the unverified block is the reason, not this.
+    journal, _ = chaos_journal("apiserver-outage", env={"FIXTURE_LEASE_HELD": "true", "FIXTURE_VERIFY": "false"})
+    assert "saw Lease" not in gate(journal, tmp_path, capsys)[1]
+
+
 def test_an_outage_without_the_end_of_window_probe_passes_and_says_what_was_not_checked(
     chaos_journal, tmp_path, capsys
 ):
@@ -387,6 +407,10 @@ README_ROWS: dict[str, dict[str, Any]] = {
         "env": {"FIXTURE_FAULT_HELD": "false"},
     },
     "a confirmed fault that held to the end of its window": {"name": "apiserver-outage"},
+    "`lease_holder` saw the Lease held while the confirmed fault was on": {
+        "name": "apiserver-outage",
+        "env": {"FIXTURE_LEASE_HELD": "true"},
+    },
     "no `apiserver_egress_fault` in the method (an older experiment)": {"name": "apiserver-outage-without-end-probe"},
 }
 

@@ -4,7 +4,8 @@
 A journal passes only when the run completed, the steady state was met before and after, the experiment did not
 deviate, every planned method activity and rollback ran and none failed, no ``envoy_availability`` output fell below
 its ``min_availability`` or went missing, every ``block_apiserver_egress`` confirmed its fault (or the caller accepts
-an unverified one) and no ``apiserver_egress_fault`` probe saw the fault stop holding before the end of its window.
+an unverified one), no ``apiserver_egress_fault`` probe saw the fault stop holding before the end of its window,
+and no ``lease_holder`` probe saw the verified Lease held while a confirmed block was in force.
 """
 
 from __future__ import annotations
@@ -197,6 +198,41 @@ def _unverified_block(r: ActivityResult) -> tuple[str, bool] | None:
     return f"the fault of {r.name!r} was not confirmed" + (f": {evidence}" if evidence else ""), False
 
 
+def _during_a_confirmed_block(method: list[ActivityResult]) -> list[tuple[ActivityResult, str]]:
+    """The method's ``lease_holder`` results that started while a *confirmed* API-server block was in force (after
+    the block ended, before any ``unblock_apiserver_egress`` of the method started), each with the Lease that block
+    verified (``Lease NAMESPACE/NAME``)."""
+    found: list[tuple[ActivityResult, str]] = []
+    for index, block in enumerate(method):
+        output = block.output if isinstance(block.output, Mapping) else {}
+        check = output.get("verification")
+        if block.ours != j.BLOCK_APISERVER or not isinstance(check, Mapping) or check.get("confirmed") is not True:
+            continue
+        later = method[index + 1 :]
+        heal = next((r.start for r in later if r.ours == j.UNBLOCK_APISERVER and r.ran and r.start), None)
+        for r in later:
+            in_window = bool(r.start and block.end and r.start >= block.end and (heal is None or r.start < heal))
+            if r.ours == j.LEASE_HOLDER and r.ran and in_window:
+                found.append((r, str(check.get("lease") or "")))
+    return found
+
+
+def _contradicting_evidence(method: list[ActivityResult]) -> list[str]:
+    """A Lease seen held while a confirmed block was in force: a Contour renewed it, so it reached the API server
+    and the fault did not hold, whatever the end-of-window probe says (it may have run before, or read another
+    object). Only the Lease the block verified counts."""
+    reasons = []
+    for r, verified in _during_a_confirmed_block(method):
+        output = r.output if isinstance(r.output, Mapping) else {}
+        if f"Lease {output.get('namespace')}/{output.get('name')}" == verified and output.get("held") is True:
+            reasons.append(
+                f"{r.name!r} saw {verified} held during the API-server fault (renewed "
+                f"{output.get('seconds_since_renewal')} s before, by {output.get('holder_identity')}): a Contour "
+                "still reached the API server after the fault was confirmed, so it did not hold"
+            )
+    return reasons
+
+
 def _chaoscontour_reasons(
     results: list[ActivityResult], options: GateOptions
 ) -> tuple[list[str], list[str], list[str]]:
@@ -243,6 +279,7 @@ def _chaoscontour_reasons(
                 reasons.append(
                     f"the fault did not hold for the whole window ({r.name!r}): {'; '.join(fault_reasons(output))}"
                 )
+    reasons += _contradicting_evidence(method)
     for block, probe in ((j.BLOCK_APISERVER, j.APISERVER_FAULT), (j.BLOCK_XDS, j.XDS_FAULT)):
         if any(r.ours == block for r in method) and not any(r.ours == probe for r in method):
             notes.append(
