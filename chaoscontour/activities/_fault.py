@@ -11,6 +11,7 @@ from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 
+from chaoscontour.domain.policy import RUN_ID_LABEL
 from chaoscontour.edges import heartbeat
 from chaoscontour.edges.kube import Kube, call, delete_in_background, patch_job_deadline, to_dict
 
@@ -95,10 +96,10 @@ def _names(k: Kube, listing: Any) -> list[str]:
     return [item["metadata"]["name"] for item in to_dict(k, listing).get("items") or []]
 
 
-def remove_objects(k: Kube, namespace: str, selector: str, heartbeat_prefix: str) -> dict[str, list[str]]:
-    """Stop the heartbeats whose key starts with ``heartbeat_prefix``, then delete the NetworkPolicies and expiry
-    Jobs of ``selector`` (already gone is success). Returns the names removed."""
-    heartbeat.stop_heartbeats(namespace, heartbeat_prefix)
+def remove_objects(k: Kube, namespace: str, selector: str, key: str) -> dict[str, list[str]]:
+    """Stop the heartbeat of ``key`` (a :func:`heartbeat_key`; with no run id, every run's), then delete the
+    NetworkPolicies and expiry Jobs of ``selector`` (already gone is success). Returns the names removed."""
+    heartbeat.stop_heartbeats(namespace, key)
     removed: dict[str, list[str]] = {"policies": [], "jobs": []}
     policies = call(
         f"list our NetworkPolicies in {namespace}",
@@ -114,6 +115,31 @@ def remove_objects(k: Kube, namespace: str, selector: str, heartbeat_prefix: str
         if delete_in_background(k, "Job", namespace, name):
             removed["jobs"].append(name)
     return removed
+
+
+def runs_present(k: Kube, namespace: str, every_run_selector: str, excluding: str) -> list[str]:
+    """The run ids other than ``excluding`` whose objects (policies or expiry Jobs) of one fault are in
+    ``namespace``, sorted (``excluding``'s may still be listed for a moment after their deletion)."""
+    found: set[str] = set()
+    for what, list_call in (
+        ("NetworkPolicies", k.networking.list_namespaced_network_policy),
+        ("Jobs", k.batch.list_namespaced_job),
+    ):
+        listing = call(f"list our {what} in {namespace}", list_call, namespace, label_selector=every_run_selector)
+        for item in to_dict(k, listing).get("items") or []:
+            found.add(((item.get("metadata") or {}).get("labels") or {}).get(RUN_ID_LABEL, "?"))
+    return sorted(found - {excluding})
+
+
+def nothing_removed_note(name: str, namespace: str, run_id: str, others: list[str]) -> str:
+    """What an unblock that found nothing of its run says: success (nothing to remove), but never silently."""
+    note = (
+        f"{name}: nothing of run {run_id} in namespace {namespace}: already removed (expired, or an earlier "
+        "rollback), or the fault was created in another namespace or under another run_id"
+    )
+    if others:
+        note += f"; faults of other runs are still in place there: {', '.join(others)} (all_runs=true removes them)"
+    return note
 
 
 def job_finished(job: Mapping[str, Any] | None) -> str:

@@ -306,7 +306,9 @@ def unblock_apiserver_egress(
     Deletes, in `namespace`, the NetworkPolicies and expiry Jobs this extension created for one run: `run_id`, or
     by default this `chaos run` process's own id (the one `block_apiserver_egress` used by default), so concurrent
     runs never remove each other's fault. `all_runs` removes every run's objects instead. Idempotent: nothing to
-    remove is success. Returns `removed_policies`, `removed_jobs` and the `run_id` it looked for.
+    remove is success, but never silent: when nothing of that run is there it logs a warning and returns a `note`
+    (already removed, or another namespace or run id?). Returns `removed_policies`, `removed_jobs`, the `run_id` it
+    looked for and `other_runs`, the run ids whose API-server faults are still in `namespace`.
     """
     require_namespace(namespace)
     every_run = parse_bool(all_runs, "all_runs")
@@ -315,11 +317,22 @@ def unblock_apiserver_egress(
     run = "" if every_run else require_run_id(run_id or process_run_id())
     k = kube(secrets)
     removed = _remove_run(k, namespace, run)
-    logger.info(
-        f"unblock_apiserver_egress: removed {len(removed['policies'])} policy(ies) and "
-        f"{len(removed['jobs'])} expiry Job(s) of run {run or '*'} in {namespace}"
-    )
-    return {"run_id": run or "*", "removed_policies": removed["policies"], "removed_jobs": removed["jobs"]}
+    others = lifecycle.runs_present(k, namespace, fault.managed_selector(), run) if run else []
+    result: Dict[str, Any] = {
+        "run_id": run or "*",
+        "removed_policies": removed["policies"],
+        "removed_jobs": removed["jobs"],
+        "other_runs": others,
+    }
+    if run and not removed["policies"] and not removed["jobs"]:
+        result["note"] = lifecycle.nothing_removed_note("unblock_apiserver_egress", namespace, run, others)
+        logger.warning(result["note"])
+    else:
+        logger.info(
+            f"unblock_apiserver_egress: removed {len(removed['policies'])} policy(ies) and "
+            f"{len(removed['jobs'])} expiry Job(s) of run {run or '*'} in {namespace}"
+        )
+    return result
 
 
 @user_errors

@@ -284,8 +284,9 @@ def unblock_xds_egress(
 
     Deletes, in `namespace`, the NetworkPolicies and expiry Jobs labelled `chaoscontour/fault=xds-egress` of one
     run: `run_id`, or by default this `chaos run` process's own id; `all_runs` removes every run's. The API-server
-    fault's objects are never touched. Idempotent: nothing to remove is success. Returns `removed_policies`,
-    `removed_jobs`, the `run_id` it looked for and `healed_at` (ISO 8601 UTC, when it removed a policy).
+    fault's objects are never touched. Idempotent: nothing to remove is success, but never silent (a warning and a
+    `note`, as `unblock_apiserver_egress`). Returns `removed_policies`, `removed_jobs`, the `run_id` it looked for,
+    `healed_at` (ISO 8601 UTC, when it removed a policy) and `other_runs` (xDS faults of other runs still there).
     """
     require_namespace(namespace)
     every_run = parse_bool(all_runs, "all_runs")
@@ -298,16 +299,23 @@ def unblock_xds_egress(
     if removed["policies"]:
         healed = datetime.now(UTC)
         record_heal(namespace, run, healed.timestamp())
-    logger.info(
-        f"unblock_xds_egress: removed {len(removed['policies'])} policy(ies) and {len(removed['jobs'])} expiry "
-        f"Job(s) of run {run or '*'} in {namespace}"
-    )
-    return {
+    others = lifecycle.runs_present(k, namespace, xds.xds_selector(), run) if run else []
+    result: Dict[str, Any] = {
         "run_id": run or "*",
         "removed_policies": removed["policies"],
         "removed_jobs": removed["jobs"],
         "healed_at": healed.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if healed else None,
+        "other_runs": others,
     }
+    if run and not removed["policies"] and not removed["jobs"]:
+        result["note"] = lifecycle.nothing_removed_note("unblock_xds_egress", namespace, run, others)
+        logger.warning(result["note"])
+    else:
+        logger.info(
+            f"unblock_xds_egress: removed {len(removed['policies'])} policy(ies) and {len(removed['jobs'])} expiry "
+            f"Job(s) of run {run or '*'} in {namespace}"
+        )
+    return result
 
 
 @user_errors

@@ -124,9 +124,13 @@ def stop_heartbeat(namespace: str, key: str) -> None:
         beat.stop("fault removed")
 
 
-def stop_heartbeats(namespace: str, prefix: str) -> None:
-    """Stop every heartbeat in ``namespace`` whose key starts with ``prefix`` (one fault kind, or one run of it)."""
+def stop_heartbeats(namespace: str, key: str) -> None:
+    """Stop the heartbeat of one run (``<fault>/<run>``: that key exactly, so run ``r1`` never stops ``r12``), or
+    of every run of one fault (``<fault>/``, no run id), in ``namespace``."""
+    every_run = key.endswith("/")
     with _LOCK:
-        beats = [b for key, b in _RUNNING.items() if key[0] == namespace and key[1].startswith(prefix)]
+        beats = [
+            b for (ns, k), b in _RUNNING.items() if ns == namespace and (k == key or (every_run and k.startswith(key)))
+        ]
     for beat in beats:
         beat.stop("fault removed")

@@ -94,11 +94,9 @@ def test_block_creates_a_policy_the_api_server_accepts_aimed_at_its_own_endpoint
     assert removed["removed_policies"] == [result["name"]]
     assert removed["removed_jobs"] == [result["expiry_job"]]
     assert policy_names(net, contour) == []
-    assert unblock_apiserver_egress(namespace=contour, run_id="t1") == {
-        "run_id": "t1",
-        "removed_policies": [],
-        "removed_jobs": [],
-    }
+    again = unblock_apiserver_egress(namespace=contour, run_id="t1")
+    assert (again["removed_policies"], again["removed_jobs"], again["other_runs"]) == ([], [], [])
+    assert "nothing of run t1 in namespace" in again["note"]
 
 
 def test_block_refuses_when_an_allow_all_egress_policy_selects_the_pods(
@@ -132,9 +130,16 @@ def test_unblock_removes_only_the_given_runs_objects(
     first = block_apiserver_egress(namespace=contour, run_id="r1", verify=False)
     second = block_apiserver_egress(namespace=contour, run_id="r2", verify=False)
 
-    unblock_apiserver_egress(namespace=contour, run_id="r1")
+    removed = unblock_apiserver_egress(namespace=contour, run_id="r1")
     assert policy_names(net, contour) == sorted(["deny-ingress", second["name"]])
     assert job_names(batch, contour) == [second["expiry_job"]]
+    assert removed["other_runs"] == ["r2"] and "note" not in removed
+
+    # A typo'd run id (or r1 again) removes nothing, says so, and names the fault still in place.
+    typo = unblock_apiserver_egress(namespace=contour, run_id="r")
+    assert (typo["removed_policies"], typo["removed_jobs"]) == ([], [])
+    assert "nothing of run r in namespace" in typo["note"] and "still in place there: r2" in typo["note"]
+    assert policy_names(net, contour) == sorted(["deny-ingress", second["name"]])
 
     everything = unblock_apiserver_egress(namespace=contour, all_runs=True)
     assert everything["removed_policies"] == [second["name"]]

@@ -108,3 +108,26 @@ def test_the_heartbeat_never_writes_past_the_hard_cap():
     hb = beat(lambda d: written.append(d) or True, started=time.monotonic() - 100, duration_s=110)
     time.sleep(0.3)
     assert written == [110] and hb.ended == "hard cap reached"
+
+
+def test_removing_run_r1_stops_r1s_heartbeat_only_never_r12s():
+    """Issue 21: keys were matched by prefix, so unblocking run r1 also stopped run r12's dead-man switch."""
+    defaults = {"started": time.monotonic(), "dead_man_s": 20.0, "duration_s": 300.0, "every_s": 0.05}
+    keep = lambda deadline: True  # noqa: E731
+    beats = {
+        key: heartbeat.Heartbeat(("ns", key), keep, **defaults).start()
+        for key in ("apiserver-egress/r1", "apiserver-egress/r12", "xds-egress/r1")
+    }
+    try:
+        heartbeat.stop_heartbeats("ns", "apiserver-egress/r1")
+        assert {key: not b.ended for key, b in beats.items()} == {
+            "apiserver-egress/r1": False,
+            "apiserver-egress/r12": True,
+            "xds-egress/r1": True,
+        }
+        heartbeat.stop_heartbeats("ns", "apiserver-egress/")  # every run of one fault
+        assert beats["apiserver-egress/r12"].ended == "fault removed"
+        assert not beats["xds-egress/r1"].ended
+    finally:
+        for b in beats.values():
+            b.stop("test")
