@@ -124,7 +124,9 @@ def block_apiserver_egress(
     Refuses, creating nothing, when the selector matches no pod; with `verify`, when the Lease is not live evidence
     (not renewed within its duration by the API server's clock, or held by none of the selected pods: a Lease nobody
     renews would "confirm" any fault); or when another NetworkPolicy already allows those pods egress to the API
-    server (policies are additive, so the fault would do nothing) unless `force` is true.
+    server (policies are additive, so the fault would do nothing) unless `force` is true. `extra_cidrs` wider than
+    a /8, or together more than 1/16 of IPv4 or IPv6 (`0.0.0.0/1,128.0.0.0/1` is everything), are refused unless
+    `force` is true; `0.0.0.0/0` and `::/0` always.
     Fails and removes the Job when a queueing controller (e.g. Kueue) suspended it: a suspended Job never reaches
     its deadline, so the fault would never expire.
 
@@ -149,9 +151,9 @@ def block_apiserver_egress(
     require_namespace(namespace)
     labels = parse_label_selector(label_selector)
     duration = parse_seconds(duration_s, "duration_s", minimum=1, maximum=MAX_FAULT_S)
-    extra = parse_cidrs(extra_cidrs)
-    run = require_run_id(run_id or process_run_id())
     forced = parse_bool(force, "force")
+    extra = parse_cidrs(extra_cidrs, bounded=not forced)
+    run = require_run_id(run_id or process_run_id())
     mode = parse_choice(open_connections, "open_connections", OPEN_CONNECTION_MODES)
     verifying = parse_bool(verify, "verify")
     require_name(lease_name, "lease_name")

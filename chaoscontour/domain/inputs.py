@@ -218,8 +218,18 @@ def parse_statuses(value: object, what: str = "expected_status") -> frozenset[in
     return frozenset(codes)
 
 
-def parse_cidrs(values: Iterable[object] | None, what: str = "extra_cidrs") -> list[str]:
-    """Normalise CIDRs (``10.0.0.0/8``, ``fd00::/64``; a bare address is a host route) or explain the bad one."""
+# The widest block extra CIDRs may add without force: no prefix shorter than /8, and together at most 1/16 of their
+# address family (a /4's worth). 0.0.0.0/1 + 128.0.0.0/1 is 0.0.0.0/0 in two halves, not two networks.
+MIN_CIDR_PREFIX = 8
+MAX_CIDR_SHARE = 1 / 16
+
+
+def parse_cidrs(values: Iterable[object] | None, what: str = "extra_cidrs", *, bounded: bool = True) -> list[str]:
+    """Normalise CIDRs (``10.0.0.0/8``, ``fd00::/64``; a bare address is a host route) or explain the bad one.
+
+    ``bounded`` (the default) also refuses any prefix shorter than ``/MIN_CIDR_PREFIX`` and sets that together cover
+    more than ``MAX_CIDR_SHARE`` of IPv4 or of IPv6: such a "block" cuts the pods off from most of the world.
+    """
     if values is None or values == "":
         return []
     if isinstance(values, str):
@@ -236,7 +246,22 @@ def parse_cidrs(values: Iterable[object] | None, what: str = "extra_cidrs") -> l
             ) from None
         if network.prefixlen == 0:
             raise InvalidInput(f"{what}: {value!r} would block every address; name the networks to block")
+        if bounded and network.prefixlen < MIN_CIDR_PREFIX:
+            raise InvalidInput(
+                f"{what}: {value!r} is wider than a /{MIN_CIDR_PREFIX}; name the networks in front of the API server "
+                "(force=true accepts it)"
+            )
         cidrs.append(str(network))
+    for version in (4, 6):
+        family = [ipaddress.ip_network(c) for c in cidrs if ipaddress.ip_network(c).version == version]
+        total = 2 ** (32 if version == 4 else 128)
+        covered = sum(n.num_addresses for n in ipaddress.collapse_addresses(family))  # type: ignore[type-var,misc]
+        if bounded and covered > total * MAX_CIDR_SHARE:
+            raise InvalidInput(
+                f"{what}: together {', '.join(str(n) for n in family)} cover {covered / total:.1%} of IPv{version}, "
+                f"more than {MAX_CIDR_SHARE:.2%}; name the networks in front of the API server (force=true accepts "
+                "it)"
+            )
     return cidrs
 
 

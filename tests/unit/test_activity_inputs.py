@@ -27,6 +27,10 @@ BAD_CALLS = [
     (network.block_apiserver_egress, {"dead_man_s": 5}, "dead_man_s must be at least 10"),
     (network.block_apiserver_egress, {"lease_namespace": "Bad_NS"}, "lease_namespace 'Bad_NS' is not a valid"),
     (network.block_apiserver_egress, {"extra_cidrs": {"a": 1}}, "must be a list of CIDRs"),
+    # issue 21: everything in two halves, for either family
+    (network.block_apiserver_egress, {"extra_cidrs": "0.0.0.0/1,128.0.0.0/1"}, "wider than a /8"),
+    (network.block_apiserver_egress, {"extra_cidrs": ["::/1", "8000::/1"]}, "wider than a /8"),
+    (network.block_apiserver_egress, {"extra_cidrs": [f"{n}.0.0.0/8" for n in range(1, 18)]}, "6.6% of IPv4"),
     (network.block_apiserver_egress, {"namespace": "Bad_NS"}, "not a valid namespace"),
     (network.block_apiserver_egress, {"open_connections": "sometimes"}, "open_connections must be one of"),
     (network.block_apiserver_egress, {"run_id": "Has Spaces"}, "run_id"),

@@ -50,6 +50,18 @@ def test_cidrs_are_normalised_and_bad_ones_named():
         parse_cidrs(["0.0.0.0/0"])
 
 
+def test_wide_cidrs_need_force_and_everything_is_never_accepted():
+    sixteen = [f"{n}.0.0.0/8" for n in range(16)]  # exactly 1/16 of IPv4: the bound itself
+    assert parse_cidrs(sixteen) == sixteen
+    with pytest.raises(InvalidInput, match=r"together .* cover 6\.6% of IPv4, more than 6\.25%"):
+        parse_cidrs([*sixteen, "200.0.0.0/8"])
+    with pytest.raises(InvalidInput, match=re.escape("'10.0.0.0/7' is wider than a /8")):
+        parse_cidrs(["10.0.0.0/7"])
+    assert parse_cidrs("0.0.0.0/1,128.0.0.0/1", bounded=False) == ["0.0.0.0/1", "128.0.0.0/1"]
+    with pytest.raises(InvalidInput, match="every address"):
+        parse_cidrs(["::/0"], bounded=False)
+
+
 @pytest.mark.parametrize("value", [0, -1, "abc", float("nan"), True, None])
 def test_non_positive_or_non_numeric_durations_are_refused(value):
     with pytest.raises(InvalidInput, match="duration_s"):
