@@ -32,7 +32,18 @@ def parse_label_selector(selector: object) -> dict[str, str]:
     would select every pod in the namespace.
     """
     if isinstance(selector, Mapping):
-        labels = {str(k).strip(): str(v).strip() for k, v in selector.items()}
+        # Only strings (numbers as JSON gives them): str(None) would select the label value "None".
+        bad = {
+            k: v
+            for k, v in selector.items()
+            if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (str, int))
+        }
+        if bad:
+            raise InvalidSelector(
+                f"label selector {dict(selector)!r}: keys and values must be strings, not {bad!r}; quote the value "
+                '(a label value may be empty: "")'
+            )
+        labels = {k.strip(): str(v).strip() for k, v in selector.items()}
     elif isinstance(selector, str):
         labels = {}
         for part in selector.split(","):

@@ -18,6 +18,7 @@ from chaoscontour.domain.selectors import InvalidSelector, format_label_selector
 def test_selector_string_and_mapping_forms_agree():
     assert parse_label_selector("app=contour, release==prod") == {"app": "contour", "release": "prod"}
     assert parse_label_selector({"app": "contour", "release": "prod"}) == {"app": "contour", "release": "prod"}
+    assert parse_label_selector({"tier": 1}) == {"tier": "1"}  # a number as JSON gives it is its label value
     assert format_label_selector({"release": "prod", "app": "contour"}) == "app=contour,release=prod"
 
 
@@ -34,6 +35,10 @@ def test_selector_string_and_mapping_forms_agree():
         ("a pp=contour", "not a valid label key"),
         ("app=con tour", "not a valid label value"),
         (42, "string or a mapping"),
+        # issue 21: None became the label value "None"
+        ({"app": None}, "must be strings, not {'app': None}"),
+        ({"app": True}, "must be strings"),
+        ({"app": ["contour"]}, "must be strings"),
     ],
 )
 def test_bad_selectors_are_explained(selector, hint):
