@@ -196,3 +196,30 @@ def test_epoch_of_reads_journal_and_api_times_alike():
 
 def test_label_levels_separate_close_markers_only():
     assert label_levels([0.0, 0.1, 5.0, 5.05, 5.1], width=10.0) == [0, 1, 0, 1, 2]
+
+
+def test_no_credential_in_a_journal_reaches_the_gate_or_the_report(fault_journal, tmp_path, capsys):
+    """Issue 21: credentials in URLs and `Authorization: Basic` got through to the summary and the HTML report."""
+    secrets = ("hunter2", "dXNlcjpwYXNz", "s3cr3t-t0ken")
+    journal = load(fault_journal)
+    journal["experiment"]["title"] = "outage via https://admin:hunter2@api.example.test:6443"
+    probe = run_named(journal, "run", "sample-envoy")
+    probe["output"]["url"] = "http://ops:hunter2@envoy.example.test/"
+    failed = journal["run"][-1]
+    failed.update(
+        status="failed",
+        exception=["requests.exceptions.HTTPError: 401 for Authorization: Basic dXNlcjpwYXNz\n"],
+        output={"note": "retried with token=s3cr3t-t0ken"},
+    )
+    path = tmp_path / "journal.json"
+    path.write_text(json.dumps(journal), encoding="utf-8")
+    junit, summary = tmp_path / "junit.xml", tmp_path / "summary.md"
+    cli_main(["gate", str(path), "--junit", str(junit), "--summary", str(summary)])
+    assert cli_main(["report", str(path), "--out", str(tmp_path / "out")]) == 0
+    written = [capsys.readouterr().out, junit.read_text(), summary.read_text()]
+    written += [p.read_text(encoding="utf-8") for p in (tmp_path / "out").glob("*.html")]
+    assert len(written) == 4
+    leaked = [(s, i) for s in secrets for i, text in enumerate(written) if s in text]
+    assert leaked == []
+    assert "https://&lt;redacted&gt;@api.example.test:6443" in written[3]
+    assert "Basic &lt;redacted&gt;" in written[1] and "Basic <redacted>" in written[0] + written[2]

@@ -41,6 +41,7 @@ __all__ = [
     "epoch_of",
     "exception_text",
     "load_journal",
+    "redact_values",
     "number",
     "planned",
     "provider_target",
@@ -141,7 +142,8 @@ def load_journal(path: str | Path) -> dict[str, Any]:
             ) from None
         raise JournalError(f"{p}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     check_journal(data, str(p))
-    return dict(data)
+    # Whatever the gate and the report print, write or plot comes from here: no credential gets past this.
+    return dict(redact_values(data))
 
 
 def check_journal(data: object, where: str = "journal") -> None:
@@ -233,12 +235,28 @@ def provider_target(activity: Mapping[str, Any]) -> str | None:
 
 # --------------------------------------------------------------------------------------------------------- values
 
-_TOKENISH = re.compile(r"(?i)(bearer\s+|token[\"']?\s*[:=]\s*[\"']?|password[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+")
+_TOKENISH = re.compile(
+    r"(?i)(bearer\s+|basic\s+|token[\"']?\s*[:=]\s*[\"']?|password[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"
+)
+# Credentials in a URL's userinfo: scheme://user:secret@host (and scheme://token@host).
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@\"'<>]+@")
 
 
 def redact(text: str) -> str:
-    """Mask bearer tokens and ``token=``/``password=`` values that an exception text may have picked up."""
+    """Mask bearer and basic credentials, ``token=``/``password=`` values and a URL's ``user:password@``."""
+    text = _URL_USERINFO.sub(lambda m: m.group(1) + "<redacted>@", text)
     return _TOKENISH.sub(lambda m: m.group(1) + "<redacted>", text)
+
+
+def redact_values(value: Any) -> Any:
+    """``value`` (a parsed journal or any part of it) with :func:`redact` applied to every string in it."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {key: redact_values(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [redact_values(child) for child in value]
+    return value
 
 
 def exception_text(run: Mapping[str, Any]) -> tuple[str | None, str | None]:

@@ -8,6 +8,7 @@ Lease, Envoy's URL, Host and stats URL, and the NetworkPolicy mode; the route's 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from chaoscontour_sandbox import workloads
@@ -34,5 +35,10 @@ def experiment_settings(kubeconfig: Path, envoy_ip: str, mode: str) -> dict[str,
 
 
 def write_settings(directory: Path, settings: dict[str, str]) -> None:
-    (directory / SETTINGS_ENV).write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    """Write both files. ``settings.env`` is sourced by a shell (``make demo`` does, as root), so every value is
+    shell-quoted: a route or path from a user's manifests is data, never a command."""
+    for key in settings:
+        if not key.isidentifier() or not key.isascii():
+            raise ValueError(f"settings key {key!r} is not a shell variable name")
+    (directory / SETTINGS_ENV).write_text("".join(f"{k}={shlex.quote(str(v))}\n" for k, v in settings.items()))
     (directory / SETTINGS_JSON).write_text(json.dumps(settings, indent=1) + "\n")
