@@ -197,6 +197,7 @@ def block_apiserver_egress(
     target = _apiserver_target(k)
     blocked = [fault.host_cidr(a) for a in target.addresses] + [c for c in extra if c not in target.addresses]
 
+    lifecycle.refuse_run_in_use(k, namespace, fault.managed_selector(run), "block_apiserver_egress", run)
     policies = call(f"list NetworkPolicies in {namespace}", k.networking.list_namespaced_network_policy, namespace)
     reasons = fault.defeating_policies(
         to_dict(k, policies).get("items") or [], pods, list(target.addresses), list(target.ports)

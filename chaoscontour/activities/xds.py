@@ -192,6 +192,7 @@ def block_xds_egress(
                 f"Envoy is not connected to Contour before the fault ({before.connected_states}), so its gauges "
                 "could not show the fault; nothing was created"
             )
+    lifecycle.refuse_run_in_use(k, namespace, xds.xds_selector(run), "block_xds_egress", run)
     policies = call(f"list NetworkPolicies in {namespace}", k.networking.list_namespaced_network_policy, namespace)
     contour_pods = _running(k, contour_ns, contour_labels)
     reasons = xds.xds_defeating_policies(

@@ -147,6 +147,21 @@ def test_unblock_removes_only_the_given_runs_objects(
     assert first["name"] not in policy_names(net, contour)
 
 
+def test_a_run_id_in_use_is_refused_before_anything_is_created(
+    net: client.NetworkingV1Api, batch: client.BatchV1Api, contour: str
+) -> None:
+    """Issue 21: two runs configured with one run id removed each other's fault."""
+    first = block_apiserver_egress(namespace=contour, run_id="dup", verify=False)
+    with pytest.raises(ActivityFailed, match=r"run_id 'dup' is already in use .*NetworkPolicy .*Job "):
+        block_apiserver_egress(namespace=contour, run_id="dup", verify=False)
+    assert policy_names(net, contour) == [first["name"]]
+    assert job_names(batch, contour) == [first["expiry_job"]]
+    unblock_apiserver_egress(namespace=contour, run_id="dup")
+    again = block_apiserver_egress(namespace=contour, run_id="dup", verify=False)  # free again once removed
+    unblock_apiserver_egress(namespace=contour, run_id="dup")
+    assert again["name"] == first["name"] and policy_names(net, contour) == []
+
+
 @pytest.mark.parametrize(
     "arguments",
     [
