@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from chaoscontour.activities.network import block_apiserver_egress
+from chaoscontour.activities.network import block_apiserver_egress, unblock_apiserver_egress
 from chaoscontour_sandbox.controlplane import ControlPlane
 
 # Job controller deadline + TTL-after-finished deletion + garbage collection; measured 3.2 s above a 5 s deadline.
@@ -72,7 +72,7 @@ def test_policy_disappears_by_itself_after_its_duration(plane_with_controllers, 
 DEAD_MAN_S = 10
 HOLDER = """
 import sys, time
-from chaoscontour.activities.network import block_apiserver_egress
+from chaoscontour.activities.network import block_apiserver_egress, unblock_apiserver_egress
 block_apiserver_egress(namespace="deadman", duration_s=300, run_id="dm-1", verify=False, dead_man_s={dead_man})
 print("BLOCKED", flush=True)
 time.sleep(600)
@@ -113,3 +113,26 @@ def test_the_fault_outlives_its_dead_man_interval_while_the_runner_lives_and_end
     elapsed = time.monotonic() - killed
     print(f"\ndead-man switch: policy gone {elapsed:.1f} s after kill -9 (dead_man_s {DEAD_MAN_S}, duration 300 s)")
     assert batch.list_namespaced_job("deadman").items == []
+
+
+def test_a_job_deleted_without_cascade_orphans_its_policy_and_unblock_removes_it(plane_with_controllers, monkeypatch):
+    """Issue 21: batch/v1 orphans dependents when a delete names no propagationPolicy, so deleting the expiry Job
+    through the API (kubectl cascades, a client library does not) leaves the policy ownerless: nothing would ever
+    expire it. The labels still name its run, so unblock (and cleanup) remove it."""
+    monkeypatch.setenv("KUBECONFIG", str(plane_with_controllers.kubeconfig))
+    api = plane_with_controllers.api_client()
+    core, net, batch = client.CoreV1Api(api), client.NetworkingV1Api(api), client.BatchV1Api(api)
+    _contour_like_pod(core, "orphan")
+    created = block_apiserver_egress(namespace="orphan", run_id="orphan-1", verify=False)
+    batch.delete_namespaced_job(created["expiry_job"], "orphan")  # no propagationPolicy: the API orphans
+
+    deadline = time.monotonic() + 30
+    while net.read_namespaced_network_policy(created["name"], "orphan").metadata.owner_references:
+        assert time.monotonic() < deadline, "the garbage collector never orphaned the policy"
+        time.sleep(0.2)
+    time.sleep(2)  # and it stays: nothing deletes an ownerless policy
+    assert [p.metadata.name for p in net.list_namespaced_network_policy("orphan").items] == [created["name"]]
+    assert batch.list_namespaced_job("orphan").items == []
+    removed = unblock_apiserver_egress(namespace="orphan", run_id="orphan-1")
+    assert removed["removed_policies"] == [created["name"]]
+    assert net.list_namespaced_network_policy("orphan").items == []
