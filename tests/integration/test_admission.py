@@ -14,21 +14,28 @@ template, submitted as a pod, passes ``enforce=restricted``.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from chaoscontour.activities.network import MAX_FAULT_S
 from chaoscontour.domain import policy as fault
+from chaoscontour_sandbox import binaries
 from chaoscontour_sandbox.controlplane import ControlPlane
 from tests.support import identities
 from tests.support.game_day_identity import (
     CACHE_DEADLINE_S,
+    DEPLOY,
     SERVICE_ACCOUNT,
     admission_documents,
     applied,
@@ -111,6 +118,14 @@ def _outlives_the_longest_fault(job: dict[str, Any]) -> None:
     job["spec"]["activeDeadlineSeconds"] = int(MAX_FAULT_S) + 1
 
 
+def _never_deleted_when_finished(job: dict[str, Any]) -> None:
+    del job["spec"]["ttlSecondsAfterFinished"]
+
+
+def _managed_by_another_controller(job: dict[str, Any]) -> None:
+    job["spec"]["managedBy"] = "example.com/not-the-job-controller"
+
+
 def _is_not_ours(job: dict[str, Any]) -> None:
     # The Job's labels default to its template's when empty, so both go.
     job["metadata"]["labels"] = {"app": "anything"}
@@ -129,6 +144,8 @@ def _is_not_ours(job: dict[str, Any]) -> None:
         (_never_expires, "must set spec.activeDeadlineSeconds, at most 14400"),
         (_outlives_the_longest_fault, "must set spec.activeDeadlineSeconds, at most 14400"),
         (_is_not_ours, "only its own expiry Jobs, labelled app.kubernetes.io/managed-by=chaoscontour"),
+        (_never_deleted_when_finished, "must set spec.ttlSecondsAfterFinished: 0"),
+        (_managed_by_another_controller, "must not set spec.managedBy"),
     ],
     ids=[
         "parallelism-1",
@@ -140,6 +157,8 @@ def _is_not_ours(job: dict[str, Any]) -> None:
         "no-deadline",
         "deadline-past-4h",
         "label",
+        "no-ttl",
+        "managed-by",
     ],
 )
 def test_a_job_not_shaped_like_the_expiry_job_is_refused(
@@ -184,6 +203,19 @@ def test_the_expiry_job_is_accepted_its_deadline_extended_and_it_is_deleted(
     # The longest fault the activity accepts still fits the policy's cap on the deadline.
     longest = fault.build_expiry_job(namespace=namespace, run_id="adm-max", duration_s=MAX_FAULT_S, now=NOW)
     jobs.create_namespaced_job(namespace, longest, dry_run="All")
+
+
+def test_our_job_may_be_deleted_only_with_its_policy(
+    api: client.ApiClient, namespace: str, as_game_day: client.ApiClient
+) -> None:
+    """Issue 21: batch/v1 orphans dependents by default; an orphaned fault policy is never deleted."""
+    jobs = client.BatchV1Api(as_game_day)
+    jobs.create_namespaced_job(namespace, expiry_job(namespace))
+    for options in ({}, {"propagation_policy": "Orphan"}, {"orphan_dependents": True}):
+        refused = refusal(jobs.delete_namespaced_job, JOB_NAME, namespace, **options)
+        assert "must delete Jobs with propagationPolicy Background or Foreground" in message(refused), options
+    assert client.BatchV1Api(api).read_namespaced_job(JOB_NAME, namespace).metadata.name == JOB_NAME
+    jobs.delete_namespaced_job(JOB_NAME, namespace, propagation_policy="Foreground")
 
 
 def test_someone_elses_job_may_not_be_changed_adopted_or_deleted(
@@ -236,6 +268,27 @@ def test_only_our_network_policies_may_be_created_or_deleted(
     opens_ingress["spec"].update(policyTypes=["Egress", "Ingress"], ingress=[{}])
     refused = refusal(networking.create_namespaced_network_policy, namespace, opens_ingress)
     assert "must be Egress only" in message(refused)
+    # Issue 21: a second owner keeps the policy alive after its Job; a whole-namespace selector or a deny-all is no
+    # fault of ours.
+    second_owner = fault.build_block_policy(namespace=namespace, owner=owner, **block)
+    second_owner["metadata"]["ownerReferences"].append(
+        {**owner, "name": "chaoscontour-expiry-other", "uid": str(uuid.uuid4())}
+    )
+    every_pod = fault.build_block_policy(namespace=namespace, owner=owner, **block)
+    every_pod["spec"]["podSelector"] = {}
+    deny_all = fault.build_block_policy(namespace=namespace, owner=owner, **block)
+    del deny_all["spec"]["egress"]
+    halves = fault.build_block_policy(
+        namespace=namespace, owner=owner, **{**block, "blocked_cidrs": ["0.0.0.0/1", "128.0.0.0/1"]}
+    )
+    for bypass, refused_with in (
+        (second_owner, "owned by its expiry Job and by nothing else"),
+        (every_pod, "must select pods by matchLabels"),
+        (deny_all, "must keep egress open to 0.0.0.0/0 and ::/0"),
+        (halves, "none wider than a /8"),
+    ):
+        refused = refusal(networking.create_namespaced_network_policy, namespace, bypass)
+        assert refused_by_policy(refused) and refused_with in message(refused), refused_with
     networking.create_namespaced_network_policy(namespace, ours)
     networking.delete_namespaced_network_policy(ours["metadata"]["name"], namespace)
     listed = client.NetworkingV1Api(api).list_namespaced_network_policy(namespace).items
@@ -296,3 +349,29 @@ def test_the_expiry_job_passes_the_restricted_pod_security_standard(api: client.
     bare_pod: Any = {"metadata": {"name": "bare"}, "spec": bare["spec"]["template"]["spec"]}
     refused = refusal(core.create_namespaced_pod, namespace, bare_pod, dry_run="All")
     assert refused is not None and refused.status == 403 and 'violates PodSecurity "restricted' in message(refused)
+
+
+def test_a_kustomize_namespace_overlay_keeps_every_check_in_force(
+    control_plane: ControlPlane, api: client.ApiClient, namespace: str, require: Any, tmp_path: Path
+) -> None:
+    """Issue 21: the policies named the ServiceAccount by its namespace, so `namespace:` in an overlay (which moves
+    the ServiceAccount) silently turned every check off. Built with the pinned kustomize, as `kubectl apply -k`."""
+    require("kustomize")
+    for name in ("rbac.yaml", "admission-policy.yaml"):
+        shutil.copy2(DEPLOY / name, tmp_path / name)
+    overlay = {"namespace": namespace, "resources": ["rbac.yaml", "admission-policy.yaml"]}
+    (tmp_path / "kustomization.yaml").write_text(json.dumps(overlay))
+    kustomize = binaries.find_binary("kustomize")
+    assert kustomize is not None
+    built = subprocess.run([str(kustomize), "build", str(tmp_path)], capture_output=True, text=True, check=True)
+    documents = [d for d in yaml.safe_load_all(built.stdout) if d]
+    accounts = [d["metadata"].get("namespace") for d in documents if d["kind"] == "ServiceAccount"]
+    assert accounts == [namespace]  # the overlay moved the identity
+    with applied(api, documents):
+        kubeconfig = identities.service_account_kubeconfig(control_plane, namespace, SERVICE_ACCOUNT)
+        with config.new_client_from_config(config_file=str(kubeconfig)) as sa_api:
+            wait_for_admission_policies(api, sa_api, namespace)
+            job = expiry_job(namespace)
+            _managed_by_another_controller(job)
+            refused = refusal(client.BatchV1Api(sa_api).create_namespaced_job, namespace, job)
+            assert refused_by_policy(refused) and "must not set spec.managedBy" in message(refused)
