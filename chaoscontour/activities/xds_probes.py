@@ -44,7 +44,8 @@ __all__ = ["envoy_xds_timeline", "remove_route_marker", "route_change_propagatio
 
 MAX_TIMELINE_S = 3600.0
 POLL_S = 0.1
-DEFAULT_HEADER = "x-chaoscontour-config"
+MARKER_PREFIX = "x-chaoscontour-"
+DEFAULT_HEADER = MARKER_PREFIX + "config"
 _GROUP, _VERSION, _PLURAL = "projectcontour.io", "v1", "httpproxies"
 # Per (namespace, HTTPProxy, header): the last marker this process wrote and when (epoch seconds).
 _WRITTEN: dict[tuple[str, str, str], tuple[str, float]] = {}
@@ -239,8 +240,15 @@ def _route_args(
     namespace: str, httpproxy: str, url: str, host: str, header_name: str
 ) -> tuple[str, str, str, str, str]:
     header = header_name.strip().lower() if isinstance(header_name, str) else ""
-    if not header or not all(c.isalnum() or c == "-" for c in header):
+    if not header or not all(c.isascii() and (c.isalnum() or c == "-") for c in header):
         raise InvalidInput(f"header_name must be a header name such as {DEFAULT_HEADER!r}, got {header_name!r}")
+    # The marker is written into, and its rollback removed from, every route of the HTTPProxy: a real header such
+    # as strict-transport-security would be overwritten, then deleted from them all.
+    if not header.startswith(MARKER_PREFIX) or header == MARKER_PREFIX:
+        raise InvalidInput(
+            f"header_name must start with {MARKER_PREFIX!r} (e.g. {DEFAULT_HEADER!r}), got {header_name!r}: the marker "
+            "and its removal would otherwise touch a header your routes really set"
+        )
     return (
         require_namespace(namespace),
         require_name(httpproxy, "httpproxy"),

@@ -19,8 +19,9 @@ does on containerd 1.7 and later, and Calico-like CNIs do when they wire a pod: 
 its first packet. Without NRI (containerd 1.6 here) the engine learns a pod's address only when the kubelet
 publishes it, about a second after the containers start, and lets the packets of an address it does not know pass
 (kubernetes/kubernetes#85966): a restarted Contour's first connection to the API server would then outlive any
-policy. So only the denied entries of pods first seen less than S seconds ago are deleted; pods already running when
-the reaper starts, and every pod once S has passed, keep their connections as the engine alone would.
+policy. So only the entries of pods first seen less than S seconds ago are deleted, and only those that the policies
+in force when the pod was first seen deny; pods already running when the reaper starts, policies that arrive later,
+and every pod once S has passed leave connections to the engine alone.
 
 The reaper itself talks to the API server with admin credentials from the host; the sandbox's blocks select only
 Contour pods, so they never cut the reaper off. Run: ``python -m chaoscontour_sandbox.reaper --kubeconfig FILE
@@ -36,7 +37,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,10 +213,13 @@ class Deletion:
         )
 
 
-def decide(entries: Iterable[Entry], cluster: Cluster, only: Collection[str] | None = None) -> list[Deletion]:
+def decide(
+    entries: Iterable[Entry], cluster: Cluster, only: Mapping[str, Sequence[Obj]] | None = None
+) -> list[Deletion]:
     """The entries the current policies deny: egress of this node's pods only (see the module docstring).
 
-    ``only``, when given, narrows that to the pods with these addresses (``--new-pods-s``).
+    ``only``, when given (``--new-pods-s``), narrows that to the pods with these addresses, each judged by the
+    policies mapped to it (those in force when the pod was first seen) instead of the current ones.
     """
     plans: dict[str, EgressPlan] = {}
     found = []
@@ -228,7 +232,8 @@ def decide(entries: Iterable[Entry], cluster: Cluster, only: Collection[str] | N
         if pod is None or entry.unreplied or entry.protocol not in PROTOCOLS:
             continue
         if entry.original.src not in plans:
-            plans[entry.original.src] = egress_plan(pod, cluster.policies, cluster.peers, cluster.namespace_labels)
+            policies = cluster.policies if only is None else only[entry.original.src]
+            plans[entry.original.src] = egress_plan(pod, policies, cluster.peers, cluster.namespace_labels)
         plan = plans[entry.original.src]
         if not allowed(plan, entry.reply.src, entry.protocol, entry.reply.sport):
             found.append(Deletion(entry, pod, plan.policies))
@@ -236,24 +241,28 @@ def decide(entries: Iterable[Entry], cluster: Cluster, only: Collection[str] | N
 
 
 class NewPods:
-    """Which of this node's pods were first seen less than ``window_s`` ago (``--new-pods-s``).
+    """Which of this node's pods were first seen less than ``window_s`` ago (``--new-pods-s``), and the policies in
+    force when each was first seen.
 
-    A pod is keyed by namespace, name and address, so a replacement with a reused name is new again. Pods present
-    in the first round are not new: the reaper did not see them start.
+    Those are the policies the engine would have applied from the pod's first packet had it known the pod (NRI):
+    a policy that arrives later meets the pod's open connections as the engine alone meets them, so it is not used.
+    A pod is keyed by namespace, name and address, so a replacement with a reused name is new again. Pods present in
+    the first round are not new: the reaper did not see them start.
     """
 
     def __init__(self, window_s: float) -> None:
         self.window_s = window_s
-        self.first_seen: dict[tuple[str, str, str], float] = {}
+        self.first_seen: dict[tuple[str, str, str], tuple[float, tuple[Obj, ...]]] = {}
         self.rounds = 0
 
-    def update(self, cluster: Cluster, now: float) -> set[str]:
-        """Record this round's pods; return the addresses of the new ones."""
+    def update(self, cluster: Cluster, now: float) -> dict[str, tuple[Obj, ...]]:
+        """Record this round's pods; return the new ones' addresses, each with its policies at first sight."""
         first = self.rounds == 0
         self.rounds += 1
         current = {(pod.namespace, pod.name, ip): ip for ip, pod in cluster.local.items()}
-        self.first_seen = {key: self.first_seen.get(key, -math.inf if first else now) for key in current}
-        return {current[key] for key, seen in self.first_seen.items() if now - seen < self.window_s}
+        seen_now = (-math.inf if first else now, tuple(cluster.policies))
+        self.first_seen = {key: self.first_seen.get(key, seen_now) for key in current}
+        return {current[key]: policies for key, (at, policies) in self.first_seen.items() if now - at < self.window_s}
 
 
 def read_cluster(api: KubeApi, node: str) -> Cluster:

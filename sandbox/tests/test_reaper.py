@@ -255,21 +255,33 @@ REPLACEMENT_WATCH = flow(REPLACEMENT_IP, 50000, KUBERNETES_SVC, 443, API_SERVER,
 def test_pods_running_when_the_reaper_starts_are_not_new_and_keep_their_connections():
     cluster = cluster_view(PODS, NAMESPACES, [block(f"{API_SERVER}/32")], NODE)
     new_pods = NewPods(5.0)
-    assert new_pods.update(cluster, now=100.0) == set()
+    assert new_pods.update(cluster, now=100.0) == {}
     assert decide([WATCH], cluster, new_pods.update(cluster, now=101.0)) == []
     assert [d.entry for d in decide([WATCH], cluster)] == [WATCH]  # what the per-packet mode would cut
 
 
-def test_a_pod_that_starts_later_is_judged_until_its_window_ends():
+def test_a_pod_started_under_a_block_is_judged_by_it_until_its_window_ends():
     policies = [block(f"{API_SERVER}/32")]
     new_pods = NewPods(5.0)
     new_pods.update(cluster_view(PODS, NAMESPACES, policies, NODE), now=100.0)
     pods = [*PODS, pod("contour-b", REPLACEMENT_IP, labels=CONTOUR_LABELS)]
     cluster = cluster_view(pods, NAMESPACES, policies, NODE)
-    assert new_pods.update(cluster, now=102.0) == {REPLACEMENT_IP}
+    assert set(new_pods.update(cluster, now=102.0)) == {REPLACEMENT_IP}
     cut = decide([WATCH, REPLACEMENT_WATCH], cluster, new_pods.update(cluster, now=106.9))
     assert [d.entry for d in cut] == [REPLACEMENT_WATCH]  # the old pod's connection lives on, conntrack-style
     assert decide([WATCH, REPLACEMENT_WATCH], cluster, new_pods.update(cluster, now=107.1)) == []
+
+
+def test_a_block_that_arrives_after_a_new_pod_was_seen_leaves_its_connections_alone():
+    """Conntrack semantics: the engine judges only new connections of a pod it knows; NRI changes only when it
+    knows the pod, not what a later policy does."""
+    new_pods = NewPods(5.0)
+    new_pods.update(cluster_view(PODS, NAMESPACES, [], NODE), now=100.0)
+    pods = [*PODS, pod("contour-b", REPLACEMENT_IP, labels=CONTOUR_LABELS)]
+    new_pods.update(cluster_view(pods, NAMESPACES, [], NODE), now=101.0)  # seen before any block
+    blocked = cluster_view(pods, NAMESPACES, [block(f"{API_SERVER}/32")], NODE)
+    assert decide([REPLACEMENT_WATCH], blocked, new_pods.update(blocked, now=102.0)) == []
+    assert [d.entry for d in decide([REPLACEMENT_WATCH], blocked)] == [REPLACEMENT_WATCH]  # per-packet would
 
 
 def test_a_replacement_with_the_same_name_and_a_new_address_is_new_again():
@@ -277,4 +289,4 @@ def test_a_replacement_with_the_same_name_and_a_new_address_is_new_again():
     new_pods = NewPods(5.0)
     new_pods.update(cluster_view(PODS, NAMESPACES, policies, NODE), now=100.0)
     moved = [pod("contour-a", REPLACEMENT_IP, labels=CONTOUR_LABELS), *PODS[1:]]
-    assert new_pods.update(cluster_view(moved, NAMESPACES, policies, NODE), now=200.0) == {REPLACEMENT_IP}
+    assert set(new_pods.update(cluster_view(moved, NAMESPACES, policies, NODE), now=200.0)) == {REPLACEMENT_IP}

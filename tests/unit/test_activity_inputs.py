@@ -10,7 +10,7 @@ from unittest import mock
 import pytest
 from chaoslib.exceptions import ActivityFailed
 
-from chaoscontour.activities import leader, network, pods, timing
+from chaoscontour.activities import leader, network, pods, timing, xds_probes
 
 BAD_CALLS = [
     (network.block_apiserver_egress, {"extra_cidrs": ["10.0.0.0/33"]}, "is not a CIDR"),
@@ -56,6 +56,17 @@ BAD_CALLS = [
     (pods.contour_restart_count, {"since": "last tuesday"}, "ISO 8601"),
     (pods.contour_restart_count, {"within_last_s": -3}, "within_last_s"),
     (pods.contour_restart_count, {"since": "2026-11-26T19:00:00Z", "within_last_s": 5}, "either since or"),
+    # issue 21: the marker and its rollback would overwrite, then delete, a real header of every route
+    (
+        xds_probes.remove_route_marker,
+        {"httpproxy": "echo", "header_name": "strict-transport-security"},
+        "header_name must start with 'x-chaoscontour-'",
+    ),
+    (
+        xds_probes.route_change_propagation,
+        {"httpproxy": "echo", "url": "http://10.0.0.1:8080/", "header_name": "x-chaoscontour-"},
+        "header_name must start with 'x-chaoscontour-'",
+    ),
 ]
 
 
