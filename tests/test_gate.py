@@ -744,3 +744,26 @@ def test_tokens_in_the_fault_reasons_are_masked_in_every_output(tmp_path, capsys
     assert "s3cr3t" not in ET.tostring(root, encoding="unicode")
     for text in (out, outcome_failure(root), summary):
         assert "s3cr3t" not in text and "Bearer <redacted>" in text
+
+
+def test_a_pod_kill_that_deleted_nothing_fails_the_run():
+    """Issue 21: terminate_pods with a selector that matches nothing deletes nothing and succeeds."""
+    kill = {
+        "type": "action",
+        "name": "kill-a-backend-pod",
+        "provider": {"type": "python", "module": "chaosk8s.pod.actions", "func": "terminate_pods"},
+    }
+
+    def ran(output):
+        return journal_of(
+            experiment={**journal_of()["experiment"], "method": [kill]},
+            run=[{"activity": kill, "output": output, "status": "succeeded", "duration": 0.2}],
+        )
+
+    assert judge(ran(["cart-7d9f-x2b"])).passed
+    verdict = judge(ran([]))
+    assert not verdict.passed
+    assert verdict.reasons == (
+        "'kill-a-backend-pod' (chaostoolkit-kubernetes terminate_pods) deleted no pod: its selector matched nothing, "
+        "so the pod death the experiment is about never happened",
+    )

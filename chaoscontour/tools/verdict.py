@@ -70,6 +70,8 @@ class ActivityResult:
     output: Any = None
     # The function name when the activity is one of chaoscontour's (``provider.module`` in chaoscontour.activities).
     ours: str | None = None
+    # A python provider's module (``chaosk8s.pod.actions``...), for the checks on other extensions' activities.
+    module: str | None = None
 
     @property
     def ran(self) -> bool:
@@ -151,7 +153,16 @@ def _result(phase: str, run: Mapping[str, Any], *, check_tolerance: bool) -> Act
         func=j.provider_target(activity),
         output=output,
         ours=j.chaoscontour_func(activity),
+        module=_python_module(activity),
     )
+
+
+def _python_module(activity: Mapping[str, Any]) -> str | None:
+    provider = activity.get("provider")
+    if isinstance(provider, Mapping) and provider.get("type", "python") == "python":
+        module = provider.get("module")
+        return module if isinstance(module, str) else None
+    return None
 
 
 def _with_not_run(
@@ -217,6 +228,20 @@ def _during_a_confirmed_block(method: list[ActivityResult]) -> list[tuple[Activi
     return found
 
 
+def _pod_kills_that_killed_nothing(method: list[ActivityResult]) -> list[str]:
+    """chaostoolkit-kubernetes' ``terminate_pods`` returns the pods it deleted; with a selector that matches nothing
+    it deletes none and succeeds, so the event the experiment is about never happened."""
+    reasons = []
+    for r in method:
+        kill = r.module == "chaosk8s.pod.actions" and r.func == "terminate_pods"
+        if kill and r.ran and r.status == "succeeded" and r.output == []:
+            reasons.append(
+                f"{r.name!r} (chaostoolkit-kubernetes terminate_pods) deleted no pod: its selector matched nothing, "
+                "so the pod death the experiment is about never happened"
+            )
+    return reasons
+
+
 def _contradicting_evidence(method: list[ActivityResult]) -> list[str]:
     """A Lease seen held while a confirmed block was in force: a Contour renewed it, so it reached the API server
     and the fault did not hold, whatever the end-of-window probe says (it may have run before, or read another
@@ -280,6 +305,7 @@ def _chaoscontour_reasons(
                     f"the fault did not hold for the whole window ({r.name!r}): {'; '.join(fault_reasons(output))}"
                 )
     reasons += _contradicting_evidence(method)
+    reasons += _pod_kills_that_killed_nothing(method)
     for block, probe in ((j.BLOCK_APISERVER, j.APISERVER_FAULT), (j.BLOCK_XDS, j.XDS_FAULT)):
         if any(r.ours == block for r in method) and not any(r.ours == probe for r in method):
             notes.append(
