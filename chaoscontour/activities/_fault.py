@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
+from logzero import logger
 
 from chaoscontour.domain.policy import RUN_ID_LABEL
 from chaoscontour.edges import heartbeat
@@ -151,15 +152,34 @@ def refuse_run_in_use(k: Kube, namespace: str, run_selector: str, name: str, run
         )
 
 
-def nothing_removed_note(name: str, namespace: str, run_id: str, others: list[str]) -> str:
-    """What an unblock that found nothing of its run says: success (nothing to remove), but never silently."""
-    note = (
-        f"{name}: nothing of run {run_id} in namespace {namespace}: already removed (expired, or an earlier "
-        "rollback), or the fault was created in another namespace or under another run_id"
-    )
-    if others:
-        note += f"; faults of other runs are still in place there: {', '.join(others)} (all_runs=true removes them)"
-    return note
+def unblock_result(
+    k: Kube, activity: str, namespace: str, run_id: str, every_run_selector: str, removed: dict[str, list[str]]
+) -> dict[str, Any]:
+    """What an unblock returns and logs: what it removed, the other runs still in place and, when nothing of its
+    run was there, a ``note`` (a warning too): success, never silence."""
+    others = runs_present(k, namespace, every_run_selector, run_id) if run_id else []
+    result: dict[str, Any] = {
+        "run_id": run_id or "*",
+        "removed_policies": removed["policies"],
+        "removed_jobs": removed["jobs"],
+        "other_runs": others,
+    }
+    if run_id and not removed["policies"] and not removed["jobs"]:
+        result["note"] = (
+            f"{activity}: nothing of run {run_id} in namespace {namespace}: already removed (expired, or an "
+            "earlier rollback), or the fault was created in another namespace or under another run_id"
+        )
+        if others:
+            result["note"] += (
+                f"; faults of other runs are still in place there: {', '.join(others)} (all_runs=true removes them)"
+            )
+        logger.warning(result["note"])
+    else:
+        logger.info(
+            f"{activity}: removed {len(removed['policies'])} policy(ies) and {len(removed['jobs'])} expiry Job(s) of "
+            f"run {run_id or '*'} in {namespace}"
+        )
+    return result
 
 
 def job_finished(job: Mapping[str, Any] | None) -> str:

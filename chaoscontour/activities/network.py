@@ -319,23 +319,9 @@ def unblock_apiserver_egress(
         raise InvalidInput("give either run_id or all_runs=true, not both")
     run = "" if every_run else require_run_id(run_id or process_run_id())
     k = kube(secrets)
-    removed = _remove_run(k, namespace, run)
-    others = lifecycle.runs_present(k, namespace, fault.managed_selector(), run) if run else []
-    result: Dict[str, Any] = {
-        "run_id": run or "*",
-        "removed_policies": removed["policies"],
-        "removed_jobs": removed["jobs"],
-        "other_runs": others,
-    }
-    if run and not removed["policies"] and not removed["jobs"]:
-        result["note"] = lifecycle.nothing_removed_note("unblock_apiserver_egress", namespace, run, others)
-        logger.warning(result["note"])
-    else:
-        logger.info(
-            f"unblock_apiserver_egress: removed {len(removed['policies'])} policy(ies) and "
-            f"{len(removed['jobs'])} expiry Job(s) of run {run or '*'} in {namespace}"
-        )
-    return result
+    return lifecycle.unblock_result(
+        k, "unblock_apiserver_egress", namespace, run, fault.managed_selector(), _remove_run(k, namespace, run)
+    )
 
 
 @user_errors

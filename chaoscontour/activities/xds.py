@@ -300,22 +300,8 @@ def unblock_xds_egress(
     if removed["policies"]:
         healed = datetime.now(UTC)
         record_heal(namespace, run, healed.timestamp())
-    others = lifecycle.runs_present(k, namespace, xds.xds_selector(), run) if run else []
-    result: Dict[str, Any] = {
-        "run_id": run or "*",
-        "removed_policies": removed["policies"],
-        "removed_jobs": removed["jobs"],
-        "healed_at": healed.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if healed else None,
-        "other_runs": others,
-    }
-    if run and not removed["policies"] and not removed["jobs"]:
-        result["note"] = lifecycle.nothing_removed_note("unblock_xds_egress", namespace, run, others)
-        logger.warning(result["note"])
-    else:
-        logger.info(
-            f"unblock_xds_egress: removed {len(removed['policies'])} policy(ies) and {len(removed['jobs'])} expiry "
-            f"Job(s) of run {run or '*'} in {namespace}"
-        )
+    result = lifecycle.unblock_result(k, "unblock_xds_egress", namespace, run, xds.xds_selector(), removed)
+    result["healed_at"] = healed.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if healed else None
     return result
 
 
