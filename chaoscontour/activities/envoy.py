@@ -1,7 +1,7 @@
 """Probes that look at Envoy from the outside: does it serve, how available was it across a fault, is it connected to
 Contour.
 
-Envoy keeps its last configuration when Contour goes away (CONTOUR-FACTS.md, "Envoy side"), so these probes are the
+Envoy keeps its last configuration when Contour goes away (docs/contour-and-envoy.md, "Envoy"), so these probes are the
 evidence an experiment needs: traffic still flows (``envoy_serving``, ``envoy_availability``) while Envoy is cut off
 from its control plane (``envoy_xds_connected``). Each one checks its arguments (``domain.inputs``), calls an edge
 (``edges.http`` for one request, ``edges.sampler`` for traffic) and shapes the output (``domain.availability``,

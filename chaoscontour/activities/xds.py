@@ -1,6 +1,6 @@
 """The xDS black hole: silently drop what the Envoy pods send to Contour's xDS port, watch Envoy notice, heal.
 
-What happens then (projectcontour/contour#1744, #3882; CONTOUR-FACTS.md "Envoy side"): packets are dropped, not
+What happens then (projectcontour/contour#1744, #3882; docs/contour-and-envoy.md, "Envoy"): packets are dropped, not
 refused, so the gRPC streams look alive to both ends. Contour's end gives up first: Go's TCP keepalive (15 s idle,
 15 s interval) under grpc-go's 20 s TCP_USER_TIMEOUT makes its kernel reset the connection about 30 s after the
 last packet from Envoy, and the reset reaches Envoy (only Envoy's egress is dropped). Envoy's own keepalive from

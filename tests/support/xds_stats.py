@@ -1,6 +1,6 @@
 """Envoy's ``/stats`` in text format, served on loopback, with the xDS gauges and counters a test sets.
 
-What the xDS fault's verification and timeline read from Contour's Envoy (CONTOUR-FACTS.md, "Envoy side"): the
+What the xDS fault's verification and timeline read from Contour's Envoy (docs/contour-and-envoy.md, "Envoy"): the
 two connected-state gauges of Contour's non-ADS bootstrap and the CDS / LDS ``update_success`` counters. Used where
 no CNI can cut a real Envoy's stream (the integration tests) or where a test must script the gauge.
 """
