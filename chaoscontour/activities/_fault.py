@@ -20,15 +20,9 @@ __all__ = [
     "ExpiryJob",
     "create_expiry_job",
     "create_owned_policy",
-    "heartbeat_key",
     "job_finished",
     "remove_objects",
 ]
-
-
-def heartbeat_key(fault: str, run_id: str = "") -> str:
-    """The key of a fault's heartbeat: ``<fault>/<run>``; with no run, the prefix of every run of that fault."""
-    return f"{fault}/{run_id}"
 
 
 class ExpiryJob:
@@ -98,7 +92,7 @@ def _names(k: Kube, listing: Any) -> list[str]:
 
 
 def remove_objects(k: Kube, namespace: str, selector: str, key: str) -> dict[str, list[str]]:
-    """Stop the heartbeat of ``key`` (a :func:`heartbeat_key`; with no run id, every run's), then delete the
+    """Stop the heartbeat of ``key`` (``heartbeat.key_of``; with no run id, every run's), then delete the
     NetworkPolicies and expiry Jobs of ``selector`` (already gone is success). Returns the names removed."""
     heartbeat.stop_heartbeats(namespace, key)
     removed: dict[str, list[str]] = {"policies": [], "jobs": []}

@@ -212,7 +212,7 @@ def block_apiserver_egress(
         logger.warning(f"block_apiserver_egress: force=true despite: {reason}")
 
     now = datetime.now(UTC)
-    key = lifecycle.heartbeat_key(fault.FAULT_APISERVER_EGRESS, run)
+    key = heartbeat.key_of(fault.FAULT_APISERVER_EGRESS, run)
     job = lifecycle.create_expiry_job(
         k,
         namespace=namespace,
@@ -293,7 +293,7 @@ def block_apiserver_egress(
 def _remove_run(k: Kube, namespace: str, run_id: str) -> Dict[str, List[str]]:
     """Delete the policies and expiry Jobs of one run (or of all runs when ``run_id`` is empty)."""
     forget_fault(namespace, run_id)
-    key = lifecycle.heartbeat_key(fault.FAULT_APISERVER_EGRESS, run_id)
+    key = heartbeat.key_of(fault.FAULT_APISERVER_EGRESS, run_id)
     return lifecycle.remove_objects(k, namespace, fault.managed_selector(run_id), key)
 
 
@@ -356,7 +356,7 @@ def apiserver_egress_fault(
     job_name = fault.expiry_job_name(run)
     job = read_if_present(f"read Job {namespace}/{job_name}", k.batch.read_namespaced_job, job_name, namespace)
     finished = lifecycle.job_finished(job)
-    beat = heartbeat.running(namespace, lifecycle.heartbeat_key(fault.FAULT_APISERVER_EGRESS, run))
+    beat = heartbeat.running(namespace, heartbeat.key_of(fault.FAULT_APISERVER_EGRESS, run))
     confirmed = confirmed_fault(namespace, run)
     lease: Dict[str, Any] = {}
     if confirmed is not None:

@@ -208,7 +208,7 @@ def block_xds_egress(
         logger.warning(f"block_xds_egress: force=true despite: {reason}")
 
     now = datetime.now(UTC)
-    key = lifecycle.heartbeat_key(xds.FAULT_XDS_EGRESS, run)
+    key = heartbeat.key_of(xds.FAULT_XDS_EGRESS, run)
     job = lifecycle.create_expiry_job(
         k,
         namespace=namespace,
@@ -270,7 +270,7 @@ def block_xds_egress(
 
 def _remove_run(k: Kube, namespace: str, run_id: str) -> Dict[str, List[str]]:
     """Delete the xDS fault's policies and expiry Jobs of one run (of all runs when ``run_id`` is empty)."""
-    key = lifecycle.heartbeat_key(xds.FAULT_XDS_EGRESS, run_id)
+    key = heartbeat.key_of(xds.FAULT_XDS_EGRESS, run_id)
     return lifecycle.remove_objects(k, namespace, xds.xds_selector(run_id), key)
 
 
@@ -358,7 +358,7 @@ def xds_egress_fault(
     finished = lifecycle.job_finished(job)
     if finished:
         reasons.append(f"the expiry Job has finished ({finished}): the fault is being removed")
-    beat = heartbeat.running(namespace, lifecycle.heartbeat_key(xds.FAULT_XDS_EGRESS, run))
+    beat = heartbeat.running(namespace, heartbeat.key_of(xds.FAULT_XDS_EGRESS, run))
     if beat is not None and beat.expires_in_s() <= 0:
         reasons.append("the fault's deadline has passed: Kubernetes is removing it")
     states: Dict[str, int] | None = None

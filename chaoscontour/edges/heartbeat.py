@@ -19,7 +19,7 @@ from logzero import logger
 from chaoscontour.domain.verification import next_deadline_s
 from chaoscontour.edges import stop
 
-__all__ = ["Heartbeat", "running", "stop_heartbeat", "stop_heartbeats"]
+__all__ = ["Heartbeat", "key_of", "running", "stop_heartbeat", "stop_heartbeats"]
 
 _RUNNING: dict[tuple[str, str], "Heartbeat"] = {}
 _LOCK = threading.Lock()
@@ -110,6 +110,11 @@ class Heartbeat:
                 continue
             self.deadline_s = wanted
             self.beats += 1
+
+
+def key_of(fault: str, run_id: str = "") -> str:
+    """The key of a fault's heartbeat: ``<fault>/<run>``; with no run, the key of every run of that fault."""
+    return f"{fault}/{run_id}"
 
 
 def running(namespace: str, run_id: str) -> Heartbeat | None:

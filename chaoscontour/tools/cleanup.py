@@ -14,7 +14,6 @@ from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 
-from chaoscontour.activities._fault import heartbeat_key
 from chaoscontour.domain.lease import parse_api_time
 from chaoscontour.domain.policy import FAULT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL
 from chaoscontour.edges import heartbeat
@@ -90,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             labels = meta.get("labels") or {}
             if kind == "Job" and labels.get(RUN_ID_LABEL) and labels.get(FAULT_LABEL):
                 # a fault of this very process (a notebook, a test): stop its dead-man heartbeat too
-                key = heartbeat_key(labels[FAULT_LABEL], labels[RUN_ID_LABEL])
+                key = heartbeat.key_of(labels[FAULT_LABEL], labels[RUN_ID_LABEL])
                 heartbeat.stop_heartbeat(meta["namespace"], key)
             gone = delete_in_background(k, kind, meta["namespace"], meta["name"], doing=f"delete {where}")
             print(f"{'removed' if gone else 'already gone'}: {where}")
