@@ -456,6 +456,42 @@ def test_xds_disconnected_when_contour_is_unreachable(disconnected_envoy):
     assert result["stats_url"] == stats_url
 
 
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that never answers a new connection: a listener with a backlog of 0 whose accept queue one
+    unaccepted connection fills, so the kernel drops every later SYN and the dialer waits for its own timeout."""
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        filler.connect(listener.getsockname())
+        yield int(listener.getsockname()[1])
+
+
+def test_xds_dialing_a_silent_contour_is_not_connected_though_its_gauges_read_1(silent_port):
+    # Envoy sets connected_state to 1 when it starts a stream, before the TCP connection exists: what the sandbox
+    # showed after Contour's pods were replaced (Envoy dialing the old pod's address through the Service for the 5 s
+    # connect timeout). The streams waiting on the xDS cluster are what tells.
+    bootstrap = grpc_xds_bootstrap(silent_port, connect_timeout="30s", alt_stat_name="projectcontour_contour_8001")
+    proxy = EnvoyProcess(bootstrap).start(wait_live=False)
+    try:
+        proxy_stats = proxy.admin_url + "/stats"
+
+        def dialing() -> dict[str, Any] | None:
+            result = envoy_xds_connected(proxy_stats)
+            # LDS starts once CDS's first fetch times out (initial_fetch_timeout 1 s): then both streams wait.
+            waiting = (result["stream"] or {}).get("streams_waiting_for_connection") or 0
+            return result if waiting >= 2 else None
+
+        result = wait_for(dialing, timeout_s=10, what="Envoy's CDS and LDS streams waiting for a connection")
+    finally:
+        proxy.stop()
+    assert result["connected_states"] == {"cds": 1, "lds": 1}, "the gauges alone would say connected"
+    assert result["connected"] is False
+    assert result["stream"]["xds_cluster"] == "projectcontour_contour_8001"
+    assert result["stream"]["streams_open"] == 0
+    assert result["cds"]["update_failure"] == 0, "no attempt failed yet: the dial is still waiting"
+
+
 def test_xds_without_a_connected_state_gauge_is_an_error_naming_what_it_read(file_configured_envoy, backend):
     # Envoy accepted CDS/LDS from files: real subscription stats, but no gRPC stream whose state could be read.
     assert envoy_serving(file_configured_envoy.url("/"), host=VHOST) is True  # the accepted config really routes

@@ -24,6 +24,7 @@ __all__ = [
     "fault_events",
     "not_confirmed_message",
     "read_xds_state",
+    "wait_until_established",
     "record_block",
     "record_confirmed",
     "record_heal",
@@ -33,6 +34,9 @@ __all__ = [
 # Contour's bootstrap: 30 s idle + 3 keepalive probes 5 s apart (internal/envoy/v3/bootstrap.go, v1.33.6).
 KEEPALIVE_BOUND_S = 45.0
 POLL_S = 0.5
+# How long a block waits for Envoy's xDS stream to be up before it refuses: Envoy retries a failed stream after a
+# jittered back-off that grows to 30 s, and each attempt may take Contour's 5 s connect timeout.
+ESTABLISH_WAIT_S = 40.0
 
 # Per (namespace, run id): wall-clock times (epoch seconds) of the block and of the heal.
 _EVENTS: dict[tuple[str, str], dict[str, float | None]] = {}
@@ -91,6 +95,31 @@ def read_xds_state(url: str, timeout_s: float) -> XdsState:
             "configured by Contour over gRPC?"
         )
     return state
+
+
+def wait_until_established(url: str, timeout_s: float, what: str) -> tuple[XdsState, float]:
+    """Read Envoy's xDS state every ``POLL_S`` until its stream is established (see ``XdsState.established``) or
+    ``timeout_s`` passes; returns the last state read and the seconds waited. A connected-state gauge reads 1 while
+    Envoy still dials (after Contour's pods were replaced, towards a pod that is gone), and a fault whose evidence is
+    the stream dying must not start then: the dial's own timeout would look like the fault. Raises
+    ``http.RequestFailed`` when the stats cannot be read at first."""
+    started = time.monotonic()
+    state = read_xds_state(url, 2.0)
+    progress = Progress()
+    while not state.established:
+        waited = time.monotonic() - started
+        if waited >= timeout_s or stop.requested():
+            break
+        progress(
+            f"{what}: waiting for Envoy's xDS stream to Contour ({waited:.0f}/{timeout_s:g} s): "
+            + state.not_established_text()
+        )
+        time.sleep(POLL_S)
+        try:
+            state = read_xds_state(url, 2.0)
+        except http.RequestFailed:
+            continue
+    return state, round(time.monotonic() - started, 1)
 
 
 def wait_until_disconnected(
@@ -152,9 +181,13 @@ def not_confirmed_message(check: dict[str, Any], timeout_s: float) -> str:
             f"({check['read_failures']} failed reads). The policy was removed."
         )
     return (
-        f"the fault did not take effect: Envoy still reported its xDS stream to Contour connected "
+        f"the fault was not confirmed: Envoy still reported its xDS stream to Contour connected "
         f"{check['checked_for_s']:.0f} s after the policy was created, longer than the {KEEPALIVE_BOUND_S:g} s "
-        "Contour's bootstrap keepalive allows a dead stream. The policy was removed. The cluster's CNI does not "
-        "enforce NetworkPolicy (flannel, kindnet without policies), or lets connections open before a policy live "
-        "on (Calico, Antrea), or a policy we could not see allows the traffic."
+        "Contour's bootstrap keepalive allows an idle dead stream. The policy was removed. Either it did not take "
+        "effect: the cluster's CNI does not enforce NetworkPolicy (flannel, kindnet without policies), or lets "
+        "connections open before a policy live on (Calico, Antrea), or a policy we could not see allows the "
+        "traffic; or Envoy had data in flight on the stream when it was cut: TCP sends keepalive probes only on an "
+        "idle connection, so Envoy then waits for TCP's retransmission timeout (about 15 minutes with Linux's "
+        "defaults), as when the block comes seconds after Contour's pods were replaced. Run it again once the "
+        "stream has been quiet for a while."
     )

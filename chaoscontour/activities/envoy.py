@@ -18,7 +18,7 @@ from logzero import logger
 
 from chaoscontour.activities._common import user_errors
 from chaoscontour.domain.availability import iso_utc, summarize
-from chaoscontour.domain.envoy_stats import CDS, LDS, describe_xds_stats, parse_stats, xds_state
+from chaoscontour.domain.envoy_stats import CDS, LDS, XDS_CLUSTER_FILTER, describe_xds_stats, parse_stats, xds_state
 from chaoscontour.domain.inputs import (
     InvalidInput,
     parse_bool,
@@ -45,7 +45,8 @@ MAX_TIMEOUT_S = 300.0
 MAX_SAMPLING_S = 86_400.0
 MAX_CONNECTIONS = 4096
 # Only the stats these probes read: Contour's Envoy has thousands of per-cluster stats.
-STATS_FILTER = r"^(control_plane|cluster_manager\.cds|listener_manager\.lds)\."
+# The xDS gauges and counters, and the request gauges of the cluster Envoy reaches Contour through.
+STATS_FILTER = r"^(control_plane|cluster_manager\.cds|listener_manager\.lds)\.|" + XDS_CLUSTER_FILTER
 LISTENER_EXAMPLE = "http://127.0.0.1:8080/"
 STATS_EXAMPLE = "http://127.0.0.1:8002/stats"
 
@@ -276,8 +277,12 @@ def envoy_xds_connected(stats_url: str = STATS_EXAMPLE, timeout_s: float = 2.0) 
 
     Returns a mapping: `connected` (true when every control-plane connected-state gauge Envoy has is 1: with
     Contour's bootstrap these are `cluster_manager.cds.control_plane.connected_state` and
-    `listener_manager.lds.control_plane.connected_state`; with ADS, `control_plane.connected_state`),
-    `connected_states` (each gauge found), `cds_update_age_s` and `lds_update_age_s` (seconds since the last
+    `listener_manager.lds.control_plane.connected_state`; with ADS, `control_plane.connected_state`; and, where
+    Envoy's stats show the cluster it reaches Contour through, `<namespace>_contour_<port>` in Contour's bootstrap,
+    no xDS stream still waits for a connection on it: Envoy sets a gauge to 1 when it starts a stream, so a 1 alone
+    also reads while Envoy dials an address that never answers), `connected_states` (each gauge found), `stream`
+    (that cluster's `xds_cluster`, `streams_waiting_for_connection` and `streams_open`; null without its stats),
+    `cds_update_age_s` and `lds_update_age_s` (seconds since the last
     accepted cluster / listener update, from `update_time`; `null` when none was ever accepted), and `cds` / `lds`
     with `update_success`, `update_rejected`, `update_failure`, `update_attempt`, `version` and `version_text`.
     While Contour is unreachable Envoy keeps serving its last configuration: expect `connected` false and growing
@@ -325,8 +330,9 @@ def envoy_xds_connected(stats_url: str = STATS_EXAMPLE, timeout_s: float = 2.0) 
     cds = state.cds.as_dict(now) if state.cds else None
     lds = state.lds.as_dict(now) if state.lds else None
     result = {
-        "connected": bool(state.connected),
+        "connected": bool(state.established),
         "connected_states": state.connected_states,
+        "stream": state.stream_check(),
         "cds_update_age_s": cds["update_age_s"] if cds else None,
         "lds_update_age_s": lds["update_age_s"] if lds else None,
         "cds": cds,

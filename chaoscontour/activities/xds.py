@@ -25,6 +25,7 @@ from logzero import logger
 from chaoscontour.activities import _fault as lifecycle
 from chaoscontour.activities._common import process_run_id, user_errors
 from chaoscontour.activities._xds_state import (
+    ESTABLISH_WAIT_S,
     KEEPALIVE_BOUND_S,
     accepted_updates,
     confirmed_updates,
@@ -35,6 +36,7 @@ from chaoscontour.activities._xds_state import (
     record_confirmed,
     record_heal,
     wait_until_disconnected,
+    wait_until_established,
 )
 from chaoscontour.activities.envoy import STATS_EXAMPLE
 from chaoscontour.domain import policy as fault
@@ -124,6 +126,7 @@ def block_xds_egress(
     stats_url: str = STATS_EXAMPLE,
     verify_timeout_s: float = 90,
     dead_man_s: float = 20,
+    connect_wait_s: float = ESTABLISH_WAIT_S,
     secrets: Secrets = None,
 ) -> Dict[str, Any]:
     """Silently drop what the selected Envoy pods send to Contour's xDS port, with a NetworkPolicy, and nothing else.
@@ -140,17 +143,23 @@ def block_xds_egress(
     another NetworkPolicy already lets those Envoy pods reach Contour's xDS port (by address or by selector)
     unless `force` is true. Fails and removes the Job when a queueing controller suspended it.
 
-    With `verify` (default) it first checks that Envoy is connected to Contour (`stats_url`: Envoy's `/stats`,
-    port 8002 on Contour's Envoy), then reads Envoy's `connected_state` gauges every 0.5 s until they show the
-    stream gone: about 30 s on the sandbox (Contour's end resets the connection), at most about 45 s when only
-    Envoy's keepalive can tell (Contour's bootstrap); `verify_timeout_s` (default 90, more than 45) bounds the wait.
-    If Envoy still reports a connection then, the policy is removed and the action fails: the CNI does not
-    enforce NetworkPolicy, or lets the open connection live on (Calico, Antrea), and nothing was cut.
+    With `verify` (default) it first waits, up to `connect_wait_s` (default 40 s: Envoy's retry back-off grows to
+    30 s, and each attempt may take Contour's 5 s connect timeout; 0 to refuse at once), for Envoy's xDS stream
+    to Contour to be up (`stats_url`: Envoy's `/stats`, port 8002 on Contour's Envoy): the `connected_state` gauges
+    at 1 and, on Contour's bootstrap, no stream still waiting for a connection on the `<namespace>_contour_<port>`
+    cluster (a gauge reads 1 while Envoy dials, e.g. a Contour pod that was just replaced). Then it reads the gauges
+    every 0.5 s until they show the stream gone: about 30 s on the sandbox (Contour's end resets the connection), at
+    most about 45 s when only Envoy's keepalive can tell (Contour's bootstrap); `verify_timeout_s` (default 90, more
+    than 45) bounds the wait. If Envoy still reports a connection then, the policy is removed and the action fails:
+    the CNI does not enforce NetworkPolicy, or lets the open connection live on (Calico, Antrea), and nothing was
+    cut.
 
     `run_id` as for `block_apiserver_egress` (default: this `chaos run` process's id); `unblock_xds_egress` is the
     rollback. Returns `name`, `namespace`, `run_id`, `selected_pods`, `contour_addresses`, `blocked_cidrs`,
-    `xds_port`, `expires_at`, `expiry_job`, `dead_man_s`, `blocked_at` (ISO 8601 UTC) and `verification`
-    (`confirmed`, `evidence`, `evidence_text`, `confirmed_after_s`: the time until Envoy noticed).
+    `xds_port`, `expires_at`, `expiry_job`, `dead_man_s`, `blocked_at` (ISO 8601 UTC), `verification`
+    (`confirmed`, `evidence`, `evidence_text`, `confirmed_after_s`: the time until Envoy noticed) and, when verifying,
+    `stream_before` (`xds_cluster`, `streams_waiting_for_connection`, `streams_open` when Envoy's stats show that
+    cluster, and `waited_s`: how long the stream took to be up).
     """
     require_namespace(namespace)
     labels = parse_label_selector(label_selector)
@@ -165,6 +174,7 @@ def block_xds_egress(
     url = parse_http_url(stats_url, "stats_url", STATS_EXAMPLE)
     verify_timeout = parse_seconds(verify_timeout_s, "verify_timeout_s", maximum=3600)
     dead_man = parse_seconds(dead_man_s, "dead_man_s", minimum=10, maximum=MAX_FAULT_S, allow_zero=True)
+    connect_wait = parse_seconds(connect_wait_s, "connect_wait_s", maximum=600, allow_zero=True)
     if verifying and verify_timeout <= KEEPALIVE_BOUND_S:
         raise InvalidInput(
             f"verify_timeout_s ({verify_timeout:g}) must be longer than the {KEEPALIVE_BOUND_S:g} s after which "
@@ -181,16 +191,17 @@ def block_xds_egress(
     target = _target(k, contour_ns, contour_labels, service, port)
     if verifying:
         try:
-            before = read_xds_state(url, 2.0)
+            before, waited = wait_until_established(url, connect_wait, "block_xds_egress")
         except http.RequestFailed as failed:
             raise ActivityFailed(
                 f"Envoy's stats endpoint {redact_url(url)} could not be read ({failed.kind}), so the fault could "
                 "not be verified; nothing was created. Check stats_url, or set verify=false"
             ) from failed
-        if not before.connected:
+        if not before.established:
             raise ActivityFailed(
-                f"Envoy is not connected to Contour before the fault ({before.connected_states}), so its gauges "
-                "could not show the fault; nothing was created"
+                f"Envoy's xDS stream to Contour was not up before the fault ({before.not_established_text()}; "
+                f"waited {waited:g} s), so its stats could not show the fault; nothing was created. Check that "
+                "Contour is Ready and that Envoy reaches it"
             )
     lifecycle.refuse_run_in_use(k, namespace, xds.xds_selector(run), "block_xds_egress", run)
     policies = call(f"list NetworkPolicies in {namespace}", k.networking.list_namespaced_network_policy, namespace)
@@ -253,6 +264,7 @@ def block_xds_egress(
         "verification": {"confirmed": None, "evidence": "not verified (verify=false)"},
     }
     if verifying:
+        result["stream_before"] = {**(before.stream_check() or {}), "waited_s": waited}
         try:
             result["verification"] = wait_until_disconnected(url, verify_timeout, blocked_at, failed_updates(before))
         except BaseException:

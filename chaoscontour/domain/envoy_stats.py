@@ -15,7 +15,12 @@ v1.33 supports):
 Both are read; Envoy counts as connected when every one of these gauges that exists is 1. Envoy sets a gauge to 1
 when it starts a stream, before the TCP connection is made, and to 0 when the stream fails: a connection attempt
 that hangs (packets to an address that never answers) reads 1 until its connect timeout (5 s in Contour's
-bootstrap); one that is refused reads 0 at once.
+bootstrap); one that is refused reads 0 at once. So a 1 alone does not prove a stream is up. What does is the
+static cluster Envoy dials Contour through: Contour's bootstrap names it ``contour`` and gives it the stat name
+``<namespace>_contour_<xds port>`` (``projectcontour_contour_8001`` with the release manifest). Each xDS stream is a
+request on it: ``upstream_rq_pending_active`` counts the streams still waiting for a connection (the 1 above, while
+Envoy dials a dead address), ``upstream_rq_active`` those on an open connection. Envoy's stream is *established*
+when the gauges read 1 and no stream waits for a connection; without that cluster's stats only the gauges are known.
 
 Per subscription (prefixes ``cluster_manager.cds.`` and ``listener_manager.lds.``): ``update_time`` is the wall
 clock time (ms since the epoch) of the last accepted update, 0 before the first one; ``update_success``,
@@ -23,12 +28,14 @@ clock time (ms since the epoch) of the last accepted update, 0 before the first 
 ``update_attempt`` are counters; ``version`` is a hash of the accepted ``version_text``.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "CDS",
     "LDS",
+    "XDS_CLUSTER_FILTER",
     "StatValue",
     "Subscription",
     "XdsState",
@@ -41,6 +48,10 @@ __all__ = [
 CDS = "cluster_manager.cds"
 LDS = "listener_manager.lds"
 TOP_LEVEL_CONNECTED = "control_plane.connected_state"
+# The request gauges of the xDS cluster: ``contour`` (a bare bootstrap) or ``<namespace>_contour_<port>`` (Contour's
+# stat name; Kubernetes namespaces hold no ``_`` or ``.``). For Envoy's /stats ``filter`` and to pick them out here.
+XDS_CLUSTER_FILTER = r"^cluster\.([a-z0-9-]+_)?contour(_[0-9]+)?\.upstream_rq_(pending_)?active$"
+_XDS_CLUSTER = re.compile(r"cluster\.((?:[a-z0-9-]+_)?contour(?:_[0-9]+)?)\.upstream_rq_(pending_active|active)")
 
 StatValue = int | str
 
@@ -142,6 +153,10 @@ class XdsState:
     control_plane_connected_state: int | None
     cds: Subscription | None
     lds: Subscription | None
+    # The xDS cluster's stat name and request gauges (``None`` when Envoy's stats have no such cluster).
+    xds_cluster: str | None = None
+    streams_pending: int | None = None
+    streams_active: int | None = None
 
     @property
     def connected_states(self) -> dict[str, int]:
@@ -162,16 +177,54 @@ class XdsState:
         return all(v == 1 for v in states.values())
 
     @property
+    def established(self) -> bool | None:
+        """True when the gauges read 1 and, where the xDS cluster's stats show it, no stream waits for a connection
+        and one is open; ``None`` as for :attr:`connected`."""
+        connected = self.connected
+        if connected is not True or self.streams_pending is None:
+            return connected
+        return self.streams_pending == 0 and (self.streams_active or 0) > 0
+
+    def stream_check(self) -> dict[str, Any] | None:
+        """The xDS cluster's request gauges, for an activity's output (``None`` without them)."""
+        if self.xds_cluster is None:
+            return None
+        return {
+            "xds_cluster": self.xds_cluster,
+            "streams_waiting_for_connection": self.streams_pending,
+            "streams_open": self.streams_active,
+        }
+
+    def not_established_text(self) -> str:
+        """Why :attr:`established` is not true, in words."""
+        if self.connected is not True:
+            return f"its connected_state gauges read {self.connected_states}"
+        return (
+            f"its connected_state gauges read 1 but {self.streams_pending} xDS stream(s) still wait for a connection "
+            f"to Contour and {self.streams_active or 0} are open (cluster {self.xds_cluster}): Envoy is dialing, "
+            "and a gauge reads 1 from the moment a stream is started"
+        )
+
+    @property
     def has_xds(self) -> bool:
         return self.control_plane_connected_state is not None or self.cds is not None or self.lds is not None
 
 
 def xds_state(stats: dict[str, StatValue]) -> XdsState:
     """The xDS state in parsed ``stats`` (see :func:`parse_stats`)."""
+    gauges: dict[str, dict[str, int]] = {}
+    for name, value in stats.items():
+        found = _XDS_CLUSTER.fullmatch(name)
+        if found and isinstance(value, int):
+            gauges.setdefault(found.group(1), {})[found.group(2)] = value
+    # Several matches (a Service named contour routed by this Envoy as well): the sum keeps a waiting stream visible.
     return XdsState(
         control_plane_connected_state=_int(stats, TOP_LEVEL_CONNECTED),
         cds=subscription(stats, CDS),
         lds=subscription(stats, LDS),
+        xds_cluster=", ".join(sorted(gauges)) if gauges else None,
+        streams_pending=sum(g.get("pending_active", 0) for g in gauges.values()) if gauges else None,
+        streams_active=sum(g.get("active", 0) for g in gauges.values()) if gauges else None,
     )
 
 

@@ -129,9 +129,36 @@ def test_block_refuses_when_envoy_is_not_connected_before_the_fault(
     api: client.ApiClient, installation: str, stats: StatsServer
 ) -> None:
     stats.connected = 0
-    with pytest.raises(ActivityFailed, match="Envoy is not connected to Contour before the fault"):
-        block_xds_egress(namespace=installation, run_id="x4", stats_url=stats.url)
+    started = time.monotonic()
+    with pytest.raises(ActivityFailed, match=r"stream to Contour was not up before the fault \(its connected_state"):
+        block_xds_egress(namespace=installation, run_id="x4", stats_url=stats.url, connect_wait_s="1")
+    assert time.monotonic() - started >= 1.0, "it waited connect_wait_s before refusing"
     assert ours(api, installation) == ([], [])
+
+
+def test_block_refuses_while_envoy_still_dials_though_its_gauges_read_1(
+    api: client.ApiClient, installation: str, stats: StatsServer
+) -> None:
+    # The sandbox's CI run: Contour's pods replaced, Envoy dialing a gone pod for its 5 s connect timeout with the
+    # gauges at 1; a block then "confirmed" the fault on that dial's failure, or found the stream down.
+    stats.pending = 5
+    with pytest.raises(ActivityFailed, match=r"5 xDS stream\(s\) still wait for a connection .* waited 1"):
+        block_xds_egress(namespace=installation, run_id="x9", stats_url=stats.url, connect_wait_s="1")
+    assert ours(api, installation) == ([], [])
+
+
+def test_block_waits_for_envoys_dial_to_finish_before_it_cuts(
+    api: client.ApiClient, installation: str, stats: StatsServer
+) -> None:
+    stats.pending = 5
+    stats.later(1.0, pending=0)
+    stats.later(2.5, connected=0)
+    result = block_xds_egress(namespace=installation, run_id="x10", stats_url=stats.url)
+    before = result["stream_before"]
+    assert before["streams_waiting_for_connection"] == 0 and before["streams_open"] == 2
+    assert 0.5 <= before["waited_s"] <= 5, before
+    assert result["verification"]["confirmed"] is True
+    unblock_xds_egress(namespace=installation, run_id="x10")
 
 
 def test_block_is_confirmed_when_envoy_reports_the_stream_down_and_the_end_probe_sees_it_hold(

@@ -153,11 +153,15 @@ def static_bootstrap(backend_port: int, virtual_host: str = "echo.local", listen
     }
 
 
-def grpc_xds_bootstrap(xds_port: int, initial_fetch_timeout: str = "1s") -> dict[str, Any]:
-    """A bootstrap shaped like ``contour bootstrap``'s: CDS and LDS over gRPC from a static cluster ``contour``.
+def grpc_xds_bootstrap(
+    xds_port: int, initial_fetch_timeout: str = "1s", connect_timeout: str = "0.25s", alt_stat_name: str = ""
+) -> dict[str, Any]:
+    """A bootstrap shaped like ``contour bootstrap``'s: CDS and LDS over gRPC from a static cluster ``contour``
+    (its stats under ``alt_stat_name`` when given, as Contour's ``<namespace>_contour_<port>``).
 
     Point ``xds_port`` at a closed port to get an Envoy that is disconnected from its control plane
-    (``control_plane.connected_state`` 0) and keeps retrying.
+    (``control_plane.connected_state`` 0) and keeps retrying; at a port that never answers, one that dials for
+    ``connect_timeout`` each time.
     """
 
     def source() -> dict[str, Any]:
@@ -171,11 +175,14 @@ def grpc_xds_bootstrap(xds_port: int, initial_fetch_timeout: str = "1s") -> dict
             "initial_fetch_timeout": initial_fetch_timeout,
         }
 
+    xds_cluster = {**_static_cluster("contour", xds_port, http2=True), "connect_timeout": connect_timeout}
+    if alt_stat_name:
+        xds_cluster["alt_stat_name"] = alt_stat_name
     return {
         "node": {"id": "chaoscontour-test", "cluster": "chaoscontour-test"},
         "admin": _admin(0),
         "dynamic_resources": {"cds_config": source(), "lds_config": source()},
-        "static_resources": {"clusters": [_static_cluster("contour", xds_port, http2=True)]},
+        "static_resources": {"clusters": [xds_cluster]},
     }
 
 

@@ -14,10 +14,12 @@ __all__ = ["StatsServer"]
 
 class StatsServer:
     """Serves ``connected`` (1/0), ``updates`` (accepted) and ``failures`` (failed updates) as Envoy would, for CDS
-    and LDS alike; ``stop()`` (or the context manager) shuts it."""
+    and LDS alike, and, unless ``pending`` is ``None``, the xDS cluster's request gauges: ``pending`` streams waiting
+    for a connection, and 2 open when none waits; ``stop()`` (or the context manager) shuts it."""
 
     def __init__(self) -> None:
         self.connected = 1
+        self.pending: int | None = None
         self.updates = 3
         self.failures = 0
         owner = self
@@ -35,6 +37,11 @@ class StatsServer:
                     f"listener_manager.lds.update_success: {owner.updates}",
                     f"listener_manager.lds.update_failure: {owner.failures}",
                 ]
+                if owner.pending is not None:
+                    lines += [
+                        f"cluster.projectcontour_contour_8001.upstream_rq_pending_active: {owner.pending}",
+                        f"cluster.projectcontour_contour_8001.upstream_rq_active: {0 if owner.pending else 2}",
+                    ]
                 body = ("\n".join(lines) + "\n").encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
@@ -47,8 +54,8 @@ class StatsServer:
         self._thread = threading.Thread(target=self.server.serve_forever, name="xds-stats", daemon=True)
         self._thread.start()
 
-    def later(self, seconds: float, **changes: int) -> None:
-        """Set ``connected`` / ``updates`` / ``failures`` after ``seconds``."""
+    def later(self, seconds: float, **changes: int | None) -> None:
+        """Set ``connected`` / ``updates`` / ``failures`` / ``pending`` after ``seconds``."""
         timer = threading.Timer(seconds, lambda: [setattr(self, k, v) for k, v in changes.items()])
         timer.daemon = True
         timer.start()

@@ -160,3 +160,50 @@ def test_description_shortens_long_lists_and_names_the_top_level_gauge():
     text = describe_xds_stats(stats, limit=3)
     assert "control_plane.* (connected_state, pending_requests)" in text
     assert "and 19 more" in text
+
+
+def stream_gauges(pending: int, active: int, cluster: str = "projectcontour_contour_8001") -> str:
+    return f"cluster.{cluster}.upstream_rq_pending_active: {pending}\ncluster.{cluster}.upstream_rq_active: {active}\n"
+
+
+def test_a_stream_on_an_open_connection_is_established():
+    state = xds_state(parse_stats(CONNECTED + stream_gauges(0, 5) + "cluster.demo_echo_80.upstream_rq_active: 9\n"))
+    assert state.established is True
+    assert state.stream_check() == {
+        "xds_cluster": "projectcontour_contour_8001",
+        "streams_waiting_for_connection": 0,
+        "streams_open": 5,
+    }
+
+
+def test_gauges_at_1_while_streams_wait_for_a_connection_are_not_established():
+    # Envoy sets connected_state to 1 when it starts a stream; the stream waits on the xDS cluster until the dial
+    # succeeds or times out (measured on the sandbox after Contour's pods were replaced: 5 pending, 0 open).
+    state = xds_state(parse_stats(CONNECTED + stream_gauges(5, 0)))
+    assert state.connected is True
+    assert state.established is False
+    assert "5 xDS stream(s) still wait for a connection" in state.not_established_text()
+    assert "projectcontour_contour_8001" in state.not_established_text()
+
+
+def test_no_open_stream_is_not_established_even_with_none_waiting():
+    assert xds_state(parse_stats(CONNECTED + stream_gauges(0, 0))).established is False
+
+
+def test_without_the_xds_clusters_stats_only_the_gauges_tell():
+    state = xds_state(parse_stats(CONNECTED + "cluster.demo_echo_80.upstream_rq_pending_active: 3\n"))
+    assert state.xds_cluster is None and state.stream_check() is None
+    assert state.established is True
+    assert xds_state(parse_stats(DISCONNECTED + stream_gauges(0, 0))).established is False
+
+
+@pytest.mark.parametrize("cluster", ["contour", "gateway-ns_contour_8001", "projectcontour_contour_18001"])
+def test_the_xds_cluster_is_found_under_the_names_a_bootstrap_gives_it(cluster):
+    assert xds_state(parse_stats(CONNECTED + stream_gauges(1, 0, cluster))).xds_cluster == cluster
+
+
+def test_several_matching_clusters_add_up_so_a_waiting_stream_stays_visible():
+    body = CONNECTED + stream_gauges(0, 5) + stream_gauges(2, 0, "shop_contour_8001")
+    state = xds_state(parse_stats(body))
+    assert state.xds_cluster == "projectcontour_contour_8001, shop_contour_8001"
+    assert (state.streams_pending, state.streams_active, state.established) == (2, 5, False)
