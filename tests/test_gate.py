@@ -767,3 +767,51 @@ def test_a_pod_kill_that_deleted_nothing_fails_the_run():
         "'kill-a-backend-pod' (chaostoolkit-kubernetes terminate_pods) deleted no pod: its selector matched nothing, "
         "so the pod death the experiment is about never happened",
     )
+
+
+def _at(second: int) -> str:
+    return f"2026-12-05T10:00:{second:02d}.000000"
+
+
+def _xds_run(probe_output: dict[str, Any], probe_at: int) -> list[dict[str, Any]]:
+    """A confirmed xDS block (returns at 0:40), an envoy_xds_connected probe at ``probe_at``, the unblock at 0:50."""
+    modules = {"module": "chaoscontour.activities.xds"}
+    block = _run(
+        "block_xds_egress",
+        {"verification": {"confirmed": True, "evidence": "envoy-reported-xds-disconnected"}},
+        **modules,
+        status="succeeded",
+        start=_at(0),
+        end=_at(40),
+    )
+    probe = _run("envoy_xds_connected", probe_output, status="succeeded", start=_at(probe_at), end=_at(probe_at))
+    unblock = _run("unblock_xds_egress", {"removed_policies": ["p"]}, **modules, status="succeeded", start=_at(50))
+    unblock["end"] = _at(50)
+    return [block, probe, unblock]
+
+
+OPEN_STREAM = {"xds_cluster": "projectcontour_contour_8001", "streams_waiting_for_connection": 0, "streams_open": 5}
+
+
+def test_an_xds_stream_seen_open_during_a_confirmed_xds_fault_fails_the_gate():
+    verdict = judge(journal_of(run=_xds_run({"connected": True, "stream": OPEN_STREAM}, probe_at=45)))
+    assert not verdict.passed
+    assert any(
+        "'envoy_xds_connected' saw Envoy's xDS stream up during the xDS fault of 'block_xds_egress' (5 stream(s) "
+        "open on projectcontour_contour_8001" in reason
+        for reason in verdict.reasons
+    ), verdict.reasons
+
+
+@pytest.mark.parametrize(
+    ("output", "probe_at"),
+    [
+        ({"connected": True, "stream": None}, 45),  # the gauges alone: they read 1 while Envoy dials
+        ({"connected": False, "stream": {**OPEN_STREAM, "streams_open": 0, "streams_waiting_for_connection": 5}}, 45),
+        ({"connected": True, "stream": OPEN_STREAM}, 30),  # before the block returned: Envoy had not noticed yet
+        ({"connected": True, "stream": OPEN_STREAM}, 55),  # after the heal
+    ],
+)
+def test_an_xds_reading_that_proves_no_open_stream_in_the_window_is_no_contradiction(output, probe_at):
+    verdict = judge(journal_of(run=_xds_run(output, probe_at)))
+    assert not any("saw Envoy's xDS stream up" in reason for reason in verdict.reasons), verdict.reasons

@@ -209,22 +209,25 @@ def _unverified_block(r: ActivityResult) -> tuple[str, bool] | None:
     return f"the fault of {r.name!r} was not confirmed" + (f": {evidence}" if evidence else ""), False
 
 
-def _during_a_confirmed_block(method: list[ActivityResult]) -> list[tuple[ActivityResult, str]]:
-    """The method's ``lease_holder`` results that started while a *confirmed* API-server block was in force (after
-    the block ended, before any ``unblock_apiserver_egress`` of the method started), each with the Lease that block
-    verified (``Lease NAMESPACE/NAME``)."""
-    found: list[tuple[ActivityResult, str]] = []
+def _during_a_confirmed_block(
+    method: list[ActivityResult], block_func: str = j.BLOCK_APISERVER
+) -> list[tuple[ActivityResult, ActivityResult]]:
+    """The method's results that started while a *confirmed* block (``block_func``) was in force: after the block
+    returned (it returns once its verification confirmed the fault), before any unblock of the same fault in the
+    method started; each with that block's result."""
+    unblock = j.UNBLOCK_APISERVER if block_func == j.BLOCK_APISERVER else j.UNBLOCK_XDS
+    found: list[tuple[ActivityResult, ActivityResult]] = []
     for index, block in enumerate(method):
         output = block.output if isinstance(block.output, Mapping) else {}
         check = output.get("verification")
-        if block.ours != j.BLOCK_APISERVER or not isinstance(check, Mapping) or check.get("confirmed") is not True:
+        if block.ours != block_func or not isinstance(check, Mapping) or check.get("confirmed") is not True:
             continue
         later = method[index + 1 :]
-        heal = next((r.start for r in later if r.ours == j.UNBLOCK_APISERVER and r.ran and r.start), None)
+        heal = next((r.start for r in later if r.ours == unblock and r.ran and r.start), None)
         for r in later:
             in_window = bool(r.start and block.end and r.start >= block.end and (heal is None or r.start < heal))
-            if r.ours == j.LEASE_HOLDER and r.ran and in_window:
-                found.append((r, str(check.get("lease") or "")))
+            if r.ran and in_window:
+                found.append((r, block))
     return found
 
 
@@ -243,17 +246,32 @@ def _pod_kills_that_killed_nothing(method: list[ActivityResult]) -> list[str]:
 
 
 def _contradicting_evidence(method: list[ActivityResult]) -> list[str]:
-    """A Lease seen held while a confirmed block was in force: a Contour renewed it, so it reached the API server
-    and the fault did not hold, whatever the end-of-window probe says (it may have run before, or read another
-    object). Only the Lease the block verified counts."""
+    """A Lease seen held while a confirmed API-server block was in force: a Contour renewed it, so it reached the API
+    server and the fault did not hold, whatever the end-of-window probe says (it may have run before, or read
+    another object); only the Lease the block verified counts. And an xDS stream seen on an open connection while a
+    confirmed xDS block was in force: Envoy reached Contour again."""
     reasons = []
-    for r, verified in _during_a_confirmed_block(method):
+    for r, block in _during_a_confirmed_block(method):
         output = r.output if isinstance(r.output, Mapping) else {}
-        if f"Lease {output.get('namespace')}/{output.get('name')}" == verified and output.get("held") is True:
+        verified = str(block.output["verification"].get("lease") or "")
+        lease = f"Lease {output.get('namespace')}/{output.get('name')}"
+        if r.ours == j.LEASE_HOLDER and lease == verified and output.get("held") is True:
             reasons.append(
                 f"{r.name!r} saw {verified} held during the API-server fault (renewed "
                 f"{output.get('seconds_since_renewal')} s before, by {output.get('holder_identity')}): a Contour "
                 "still reached the API server after the fault was confirmed, so it did not hold"
+            )
+    for r, block in _during_a_confirmed_block(method, j.BLOCK_XDS):
+        output = r.output if isinstance(r.output, Mapping) else {}
+        found = output.get("stream")
+        stream: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+        # Only an open connection counts: a connected_state gauge alone reads 1 while Envoy merely dials.
+        if r.ours == j.ENVOY_XDS and output.get("connected") is True and (j.number(stream.get("streams_open")) or 0):
+            reasons.append(
+                f"{r.name!r} saw Envoy's xDS stream up during the xDS fault of {block.name!r} "
+                f"({stream.get('streams_open')} stream(s) open on {stream.get('xds_cluster')}, none waiting): "
+                "Envoy opened a connection to Contour after the fault was confirmed, so it did not hold "
+                "(a probe must read one of the Envoy pods the block selected)"
             )
     return reasons
 
