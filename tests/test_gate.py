@@ -330,6 +330,21 @@ def test_a_lease_seen_held_during_a_confirmed_fault_fails_although_the_end_probe
     assert "saw Lease" not in gate(journal, tmp_path, capsys)[1]
 
 
+def test_an_xds_stream_seen_open_during_the_confirmed_xds_fault_fails_a_real_journal(chaos_journal, tmp_path, capsys):
+    journal, chaos_code = chaos_journal("xds-blackhole", env={"FIXTURE_XDS_STREAM_OPEN": "true"})
+    assert chaos_code == 0
+    code, out, _, _ = gate(journal, tmp_path, capsys)
+    assert code == 1
+    assert out.splitlines()[1:] == [
+        "'envoy-xds-during-the-fault' saw Envoy's xDS stream up during the xDS fault of 'block-xds-egress' (5 "
+        "stream(s) open on projectcontour_contour_8001, none waiting): Envoy opened a connection to Contour after the "
+        "fault was confirmed, so it did not hold (a probe must read one of the Envoy pods the block selected)"
+    ]
+    # Envoy dialing with its gauges at 1 is what a held black hole looks like: that run passes.
+    journal, _ = chaos_journal("xds-blackhole")
+    assert gate(journal, tmp_path, capsys)[0] == 0
+
+
 def test_an_outage_without_the_end_of_window_probe_passes_and_says_what_was_not_checked(
     chaos_journal, tmp_path, capsys
 ):
@@ -410,6 +425,10 @@ README_ROWS: dict[str, dict[str, Any]] = {
     "`lease_holder` saw the Lease held while the confirmed fault was on": {
         "name": "apiserver-outage",
         "env": {"FIXTURE_LEASE_HELD": "true"},
+    },
+    "`envoy_xds_connected` saw an xDS stream open while the confirmed xDS fault was on": {
+        "name": "xds-blackhole",
+        "env": {"FIXTURE_XDS_STREAM_OPEN": "true"},
     },
     "no `apiserver_egress_fault` in the method (an older experiment)": {"name": "apiserver-outage-without-end-probe"},
 }
