@@ -148,8 +148,8 @@ def block_xds_egress(
     to Contour to be up (`stats_url`: Envoy's `/stats`, port 8002 on Contour's Envoy): the `connected_state` gauges
     at 1 and, on Contour's bootstrap, no stream still waiting for a connection on the `<namespace>_contour_<port>`
     cluster (a gauge reads 1 while Envoy dials, e.g. a Contour pod that was just replaced). Then it reads the gauges
-    every 0.5 s until they show the stream gone: about 30 s on the sandbox (Contour's end resets the connection), at
-    most about 45 s when only Envoy's keepalive can tell (Contour's bootstrap); `verify_timeout_s` (default 90, more
+    every 0.5 s until they show the stream gone: about 30 s where Contour's reset reaches Envoy, about 45 s where
+    only Envoy's keepalive can tell (Contour's bootstrap; the sandbox's real node); `verify_timeout_s` (default 90, more
     than 45) bounds the wait. If Envoy still reports a connection then, the policy is removed and the action fails:
     the CNI does not enforce NetworkPolicy, or lets the open connection live on (Calico, Antrea), and nothing was
     cut.

@@ -1,10 +1,9 @@
 """experiments/xds-blackhole.json with the real ``chaos`` CLI on the sandbox, judged on its journal and by the gate.
 
 The sandbox enforces NetworkPolicy per packet (Cilium-like), so Envoy's open xDS streams to Contour are cut, not
-refused: Contour's end resets the connection about 30 s after the last packet from Envoy (Go's TCP keepalive under
-grpc-go's 20 s TCP_USER_TIMEOUT), Envoy's own keepalive (45 s) being the fallback; then Envoy starts a new stream
-every ~5.5 s (5 s connect timeout), so it is back within seconds of the heal. The figures measured here are the
-README's.
+refused: Envoy's own keepalive (30 s idle + 3 x 5 s) ends them at about 45 s (Contour's reset after ~30 s does not
+reach Envoy's socket on the real node); then Envoy starts a new stream every ~5.5 s (5 s connect timeout), so it is
+back within seconds of the heal. The figures measured here are the README's.
 """
 
 from __future__ import annotations
