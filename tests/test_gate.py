@@ -34,7 +34,7 @@ from chaoscontour.tools.verdict import (
 )
 
 BIN = Path(sys.executable).parent
-README = Path(__file__).resolve().parents[1] / "README.md"
+GATE_DOC = Path(__file__).resolve().parents[1] / "docs" / "gate-and-report.md"
 
 ChaosJournal = Callable[..., tuple[Path, int]]
 
@@ -385,9 +385,9 @@ def test_a_declared_sampler_that_left_no_figures_fails_the_gate(chaos_journal, t
     assert all(f"- {r}" in summary for r in reasons)
 
 
-# The README's gate table, row by row: the experiment (and its environment, rollback strategy, fake Envoy) whose
-# real journal backs the row.
-README_ROWS: dict[str, dict[str, Any]] = {
+# The gate table of docs/gate-and-report.md, row by row: the experiment (and its environment, rollback strategy,
+# fake Envoy) whose real journal backs the row.
+GATE_DOC_ROWS: dict[str, dict[str, Any]] = {
     "everything held": {"name": "passing"},
     "steady state missed **before** the method (never run)": {"name": "missed-before"},
     "an action of the method failed": {"name": "failed-action"},
@@ -434,18 +434,18 @@ README_ROWS: dict[str, dict[str, Any]] = {
 }
 
 
-def readme_gate_table() -> list[list[str]]:
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("### The chaos gate") : text.index("### The report")]
+def documented_gate_table() -> list[list[str]]:
+    text = GATE_DOC.read_text(encoding="utf-8")
+    section = text[text.index("## The chaos gate") : text.index("## The report")]
     rows = [line for line in section.splitlines() if line.startswith("|")][2:]
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
 
 
-def test_every_row_of_the_readme_gate_table_is_a_real_journal_judged_as_written(chaos_journal, tmp_path, capsys):
-    table = readme_gate_table()
-    assert [row[0] for row in table] == list(README_ROWS)
+def test_every_row_of_the_documented_gate_table_is_a_real_journal_judged_as_written(chaos_journal, tmp_path, capsys):
+    table = documented_gate_table()
+    assert [row[0] for row in table] == list(GATE_DOC_ROWS)
     for what, status_deviated, chaos_exit, gate_exit in table:
-        row = README_ROWS[what]
+        row = GATE_DOC_ROWS[what]
         journal, chaos_code = chaos_journal(
             row["name"],
             env=row.get("env"),

@@ -154,7 +154,7 @@ def envoy_availability(
     of the route under test); empty sends the URL's host. `duration_s` is how long to send traffic, in seconds (at
     most one day). `rate_per_s` is the number of requests per second (at most 5000, and `duration_s` x
     `rate_per_s` at most 2,000,000): at rate `r` an outage is measured to about `1 / r` (20/s: 50 ms; 200/s: 5 ms;
-    1000/s: 1 ms); the README's Benchmarks section gives what each rate costs. `timeout_s` bounds one request, in
+    1000/s: 1 ms); docs/measurements.md gives what each rate costs. `timeout_s` bounds one request, in
     seconds (at most 300); a request answered later counts as failed (`read_timeout`). `expected_status` lists the
     status codes that count as success (default `[200]`). `verify_tls` checks the server certificate of an https
     URL. `connection` is `keep-alive` (default: requests reuse a few open connections, so the figures are Envoy's

@@ -4,7 +4,7 @@ Pure functions over :class:`Sample` values, or over a :class:`SampleSeries` (the
 cheap enough for a million requests); the traffic sampler that produces them lives in
 ``chaoscontour.edges.sampler``. Every time is in seconds since the epoch (UTC), every latency reported in ms.
 
-Definitions used throughout (they are what the README and the experiments' tolerances rely on):
+Definitions used throughout (they are what the docs and the experiments' tolerances rely on):
 
 * A request **succeeded** when it got one of the expected HTTP statuses; anything else (another status, a
   timeout, a refused or reset connection) is a failure. The sample's ``outcome`` says which.

@@ -109,8 +109,8 @@ def explain(exc: BaseException, doing: str) -> ActivityFailed:
             why = "the API server rejected our credentials (401); check the kubeconfig or the token"
         elif status == 403:
             why = (
-                "RBAC forbids it (403); grant the permissions listed in the README's RBAC section to the identity "
-                "running the experiment"
+                "RBAC forbids it (403); grant the permissions listed in chaoscontour's docs/operations.md (RBAC) to "
+                "the identity running the experiment"
             )
         elif status == 404:
             why = "it does not exist (404); check the namespace and the name"

@@ -5,7 +5,7 @@ sent then, whatever happened to the earlier ones: a slow or hung answer never de
 lowers the rate. Every due request becomes a sample, including those that could not be sent (``not_sent``: every
 connection the sampler may open was busy) and those still unanswered when sampling ended (``unfinished``).
 
-How it stays cheap (figures in the README's Benchmarks section): one thread, non-blocking sockets, the request bytes
+How it stays cheap (figures in docs/measurements.md): one thread, non-blocking sockets, the request bytes
 built once, no HTTP library in the request path; and the loop wakes once per due time, not once per answer. Answers
 wait in the kernel until the next wake-up and their latency is taken from the kernel's receive timestamp
 (``SO_TIMESTAMPNS``), so reading an answer late neither makes it look slow nor puts the sampler's own scheduling

@@ -2,7 +2,7 @@
 
 - :func:`build` is ``kubectl kustomize deploy/``: the pinned kustomize (:mod:`chaoscontour_sandbox.binaries`)
   builds the objects, so the sandbox applies exactly what a user's ``kubectl apply -k deploy/`` would.
-- :func:`for_cluster` is the edit the README asks of a user before applying: the CronJob's ``ENVOY_URL``,
+- :func:`for_cluster` is the edit docs/operations.md asks of a user before applying: the CronJob's ``ENVOY_URL``,
   ``ENVOY_HOST`` and ``ENVOY_STATS_URL`` set to where this cluster's Envoy answers (the Envoy pod's address).
   Nothing else changes: image, identity,
   security context and the script stay as written.

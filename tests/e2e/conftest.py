@@ -64,7 +64,7 @@ _FIGURES: dict[str, Any] = {}
 
 @pytest.fixture(scope="session")
 def figures() -> dict[str, Any]:
-    """Measurements the e2e tests record (README's reproduction of the outage story), printed at the end."""
+    """Measurements the e2e tests record (docs/measurements.md's outage story), printed at the end."""
     return _FIGURES
 
 

@@ -7,7 +7,8 @@ While Contour is cut off from the API server, a backend pod is killed with chaos
 cluster, nothing owns that address any more, so a connection to it gets no answer and Envoy gives up at Contour's
 2 s connect timeout (503, response flag UF). Envoy's admin ``/clusters`` (127.0.0.1:9001 in the Envoy pod) is
 reached through a relay in the Envoy pod's network namespace (``nsenter``), in place of ``kubectl port-forward``,
-so that Envoy's endpoint list is compared with the EndpointSlices address by address. The figures are the README's.
+so that Envoy's endpoint list is compared with the EndpointSlices address by address.
+The figures are docs/measurements.md's.
 """
 
 from __future__ import annotations

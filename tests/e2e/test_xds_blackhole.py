@@ -3,7 +3,7 @@
 The sandbox enforces NetworkPolicy per packet (Cilium-like), so Envoy's open xDS streams to Contour are cut, not
 refused: Envoy's own keepalive (30 s idle + 3 x 5 s) ends them at about 45 s (Contour's reset after ~30 s does not
 reach Envoy's socket on the real node); then Envoy starts a new stream every ~5.5 s (5 s connect timeout), so it is
-back within seconds of the heal. The figures measured here are the README's.
+back within seconds of the heal. The figures measured here are docs/measurements.md's.
 """
 
 from __future__ import annotations
