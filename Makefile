@@ -11,13 +11,14 @@ VENV311 ?= .venv311
 SANDBOX_DIR ?= .sandbox
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps binaries lint test test-unit compat-311 demo sandbox-up sandbox-down example-image bench clean
+.PHONY: help venv system-deps binaries docs lint test test-unit compat-311 demo sandbox-up sandbox-down example-image bench clean
 
 help:
 	@echo "make demo        start the local Contour sandbox, run experiments/apiserver-outage.json, print the verdict and the report"
 	@echo "                 (EXPERIMENT=<name> runs experiments/<name>.json instead: $(DEMO_EXPERIMENTS))"
 	@echo "make test        run every test: unit, integration (real kube-apiserver) and end-to-end (sandbox)"
 	@echo "make test-unit   only the fast tests (no root, no binaries)"
+	@echo "make docs        regenerate docs/activities.md (the activity reference) from the extension's discovery"
 	@echo "make lint        ruff, mypy, hadolint (deploy/Dockerfile), actionlint with shellcheck (the workflow)"
 	@echo "make binaries    find or build every pinned binary: the control plane's, the node's, contour, coredns, kustomize, actionlint"
 	@echo "make bench       envoy_availability benchmark against a real local Envoy, side by side with wrk"
@@ -51,6 +52,10 @@ system-deps:
 
 binaries: venv
 	$(PY) -m chaoscontour_sandbox.binaries build
+
+# The activity reference: rendered from `chaoscontour.discover()`; tests/unit/test_activities_doc.py fails when stale.
+docs: venv
+	$(VENV)/bin/chaoscontour activities --out docs/activities.md
 
 # actionlint skips its shellcheck pass without a word when it cannot run shellcheck, hence the explicit path and the
 # check that it runs. hadolint and shellcheck come from the lint extra; actionlint is built into the binary cache.

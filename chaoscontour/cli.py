@@ -10,6 +10,7 @@ from collections.abc import Sequence
 __all__: list[str] = []
 
 _SUBCOMMANDS = {
+    "activities": ("chaoscontour.tools.activities_doc", "print the activity reference (Markdown) from discovery"),
     "cleanup": ("chaoscontour.tools.cleanup", "remove every object chaoscontour created in a cluster"),
     "gate": ("chaoscontour.tools.gate", "judge a chaos journal for CI: exit code, JUnit XML, Markdown summary"),
     "report": ("chaoscontour.tools.report", "render a journal as a PNG timeline and an HTML page"),
@@ -21,7 +22,8 @@ _MOVED = {"sandbox": "<up|down|status|mode|load> ...", "binaries": "binaries <bu
 
 def _usage() -> str:
     lines = ["usage: chaoscontour <command> [options]", "", "commands:"]
-    lines += [f"  {name:<9} {summary}" for name, (_, summary) in _SUBCOMMANDS.items()]
+    width = max(map(len, _SUBCOMMANDS))
+    lines += [f"  {name:<{width}} {summary}" for name, (_, summary) in _SUBCOMMANDS.items()]
     lines += ["", "Run `chaoscontour <command> --help` for a command's options."]
     return "\n".join(lines)
 

@@ -1,6 +1,7 @@
 """The real `chaos` CLI sees the extension as users will: discovery lists every activity, typed, and the shipped
 experiments validate (which binds each activity's arguments to its real signature)."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -8,29 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from chaoscontour import _MODULES, PROBES
+
 ROOT = Path(__file__).resolve().parents[1]
 CHAOS = str(Path(sys.executable).with_name("chaos"))
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.json"))
+# What the activity modules export, typed by chaoscontour.PROBES: the CLI's discovery must find exactly these.
 EXPECTED = {
-    "block_apiserver_egress": "action",
-    "unblock_apiserver_egress": "action",
-    "apiserver_egress_fault": "probe",
-    "wait": "action",
-    "kill_leader": "action",
-    "lease_holder": "probe",
-    "contour_restart_count": "probe",
-    "envoy_serving": "probe",
-    "envoy_availability": "probe",
-    "envoy_xds_connected": "probe",
-    "block_xds_egress": "action",
-    "unblock_xds_egress": "action",
-    "xds_egress_fault": "probe",
-    "envoy_xds_timeline": "probe",
-    "route_change_propagation": "probe",
-    "route_config_converged": "probe",
-    "remove_route_marker": "action",
-    "envoy_backend_view": "probe",
-    "envoy_endpoints_converged": "probe",
+    name: "probe" if name in PROBES else "action"
+    for module in _MODULES
+    for name in importlib.import_module(f"chaoscontour.activities.{module}").__all__
 }
 DISCOVERABLE_TYPES = {"string", "integer", "number", "boolean", "list", "mapping"}
 
