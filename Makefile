@@ -98,7 +98,8 @@ sandbox-down: venv
 # The main job: a real control plane, real Contour and real Envoy on this machine, and one of experiments/*.json
 # (EXPERIMENT=<name>, default the API-server outage). The name is checked when make reads this file, before any
 # sandbox starts. Files: $(SANDBOX_DIR)/{journal,junit,summary}-<name>.*, chaostoolkit-<name>.log and the report
-# in $(SANDBOX_DIR)/reports/; they outlive `sandbox down`. The exit status is the gate's.
+# in $(SANDBOX_DIR)/reports/; they outlive `sandbox down`. make exits 0 when the gate passed and 2 (make's status for a
+# failed recipe) when it failed or could not judge; the last lines print the gate's own status.
 EXPERIMENT ?= apiserver-outage
 DEMO_EXPERIMENTS := $(sort $(basename $(notdir $(wildcard experiments/*.json))))
 ifneq ($(filter demo,$(MAKECMDGOALS)),)
@@ -118,12 +119,15 @@ demo: sandbox-up
 	$(VENV)/bin/chaoscontour report $$journal --out $(SANDBOX_DIR)/reports; \
 	if [ -z "$$KEEP_SANDBOX" ]; then $(VENV)/bin/chaoscontour-sandbox down --dir $(SANDBOX_DIR); \
 	else echo "sandbox left running (KEEP_SANDBOX set): make sandbox-down to stop it"; fi; \
-	echo "chaos run exit status $$rc; chaos gate exit status $$gate (make demo exits with it)"; \
+	echo "chaos run exit status $$rc; chaos gate exit status $$gate (make then exits 0 if the gate passed, else 2)"; \
 	echo "report: $(SANDBOX_DIR)/reports/journal-$$name.html (and .png); journal: $$journal"; \
 	exit $$gate
 
+# The benchmark's output is kept in .bench/availability-<UTC time>.log, a failed run's too (it names the failed step).
 bench: venv system-deps
-	$(PY) bench/availability_bench.py
+	@mkdir -p .bench && log=.bench/availability-$$(date -u +%Y%m%dT%H%M%SZ).log && echo "log: $$log" && \
+	set -o pipefail && $(PY) bench/availability_bench.py 2>&1 | tee "$$log"; \
+	rc=$$?; echo "benchmark exit status $$rc; log: $$log"; exit $$rc
 
 clean: sandbox-down
 	rm -rf $(VENV) $(VENV311) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

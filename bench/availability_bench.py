@@ -385,30 +385,43 @@ def main() -> int:
     )
     rows: list[tuple[float, list[dict], dict | None]] = []
     hung: dict | None = None
-    backend = Backend(servers)
+    wrk: dict | None = None
+    # What is running now: a failure names it, and the figures of every step that finished are still printed.
+    step = "starting the backend"
+    failed: str | None = None
     try:
-        envoy = Envoy(backend.port, servers)
+        backend = Backend(servers)
         try:
-            url = envoy.url
-            if not envoy_serving(url, host=VHOST):
-                print(f"Envoy at {url} does not serve {VHOST}", file=sys.stderr)
-                return 1
-            print(f"... wrk -t1 -c1 -d{REFERENCE_SECONDS}s --latency against the same Envoy", flush=True)
-            wrk = run_wrk(url)
-            for rate in rates:
-                runs = []
-                for i in range(args.runs):
-                    print(f"... envoy_availability {rate:g}/s, run {i + 1}/{args.runs}", flush=True)
-                    runs.append(run_sampler(url, backend, rate, args.duration, args.outage_ms, args.connection))
-                paced = run_h2load(url, rate)
-                rows.append((rate, runs, paced))
-            if args.hang_rate:
-                print(f"... envoy_availability {args.hang_rate:g}/s with the backend hung for {args.hang_ms:g} ms")
-                hung = run_hung(url, backend, args.hang_rate, args.duration, args.hang_ms)
+            step = "starting Envoy"
+            envoy = Envoy(backend.port, servers)
+            try:
+                url = envoy.url
+                if not envoy_serving(url, host=VHOST):
+                    print(f"Envoy at {url} does not serve {VHOST}", file=sys.stderr)
+                    return 1
+                step = f"wrk -t1 -c1 -d{REFERENCE_SECONDS}s --latency against the same Envoy"
+                print(f"... {step}", flush=True)
+                wrk = run_wrk(url)
+                for rate in rates:
+                    runs: list[dict] = []
+                    for i in range(args.runs):
+                        step = f"envoy_availability {rate:g}/s, run {i + 1}/{args.runs}"
+                        print(f"... {step}", flush=True)
+                        runs.append(run_sampler(url, backend, rate, args.duration, args.outage_ms, args.connection))
+                    step = f"h2load --rps={rate:g}"
+                    paced = run_h2load(url, rate)
+                    rows.append((rate, runs, paced))
+                if args.hang_rate:
+                    step = f"envoy_availability {args.hang_rate:g}/s with the backend hung for {args.hang_ms:g} ms"
+                    print(f"... {step}", flush=True)
+                    hung = run_hung(url, backend, args.hang_rate, args.duration, args.hang_ms)
+            finally:
+                envoy.stop()
         finally:
-            envoy.stop()
-    finally:
-        backend.stop()
+            backend.stop()
+    except (Exception, SystemExit) as error:  # reported with its step, then the figures of the steps that finished
+        failed = f"{step}: {type(error).__name__}: {error}"
+        print(f"\nthe benchmark FAILED during {failed}", file=sys.stderr, flush=True)
 
     print()
     print(
@@ -465,6 +478,9 @@ def main() -> int:
     bad = [rate for rate, runs, _ in rows if any(abs(r["error_pct"]) >= 1.0 for r in runs)]
     if hung and (abs(hung["achieved"] - args.hang_rate) >= 0.01 * args.hang_rate or hung["not_sent"]):
         bad.append(args.hang_rate)
+    if failed:
+        print(f"incomplete: the benchmark failed during {failed}; the figures above are the steps that finished")
+        return 1
     return 1 if bad else 0
 
 
