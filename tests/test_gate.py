@@ -770,7 +770,12 @@ def test_a_pod_kill_that_deleted_nothing_fails_the_run():
     kill = {
         "type": "action",
         "name": "kill-a-backend-pod",
-        "provider": {"type": "python", "module": "chaosk8s.pod.actions", "func": "terminate_pods"},
+        "provider": {
+            "type": "python",
+            "module": "chaosk8s.pod.actions",
+            "func": "terminate_pods",
+            "arguments": {"label_selector": "app=cart"},
+        },
     }
 
     def ran(output):
@@ -786,6 +791,64 @@ def test_a_pod_kill_that_deleted_nothing_fails_the_run():
         "'kill-a-backend-pod' (chaostoolkit-kubernetes terminate_pods) deleted no pod: its selector matched nothing, "
         "so the pod death the experiment is about never happened",
     )
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"ns": "demo", "qty": 1},
+        {"label_selector": "", "ns": "demo"},
+        {"label_selector": "  ", "name_pattern": ""},
+        {"label_selector": None, "name_pattern": None},
+    ],
+    ids=["missing", "empty", "blank", "null"],
+)
+def test_a_pod_kill_without_a_selector_fails_the_run_although_it_deleted_a_pod(arguments):
+    """Issue 21: with no label_selector and no name_pattern terminate_pods picks from every pod of the namespace."""
+    kill = {
+        "type": "action",
+        "name": "kill-a-backend-pod",
+        "provider": {
+            "type": "python",
+            "module": "chaosk8s.pod.actions",
+            "func": "terminate_pods",
+            "arguments": arguments,
+        },
+    }
+    journal = journal_of(
+        experiment={**journal_of()["experiment"], "method": [kill]},
+        run=[{"activity": kill, "output": ["postgres-0"], "status": "succeeded", "duration": 0.2}],
+    )
+    verdict = judge(journal)
+    assert not verdict.passed
+    assert verdict.reasons == (
+        "'kill-a-backend-pod' (chaostoolkit-kubernetes terminate_pods) ran with no label_selector and no "
+        "name_pattern, so it picked from every pod of its namespace: set label_selector to the backend's pods (e.g. "
+        "'app=echo'; in the shipped experiment, BACKEND_SELECTOR)",
+    )
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [{"label_selector": "app=echo"}, {"name_pattern": "^echo-"}, {"label_selector": "${backend_selector}"}],
+    ids=["selector", "name-pattern", "placeholder"],
+)
+def test_a_pod_kill_with_a_selector_or_a_name_pattern_passes(arguments):
+    kill = {
+        "type": "action",
+        "name": "kill-a-backend-pod",
+        "provider": {
+            "type": "python",
+            "module": "chaosk8s.pod.actions",
+            "func": "terminate_pods",
+            "arguments": arguments,
+        },
+    }
+    journal = journal_of(
+        experiment={**journal_of()["experiment"], "method": [kill]},
+        run=[{"activity": kill, "output": ["echo-7d9f-x2b"], "status": "succeeded", "duration": 0.2}],
+    )
+    assert judge(journal).passed
 
 
 def _at(second: int) -> str:

@@ -23,6 +23,7 @@ from chaoscontour.tools.findings import (
     fault_findings,
     fault_reasons,
 )
+from chaoscontour.tools.pod_kills import pod_kill_reasons
 
 __all__ = [
     "PHASE_AFTER",
@@ -72,6 +73,8 @@ class ActivityResult:
     ours: str | None = None
     # A python provider's module (``chaosk8s.pod.actions``...), for the checks on other extensions' activities.
     module: str | None = None
+    # The provider's arguments as written in the experiment (placeholders unresolved).
+    arguments: Any = None
 
     @property
     def ran(self) -> bool:
@@ -154,7 +157,13 @@ def _result(phase: str, run: Mapping[str, Any], *, check_tolerance: bool) -> Act
         output=output,
         ours=j.chaoscontour_func(activity),
         module=_python_module(activity),
+        arguments=_provider_arguments(activity),
     )
+
+
+def _provider_arguments(activity: Mapping[str, Any]) -> Any:
+    provider = activity.get("provider")
+    return provider.get("arguments") if isinstance(provider, Mapping) else None
 
 
 def _python_module(activity: Mapping[str, Any]) -> str | None:
@@ -229,20 +238,6 @@ def _during_a_confirmed_block(
             if r.ran and in_window:
                 found.append((r, block))
     return found
-
-
-def _pod_kills_that_killed_nothing(method: list[ActivityResult]) -> list[str]:
-    """chaostoolkit-kubernetes' ``terminate_pods`` returns the pods it deleted; with a selector that matches nothing
-    it deletes none and succeeds, so the event the experiment is about never happened."""
-    reasons = []
-    for r in method:
-        kill = r.module == "chaosk8s.pod.actions" and r.func == "terminate_pods"
-        if kill and r.ran and r.status == "succeeded" and r.output == []:
-            reasons.append(
-                f"{r.name!r} (chaostoolkit-kubernetes terminate_pods) deleted no pod: its selector matched nothing, "
-                "so the pod death the experiment is about never happened"
-            )
-    return reasons
 
 
 def _contradicting_evidence(method: list[ActivityResult]) -> list[str]:
@@ -323,7 +318,7 @@ def _chaoscontour_reasons(
                     f"the fault did not hold for the whole window ({r.name!r}): {'; '.join(fault_reasons(output))}"
                 )
     reasons += _contradicting_evidence(method)
-    reasons += _pod_kills_that_killed_nothing(method)
+    reasons += pod_kill_reasons(method)
     for block, probe in ((j.BLOCK_APISERVER, j.APISERVER_FAULT), (j.BLOCK_XDS, j.XDS_FAULT)):
         if any(r.ours == block for r in method) and not any(r.ours == probe for r in method):
             notes.append(
