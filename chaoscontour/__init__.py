@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 logger = logging.getLogger("chaostoolkit")
 
-_MODULES = ("network", "leader", "pods", "envoy", "timing", "xds", "xds_probes", "endpoints")
+_MODULES = ("network", "leader", "pods", "envoy", "timing", "xds", "xds_probes", "routes", "endpoints")
 # Discovery lists per module, and several modules hold both kinds: the type is decided per function here.
 PROBES = frozenset(
     {

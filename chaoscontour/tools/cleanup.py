@@ -2,7 +2,11 @@
 
 Finds NetworkPolicies and expiry Jobs labelled ``app.kubernetes.io/managed-by=chaoscontour`` in every namespace
 (or one), optionally only those older than a duration, and deletes them (Jobs with background propagation, so
-anything they own goes too). ``--dry-run`` lists what would go. Deleting what is already gone is success.
+anything they own goes too). It also finds the HTTPProxies carrying a route marker's annotation
+(``chaoscontour.io/route-marker-*``, see ``chaoscontour.domain.route_marker``) and restores their routes as
+`remove_route_marker` does, expired or not, as it deletes faults whatever their deadline (``--older-than`` counts
+from the marker's last write). ``--dry-run`` lists what would go. Deleting what is already gone is success; an
+annotation it cannot read is reported and makes the exit status 1.
 """
 
 import argparse
@@ -14,9 +18,10 @@ from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 
-from chaoscontour.domain.lease import parse_api_time
+from chaoscontour.domain import route_marker as rm
+from chaoscontour.domain.lease import format_api_time, parse_api_time
 from chaoscontour.domain.policy import FAULT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL
-from chaoscontour.edges import heartbeat
+from chaoscontour.edges import heartbeat, httpproxy
 from chaoscontour.edges.kube import Kube, call, delete_in_background, kube, to_dict
 
 __all__ = ["parse_duration_s", "older_than", "main"]
@@ -60,11 +65,69 @@ def _ours(k: Kube, namespace: str | None) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+_Found = list[tuple[str, str, rm.MarkerRecord | rm.InvalidRecord]]
+
+
+def _markers(k: Kube, namespace: str | None) -> tuple[_Found, datetime]:
+    """Every route-marker annotation on the HTTPProxies in ``namespace`` (or all): (namespace, name, record or why it
+    cannot be read), and the API server's clock."""
+    proxies, now = httpproxy.list_at(k, namespace)
+    found: _Found = []
+    for proxy in proxies:
+        meta = proxy.get("metadata") or {}
+        for _key, record in rm.records(proxy):
+            found.append((str(meta.get("namespace")), str(meta.get("name")), record))
+    return found, now
+
+
+def _restore_marker(k: Kube, namespace: str, name: str, listed: rm.MarkerRecord) -> bool:
+    """Restore the marker listed (still the same run's), resourceVersion-safely; whether it was still there."""
+
+    def change(proxy: dict[str, Any] | None, _now: datetime) -> tuple[bool, bool]:
+        try:
+            record = rm.read_record(proxy, listed.header) if proxy is not None else None
+        except rm.InvalidRecord:  # rewritten since it was listed: reported on the next cleanup
+            return False, False
+        if record is None or record.run_id != listed.run_id:
+            return False, False
+        rm.restore(proxy or {}, record)
+        return True, True
+
+    return httpproxy.update(k, namespace, name, change)
+
+
+def _clean_markers(k: Kube, args: argparse.Namespace, min_age_s: float) -> tuple[int, int, int]:
+    """Restore (or list) the route markers; (restored or listed, kept as too young, unreadable)."""
+    found, now = _markers(k, args.namespace)
+    done = young = bad = 0
+    for namespace, name, record in found:
+        if isinstance(record, rm.InvalidRecord):
+            print(f"cannot restore HTTPProxy {namespace}/{name}: {record}", file=sys.stderr)
+            bad += 1
+            continue
+        if (now - record.written_at).total_seconds() < min_age_s:
+            young += 1
+            continue
+        state = "expired" if record.expired(now) else "expires"
+        where = (
+            f"route marker {record.header} on HTTPProxy {namespace}/{name} (run {record.run_id}, {state} at "
+            f"{format_api_time(record.expires_at)})"
+        )
+        if args.dry_run:
+            print(f"would restore {where}")
+        else:
+            gone = not _restore_marker(k, namespace, name, record)
+            print(f"{'already gone' if gone else 'restored'}: {where}")
+        done += 1
+    return done, young, bad
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="chaoscontour cleanup",
         description="Remove the NetworkPolicies and expiry Jobs that chaoscontour created "
-        f"(label {MANAGED_BY_LABEL}={MANAGED_BY}). Uses KUBECONFIG / KUBERNETES_CONTEXT like the activities.",
+        f"(label {MANAGED_BY_LABEL}={MANAGED_BY}) and restore the HTTPProxy routes carrying a route marker "
+        f"(annotation {rm.ANNOTATION_PREFIX}*). Uses KUBECONFIG / KUBERNETES_CONTEXT like the activities.",
     )
     parser.add_argument("--namespace", "-n", help="only this namespace (default: all namespaces)")
     parser.add_argument("--older-than", default="0s", help="only objects at least this old, e.g. 30m (default: all)")
@@ -93,12 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 heartbeat.stop_heartbeat(meta["namespace"], key)
             gone = delete_in_background(k, kind, meta["namespace"], meta["name"], doing=f"delete {where}")
             print(f"{'removed' if gone else 'already gone'}: {where}")
+        markers, young_markers, unreadable = _clean_markers(k, args, min_age_s)
     except ActivityFailed as exc:
         print(f"chaoscontour cleanup: {exc}", file=sys.stderr)
         return 1
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {len(targets)} object(s); {len(found) - len(targets)} younger than {args.older_than} kept")
-    return 0
+    restore = "would restore" if args.dry_run else "restored"
+    print(f"{restore} {markers} route marker(s); {young_markers} younger than {args.older_than} kept")
+    return 1 if unreadable else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -77,6 +77,7 @@ UNBLOCK_XDS = "unblock_xds_egress"
 XDS_FAULT = "xds_egress_fault"
 # chaoscontour.activities.xds_probes
 XDS_TIMELINE = "envoy_xds_timeline"
+# chaoscontour.activities.routes (also importable from xds_probes, where older experiments name them)
 ROUTE_PROPAGATION = "route_change_propagation"
 ROUTE_CONVERGED = "route_config_converged"
 REMOVE_ROUTE_MARKER = "remove_route_marker"

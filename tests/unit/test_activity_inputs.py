@@ -10,7 +10,10 @@ from unittest import mock
 import pytest
 from chaoslib.exceptions import ActivityFailed
 
-from chaoscontour.activities import leader, network, pods, timing, xds_probes
+from chaoscontour.activities import leader, network, pods, routes, timing
+
+_MARKER = routes.route_change_propagation
+_ROUTE = {"httpproxy": "echo", "url": "http://10.0.0.1:8080/"}
 
 BAD_CALLS = [
     (network.block_apiserver_egress, {"extra_cidrs": ["10.0.0.0/33"]}, "is not a CIDR"),
@@ -58,15 +61,26 @@ BAD_CALLS = [
     (pods.contour_restart_count, {"since": "2026-11-26T19:00:00Z", "within_last_s": 5}, "either since or"),
     # issue 21: the marker and its rollback would overwrite, then delete, a real header of every route
     (
-        xds_probes.remove_route_marker,
+        routes.remove_route_marker,
         {"httpproxy": "echo", "header_name": "strict-transport-security"},
         "header_name must start with 'x-chaoscontour-'",
     ),
     (
-        xds_probes.route_change_propagation,
+        routes.route_change_propagation,
         {"httpproxy": "echo", "url": "http://10.0.0.1:8080/", "header_name": "x-chaoscontour-"},
         "header_name must start with 'x-chaoscontour-'",
     ),
+    # issue 21: the marker's expiry, parsed as strictly as a fault's duration
+    (_MARKER, {**_ROUTE, "expire_after_s": "abc"}, "expire_after_s must be a number of seconds, not 'abc'"),
+    (_MARKER, {**_ROUTE, "expire_after_s": -600}, "expire_after_s must be at least 10 seconds"),
+    (_MARKER, {**_ROUTE, "expire_after_s": "0"}, "expire_after_s must be at least 10 seconds"),
+    (_MARKER, {**_ROUTE, "expire_after_s": "1e9"}, "expire_after_s must be at most 14400 seconds"),
+    (_MARKER, {**_ROUTE, "expire_after_s": "inf"}, "finite"),
+    (_MARKER, {**_ROUTE, "expire_after_s": True}, "expire_after_s must be a number of seconds"),
+    (_MARKER, {**_ROUTE, "run_id": "Two Runs"}, "run_id"),
+    (routes.remove_route_marker, {"httpproxy": "echo", "run_id": "r1", "all_runs": "true"}, "either run_id or"),
+    (routes.remove_route_marker, {"httpproxy": "echo", "all_runs": "perhaps"}, "all_runs must be true or false"),
+    (routes.remove_route_marker, {"httpproxy": "echo", "run_id": "Bad Id"}, "run_id"),
 ]
 
 
@@ -113,3 +127,14 @@ def test_all_runs_given_as_a_false_string_is_false(text, expected):
 def test_wait_parses_a_string_from_var_and_returns_at_once_for_zero():
     assert timing.wait("0") == {"waited_s": 0.0}
     assert timing.wait(" 0.2 ")["waited_s"] == 0.2
+
+
+def test_the_marker_expiry_from_a_var_string_parses_and_reaches_the_write():
+    """``--var expire_after_s=600`` arrives as the string "600"; it must parse, not be refused nor taken as text."""
+    with (
+        mock.patch("chaoscontour.activities.routes.kube", autospec=True),
+        mock.patch("chaoscontour.activities.routes._write", autospec=True, side_effect=RuntimeError("stop")) as write,
+        pytest.raises(RuntimeError, match="stop"),
+    ):
+        routes.route_change_propagation(**_ROUTE, expire_after_s=" 600 ", run_id="r1")
+    assert write.call_args.args[6:] == ("r1", 600.0)

@@ -1,0 +1,112 @@
+"""HTTPProxy reads and resourceVersion-safe writes, with the API server's clock, for the route marker and cleanup.
+
+A write replaces the object as read, ``metadata.resourceVersion`` included, so the API server refuses it (409) when
+anyone changed the HTTPProxy in between; :func:`update` then reads it again and redoes the change, a few times.
+"""
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+from chaoslib.exceptions import ActivityFailed
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from chaoscontour.edges.kube import REQUEST_TIMEOUT_S, Kube, call, explain, is_not_found
+
+__all__ = ["GROUP", "PLURAL", "VERSION", "list_at", "read_at", "update"]
+
+GROUP, VERSION, PLURAL = "projectcontour.io", "v1", "httpproxies"
+MAX_ATTEMPTS = 5
+T = TypeVar("T")
+
+
+def _api(k: Kube) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(k.api)
+
+
+def _server_now(headers: Any) -> datetime:
+    """The API server's clock from its ``Date`` header (second resolution), else this machine's UTC clock."""
+    raw = (headers or {}).get("Date") or (headers or {}).get("date")
+    if raw:
+        try:
+            return parsedate_to_datetime(str(raw)).astimezone(UTC)
+        except (TypeError, ValueError):
+            pass
+    return datetime.now(UTC)
+
+
+def read_at(k: Kube, namespace: str, name: str) -> tuple[dict[str, Any] | None, datetime]:
+    """The HTTPProxy (``None`` when it does not exist) and the API server's clock when it answered."""
+    try:
+        found: Any
+        found, _status, headers = _api(k).get_namespaced_custom_object_with_http_info(
+            GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT_S
+        )
+    except (ApiException, Urllib3Error, OSError) as exc:
+        if is_not_found(exc):
+            return None, _server_now(getattr(exc, "headers", None))
+        raise explain(exc, f"read HTTPProxy {namespace}/{name}") from exc
+    return dict(found), _server_now(headers)
+
+
+def list_at(k: Kube, namespace: str | None) -> tuple[list[dict[str, Any]], datetime]:
+    """Every HTTPProxy in ``namespace`` (all namespaces when ``None``) and the API server's clock; an API server
+    without the HTTPProxy CRD has none."""
+    api = _api(k)
+    found: Any
+    try:
+        if namespace:
+            found, _status, headers = api.list_namespaced_custom_object_with_http_info(
+                GROUP, VERSION, namespace, PLURAL, _request_timeout=REQUEST_TIMEOUT_S
+            )
+        else:
+            found, _status, headers = api.list_cluster_custom_object_with_http_info(
+                GROUP, VERSION, PLURAL, _request_timeout=REQUEST_TIMEOUT_S
+            )
+    except (ApiException, Urllib3Error, OSError) as exc:
+        if is_not_found(exc):
+            return [], _server_now(getattr(exc, "headers", None))
+        raise explain(exc, "list HTTPProxies") from exc
+    return list(dict(found).get("items") or []), _server_now(headers)
+
+
+def update(
+    k: Kube,
+    namespace: str,
+    name: str,
+    change: Callable[[dict[str, Any] | None, datetime], tuple[T, bool]],
+) -> T:
+    """Read the HTTPProxy, let ``change(proxy, server_now)`` edit it in place and say whether to write it, write it
+    with the resourceVersion read; on a conflict, do it all again (at most ``MAX_ATTEMPTS`` times).
+
+    ``change`` gets ``None`` for a missing HTTPProxy (and must then not ask for a write). Returns what it returned.
+    """
+    for _ in range(MAX_ATTEMPTS):
+        proxy, now = read_at(k, namespace, name)
+        result, write = change(proxy, now)
+        if not write or proxy is None:
+            return result
+        try:
+            call(
+                f"update HTTPProxy {namespace}/{name}",
+                _api(k).replace_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                proxy,
+            )
+        except ActivityFailed as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ApiException) and cause.status == 409:
+                continue
+            raise
+        return result
+    raise ActivityFailed(
+        f"failed to update HTTPProxy {namespace}/{name}: it changed under each of {MAX_ATTEMPTS} attempts (409 "
+        "Conflict every time); something rewrites it continuously. Nothing of ours was written"
+    )
