@@ -360,7 +360,7 @@ def remove_route_marker(
             if carrying:
                 note += (
                     f"; route(s) {', '.join(map(str, carrying))} set {header} with no record of ours (set by hand, "
-                    "or by a chaoscontour before 0.1.0 kept one): left as they are"
+                    "or left by a chaoscontour that kept no record): left as they are"
                 )
             return {**base, "note": note}, False
         if run and record.run_id != run and not record.expired(now):
