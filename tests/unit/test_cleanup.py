@@ -33,3 +33,22 @@ def test_older_than_keeps_only_old_enough_objects():
     ]
     assert [o["metadata"]["name"] for o in older_than(objects, now, 600)] == ["old"]
     assert len(older_than(objects, now, 0)) == 2
+
+
+def test_markers_that_cannot_be_listed_fail_after_the_faults_are_dealt_with(capsys):
+    """Issue 21: an identity without RBAC on HTTPProxies still gets its faults removed, and is told what was not
+    checked (exit 1), rather than a silent success."""
+    from unittest import mock
+
+    from chaoslib.exceptions import ActivityFailed
+
+    denied = ActivityFailed("failed to list HTTPProxies: RBAC forbids it (403)")
+    with (
+        mock.patch("chaoscontour.tools.cleanup.kube", autospec=True),
+        mock.patch("chaoscontour.tools.cleanup._ours", autospec=True, return_value=[]),
+        mock.patch("chaoscontour.edges.httpproxy.list_at", autospec=True, side_effect=denied),
+    ):
+        assert main(["--namespace", "demo"]) == 1
+    out, err = capsys.readouterr()
+    assert "removed 0 object(s)" in out
+    assert "route markers not checked: failed to list HTTPProxies: RBAC forbids it (403)" in err
