@@ -172,9 +172,14 @@ def header_entries(route: Mapping[str, Any], header: str) -> list[dict[str, Any]
 
 
 def _replace_entries(route: dict[str, Any], header: str, entries: list[dict[str, Any]]) -> None:
-    """Drop every ``set`` entry named ``header`` from the route and append ``entries``; empty parts are removed."""
+    """Put ``entries`` in place of every ``set`` entry named ``header``, where the first of them was (appended when
+    there was none), so a write and its restore keep the order of the list; empty parts are removed."""
     policy = route.setdefault("responseHeadersPolicy", {})
-    kept = [e for e in policy.get("set") or [] if str(e.get("name", "")).lower() != header] + entries
+    current = list(policy.get("set") or [])
+    named = [i for i, e in enumerate(current) if str(e.get("name", "")).lower() == header]
+    at = named[0] if named else len(current)
+    kept = [e for i, e in enumerate(current[:at]) if i not in named] + entries
+    kept += [e for i, e in enumerate(current[at:], start=at) if i not in named]
     if kept:
         policy["set"] = kept
     else:
