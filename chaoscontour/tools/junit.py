@@ -2,8 +2,9 @@
 
 One ``<testcase>`` per steady-state probe (before and after), per method activity and per rollback, plus one for the
 experiment's outcome so that a failure that belongs to no single activity (an interrupted run, a deviation) still
-shows as a failed test; that case's ``<system-out>`` says when the verdict rests on an unverified fault and what it
-could not check. Activities that never ran are ``<skipped>``. The layout follows the common JUnit schema that
+shows as a failed test (of type ``StopConditionTripped`` when a stop condition aborted the run, its first reason
+saying which and what it saw); that case's ``<system-out>`` says when the verdict rests on an unverified fault and
+what it could not check. Activities that never ran are ``<skipped>``. The layout follows the common JUnit schema that
 CI systems (GitHub test reporters, GitLab, Jenkins) read: ``testsuites`` > ``testsuite`` > ``testcase`` with
 ``failure``/``error``/``skipped`` children.
 """
@@ -42,7 +43,10 @@ def junit_xml(verdict: Verdict, *, errored: bool = False) -> str:
     if not verdict.passed:
         tag = "error" if errored else "failure"
         child = ET.SubElement(
-            outcome, tag, message=_clean("; ".join(verdict.reasons)), type="JournalError" if errored else "GateFailed"
+            outcome,
+            tag,
+            message=_clean("; ".join(verdict.reasons)),
+            type="JournalError" if errored else ("StopConditionTripped" if verdict.stop else "GateFailed"),
         )
         child.text = _clean("\n".join(verdict.reasons))
         if errored:
@@ -96,6 +100,7 @@ def junit_xml(verdict: Verdict, *, errored: bool = False) -> str:
         ("steady_state_before", str(verdict.before_met).lower()),
         ("steady_state_after", str(verdict.after_met).lower()),
         ("unverified_fault", "true" if verdict.unverified else "false"),
+        ("stop_condition", (verdict.stop.name or "(not recorded)") if verdict.stop else ""),
     ):
         ET.SubElement(props, "property", name=key, value=value)
     suite.extend(cases)

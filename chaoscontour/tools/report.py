@@ -52,6 +52,7 @@ _COLOURS = {
     "endpoints": "#2e86c1",
     "xds": "#7d3c98",
     "route": "#117a65",
+    "stop": "#000000",
 }
 # Marker kinds: how each is drawn and named in the legend.
 _STYLES: dict[str, Any] = {
@@ -61,6 +62,7 @@ _STYLES: dict[str, Any] = {
     "endpoints": "-.",
     "xds": "-.",
     "route": "-.",
+    "stop": "-",
 }
 _NAMES = {
     "fault": "fault injected",
@@ -69,6 +71,7 @@ _NAMES = {
     "endpoints": "endpoint event",
     "xds": "xDS event",
     "route": "route change",
+    "stop": "stop condition tripped",
 }
 _LANES = {
     "slices": "EndpointSlices",
@@ -341,6 +344,8 @@ def render_html(data: ReportData, png_name: str, png_bytes: bytes | None = None)
     v = data.verdict
     src = f"data:image/png;base64,{base64.b64encode(png_bytes).decode('ascii')}" if png_bytes else e(png_name)
     outcome = "passed" if v.passed else "failed"
+    who = "a stop condition" if v.stop is None or not v.stop.name else f"stop condition {v.stop.name!r}"
+    aborted = e(f", ABORTED by {who}") if v.stop is not None else ""
     reasons = "".join(f"<li>{e(r)}</li>" for r in v.reasons)
     reasons += "".join(f'<li class="note">not checked: {e(n)}</li>' for n in v.notes)
     figures = ""
@@ -388,7 +393,7 @@ img {{ max-width: 100%; border: 1px solid #ddd; }}
 </style></head>
 <body>
 <h1>{e(data.title)}</h1>
-<p class="outcome {outcome}">Chaos gate {outcome.upper()}: run status <code>{e(v.status)}</code>,
+<p class="outcome {outcome}">Chaos gate {outcome.upper()}{aborted}: run status <code>{e(v.status)}</code>,
 deviated <code>{str(v.deviated).lower()}</code>.</p>
 {f"<ul>{reasons}</ul>" if reasons else ""}
 <img src="{src}" alt="availability and latency over time, with the fault and its removal marked">

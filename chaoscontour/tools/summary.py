@@ -27,8 +27,12 @@ def _met(value: bool | None) -> str:
 
 
 def headline(verdict: Verdict) -> str:
-    """``passed`` or ``failed``, saying when the verdict rests on an unverified fault."""
+    """``passed`` or ``failed``, saying when a stop condition aborted the run or the verdict rests on an unverified
+    fault."""
     outcome = "passed" if verdict.passed else "failed"
+    if verdict.stop is not None:
+        who = f"stop condition {verdict.stop.name!r}" if verdict.stop.name else "a stop condition"
+        return f"{outcome}: aborted by {who}"
     return f"{outcome} on an unverified fault" if verdict.unverified else outcome
 
 
@@ -36,6 +40,8 @@ def markdown_summary(verdict: Verdict, journal_name: str | None = None) -> str:
     """A Markdown summary whose first line gives the outcome (and says so when it rests on an unverified fault)."""
     mark = "✅" if verdict.passed else "❌"
     lines = [f"## Chaos gate {mark} {headline(verdict)}: {_md(verdict.title)}", ""]
+    if verdict.stop is not None:
+        lines += [f"> 🛑 {_md(verdict.stop.headline)}", ""]
     if verdict.unverified:
         lines += [f"> ⚠️ {_md(verdict.unverified)} (accepted with `--allow-unverified`).", ""]
     facts = [

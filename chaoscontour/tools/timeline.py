@@ -26,7 +26,8 @@ FAULT_END_FUNCS = (j.UNBLOCK_APISERVER, j.UNBLOCK_XDS)
 
 @dataclass(frozen=True)
 class Marker:
-    """A moment to mark on the plot: ``kind`` is ``fault``, ``fault-end`` or ``restart``, or the lane of a
+    """A moment to mark on the plot: ``kind`` is ``fault``, ``fault-end``, ``restart`` or ``stop`` (a stop condition's
+    failing result), or the lane of a
     :class:`chaoscontour.tools.tracks.Event` (``endpoints``, ``xds``, ``route``)."""
 
     kind: str
@@ -180,6 +181,8 @@ def report_data(journal: Mapping[str, Any]) -> ReportData:
             for epoch, who in restart_times(run.get("output")):
                 if lo <= epoch <= hi:
                     add("restart", f"Contour restart {who}".strip(), epoch)
+    if verdict.stop is not None and verdict.stop.result_epoch_s is not None:
+        add("stop", f"stop condition {verdict.stop.name!r} saw the failing result", verdict.stop.result_epoch_s)
     extra = tracks(journal, origin, lo, hi)
     for event in extra.events:
         add(event.lane, event.label, event.epoch_s)

@@ -24,6 +24,7 @@ from chaoscontour.tools.findings import (
     fault_reasons,
 )
 from chaoscontour.tools.pod_kills import pod_kill_reasons
+from chaoscontour.tools.stop_condition import StopCondition, stop_condition, stop_findings, stop_reasons
 
 __all__ = [
     "PHASE_AFTER",
@@ -99,6 +100,8 @@ class Verdict:
     unverified: str | None = None
     # What the verdict cannot vouch for without failing on it (e.g. no end-of-window probe in an older experiment).
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # The stop condition (chaostoolkit-addons' safeguard) that ended the run, if one did.
+    stop: StopCondition | None = None
 
 
 # --------------------------------------------------------------------------------------------------------- results
@@ -436,6 +439,8 @@ def judge(journal: Mapping[str, Any], options: GateOptions | None = None) -> Ver
 
     ours, accepted, notes = _chaoscontour_reasons(results, options)
     reasons += ours
+    stop = stop_condition(journal)
+    reasons = stop_reasons(journal, stop) + reasons
     unverified = None
     if accepted:
         unverified = "the verdict rests on an unverified fault: " + "; ".join(accepted)
@@ -453,7 +458,8 @@ def judge(journal: Mapping[str, Any], options: GateOptions | None = None) -> Ver
         start=journal.get("start") if isinstance(journal.get("start"), str) else None,
         results=tuple(results),
         availability=availability_figures(journal),
-        findings=tuple(j.redact(f) for f in fault_findings(journal)),
+        findings=tuple(j.redact(f) for f in (*stop_findings(journal, stop), *fault_findings(journal))),
         unverified=j.redact(unverified) if unverified else None,
         notes=tuple(notes),
+        stop=stop,
     )
