@@ -1,186 +1,308 @@
-"""The life of a fault of ours, shared by the API-server block and the xDS black hole.
+"""The fault framework: the life of every fault of ours, from a small declaration.
 
 Each fault is a NetworkPolicy owned by a pod-less expiry Job (Kubernetes' own controllers end it at the Job's
-deadline), kept alive by this process's dead-man heartbeat, and removed per run by its labels. One copy of that
-mechanism: creating the Job (and refusing a suspended one), starting the heartbeat, creating the owned policy or
-undoing the Job, removing a run's objects, and reading whether the Job has finished.
+deadline), kept alive by this process's dead-man heartbeat, and removed per run by its labels. A fault module
+declares a :class:`FaultSpec` (how its objects are named, labelled and built, what it forgets when removed) and
+supplies its own target discovery, preflight refusals, policy and evidence; this module owns the rest, once:
+refusing a run id in use, creating the Job (and refusing a suspended one), starting the heartbeat, creating the
+owned policy or undoing the Job, verifying with removal on failure or interruption, the unblock with its report of
+other runs, and reading what is left of a fault at the end of its window.
 """
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Secrets
 from logzero import logger
 
-from chaoscontour.domain.policy import RUN_ID_LABEL
+from chaoscontour.activities._common import process_run_id
+from chaoscontour.activities._expiry import (
+    ExpiryJob,
+    create_expiry_job,
+    create_owned_policy,
+    job_finished,
+    refuse_run_in_use,
+    remove_objects,
+    unblock_result,
+)
+from chaoscontour.domain.inputs import InvalidInput, parse_bool, parse_seconds, require_namespace, require_run_id
+from chaoscontour.domain.lease import parse_api_time
+from chaoscontour.domain.policy import EXPIRES_AT_ANNOTATION
+from chaoscontour.domain.selectors import format_label_selector
 from chaoscontour.edges import heartbeat
-from chaoscontour.edges.kube import Kube, call, delete_in_background, patch_job_deadline, to_dict
+from chaoscontour.edges.kube import Kube, call, kube, list_pods, read_if_present, to_dict
 
 __all__ = [
-    "ExpiryJob",
-    "create_expiry_job",
-    "create_owned_policy",
-    "job_finished",
-    "remove_objects",
+    "MAX_FAULT_S",
+    "FaultInputs",
+    "FaultSpec",
+    "Injected",
+    "WindowState",
+    "engage",
+    "inject",
+    "parse_fault_inputs",
+    "refuse_defeated",
+    "refuse_in_use",
+    "remove",
+    "namespace_policies",
+    "require_pods",
+    "running_pods",
+    "unblock",
+    "window_state",
 ]
 
-
-class ExpiryJob:
-    """The created expiry Job: its metadata, the owner reference for the policy, and the heartbeat (if any)."""
-
-    def __init__(self, meta: Mapping[str, Any], beat: heartbeat.Heartbeat | None) -> None:
-        self.meta = meta
-        self.name = str(meta["name"])
-        self.owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"]}
-        self.beat = beat
+# A fault longer than a few hours is a typo, not an experiment.
+MAX_FAULT_S = 4 * 3600.0
 
 
-def create_expiry_job(
-    k: Kube,
-    *,
-    namespace: str,
-    body: dict[str, Any],
-    duration_s: float,
-    dead_man_s: float,
-    heartbeat_key: str,
-    started: float,
-) -> ExpiryJob:
-    """Create the expiry Job; fail (removing it) if it was created suspended; start its dead-man heartbeat.
-
-    ``started`` is the monotonic time taken just before ``body`` was built: the heartbeat's deadlines count from it.
-    """
-    job = to_dict(k, call(f"create expiry Job in {namespace}", k.batch.create_namespaced_job, namespace, body))
-    meta = job["metadata"]
-    if (job.get("spec") or {}).get("suspend"):
-        delete_in_background(k, "Job", namespace, meta["name"])
-        raise ActivityFailed(
-            f"the expiry Job {namespace}/{meta['name']} was created suspended (a queueing controller such as Kueue "
-            "suspends new Jobs): a suspended Job never reaches its deadline, so the fault would never expire by "
-            f"itself. The Job was removed and no policy was created; exempt namespace {namespace!r} or Jobs labelled "
-            "app.kubernetes.io/managed-by=chaoscontour from the queueing controller"
-        )
-    beat = None
-    if dead_man_s:
-        beat = heartbeat.Heartbeat(
-            (namespace, heartbeat_key),
-            lambda deadline: patch_job_deadline(k, namespace, meta["name"], deadline),
-            started=started,
-            dead_man_s=dead_man_s,
-            duration_s=duration_s,
-            every_s=max(2.0, dead_man_s / 5),
-        ).start()
-    return ExpiryJob(meta, beat)
+def _nothing(namespace: str, run_id: str) -> None:
+    """The default ``FaultSpec.forget``: a fault that keeps no in-process evidence."""
 
 
-def create_owned_policy(k: Kube, namespace: str, body: dict[str, Any], job: ExpiryJob, heartbeat_key: str) -> None:
-    """Create the fault's NetworkPolicy; if that fails (or is interrupted), stop the heartbeat and remove the Job."""
-    try:
-        call(
-            f"create NetworkPolicy {namespace}/{body['metadata']['name']}",
-            k.networking.create_namespaced_network_policy,
-            namespace,
-            body,
-        )
-    except BaseException:
-        heartbeat.stop_heartbeat(namespace, heartbeat_key)
-        delete_in_background(k, "Job", namespace, job.name)
-        raise
+@dataclass(frozen=True)
+class FaultSpec:
+    """What one fault declares for the lifecycle: the activities' names (for messages), how its objects are named
+    and found per run (``selector("")`` finds every run's), how its expiry Job is built, and the in-process
+    evidence to forget when a run's objects are removed."""
+
+    kind: str
+    block: str
+    unblock: str
+    selector: Callable[[str], str]
+    policy_name: Callable[[str], str]
+    job_name: Callable[[str], str]
+    build_job: Callable[..., dict[str, Any]]
+    forget: Callable[[str, str], None] = field(default=_nothing)
+
+    def key(self, run_id: str) -> str:
+        """The heartbeat key of a run of this fault (``""``: every run's)."""
+        return heartbeat.key_of(self.kind, run_id)
 
 
-def _names(k: Kube, listing: Any) -> list[str]:
-    return [item["metadata"]["name"] for item in to_dict(k, listing).get("items") or []]
+@dataclass(frozen=True)
+class FaultInputs:
+    """The arguments every fault takes, parsed strictly."""
+
+    duration_s: float
+    run_id: str
+    force: bool
+    verify: bool
+    dead_man_s: float
 
 
-def remove_objects(k: Kube, namespace: str, selector: str, key: str) -> dict[str, list[str]]:
-    """Stop the heartbeat of ``key`` (``heartbeat.key_of``; with no run id, every run's), then delete the
-    NetworkPolicies and expiry Jobs of ``selector`` (already gone is success). Returns the names removed."""
-    heartbeat.stop_heartbeats(namespace, key)
-    removed: dict[str, list[str]] = {"policies": [], "jobs": []}
-    policies = call(
-        f"list our NetworkPolicies in {namespace}",
-        k.networking.list_namespaced_network_policy,
-        namespace,
-        label_selector=selector,
+def parse_fault_inputs(
+    duration_s: Any, run_id: Any, force: Any, verify: Any, dead_man_s: Any, maximum_s: float = MAX_FAULT_S
+) -> FaultInputs:
+    return FaultInputs(
+        duration_s=parse_seconds(duration_s, "duration_s", minimum=1, maximum=maximum_s),
+        run_id=require_run_id(run_id or process_run_id()),
+        force=parse_bool(force, "force"),
+        verify=parse_bool(verify, "verify"),
+        dead_man_s=parse_seconds(dead_man_s, "dead_man_s", minimum=10, maximum=maximum_s, allow_zero=True),
     )
-    for name in _names(k, policies):
-        if delete_in_background(k, "NetworkPolicy", namespace, name):
-            removed["policies"].append(name)
-    jobs = call(f"list our expiry Jobs in {namespace}", k.batch.list_namespaced_job, namespace, label_selector=selector)
-    for name in _names(k, jobs):
-        if delete_in_background(k, "Job", namespace, name):
-            removed["jobs"].append(name)
-    return removed
 
 
-def runs_present(k: Kube, namespace: str, every_run_selector: str, excluding: str) -> list[str]:
-    """The run ids other than ``excluding`` whose objects (policies or expiry Jobs) of one fault are in
-    ``namespace``, sorted (``excluding``'s may still be listed for a moment after their deletion)."""
-    found: set[str] = set()
-    for what, list_call in (
-        ("NetworkPolicies", k.networking.list_namespaced_network_policy),
-        ("Jobs", k.batch.list_namespaced_job),
-    ):
-        listing = call(f"list our {what} in {namespace}", list_call, namespace, label_selector=every_run_selector)
-        for item in to_dict(k, listing).get("items") or []:
-            found.add(((item.get("metadata") or {}).get("labels") or {}).get(RUN_ID_LABEL, "?"))
-    return sorted(found - {excluding})
+def refuse_in_use(k: Kube, spec: FaultSpec, namespace: str, run_id: str) -> None:
+    """Refuse, before anything is created, a run id that already has this fault's objects in ``namespace``."""
+    refuse_run_in_use(k, namespace, spec.selector(run_id), spec.block, run_id)
 
 
-def refuse_run_in_use(k: Kube, namespace: str, run_selector: str, name: str, run_id: str) -> None:
-    """Refuse, before anything is created, a run id whose fault objects are already in ``namespace``: two runs under
-    one id would remove each other's fault (and their heartbeats would share one key). Objects being deleted (an
-    earlier unblock of the same run) do not count."""
-    present = []
-    listings = (("NetworkPolicy", k.networking.list_namespaced_network_policy), ("Job", k.batch.list_namespaced_job))
-    for kind, list_call in listings:
-        listing = call(f"list {kind}s of run {run_id}", list_call, namespace, label_selector=run_selector)
-        for item in to_dict(k, listing).get("items") or []:
-            meta = item.get("metadata") or {}
-            if not meta.get("deletionTimestamp"):
-                present.append(f"{kind} {meta.get('name')}")
-    if present:
+def refuse_defeated(spec: FaultSpec, reasons: list[str], force: bool, allows: str) -> None:
+    """Refuse, before anything is created, a fault that other policies defeat (policies are additive): ``reasons``
+    says which and how, ``allows`` what they allow; with ``force`` warn instead."""
+    if reasons and not force:
         raise ActivityFailed(
-            f"{name}: run_id {run_id!r} is already in use in namespace {namespace} ({', '.join(present)}): another "
-            "run, or this one, has a fault in place under it, and the two would remove each other's. Nothing was "
-            f"created. Give this run another run_id, or end that fault first (unblock with run_id={run_id!r})"
+            f"another NetworkPolicy already {allows}, and policies are additive, so the fault would do nothing: "
+            + "; ".join(reasons)
+            + ". Nothing was created; set force=true to create it anyway"
         )
+    for reason in reasons:
+        logger.warning(f"{spec.block}: force=true despite: {reason}")
 
 
-def unblock_result(
-    k: Kube, activity: str, namespace: str, run_id: str, every_run_selector: str, removed: dict[str, list[str]]
+def running_pods(k: Kube, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The pods of ``labels`` that are running or about to: the ones a fault must select."""
+    return [
+        pod
+        for pod in list_pods(k, namespace, format_label_selector(dict(labels)))
+        if not pod["metadata"].get("deletionTimestamp")
+        and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    ]
+
+
+@dataclass(frozen=True)
+class Injected:
+    """A fault just put in place: its policy's name, its expiry Job, and when (wall clock and monotonic)."""
+
+    name: str
+    job: ExpiryJob
+    expires_at: str
+    created: datetime
+    blocked_at: float
+
+    def result(self, namespace: str, inputs: FaultInputs, selected: list[dict[str, Any]]) -> dict[str, Any]:
+        """The output keys every block shares; the fault adds its own."""
+        return {
+            "name": self.name,
+            "namespace": namespace,
+            "run_id": inputs.run_id,
+            "selected_pods": sorted(p["metadata"]["name"] for p in selected),
+            "expires_at": self.expires_at,
+            "expiry_job": self.job.name,
+            "dead_man_s": inputs.dead_man_s,
+            "verification": {"confirmed": None, "evidence": "not verified (verify=false)"},
+        }
+
+    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        if self.job.beat is not None:
+            result["dead_man_switch"] = self.job.beat.summary()
+        return result
+
+
+def inject(
+    k: Kube,
+    spec: FaultSpec,
+    namespace: str,
+    inputs: FaultInputs,
+    build_policy: Callable[..., dict[str, Any]],
+    **policy_args: Any,
+) -> Injected:
+    """Create the expiry Job (with its heartbeat), then the policy ``build_policy(namespace=, run_id=, expires_at=,
+    owner=, **policy_args)`` owned by it."""
+    now = datetime.now(UTC)
+    job = create_expiry_job(
+        k,
+        namespace=namespace,
+        body=spec.build_job(
+            namespace=namespace,
+            run_id=inputs.run_id,
+            duration_s=inputs.duration_s,
+            now=now,
+            deadline_s=inputs.dead_man_s or None,
+        ),
+        duration_s=inputs.duration_s,
+        dead_man_s=inputs.dead_man_s,
+        heartbeat_key=spec.key(inputs.run_id),
+        started=time.monotonic(),
+    )
+    expires_at = job.meta["annotations"][EXPIRES_AT_ANNOTATION]
+    body = build_policy(
+        namespace=namespace,
+        run_id=inputs.run_id,
+        expires_at=parse_api_time(expires_at) or now,
+        owner=job.owner,
+        **policy_args,
+    )
+    create_owned_policy(k, namespace, body, job, spec.key(inputs.run_id))
+    return Injected(body["metadata"]["name"], job, expires_at, now, time.monotonic())
+
+
+def engage(
+    k: Kube,
+    spec: FaultSpec,
+    namespace: str,
+    run_id: str,
+    steps: Callable[[], dict[str, Any] | None],
+    refusal: Callable[[dict[str, Any]], str],
+) -> dict[str, Any] | None:
+    """Run what follows the fault's creation: ``steps`` returns the verification (``None`` when not verifying).
+    Remove the run's objects and fail (``refusal(verification)``) when it did not confirm the fault, and remove
+    them too when ``steps`` raised or was interrupted."""
+    try:
+        verification = steps()
+    except BaseException:
+        remove(k, spec, namespace, run_id)
+        raise
+    if verification is None:
+        return None
+    if not verification["confirmed"]:
+        remove(k, spec, namespace, run_id)
+        raise ActivityFailed(refusal(verification))
+    logger.info(f"{spec.block}: fault confirmed: {verification['evidence_text']}")
+    return verification
+
+
+def remove(k: Kube, spec: FaultSpec, namespace: str, run_id: str) -> dict[str, list[str]]:
+    """Forget the run's evidence, stop its heartbeat and delete its policies and expiry Jobs (every run's when
+    ``run_id`` is empty)."""
+    spec.forget(namespace, run_id)
+    return remove_objects(k, namespace, spec.selector(run_id), spec.key(run_id))
+
+
+def unblock(
+    spec: FaultSpec,
+    namespace: Any,
+    run_id: Any,
+    all_runs: Any,
+    secrets: Secrets,
+    extra_keys: Callable[[str, str, bool], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """What an unblock returns and logs: what it removed, the other runs still in place and, when nothing of its
-    run was there, a ``note`` (a warning too): success, never silence."""
-    others = runs_present(k, namespace, every_run_selector, run_id) if run_id else []
-    result: dict[str, Any] = {
-        "run_id": run_id or "*",
-        "removed_policies": removed["policies"],
-        "removed_jobs": removed["jobs"],
-        "other_runs": others,
-    }
-    if run_id and not removed["policies"] and not removed["jobs"]:
-        result["note"] = (
-            f"{activity}: nothing of run {run_id} in namespace {namespace}: already removed (expired, or an "
-            "earlier rollback), or the fault was created in another namespace or under another run_id"
-        )
-        if others:
-            result["note"] += (
-                f"; faults of other runs are still in place there: {', '.join(others)} (all_runs=true removes them)"
-            )
-        logger.warning(result["note"])
-    else:
-        logger.info(
-            f"{activity}: removed {len(removed['policies'])} policy(ies) and {len(removed['jobs'])} expiry Job(s) of "
-            f"run {run_id or '*'} in {namespace}"
-        )
-    return result
+    """The whole of an unblock activity: parse, remove, report. ``extra_keys(namespace, run, removed_a_policy)``
+    adds the fault's own keys to the result."""
+    require_namespace(namespace)
+    every_run = parse_bool(all_runs, "all_runs")
+    if every_run and run_id:
+        raise InvalidInput("give either run_id or all_runs=true, not both")
+    run = "" if every_run else require_run_id(run_id or process_run_id())
+    k = kube(secrets)
+    removed = remove(k, spec, namespace, run)
+    extra = extra_keys(namespace, run, bool(removed["policies"])) if extra_keys else {}
+    return {**unblock_result(k, spec.unblock, namespace, run, spec.selector(""), removed), **extra}
 
 
-def job_finished(job: Mapping[str, Any] | None) -> str:
-    """Why the expiry Job no longer holds the fault (``deleted``, ``Failed: DeadlineExceeded``...), or ``""``."""
-    if job is None:
-        return "deleted"
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") in ("Failed", "Complete") and condition.get("status") == "True":
-            return f"{condition['type']}: {condition.get('reason') or ''}".strip(": ")
-    return ""
+@dataclass(frozen=True)
+class WindowState:
+    """What is left of a run's fault at the end of its window, as the cluster and the heartbeat tell it."""
+
+    policy: dict[str, Any] | None
+    finished: str
+    beat: heartbeat.Heartbeat | None
+    expires_at: str | None
+
+    def reasons(self) -> list[str]:
+        """Why the fault did not hold, as far as its objects tell."""
+        reasons = []
+        if self.policy is None:
+            reasons.append("the NetworkPolicy is gone: the fault ended before the window did")
+        if self.finished:
+            reasons.append(f"the expiry Job has finished ({self.finished}): the fault is being removed")
+        if self.beat is not None and self.beat.expires_in_s() <= 0:
+            reasons.append("the fault's deadline has passed: Kubernetes is removing it")
+        return reasons
+
+
+def window_state(k: Kube, spec: FaultSpec, namespace: str, run_id: str) -> WindowState:
+    name = spec.policy_name(run_id)
+    found = read_if_present(
+        f"read NetworkPolicy {namespace}/{name}", k.networking.read_namespaced_network_policy, name, namespace
+    )
+    job_name = spec.job_name(run_id)
+    job = read_if_present(f"read Job {namespace}/{job_name}", k.batch.read_namespaced_job, job_name, namespace)
+    annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
+    return WindowState(
+        policy=found,
+        finished=job_finished(job),
+        beat=heartbeat.running(namespace, spec.key(run_id)),
+        expires_at=annotations.get(EXPIRES_AT_ANNOTATION),
+    )
+
+
+def require_pods(k: Kube, namespace: str, labels: Mapping[str, str], hint: str) -> list[dict[str, Any]]:
+    """The running pods of ``labels``; none is a refusal, before anything is created, ending with ``hint``."""
+    pods = running_pods(k, namespace, labels)
+    if not pods:
+        raise ActivityFailed(
+            f"no running pod in namespace {namespace!r} matches {format_label_selector(dict(labels))!r}; nothing "
+            f"was created. {hint}"
+        )
+    return pods
+
+
+def namespace_policies(k: Kube, namespace: str) -> list[dict[str, Any]]:
+    """Every NetworkPolicy of ``namespace``: what could defeat a fault there."""
+    found = call(f"list NetworkPolicies in {namespace}", k.networking.list_namespaced_network_policy, namespace)
+    return list(to_dict(k, found).get("items") or [])

@@ -19,14 +19,12 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Secrets
 from logzero import logger
 
-from chaoscontour.activities import _fault as lifecycle
+from chaoscontour.activities import _fault
 from chaoscontour.activities._common import process_run_id, user_errors
 from chaoscontour.activities._confirm import confirm_fault, confirmed_fault, forget_fault, not_confirmed_message
-from chaoscontour.domain import policy as fault
-from chaoscontour.domain import verification
+from chaoscontour.domain import policy, verification
 from chaoscontour.domain.inputs import (
     InvalidInput,
-    parse_bool,
     parse_choice,
     parse_cidrs,
     parse_seconds,
@@ -34,41 +32,29 @@ from chaoscontour.domain.inputs import (
     require_namespace,
     require_run_id,
 )
-from chaoscontour.domain.lease import lease_liveness_problem, lease_summary, parse_api_time
+from chaoscontour.domain.lease import lease_liveness_problem, lease_summary
 from chaoscontour.domain.selectors import format_label_selector, parse_label_selector
-from chaoscontour.edges import heartbeat
-from chaoscontour.edges.kube import (
-    Kube,
-    call,
-    delete_if_present,
-    kube,
-    list_pods,
-    read_if_present,
-    read_lease,
-    read_lease_at,
-    to_dict,
-)
+from chaoscontour.edges.kube import Kube, call, delete_if_present, kube, read_lease, read_lease_at, to_dict
 
 __all__ = ["apiserver_egress_fault", "block_apiserver_egress", "unblock_apiserver_egress"]
 
 OPEN_CONNECTION_MODES = ("none", "restart-pods")
-# A fault longer than a few hours is a typo, not an experiment.
-MAX_FAULT_S = 4 * 3600.0
 # Time left after the Lease's duration for the verification's reads and for replacement pods to start.
 VERIFY_MARGIN_S = 5.0
 
+APISERVER_EGRESS = _fault.FaultSpec(
+    kind=policy.FAULT_APISERVER_EGRESS,
+    block="block_apiserver_egress",
+    unblock="unblock_apiserver_egress",
+    selector=policy.managed_selector,
+    policy_name=policy.policy_name,
+    job_name=policy.expiry_job_name,
+    build_job=policy.build_expiry_job,
+    forget=forget_fault,
+)
 
-def _selected_pods(k: Kube, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
-    """The selected pods that are running or about to: the ones the fault must cut off."""
-    return [
-        pod
-        for pod in list_pods(k, namespace, format_label_selector(labels))
-        if not pod["metadata"].get("deletionTimestamp")
-        and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-    ]
 
-
-def _apiserver_target(k: Kube) -> fault.ApiServerTarget:
+def _apiserver_target(k: Kube) -> policy.ApiServerTarget:
     slices = call(
         "list the EndpointSlices of Service default/kubernetes",
         k.discovery.list_namespaced_endpoint_slice,
@@ -83,7 +69,7 @@ def _apiserver_target(k: Kube) -> fault.ApiServerTarget:
         not_found="Service default/kubernetes not found: this does not look like a Kubernetes API server",
     )
     try:
-        return fault.apiserver_target(to_dict(k, slices).get("items") or [], to_dict(k, service))
+        return policy.apiserver_target(to_dict(k, slices).get("items") or [], to_dict(k, service))
     except ValueError as exc:
         raise ActivityFailed(f"block_apiserver_egress: {exc}") from exc
 
@@ -150,112 +136,46 @@ def block_apiserver_egress(
     """
     require_namespace(namespace)
     labels = parse_label_selector(label_selector)
-    duration = parse_seconds(duration_s, "duration_s", minimum=1, maximum=MAX_FAULT_S)
-    forced = parse_bool(force, "force")
-    extra = parse_cidrs(extra_cidrs, bounded=not forced)
-    run = require_run_id(run_id or process_run_id())
+    inputs = _fault.parse_fault_inputs(duration_s, run_id, force, verify, dead_man_s)
+    extra = parse_cidrs(extra_cidrs, bounded=not inputs.force)
     mode = parse_choice(open_connections, "open_connections", OPEN_CONNECTION_MODES)
-    verifying = parse_bool(verify, "verify")
     require_name(lease_name, "lease_name")
     lease_ns = require_namespace(lease_namespace, "lease_namespace") if lease_namespace else namespace
     window = parse_seconds(verify_window_s, "verify_window_s", maximum=3600, allow_zero=True)
     verify_timeout = parse_seconds(verify_timeout_s, "verify_timeout_s", maximum=3600)
-    dead_man = parse_seconds(dead_man_s, "dead_man_s", minimum=10, maximum=MAX_FAULT_S, allow_zero=True)
-    if verifying and verify_timeout <= window + VERIFY_MARGIN_S:
+    if inputs.verify and verify_timeout <= window + VERIFY_MARGIN_S:
         raise InvalidInput(
             f"verify_timeout_s ({verify_timeout:g}) must be longer than verify_window_s ({window:g}) plus "
             f"{VERIFY_MARGIN_S:g} s"
         )
 
     k = kube(secrets)
-    pods = _selected_pods(k, namespace, labels)
-    if not pods:
-        raise ActivityFailed(
-            f"no running pod in namespace {namespace!r} matches {format_label_selector(labels)!r}; nothing was "
-            "created. Check that the namespace is where Contour runs and that label_selector matches its pods"
-        )
-    if verifying:
-        lease, cluster_now = read_lease_at(k, lease_ns, lease_name)
-        problem = lease_liveness_problem(
-            lease_summary(lease, cluster_now, datetime.now(UTC)), [p["metadata"]["name"] for p in pods]
-        )
-        if problem:
-            raise ActivityFailed(
-                f"{problem}. Nothing was created. Name the Lease your Contour renews (lease_name, lease_namespace: "
-                "Contour's --leader-election-resource-name and -namespace) and select its pods (label_selector), "
-                "or set verify=false to block without this evidence"
-            )
-        lease_duration = (lease.get("spec") or {}).get("leaseDurationSeconds") or 0
-        needed = max(float(lease_duration), window) + VERIFY_MARGIN_S
-        if verify_timeout <= needed:
-            raise InvalidInput(
-                f"verify_timeout_s ({verify_timeout:g}) must be longer than the Lease's quiet period to wait for "
-                f"({max(float(lease_duration), window):g} s: its leaseDurationSeconds {lease_duration}, or "
-                f"verify_window_s if longer) plus {VERIFY_MARGIN_S:g} s; set verify_timeout_s to at least "
-                f"{needed + 5:g}. Nothing was created"
-            )
+    pods = _fault.require_pods(
+        k, namespace, labels, "Check that the namespace is where Contour runs and that label_selector matches its pods"
+    )
+    if inputs.verify:
+        _refuse_dead_lease(k, lease_ns, lease_name, pods, window, verify_timeout)
     target = _apiserver_target(k)
-    blocked = [fault.host_cidr(a) for a in target.addresses] + [c for c in extra if c not in target.addresses]
+    blocked = [policy.host_cidr(a) for a in target.addresses] + [c for c in extra if c not in target.addresses]
 
-    lifecycle.refuse_run_in_use(k, namespace, fault.managed_selector(run), "block_apiserver_egress", run)
-    policies = call(f"list NetworkPolicies in {namespace}", k.networking.list_namespaced_network_policy, namespace)
-    reasons = fault.defeating_policies(
-        to_dict(k, policies).get("items") or [], pods, list(target.addresses), list(target.ports)
+    _fault.refuse_in_use(k, APISERVER_EGRESS, namespace, inputs.run_id)
+    reasons = policy.defeating_policies(
+        _fault.namespace_policies(k, namespace), pods, list(target.addresses), list(target.ports)
     )
-    if reasons and not forced:
-        raise ActivityFailed(
-            "another NetworkPolicy already allows these pods to reach the API server, and policies are additive, "
-            "so the fault would do nothing: " + "; ".join(reasons) + ". Nothing was created; set force=true to "
-            "create it anyway"
-        )
-    for reason in reasons:
-        logger.warning(f"block_apiserver_egress: force=true despite: {reason}")
+    _fault.refuse_defeated(APISERVER_EGRESS, reasons, inputs.force, "allows these pods to reach the API server")
 
-    now = datetime.now(UTC)
-    key = heartbeat.key_of(fault.FAULT_APISERVER_EGRESS, run)
-    job = lifecycle.create_expiry_job(
-        k,
-        namespace=namespace,
-        body=fault.build_expiry_job(
-            namespace=namespace, run_id=run, duration_s=duration, now=now, deadline_s=dead_man or None
-        ),
-        duration_s=duration,
-        dead_man_s=dead_man,
-        heartbeat_key=key,
-        started=time.monotonic(),
+    injected = _fault.inject(
+        k, APISERVER_EGRESS, namespace, inputs, policy.build_block_policy, pod_labels=labels, blocked_cidrs=blocked
     )
-    expires_at = job.meta["annotations"][fault.EXPIRES_AT_ANNOTATION]
-    body = fault.build_block_policy(
-        namespace=namespace,
-        pod_labels=labels,
-        blocked_cidrs=blocked,
-        run_id=run,
-        expires_at=parse_api_time(expires_at) or now,
-        owner=job.owner,
-    )
-    lifecycle.create_owned_policy(k, namespace, body, job, key)
-    blocked_at = time.monotonic()
     logger.info(
-        f"block_apiserver_egress: {namespace}/{body['metadata']['name']} blocks {', '.join(blocked)} for "
-        f"{len(pods)} pod(s); hard cap {expires_at}"
-        + (f", ends within {dead_man:g} s of this process's death" if dead_man else "")
+        f"block_apiserver_egress: {namespace}/{injected.name} blocks {', '.join(blocked)} for {len(pods)} pod(s); "
+        f"hard cap {injected.expires_at}"
+        + (f", ends within {inputs.dead_man_s:g} s of this process's death" if inputs.dead_man_s else "")
     )
+    result = injected.result(namespace, inputs, pods)
+    result.update(blocked_cidrs=blocked, apiserver_ports=list(target.ports), open_connections=mode, restarted_pods=[])
 
-    result: Dict[str, Any] = {
-        "name": body["metadata"]["name"],
-        "namespace": namespace,
-        "run_id": run,
-        "selected_pods": sorted(p["metadata"]["name"] for p in pods),
-        "blocked_cidrs": blocked,
-        "apiserver_ports": list(target.ports),
-        "expires_at": expires_at,
-        "expiry_job": job.name,
-        "dead_man_s": dead_man,
-        "open_connections": mode,
-        "restarted_pods": [],
-        "verification": {"confirmed": None, "evidence": "not verified (verify=false)"},
-    }
-    try:
+    def steps() -> Dict[str, Any] | None:
         if mode == "restart-pods":
             for pod in pods:
                 name = pod["metadata"]["name"]
@@ -264,37 +184,53 @@ def block_apiserver_egress(
             logger.info(
                 f"block_apiserver_egress: restarted {len(pods)} pod(s) so their new connections meet the policy"
             )
-        if verifying:
-            result["verification"] = confirm_fault(
-                k,
-                namespace=namespace,
-                run_id=run,
-                lease_namespace=lease_ns,
-                lease_name=lease_name,
-                min_quiet_s=window,
-                timeout_s=verify_timeout,
-                blocked_at=blocked_at,
-                selector=format_label_selector(labels),
-                replaced_pods=result["restarted_pods"],
-            )
-    except BaseException:
-        _remove_run(k, namespace, run)
-        raise
-    if verifying and not result["verification"]["confirmed"]:
-        _remove_run(k, namespace, run)
-        raise ActivityFailed(not_confirmed_message(result["verification"], mode))
-    if verifying:
-        logger.info(f"block_apiserver_egress: fault confirmed: {result['verification']['evidence_text']}")
-    if job.beat is not None:
-        result["dead_man_switch"] = job.beat.summary()
-    return result
+        if not inputs.verify:
+            return None
+        return confirm_fault(
+            k,
+            namespace=namespace,
+            run_id=inputs.run_id,
+            lease_namespace=lease_ns,
+            lease_name=lease_name,
+            min_quiet_s=window,
+            timeout_s=verify_timeout,
+            blocked_at=injected.blocked_at,
+            selector=format_label_selector(labels),
+            replaced_pods=result["restarted_pods"],
+        )
+
+    verified = _fault.engage(
+        k, APISERVER_EGRESS, namespace, inputs.run_id, steps, lambda v: not_confirmed_message(v, mode)
+    )
+    if verified is not None:
+        result["verification"] = verified
+    return injected.finish(result)
 
 
-def _remove_run(k: Kube, namespace: str, run_id: str) -> Dict[str, List[str]]:
-    """Delete the policies and expiry Jobs of one run (or of all runs when ``run_id`` is empty)."""
-    forget_fault(namespace, run_id)
-    key = heartbeat.key_of(fault.FAULT_APISERVER_EGRESS, run_id)
-    return lifecycle.remove_objects(k, namespace, fault.managed_selector(run_id), key)
+def _refuse_dead_lease(
+    k: Kube, lease_ns: str, lease_name: str, pods: List[Dict[str, Any]], window: float, verify_timeout: float
+) -> None:
+    """Refuse, before anything is created, a Lease that is no live evidence, and a timeout its quiet period
+    cannot fit in."""
+    lease, cluster_now = read_lease_at(k, lease_ns, lease_name)
+    problem = lease_liveness_problem(
+        lease_summary(lease, cluster_now, datetime.now(UTC)), [p["metadata"]["name"] for p in pods]
+    )
+    if problem:
+        raise ActivityFailed(
+            f"{problem}. Nothing was created. Name the Lease your Contour renews (lease_name, lease_namespace: "
+            "Contour's --leader-election-resource-name and -namespace) and select its pods (label_selector), "
+            "or set verify=false to block without this evidence"
+        )
+    lease_duration = (lease.get("spec") or {}).get("leaseDurationSeconds") or 0
+    needed = max(float(lease_duration), window) + VERIFY_MARGIN_S
+    if verify_timeout <= needed:
+        raise InvalidInput(
+            f"verify_timeout_s ({verify_timeout:g}) must be longer than the Lease's quiet period to wait for "
+            f"({max(float(lease_duration), window):g} s: its leaseDurationSeconds {lease_duration}, or "
+            f"verify_window_s if longer) plus {VERIFY_MARGIN_S:g} s; set verify_timeout_s to at least "
+            f"{needed + 5:g}. Nothing was created"
+        )
 
 
 @user_errors
@@ -313,15 +249,7 @@ def unblock_apiserver_egress(
     (already removed, or another namespace or run id?). Returns `removed_policies`, `removed_jobs`, the `run_id` it
     looked for and `other_runs`, the run ids whose API-server faults are still in `namespace`.
     """
-    require_namespace(namespace)
-    every_run = parse_bool(all_runs, "all_runs")
-    if every_run and run_id:
-        raise InvalidInput("give either run_id or all_runs=true, not both")
-    run = "" if every_run else require_run_id(run_id or process_run_id())
-    k = kube(secrets)
-    return lifecycle.unblock_result(
-        k, "unblock_apiserver_egress", namespace, run, fault.managed_selector(), _remove_run(k, namespace, run)
-    )
+    return _fault.unblock(APISERVER_EGRESS, namespace, run_id, all_runs, secrets)
 
 
 @user_errors
@@ -346,26 +274,19 @@ def apiserver_egress_fault(
     require_namespace(namespace)
     run = require_run_id(run_id or process_run_id())
     k = kube(secrets)
-    name = fault.policy_name(run)
-    policy = read_if_present(
-        f"read NetworkPolicy {namespace}/{name}", k.networking.read_namespaced_network_policy, name, namespace
-    )
+    state = _fault.window_state(k, APISERVER_EGRESS, namespace, run)
     target = _apiserver_target(k)
     addresses = [a for a in target.addresses if "/" not in a]
-    uncovered = verification.uncovered_addresses(addresses, verification.blocked_networks(policy or {}))
-    job_name = fault.expiry_job_name(run)
-    job = read_if_present(f"read Job {namespace}/{job_name}", k.batch.read_namespaced_job, job_name, namespace)
-    finished = lifecycle.job_finished(job)
-    beat = heartbeat.running(namespace, heartbeat.key_of(fault.FAULT_APISERVER_EGRESS, run))
+    uncovered = verification.uncovered_addresses(addresses, verification.blocked_networks(state.policy or {}))
     confirmed = confirmed_fault(namespace, run)
     lease: Dict[str, Any] = {}
     if confirmed is not None:
         lease = read_lease(k, confirmed["lease_namespace"], confirmed["lease_name"])
     reasons = verification.fault_held_reasons(
-        policy_present=policy is not None,
-        uncovered=uncovered if policy is not None else [],
-        job_finished=finished,
-        expires_in_s=beat.expires_in_s() if beat is not None else None,
+        policy_present=state.policy is not None,
+        uncovered=uncovered if state.policy is not None else [],
+        job_finished=state.finished,
+        expires_in_s=state.beat.expires_in_s() if state.beat is not None else None,
         confirmed=confirmed,
         lease_version=str((lease.get("metadata") or {}).get("resourceVersion") or ""),
         lease_holder=str((lease.get("spec") or {}).get("holderIdentity") or ""),
@@ -376,10 +297,10 @@ def apiserver_egress_fault(
         "held": not reasons,
         "reasons": reasons,
         "run_id": run,
-        "policy": f"{namespace}/{name}" if policy is not None else None,
+        "policy": f"{namespace}/{policy.policy_name(run)}" if state.policy is not None else None,
         "uncovered_addresses": uncovered,
-        "expires_at": ((job or {}).get("metadata") or {}).get("annotations", {}).get(fault.EXPIRES_AT_ANNOTATION),
-        "dead_man_switch": beat.summary() if beat is not None else None,
+        "expires_at": state.expires_at,
+        "dead_man_switch": state.beat.summary() if state.beat is not None else None,
         "lease_holder": (lease.get("spec") or {}).get("holderIdentity") if lease else None,
         "seconds_since_confirmed": round(time.monotonic() - confirmed["confirmed_at"], 1) if confirmed else None,
     }

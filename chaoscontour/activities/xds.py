@@ -22,7 +22,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Secrets
 from logzero import logger
 
-from chaoscontour.activities import _fault as lifecycle
+from chaoscontour.activities import _fault
 from chaoscontour.activities._common import process_run_id, user_errors
 from chaoscontour.activities._xds_state import (
     ESTABLISH_WAIT_S,
@@ -39,11 +39,10 @@ from chaoscontour.activities._xds_state import (
     wait_until_established,
 )
 from chaoscontour.activities.envoy import STATS_EXAMPLE
-from chaoscontour.domain import policy as fault
-from chaoscontour.domain import verification, xds
+from chaoscontour.domain import policy, verification, xds
+from chaoscontour.domain.envoy_stats import XdsState
 from chaoscontour.domain.inputs import (
     InvalidInput,
-    parse_bool,
     parse_count,
     parse_http_url,
     parse_seconds,
@@ -52,39 +51,32 @@ from chaoscontour.domain.inputs import (
     require_namespace,
     require_run_id,
 )
-from chaoscontour.domain.lease import parse_api_time
-from chaoscontour.domain.selectors import format_label_selector, parse_label_selector
-from chaoscontour.edges import heartbeat, http
+from chaoscontour.domain.selectors import parse_label_selector
+from chaoscontour.edges import http
 from chaoscontour.edges.kube import (
     Kube,
-    call,
     kube,
-    list_pods,
     read_if_present,
-    to_dict,
 )
 
 __all__ = ["block_xds_egress", "unblock_xds_egress", "xds_egress_fault"]
 
-MAX_FAULT_S = 4 * 3600.0
 
-
-def _running(k: Kube, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
-    return [
-        pod
-        for pod in list_pods(k, namespace, format_label_selector(labels))
-        if not pod["metadata"].get("deletionTimestamp")
-        and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-    ]
+XDS_EGRESS = _fault.FaultSpec(
+    kind=xds.FAULT_XDS_EGRESS,
+    block="block_xds_egress",
+    unblock="unblock_xds_egress",
+    selector=xds.xds_selector,
+    policy_name=xds.xds_policy_name,
+    job_name=xds.xds_expiry_job_name,
+    build_job=xds.build_xds_expiry_job,
+)
 
 
 def _target(k: Kube, contour_ns: str, contour_labels: dict[str, str], service: str, port: int) -> xds.XdsTarget:
-    pods = _running(k, contour_ns, contour_labels)
-    if not pods:
-        raise ActivityFailed(
-            f"no running Contour pod in namespace {contour_ns!r} matches {format_label_selector(contour_labels)!r}; "
-            "nothing was created. Set contour_namespace and contour_selector to where Contour runs"
-        )
+    pods = _fault.require_pods(
+        k, contour_ns, contour_labels, "Set contour_namespace and contour_selector to where Contour runs"
+    )
     svc = None
     if service:
         svc = read_if_present(
@@ -167,123 +159,82 @@ def block_xds_egress(
     contour_labels = parse_label_selector(contour_selector)
     service = require_name(contour_service, "contour_service") if contour_service else ""
     port = parse_count(xds_port, "xds_port", minimum=1, maximum=65535)
-    duration = parse_seconds(duration_s, "duration_s", minimum=1, maximum=MAX_FAULT_S)
-    run = require_run_id(run_id or process_run_id())
-    forced = parse_bool(force, "force")
-    verifying = parse_bool(verify, "verify")
+    inputs = _fault.parse_fault_inputs(duration_s, run_id, force, verify, dead_man_s)
     url = parse_http_url(stats_url, "stats_url", STATS_EXAMPLE)
     verify_timeout = parse_seconds(verify_timeout_s, "verify_timeout_s", maximum=3600)
-    dead_man = parse_seconds(dead_man_s, "dead_man_s", minimum=10, maximum=MAX_FAULT_S, allow_zero=True)
     connect_wait = parse_seconds(connect_wait_s, "connect_wait_s", maximum=600, allow_zero=True)
-    if verifying and verify_timeout <= KEEPALIVE_BOUND_S:
+    if inputs.verify and verify_timeout <= KEEPALIVE_BOUND_S:
         raise InvalidInput(
             f"verify_timeout_s ({verify_timeout:g}) must be longer than the {KEEPALIVE_BOUND_S:g} s after which "
             "Contour's bootstrap keepalive lets Envoy notice a dead stream"
         )
 
     k = kube(secrets)
-    envoys = _running(k, namespace, labels)
-    if not envoys:
-        raise ActivityFailed(
-            f"no running pod in namespace {namespace!r} matches {format_label_selector(labels)!r}; nothing was "
-            "created. Check that label_selector matches the Envoy pods"
-        )
+    envoys = _fault.require_pods(k, namespace, labels, "Check that label_selector matches the Envoy pods")
     target = _target(k, contour_ns, contour_labels, service, port)
-    if verifying:
-        try:
-            before, waited = wait_until_established(url, connect_wait, "block_xds_egress")
-        except http.RequestFailed as failed:
-            raise ActivityFailed(
-                f"Envoy's stats endpoint {redact_url(url)} could not be read ({failed.kind}), so the fault could "
-                "not be verified; nothing was created. Check stats_url, or set verify=false"
-            ) from failed
-        if not before.established:
-            raise ActivityFailed(
-                f"Envoy's xDS stream to Contour was not up before the fault ({before.not_established_text()}; "
-                f"waited {waited:g} s), so its stats could not show the fault; nothing was created. Check that "
-                "Contour is Ready and that Envoy reaches it"
-            )
-    lifecycle.refuse_run_in_use(k, namespace, xds.xds_selector(run), "block_xds_egress", run)
-    policies = call(f"list NetworkPolicies in {namespace}", k.networking.list_namespaced_network_policy, namespace)
-    contour_pods = _running(k, contour_ns, contour_labels)
+    if inputs.verify:
+        before, waited = _stream_before(url, connect_wait)
+    _fault.refuse_in_use(k, XDS_EGRESS, namespace, inputs.run_id)
+    contour_pods = _fault.running_pods(k, contour_ns, contour_labels)
     reasons = xds.xds_defeating_policies(
-        to_dict(k, policies).get("items") or [], envoys, contour_pods, _namespace_labels(k, contour_ns), target
+        _fault.namespace_policies(k, namespace), envoys, contour_pods, _namespace_labels(k, contour_ns), target
     )
-    if reasons and not forced:
-        raise ActivityFailed(
-            "another NetworkPolicy already lets these Envoy pods reach Contour's xDS port, and policies are "
-            "additive, so the fault would do nothing: " + "; ".join(reasons) + ". Nothing was created; set "
-            "force=true to create it anyway"
-        )
-    for reason in reasons:
-        logger.warning(f"block_xds_egress: force=true despite: {reason}")
+    _fault.refuse_defeated(XDS_EGRESS, reasons, inputs.force, "lets these Envoy pods reach Contour's xDS port")
 
-    now = datetime.now(UTC)
-    key = heartbeat.key_of(xds.FAULT_XDS_EGRESS, run)
-    job = lifecycle.create_expiry_job(
+    injected = _fault.inject(
         k,
-        namespace=namespace,
-        body=xds.build_xds_expiry_job(
-            namespace=namespace, run_id=run, duration_s=duration, now=now, deadline_s=dead_man or None
-        ),
-        duration_s=duration,
-        dead_man_s=dead_man,
-        heartbeat_key=key,
-        started=time.monotonic(),
-    )
-    expires_at = job.meta["annotations"][fault.EXPIRES_AT_ANNOTATION]
-    body = xds.build_xds_block_policy(
-        namespace=namespace,
+        XDS_EGRESS,
+        namespace,
+        inputs,
+        xds.build_xds_block_policy,
         envoy_labels=labels,
         contour_namespace=contour_ns,
         contour_labels=contour_labels,
         target=target,
-        run_id=run,
-        expires_at=parse_api_time(expires_at) or now,
-        owner=job.owner,
     )
-    lifecycle.create_owned_policy(k, namespace, body, job, key)
-    blocked_at = time.monotonic()
-    record_block(namespace, run, time.time())
+    record_block(namespace, inputs.run_id, time.time())
     logger.info(
-        f"block_xds_egress: {namespace}/{body['metadata']['name']} drops what {len(envoys)} Envoy pod(s) send to "
-        f"{', '.join(target.addresses)} port {port}; hard cap {expires_at}"
+        f"block_xds_egress: {namespace}/{injected.name} drops what {len(envoys)} Envoy pod(s) send to "
+        f"{', '.join(target.addresses)} port {port}; hard cap {injected.expires_at}"
     )
-    result: Dict[str, Any] = {
-        "name": body["metadata"]["name"],
-        "namespace": namespace,
-        "run_id": run,
-        "selected_pods": sorted(p["metadata"]["name"] for p in envoys),
-        "contour_addresses": list(target.pod_addresses),
-        "blocked_cidrs": [fault.host_cidr(a) for a in target.addresses],
-        "xds_port": port,
-        "expires_at": expires_at,
-        "expiry_job": job.name,
-        "dead_man_s": dead_man,
-        "blocked_at": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "verification": {"confirmed": None, "evidence": "not verified (verify=false)"},
-    }
-    if verifying:
+    result = injected.result(namespace, inputs, envoys)
+    result.update(
+        contour_addresses=list(target.pod_addresses),
+        blocked_cidrs=[policy.host_cidr(a) for a in target.addresses],
+        xds_port=port,
+        blocked_at=injected.created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    )
+    if inputs.verify:
         result["stream_before"] = {**(before.stream_check() or {}), "waited_s": waited}
-        try:
-            result["verification"] = wait_until_disconnected(url, verify_timeout, blocked_at, failed_updates(before))
-        except BaseException:
-            _remove_run(k, namespace, run)
-            raise
-        if not result["verification"]["confirmed"]:
-            _remove_run(k, namespace, run)
-            raise ActivityFailed(not_confirmed_message(result["verification"], verify_timeout))
-        record_confirmed(namespace, run, result["verification"]["accepted_updates"])
-        logger.info(f"block_xds_egress: fault confirmed: {result['verification']['evidence_text']}")
-    if job.beat is not None:
-        result["dead_man_switch"] = job.beat.summary()
-    return result
+        result["verification"] = _fault.engage(
+            k,
+            XDS_EGRESS,
+            namespace,
+            inputs.run_id,
+            lambda: wait_until_disconnected(url, verify_timeout, injected.blocked_at, failed_updates(before)),
+            lambda v: not_confirmed_message(v, verify_timeout),
+        )
+        record_confirmed(namespace, inputs.run_id, result["verification"]["accepted_updates"])
+    return injected.finish(result)
 
 
-def _remove_run(k: Kube, namespace: str, run_id: str) -> Dict[str, List[str]]:
-    """Delete the xDS fault's policies and expiry Jobs of one run (of all runs when ``run_id`` is empty)."""
-    key = heartbeat.key_of(xds.FAULT_XDS_EGRESS, run_id)
-    return lifecycle.remove_objects(k, namespace, xds.xds_selector(run_id), key)
+def _stream_before(url: str, connect_wait: float) -> tuple[XdsState, float]:
+    """Envoy's xDS state once its stream to Contour is up (waiting up to ``connect_wait``); refuse, creating nothing,
+    when the stats cannot be read or the stream is not up: the stats could not show the fault."""
+    try:
+        before, waited = wait_until_established(url, connect_wait, "block_xds_egress")
+    except http.RequestFailed as failed:
+        raise ActivityFailed(
+            f"Envoy's stats endpoint {redact_url(url)} could not be read ({failed.kind}), so the fault could "
+            "not be verified; nothing was created. Check stats_url, or set verify=false"
+        ) from failed
+    if not before.established:
+        raise ActivityFailed(
+            f"Envoy's xDS stream to Contour was not up before the fault ({before.not_established_text()}; "
+            f"waited {waited:g} s), so its stats could not show the fault; nothing was created. Check that "
+            "Contour is Ready and that Envoy reaches it"
+        )
+    return before, waited
 
 
 @user_errors
@@ -301,20 +252,16 @@ def unblock_xds_egress(
     `note`, as `unblock_apiserver_egress`). Returns `removed_policies`, `removed_jobs`, the `run_id` it looked for,
     `healed_at` (ISO 8601 UTC, when it removed a policy) and `other_runs` (xDS faults of other runs still there).
     """
-    require_namespace(namespace)
-    every_run = parse_bool(all_runs, "all_runs")
-    if every_run and run_id:
-        raise InvalidInput("give either run_id or all_runs=true, not both")
-    run = "" if every_run else require_run_id(run_id or process_run_id())
-    k = kube(secrets)
-    removed = _remove_run(k, namespace, run)
-    healed = None
-    if removed["policies"]:
-        healed = datetime.now(UTC)
-        record_heal(namespace, run, healed.timestamp())
-    result = lifecycle.unblock_result(k, "unblock_xds_egress", namespace, run, xds.xds_selector(), removed)
-    result["healed_at"] = healed.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if healed else None
-    return result
+    return _fault.unblock(XDS_EGRESS, namespace, run_id, all_runs, secrets, extra_keys=_healed)
+
+
+def _healed(namespace: str, run_id: str, removed_a_policy: bool) -> Dict[str, Any]:
+    """``healed_at``: when the policy went (``None`` when there was none to remove), kept for the timeline."""
+    if not removed_a_policy:
+        return {"healed_at": None}
+    healed = datetime.now(UTC)
+    record_heal(namespace, run_id, healed.timestamp())
+    return {"healed_at": healed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
 
 
 @user_errors
@@ -348,31 +295,19 @@ def xds_egress_fault(
     service = require_name(contour_service, "contour_service") if contour_service else ""
     url = parse_http_url(stats_url, "stats_url", STATS_EXAMPLE) if stats_url else ""
     k = kube(secrets)
-    name = xds.xds_policy_name(run)
-    policy = read_if_present(
-        f"read NetworkPolicy {namespace}/{name}", k.networking.read_namespaced_network_policy, name, namespace
-    )
-    reasons: List[str] = []
+    window = _fault.window_state(k, XDS_EGRESS, namespace, run)
+    reasons = window.reasons()
     uncovered: List[str] = []
-    if policy is None:
-        reasons.append("the NetworkPolicy is gone: the fault ended before the window did")
-    else:
+    if window.policy is not None:
         # Coverage is by address; the port does not enter into it.
         target = _target(k, contour_ns, contour_labels, service, xds.XDS_PORT)
-        uncovered = verification.uncovered_addresses(list(target.addresses), verification.blocked_networks(policy))
+        blocked = verification.blocked_networks(window.policy)
+        uncovered = verification.uncovered_addresses(list(target.addresses), blocked)
         if uncovered:
             reasons.append(
                 f"Contour address(es) {', '.join(uncovered)} appeared during the fault and are not blocked: Envoy "
                 "may have reached Contour through them"
             )
-    job_name = xds.xds_expiry_job_name(run)
-    job = read_if_present(f"read Job {namespace}/{job_name}", k.batch.read_namespaced_job, job_name, namespace)
-    finished = lifecycle.job_finished(job)
-    if finished:
-        reasons.append(f"the expiry Job has finished ({finished}): the fault is being removed")
-    beat = heartbeat.running(namespace, heartbeat.key_of(xds.FAULT_XDS_EGRESS, run))
-    if beat is not None and beat.expires_in_s() <= 0:
-        reasons.append("the fault's deadline has passed: Kubernetes is removing it")
     states: Dict[str, int] | None = None
     since = None
     before = confirmed_updates(namespace, run)
@@ -396,10 +331,10 @@ def xds_egress_fault(
         "held": not reasons,
         "reasons": reasons,
         "run_id": run,
-        "policy": f"{namespace}/{name}" if policy is not None else None,
+        "policy": f"{namespace}/{xds.xds_policy_name(run)}" if window.policy is not None else None,
         "uncovered_addresses": uncovered,
         "envoy_connected_states": states,
         "updates_since_confirmed": since,
-        "expires_at": ((job or {}).get("metadata") or {}).get("annotations", {}).get(fault.EXPIRES_AT_ANNOTATION),
-        "dead_man_switch": beat.summary() if beat is not None else None,
+        "expires_at": window.expires_at,
+        "dead_man_switch": window.beat.summary() if window.beat is not None else None,
     }

@@ -39,7 +39,12 @@ __all__ = [
     "build_expiry_job",
     "defeating_policies",
     "egress_allow_reason",
+    "egress_policy",
+    "everything_but",
     "expiry_job_name",
+    "fault_labels",
+    "fault_metadata",
+    "fault_selector",
     "host_cidr",
     "label_selector_matches",
     "managed_labels",
@@ -135,15 +140,47 @@ def expiry_job_name(run_id: str) -> str:
     return f"chaoscontour-expiry-{run_id}"
 
 
+def fault_labels(kind: str, run_id: str) -> dict[str, str]:
+    """The labels on every object of a fault of ``kind`` (``chaoscontour/fault``): how unblock and cleanup find
+    them again."""
+    return {MANAGED_BY_LABEL: MANAGED_BY, FAULT_LABEL: kind, RUN_ID_LABEL: run_id}
+
+
+def fault_selector(kind: str, run_id: str = "") -> str:
+    """A label selector for the objects of a fault of ``kind``: every run's, or one run's."""
+    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{FAULT_LABEL}={kind}"
+    return f"{selector},{RUN_ID_LABEL}={run_id}" if run_id else selector
+
+
 def managed_labels(run_id: str) -> dict[str, str]:
-    """The labels on every object this extension creates: how unblock and cleanup find them again."""
-    return {MANAGED_BY_LABEL: MANAGED_BY, FAULT_LABEL: FAULT_APISERVER_EGRESS, RUN_ID_LABEL: run_id}
+    """The API-server fault's labels."""
+    return fault_labels(FAULT_APISERVER_EGRESS, run_id)
 
 
 def managed_selector(run_id: str = "") -> str:
-    """A label selector for our objects: all of them, or one run's."""
-    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{FAULT_LABEL}={FAULT_APISERVER_EGRESS}"
-    return f"{selector},{RUN_ID_LABEL}={run_id}" if run_id else selector
+    """A label selector for the API-server fault's objects: every run's, or one run's."""
+    return fault_selector(FAULT_APISERVER_EGRESS, run_id)
+
+
+def fault_metadata(
+    *,
+    name: str,
+    namespace: str,
+    labels: Mapping[str, str],
+    expires_at: datetime,
+    purpose: str,
+    owner: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The metadata of a fault's NetworkPolicy: its labels, its expiry and purpose, and its owner (the expiry Job)."""
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": dict(labels),
+        "annotations": {EXPIRES_AT_ANNOTATION: rfc3339(expires_at), _PURPOSE_ANNOTATION: purpose},
+    }
+    if owner:
+        metadata["ownerReferences"] = owner_references(owner)
+    return metadata
 
 
 def owner_references(owner: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -193,37 +230,37 @@ def build_block_policy(
     """
     if not blocked_cidrs:
         raise ValueError("nothing to block")
-    v4, v6 = _split_families(blocked_cidrs)
-    everything_but: list[dict[str, Any]] = [
+    metadata = fault_metadata(
+        name=policy_name(run_id),
+        namespace=namespace,
+        labels=managed_labels(run_id),
+        expires_at=expires_at,
+        purpose="chaos experiment: deny egress to the Kubernetes API server; safe to delete",
+        owner=owner,
+    )
+    dns_ports = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    dns = {"to": [{"namespaceSelector": {}}], "ports": dns_ports}
+    return egress_policy(metadata, pod_labels, [{"to": everything_but(blocked_cidrs)}, dns])
+
+
+def everything_but(cidrs: Iterable[str]) -> list[dict[str, Any]]:
+    """Egress peers for every IPv4 and IPv6 address except ``cidrs``."""
+    v4, v6 = _split_families(cidrs)
+    return [
         {"ipBlock": {"cidr": "0.0.0.0/0", **({"except": v4} if v4 else {})}},
         {"ipBlock": {"cidr": "::/0", **({"except": v6} if v6 else {})}},
     ]
-    metadata: dict[str, Any] = {
-        "name": policy_name(run_id),
-        "namespace": namespace,
-        "labels": managed_labels(run_id),
-        "annotations": {
-            EXPIRES_AT_ANNOTATION: rfc3339(expires_at),
-            _PURPOSE_ANNOTATION: "chaos experiment: deny egress to the Kubernetes API server; safe to delete",
-        },
-    }
-    if owner:
-        metadata["ownerReferences"] = owner_references(owner)
+
+
+def egress_policy(
+    metadata: dict[str, Any], pod_labels: Mapping[str, str], egress: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """An Egress-only NetworkPolicy for the pods of ``pod_labels``, allowing ``egress``."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": metadata,
-        "spec": {
-            "podSelector": {"matchLabels": dict(pod_labels)},
-            "policyTypes": ["Egress"],
-            "egress": [
-                {"to": everything_but},
-                {
-                    "to": [{"namespaceSelector": {}}],
-                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-                },
-            ],
-        },
+        "spec": {"podSelector": {"matchLabels": dict(pod_labels)}, "policyTypes": ["Egress"], "egress": egress},
     }
 
 

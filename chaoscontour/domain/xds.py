@@ -24,8 +24,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from chaoscontour.domain import policy as fault
 from chaoscontour.domain.availability import iso_utc
+from chaoscontour.domain.policy import (
+    FAULT_LABEL,
+    build_expiry_job,
+    egress_allow_reason,
+    egress_policy,
+    everything_but,
+    fault_labels,
+    fault_metadata,
+    fault_selector,
+    host_cidr,
+    label_selector_matches,
+)
 
 __all__ = [
     "FAULT_XDS_EGRESS",
@@ -59,13 +70,12 @@ def xds_expiry_job_name(run_id: str) -> str:
 
 
 def xds_labels(run_id: str) -> dict[str, str]:
-    return {fault.MANAGED_BY_LABEL: fault.MANAGED_BY, fault.FAULT_LABEL: FAULT_XDS_EGRESS, fault.RUN_ID_LABEL: run_id}
+    return fault_labels(FAULT_XDS_EGRESS, run_id)
 
 
 def xds_selector(run_id: str = "") -> str:
     """A label selector for the xDS fault's objects: every run's, or one run's."""
-    selector = f"{fault.MANAGED_BY_LABEL}={fault.MANAGED_BY},{fault.FAULT_LABEL}={FAULT_XDS_EGRESS}"
-    return f"{selector},{fault.RUN_ID_LABEL}={run_id}" if run_id else selector
+    return fault_selector(FAULT_XDS_EGRESS, run_id)
 
 
 @dataclass(frozen=True)
@@ -108,9 +118,7 @@ def build_xds_expiry_job(
     *, namespace: str, run_id: str, duration_s: float, now: datetime, deadline_s: float | None = None
 ) -> dict[str, Any]:
     """:func:`chaoscontour.domain.policy.build_expiry_job` under the xDS fault's name and labels."""
-    job = fault.build_expiry_job(
-        namespace=namespace, run_id=run_id, duration_s=duration_s, now=now, deadline_s=deadline_s
-    )
+    job = build_expiry_job(namespace=namespace, run_id=run_id, duration_s=duration_s, now=now, deadline_s=deadline_s)
     job["metadata"]["name"] = xds_expiry_job_name(run_id)
     job["metadata"]["labels"] = xds_labels(run_id)
     job["spec"]["template"]["metadata"]["labels"] = xds_labels(run_id)
@@ -162,42 +170,31 @@ def build_xds_block_policy(
     """The NetworkPolicy that drops what the Envoy pods send to Contour's xDS port, and nothing else."""
     if not target.addresses:
         raise ValueError("no Contour address to cut")
-    v4 = [fault.host_cidr(a) for a in target.addresses if ipaddress.ip_address(a).version == 4]
-    v6 = [fault.host_cidr(a) for a in target.addresses if ipaddress.ip_address(a).version == 6]
+    cidrs = [host_cidr(a) for a in target.addresses]
     contour_peer = {
         "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: contour_namespace}},
         "podSelector": {"matchLabels": dict(contour_labels)},
     }
-    metadata: dict[str, Any] = {
-        "name": xds_policy_name(run_id),
-        "namespace": namespace,
-        "labels": xds_labels(run_id),
-        "annotations": {fault.EXPIRES_AT_ANNOTATION: fault.rfc3339(expires_at), "chaoscontour/purpose": _PURPOSE},
-    }
-    if owner:
-        metadata["ownerReferences"] = fault.owner_references(owner)
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": metadata,
-        "spec": {
-            "podSelector": {"matchLabels": dict(envoy_labels)},
-            "policyTypes": ["Egress"],
-            "egress": [
-                {
-                    "to": [
-                        {"ipBlock": {"cidr": "0.0.0.0/0", **({"except": v4} if v4 else {})}},
-                        {"ipBlock": {"cidr": "::/0", **({"except": v6} if v6 else {})}},
-                    ]
-                },
-                {"to": other_pods_peers(contour_namespace, contour_labels)},
-                {
-                    "to": [{"ipBlock": {"cidr": cidr}} for cidr in v4 + v6] + [contour_peer],
-                    "ports": _other_ports(target.port),
-                },
-            ],
-        },
-    }
+    metadata = fault_metadata(
+        name=xds_policy_name(run_id),
+        namespace=namespace,
+        labels=xds_labels(run_id),
+        expires_at=expires_at,
+        purpose=_PURPOSE,
+        owner=owner,
+    )
+    return egress_policy(
+        metadata,
+        envoy_labels,
+        [
+            {"to": everything_but(cidrs)},
+            {"to": other_pods_peers(contour_namespace, contour_labels)},
+            {
+                "to": [{"ipBlock": {"cidr": cidr}} for cidr in cidrs] + [contour_peer],
+                "ports": _other_ports(target.port),
+            },
+        ],
+    )
 
 
 # --- does an existing policy keep the xDS port reachable? ---------------------------------------------------------
@@ -243,8 +240,8 @@ def _peer_selects_pod(
     if namespace_selector is None:
         in_scope = metadata.get("namespace") == policy_namespace
     else:
-        in_scope = fault.label_selector_matches(namespace_selector, namespace_labels)
-    return in_scope and (pod_selector is None or fault.label_selector_matches(pod_selector, metadata.get("labels")))
+        in_scope = label_selector_matches(namespace_selector, namespace_labels)
+    return in_scope and (pod_selector is None or label_selector_matches(pod_selector, metadata.get("labels")))
 
 
 def xds_defeating_policies(
@@ -264,14 +261,14 @@ def xds_defeating_policies(
     """
     reasons: list[str] = []
     for policy in policies:
-        if ((policy.get("metadata") or {}).get("labels") or {}).get(fault.FAULT_LABEL) == FAULT_XDS_EGRESS:
+        if ((policy.get("metadata") or {}).get("labels") or {}).get(FAULT_LABEL) == FAULT_XDS_EGRESS:
             continue
         for envoy in envoy_pods:
             envoy_meta = envoy.get("metadata") or {}
             labels = envoy_meta.get("labels") or {}
             if not _selects(policy, labels):
                 continue
-            reason = fault.egress_allow_reason(
+            reason = egress_allow_reason(
                 policy, labels, list(target.addresses), [target.port]
             ) or _selector_allow_reason(policy, contour_pods, contour_namespace_labels, target.port)
             if reason:
@@ -283,7 +280,7 @@ def xds_defeating_policies(
 def _selects(policy: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     spec = policy.get("spec") or {}
     types = spec.get("policyTypes") or (["Ingress", "Egress"] if spec.get("egress") else ["Ingress"])
-    return "Egress" in types and fault.label_selector_matches(spec.get("podSelector") or {}, labels)
+    return "Egress" in types and label_selector_matches(spec.get("podSelector") or {}, labels)
 
 
 def _selector_allow_reason(

@@ -28,7 +28,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from chaoscontour.activities.network import MAX_FAULT_S
+from chaoscontour.activities._fault import MAX_FAULT_S
 from chaoscontour.domain import policy as fault
 from chaoscontour_sandbox import binaries
 from chaoscontour_sandbox.controlplane import ControlPlane

@@ -114,14 +114,14 @@ def test_all_runs_given_as_a_false_string_is_false(text, expected):
     assert parse_bool(text, "all_runs") is expected
     # with run_id and a false all_runs there is no conflict: only "either ... or" would be raised before any call
     with (
-        mock.patch("chaoscontour.activities.network.kube", autospec=True) as factory,
+        mock.patch("chaoscontour.activities._fault.kube", autospec=True) as factory,
         mock.patch(
-            "chaoscontour.activities.network._remove_run", autospec=True, return_value={"policies": [], "jobs": []}
+            "chaoscontour.activities._fault.remove", autospec=True, return_value={"policies": [], "jobs": []}
         ) as remove,
     ):
         out = network.unblock_apiserver_egress(run_id="r1", all_runs=text)
     factory.assert_called_once()
-    assert remove.call_args.args[2] == "r1" and out["run_id"] == "r1"
+    assert remove.call_args.args[3] == "r1" and out["run_id"] == "r1"
 
 
 def test_wait_parses_a_string_from_var_and_returns_at_once_for_zero():
