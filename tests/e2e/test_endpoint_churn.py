@@ -24,6 +24,8 @@ import pytest
 from kubernetes import client
 
 from chaoscontour.activities.envoy import envoy_serving
+from chaoscontour.tools.journal import epoch_of
+from chaoscontour.tools.stop_condition import stop_condition
 
 from .chaosrun import CHURN_WINDOWS, EXPERIMENTS, ChaosRun, activity, keep_journal
 from .conftest import NS, Sandbox, leftovers, wait_until
@@ -310,3 +312,36 @@ def test_the_same_route_with_retries_on_connect_failure_and_health_checks_passes
 
     gate = _gate(run.journal_path)
     assert gate.returncode == 0, gate.stdout + gate.stderr
+
+
+def test_a_stop_condition_aborts_the_churn_run_and_the_fault_is_gone_within_the_bound(
+    sandbox: Sandbox, backend_ready: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    """experiments/endpoint-churn-with-stop-condition.json on the demo route as shipped: the backend pod's death
+    makes real traffic fail, the stop condition trips, the run ends interrupted, the rollback removes the fault
+    within the check interval plus 2 s of the failing result, and the gate says why."""
+    experiment = EXPERIMENTS / "endpoint-churn-with-stop-condition.json"
+    run = ChaosRun(experiment, tmp_path, {}, name="endpoint-churn-stop-condition", variables=VARIABLES)
+    # Not kept for test_zz_journals_report.py: this test judges its journal itself.
+    journal = run.run(timeout_s=300)
+
+    assert journal["status"] == "interrupted", run.log()[-3000:]
+    stop = stop_condition(journal)
+    assert stop is not None and stop.name == "stop-when-envoy-availability-drops", journal.get("safeguards")
+    block = activity(journal, "block-apiserver-egress")
+    assert block["output"]["verification"]["confirmed"] is True
+    killed = activity(journal, "kill-a-backend-pod")
+    assert killed["status"] == "succeeded" and len(killed["output"]) == 1, killed
+    # The trip came after the kill, on the traffic the kill hurt, not on a sampler that never worked.
+    assert stop.result_epoch_s is not None and stop.result_epoch_s >= epoch_of(killed["end"]), (stop, killed)
+    unblock = activity(journal, "unblock-apiserver-egress", where="rollbacks")
+    assert unblock["status"] == "succeeded" and unblock["output"]["removed_policies"], unblock
+    removed_after_s = epoch_of(unblock["end"]) - stop.result_epoch_s
+    figures["stop_condition"] = {"removed_after_failing_result_s": round(removed_after_s, 2), "check_s": stop.check_s}
+    # The bound is check interval + 2 s; 2 s more of margin for two busy cores.
+    assert removed_after_s <= (stop.check_s or 0) + 4.0, removed_after_s
+    assert leftovers(k) == []
+
+    gate = _gate(run.journal_path)
+    assert gate.returncode == 1, gate.stdout + gate.stderr
+    assert "ABORTED by stop condition 'stop-when-envoy-availability-drops'" in gate.stdout, gate.stdout
