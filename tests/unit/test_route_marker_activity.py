@@ -1,6 +1,6 @@
 """The route-marker activities over a fake HTTPProxy API that enforces resourceVersion (issue 21): a conflict is
 retried with a fresh read, a live marker of another run is refused before any write, the rollback restores the
-user's value. The real API server runs the same paths in tests/integration/test_route_marker.py."""
+user's value. The real API server runs the same paths in tests/integration/test_route_marker_on_cluster.py."""
 
 from __future__ import annotations
 
