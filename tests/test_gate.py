@@ -430,6 +430,11 @@ GATE_DOC_ROWS: dict[str, dict[str, Any]] = {
         "name": "xds-blackhole",
         "env": {"FIXTURE_XDS_STREAM_OPEN": "true"},
     },
+    "a stop condition (chaostoolkit-addons' safeguard) tripped: the run was aborted": {
+        "name": "stop-condition",
+        "env": {"FAULT_MODE": "flaky"},
+        "fake_envoy": True,
+    },
     "no `apiserver_egress_fault` in the method (an older experiment)": {"name": "apiserver-outage-without-end-probe"},
 }
 
