@@ -798,6 +798,25 @@ def test_a_pod_kill_that_deleted_nothing_fails_the_run():
     )
 
 
+def _pod_kill_journal(arguments: dict[str, Any], deleted: list[str]) -> dict[str, Any]:
+    """A journal whose method is one chaostoolkit-kubernetes terminate_pods with ``arguments`` that deleted
+    ``deleted``."""
+    kill = {
+        "type": "action",
+        "name": "kill-a-backend-pod",
+        "provider": {
+            "type": "python",
+            "module": "chaosk8s.pod.actions",
+            "func": "terminate_pods",
+            "arguments": arguments,
+        },
+    }
+    return journal_of(
+        experiment={**journal_of()["experiment"], "method": [kill]},
+        run=[{"activity": kill, "output": deleted, "status": "succeeded", "duration": 0.2}],
+    )
+
+
 @pytest.mark.parametrize(
     "arguments",
     [
@@ -810,21 +829,7 @@ def test_a_pod_kill_that_deleted_nothing_fails_the_run():
 )
 def test_a_pod_kill_without_a_selector_fails_the_run_although_it_deleted_a_pod(arguments):
     """Issue 21: with no label_selector and no name_pattern terminate_pods picks from every pod of the namespace."""
-    kill = {
-        "type": "action",
-        "name": "kill-a-backend-pod",
-        "provider": {
-            "type": "python",
-            "module": "chaosk8s.pod.actions",
-            "func": "terminate_pods",
-            "arguments": arguments,
-        },
-    }
-    journal = journal_of(
-        experiment={**journal_of()["experiment"], "method": [kill]},
-        run=[{"activity": kill, "output": ["postgres-0"], "status": "succeeded", "duration": 0.2}],
-    )
-    verdict = judge(journal)
+    verdict = judge(_pod_kill_journal(arguments, deleted=["postgres-0"]))
     assert not verdict.passed
     assert verdict.reasons == (
         "'kill-a-backend-pod' (chaostoolkit-kubernetes terminate_pods) ran with no label_selector and no "
@@ -839,21 +844,7 @@ def test_a_pod_kill_without_a_selector_fails_the_run_although_it_deleted_a_pod(a
     ids=["selector", "name-pattern", "placeholder"],
 )
 def test_a_pod_kill_with_a_selector_or_a_name_pattern_passes(arguments):
-    kill = {
-        "type": "action",
-        "name": "kill-a-backend-pod",
-        "provider": {
-            "type": "python",
-            "module": "chaosk8s.pod.actions",
-            "func": "terminate_pods",
-            "arguments": arguments,
-        },
-    }
-    journal = journal_of(
-        experiment={**journal_of()["experiment"], "method": [kill]},
-        run=[{"activity": kill, "output": ["echo-7d9f-x2b"], "status": "succeeded", "duration": 0.2}],
-    )
-    assert judge(journal).passed
+    assert judge(_pod_kill_journal(arguments, deleted=["echo-7d9f-x2b"])).passed
 
 
 def _at(second: int) -> str:

@@ -31,7 +31,7 @@ from logzero import logger
 from chaoscontour.activities._common import process_run_id, user_errors
 from chaoscontour.activities._xds_state import fault_events
 from chaoscontour.activities.envoy import LISTENER_EXAMPLE
-from chaoscontour.domain import route_marker as rm
+from chaoscontour.domain import route_marker
 from chaoscontour.domain.inputs import (
     InvalidInput,
     parse_bool,
@@ -46,13 +46,13 @@ from chaoscontour.domain.inputs import (
 )
 from chaoscontour.domain.lease import format_api_time
 from chaoscontour.edges import http, stop
-from chaoscontour.edges import httpproxy as proxies
+from chaoscontour.edges.httpproxy import read_at, update_proxy
 from chaoscontour.edges.kube import kube
 
 __all__ = ["remove_route_marker", "route_change_propagation", "route_config_converged"]
 
 POLL_S = 0.1
-MARKER_PREFIX = rm.MARKER_PREFIX
+MARKER_PREFIX = route_marker.MARKER_PREFIX
 DEFAULT_HEADER = MARKER_PREFIX + "config"
 # Per (namespace, HTTPProxy, header): the last marker this process wrote and when (epoch seconds).
 _WRITTEN: dict[tuple[str, str, str], tuple[str, float]] = {}
@@ -66,10 +66,10 @@ def _not_found(ns: str, name: str) -> str:
     return f"HTTPProxy {ns}/{name} not found; set namespace and httpproxy to the test route"
 
 
-def _record(proxy: Dict[str, Any], header: str, activity: str) -> rm.MarkerRecord | None:
+def _record(proxy: Dict[str, Any], header: str, activity: str) -> route_marker.MarkerRecord | None:
     try:
-        return rm.read_record(proxy, header)
-    except rm.InvalidRecord as exc:
+        return route_marker.read_record(proxy, header)
+    except route_marker.InvalidRecord as exc:
         raise ActivityFailed(f"{activity}: {exc}") from None
 
 
@@ -118,12 +118,15 @@ def _route_args(
 def _expiry_args(run_id: str, expire_after_s: float) -> tuple[str, float]:
     run = require_run_id(run_id or process_run_id())
     expire = parse_seconds(
-        expire_after_s, "expire_after_s", minimum=rm.MIN_EXPIRE_AFTER_S, maximum=rm.MAX_EXPIRE_AFTER_S
+        expire_after_s,
+        "expire_after_s",
+        minimum=route_marker.MIN_EXPIRE_AFTER_S,
+        maximum=route_marker.MAX_EXPIRE_AFTER_S,
     )
     return run, expire
 
 
-def _refusal(ns: str, name: str, record: rm.MarkerRecord) -> ActivityFailed:
+def _refusal(ns: str, name: str, record: route_marker.MarkerRecord) -> ActivityFailed:
     return ActivityFailed(
         f"route_change_propagation: HTTPProxy {ns}/{name} already carries a {record.describe()}, not expired: "
         "another run is measuring on this route, and the two would overwrite each other's marker. Nothing was "
@@ -134,11 +137,13 @@ def _refusal(ns: str, name: str, record: rm.MarkerRecord) -> ActivityFailed:
 
 def _write(
     k: Any, ns: str, name: str, header: str, index: int, marker: str, run: str, expire: float
-) -> tuple[rm.MarkerRecord, rm.Restored | None]:
+) -> tuple[route_marker.MarkerRecord, route_marker.Restored | None]:
     """Write the marker and its record in one resourceVersion-safe update; an expired record of another run is
     restored first, in the same update; an unexpired one is refused before anything is written."""
 
-    def change(proxy: Dict[str, Any] | None, now: datetime) -> tuple[tuple[rm.MarkerRecord, rm.Restored | None], bool]:
+    Written = tuple[route_marker.MarkerRecord, route_marker.Restored | None]
+
+    def change(proxy: Dict[str, Any] | None, now: datetime) -> tuple[Written, bool]:
         if proxy is None:
             raise ActivityFailed(_not_found(ns, name))
         stale = None
@@ -146,16 +151,16 @@ def _write(
         if record is not None and record.run_id != run:
             if not record.expired(now):
                 raise _refusal(ns, name, record)
-            stale = rm.restore(proxy, record)
+            stale = route_marker.restore(proxy, record)
         try:
-            written = rm.write_marker(
+            written = route_marker.write_marker(
                 proxy, index=index, header=header, marker=marker, run_id=run, now=now, expire_after_s=expire
             )
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         return (written, stale), True
 
-    return proxies.update(k, ns, name, change)
+    return update_proxy(k, ns, name, change)
 
 
 @user_errors
@@ -170,7 +175,7 @@ def route_change_propagation(
     route_index: int = 0,
     verify_tls: bool = True,
     run_id: str = "",
-    expire_after_s: float = rm.DEFAULT_EXPIRE_AFTER_S,
+    expire_after_s: float = route_marker.DEFAULT_EXPIRE_AFTER_S,
     secrets: Secrets = None,
 ) -> Dict[str, Any]:
     """Change a test route and measure how long Envoy takes to serve the change.
@@ -312,11 +317,11 @@ def route_config_converged(
 
 
 def _marker(k: Any, ns: str, name: str, header: str, index: int) -> str | None:
-    proxy, _ = proxies.read_at(k, ns, name)
+    proxy, _ = read_at(k, ns, name)
     if proxy is None:
         raise ActivityFailed(_not_found(ns, name))
     routes = (proxy.get("spec") or {}).get("routes") or []
-    entries = rm.header_entries(routes[index], header) if index < len(routes) else []
+    entries = route_marker.header_entries(routes[index], header) if index < len(routes) else []
     return str(entries[-1].get("value")) if entries else None
 
 
@@ -355,7 +360,7 @@ def remove_route_marker(
         record = _record(proxy, header, "remove_route_marker")
         if record is None:
             routes = (proxy.get("spec") or {}).get("routes") or []
-            carrying = [i for i, route in enumerate(routes) if rm.header_entries(route, header)]
+            carrying = [i for i, route in enumerate(routes) if route_marker.header_entries(route, header)]
             note = f"no route marker recorded for {header} on HTTPProxy {ns}/{name}: nothing to restore"
             if carrying:
                 note += (
@@ -369,7 +374,7 @@ def remove_route_marker(
                 f"(run_id={record.run_id!r} or all_runs=true restores it)"
             )
             return {**base, "run_id": record.run_id, "note": note}, False
-        done = rm.restore(proxy, record)
+        done = route_marker.restore(proxy, record)
         return {
             **base,
             "removed": True,
@@ -380,7 +385,7 @@ def remove_route_marker(
             "missing_routes": list(done.missing_routes),
         }, True
 
-    result = proxies.update(k, ns, name, change)
+    result = update_proxy(k, ns, name, change)
     if result.get("note"):
         logger.warning(f"remove_route_marker: {result['note']}")
     if result.get("missing_routes"):

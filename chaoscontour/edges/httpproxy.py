@@ -16,7 +16,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from chaoscontour.edges.kube import REQUEST_TIMEOUT_S, Kube, call, explain, is_not_found
 
-__all__ = ["GROUP", "PLURAL", "VERSION", "list_at", "read_at", "update"]
+__all__ = ["GROUP", "PLURAL", "VERSION", "list_at", "read_at", "update_proxy"]
 
 GROUP, VERSION, PLURAL = "projectcontour.io", "v1", "httpproxies"
 MAX_ATTEMPTS = 5
@@ -73,7 +73,7 @@ def list_at(k: Kube, namespace: str | None) -> tuple[list[dict[str, Any]], datet
     return list(dict(found).get("items") or []), _server_now(headers)
 
 
-def update(
+def update_proxy(
     k: Kube,
     namespace: str,
     name: str,

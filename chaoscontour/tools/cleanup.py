@@ -18,7 +18,7 @@ from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 
-from chaoscontour.domain import route_marker as rm
+from chaoscontour.domain import route_marker
 from chaoscontour.domain.lease import format_api_time, parse_api_time
 from chaoscontour.domain.policy import FAULT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL
 from chaoscontour.edges import heartbeat, httpproxy
@@ -65,7 +65,7 @@ def _ours(k: Kube, namespace: str | None) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-_Found = list[tuple[str, str, rm.MarkerRecord | rm.InvalidRecord]]
+_Found = list[tuple[str, str, route_marker.MarkerRecord | route_marker.InvalidRecord]]
 
 
 def _markers(k: Kube, namespace: str | None) -> tuple[_Found, datetime]:
@@ -75,25 +75,25 @@ def _markers(k: Kube, namespace: str | None) -> tuple[_Found, datetime]:
     found: _Found = []
     for proxy in proxies:
         meta = proxy.get("metadata") or {}
-        for _key, record in rm.records(proxy):
+        for _key, record in route_marker.records(proxy):
             found.append((str(meta.get("namespace")), str(meta.get("name")), record))
     return found, now
 
 
-def _restore_marker(k: Kube, namespace: str, name: str, listed: rm.MarkerRecord) -> bool:
+def _restore_marker(k: Kube, namespace: str, name: str, listed: route_marker.MarkerRecord) -> bool:
     """Restore the marker listed (still the same run's), resourceVersion-safely; whether it was still there."""
 
     def change(proxy: dict[str, Any] | None, _now: datetime) -> tuple[bool, bool]:
         try:
-            record = rm.read_record(proxy, listed.header) if proxy is not None else None
-        except rm.InvalidRecord:  # rewritten since it was listed: reported on the next cleanup
+            record = route_marker.read_record(proxy, listed.header) if proxy is not None else None
+        except route_marker.InvalidRecord:  # rewritten since it was listed: reported on the next cleanup
             return False, False
         if record is None or record.run_id != listed.run_id:
             return False, False
-        rm.restore(proxy or {}, record)
+        route_marker.restore(proxy or {}, record)
         return True, True
 
-    return httpproxy.update(k, namespace, name, change)
+    return httpproxy.update_proxy(k, namespace, name, change)
 
 
 def _clean_markers(k: Kube, args: argparse.Namespace, min_age_s: float) -> tuple[int, int, int]:
@@ -101,7 +101,7 @@ def _clean_markers(k: Kube, args: argparse.Namespace, min_age_s: float) -> tuple
     found, now = _markers(k, args.namespace)
     done = young = bad = 0
     for namespace, name, record in found:
-        if isinstance(record, rm.InvalidRecord):
+        if isinstance(record, route_marker.InvalidRecord):
             print(f"cannot restore HTTPProxy {namespace}/{name}: {record}", file=sys.stderr)
             bad += 1
             continue
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="chaoscontour cleanup",
         description="Remove the NetworkPolicies and expiry Jobs that chaoscontour created "
         f"(label {MANAGED_BY_LABEL}={MANAGED_BY}) and restore the HTTPProxy routes carrying a route marker "
-        f"(annotation {rm.ANNOTATION_PREFIX}*). Uses KUBECONFIG / KUBERNETES_CONTEXT like the activities.",
+        f"(annotation {route_marker.ANNOTATION_PREFIX}*). Uses KUBECONFIG / KUBERNETES_CONTEXT like the activities.",
     )
     parser.add_argument("--namespace", "-n", help="only this namespace (default: all namespaces)")
     parser.add_argument("--older-than", default="0s", help="only objects at least this old, e.g. 30m (default: all)")
