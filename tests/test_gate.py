@@ -20,18 +20,12 @@ from fixtures.chaosrun import CHAOS, EXPERIMENTS, run_chaos
 from fixtures.fake_envoy import FakeEnvoy
 
 from chaoscontour.cli import main as cli_main
+from chaoscontour.tools.activity_results import PHASE_AFTER, PHASE_BEFORE, PHASE_METHOD, PHASE_ROLLBACK
 from chaoscontour.tools.findings import fault_findings
 from chaoscontour.tools.journal import chaoscontour_func, load_journal, redact
 from chaoscontour.tools.junit import junit_xml
 from chaoscontour.tools.summary import markdown_summary
-from chaoscontour.tools.verdict import (
-    PHASE_AFTER,
-    PHASE_BEFORE,
-    PHASE_METHOD,
-    PHASE_ROLLBACK,
-    GateOptions,
-    judge,
-)
+from chaoscontour.tools.verdict import GateOptions, judge
 
 BIN = Path(sys.executable).parent
 GATE_DOC = Path(__file__).resolve().parents[1] / "docs" / "gate-and-report.md"

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from chaoscontour.tools.verdict import ActivityResult
+    from chaoscontour.tools.activity_results import ActivityResult
 
 __all__ = ["pod_kill_reasons"]
 

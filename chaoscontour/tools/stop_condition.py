@@ -14,13 +14,13 @@ block, in the method or the rollbacks, and removed a policy). Pure functions of 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from chaoscontour.domain.availability import iso_utc
 from chaoscontour.tools import journal as j
+from chaoscontour.tools.activity_results import excerpt
 
 __all__ = ["SAFEGUARDS_MODULE", "StopCondition", "stop_condition", "stop_findings", "stop_reasons"]
 
@@ -53,12 +53,8 @@ class StopCondition:
         return f"ABORTED by {who}: {self.saw}"
 
 
-def _short(value: Any, limit: int = 160) -> str:
-    try:
-        text = json.dumps(value, sort_keys=True, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _short(value: Any) -> str:
+    return excerpt(value, 160)
 
 
 def _pct(value: Any) -> str:
@@ -196,10 +192,6 @@ def stop_findings(journal: Mapping[str, Any], stop: StopCondition | None) -> Seq
     if stop.result_epoch_s is not None:
         interval = f"; the control acted about {stop.check_s:g} s later (its frequency)" if stop.check_s else ""
         found.append(
-            f"the stop condition {stop.name!r} saw the failing result at {_iso(stop.result_epoch_s)}{interval}"
+            f"the stop condition {stop.name!r} saw the failing result at {iso_utc(stop.result_epoch_s)}{interval}"
         )
     return [*found, *_removal(journal, stop)[1]]
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,157 @@
+"""The gate's checks on what chaoscontour's own method activities returned: the ``envoy_availability`` figures exist,
+every ``block_apiserver_egress`` and ``block_xds_egress`` confirmed its fault (or the caller accepts an unverified
+one), the ``apiserver_egress_fault`` and ``xds_egress_fault`` probes saw the fault hold to the end of its window, no
+probe saw the blocked Contour or Envoy get through while a confirmed block was in force, the endpoint view tested
+stale endpoints, and the xDS timeline met its bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from chaoscontour.tools.activity_results import PHASE_METHOD, ActivityResult, excerpt
+from chaoscontour.tools.findings import fault_reasons
+from chaoscontour.tools.journal import (
+    APISERVER_FAULT,
+    BLOCK_APISERVER,
+    BLOCK_XDS,
+    ENDPOINT_VIEW,
+    ENVOY_AVAILABILITY,
+    ENVOY_XDS,
+    LEASE_HOLDER,
+    UNBLOCK_APISERVER,
+    UNBLOCK_XDS,
+    XDS_FAULT,
+    XDS_TIMELINE,
+    number,
+)
+from chaoscontour.tools.pod_kills import pod_kill_reasons
+
+__all__ = ["chaoscontour_reasons"]
+
+
+def _unverified_block(r: ActivityResult) -> tuple[str, bool] | None:
+    """Why a succeeded ``block_apiserver_egress`` run does not prove its fault, and whether that may be accepted
+    (no verification at all) or never (a verification that did not confirm the fault)."""
+    output = r.output if isinstance(r.output, Mapping) else {}
+    check = output.get("verification")
+    if isinstance(check, Mapping) and check.get("confirmed") is True:
+        return None
+    if not isinstance(check, Mapping):
+        return f"the fault of {r.name!r} was not verified (its output has no verification)", True
+    if check.get("confirmed") is None:
+        return f"the fault of {r.name!r} was not verified (verify=false)", True
+    evidence = check.get("evidence_text") or check.get("evidence")
+    return f"the fault of {r.name!r} was not confirmed" + (f": {evidence}" if evidence else ""), False
+
+
+def _during_a_confirmed_block(
+    method: list[ActivityResult], block_func: str = BLOCK_APISERVER
+) -> list[tuple[ActivityResult, ActivityResult]]:
+    """The method's results that started while a *confirmed* block (``block_func``) was in force: after the block
+    returned (it returns once its verification confirmed the fault), before any unblock of the same fault in the
+    method started; each with that block's result."""
+    unblock = UNBLOCK_APISERVER if block_func == BLOCK_APISERVER else UNBLOCK_XDS
+    found: list[tuple[ActivityResult, ActivityResult]] = []
+    for index, block in enumerate(method):
+        output = block.output if isinstance(block.output, Mapping) else {}
+        check = output.get("verification")
+        if block.ours != block_func or not isinstance(check, Mapping) or check.get("confirmed") is not True:
+            continue
+        later = method[index + 1 :]
+        heal = next((r.start for r in later if r.ours == unblock and r.ran and r.start), None)
+        for r in later:
+            in_window = bool(r.start and block.end and r.start >= block.end and (heal is None or r.start < heal))
+            if r.ran and in_window:
+                found.append((r, block))
+    return found
+
+
+def _contradicting_evidence(method: list[ActivityResult]) -> list[str]:
+    """A Lease seen held while a confirmed API-server block was in force: a Contour renewed it, so it reached the API
+    server and the fault did not hold, whatever the end-of-window probe says (it may have run before, or read
+    another object); only the Lease the block verified counts. And an xDS stream seen on an open connection while a
+    confirmed xDS block was in force: Envoy reached Contour again."""
+    reasons = []
+    for r, block in _during_a_confirmed_block(method):
+        output = r.output if isinstance(r.output, Mapping) else {}
+        verified = str(block.output["verification"].get("lease") or "")
+        lease = f"Lease {output.get('namespace')}/{output.get('name')}"
+        if r.ours == LEASE_HOLDER and lease == verified and output.get("held") is True:
+            reasons.append(
+                f"{r.name!r} saw {verified} held during the API-server fault (renewed "
+                f"{output.get('seconds_since_renewal')} s before, by {output.get('holder_identity')}): a Contour "
+                "still reached the API server after the fault was confirmed, so it did not hold"
+            )
+    for r, block in _during_a_confirmed_block(method, BLOCK_XDS):
+        output = r.output if isinstance(r.output, Mapping) else {}
+        found = output.get("stream")
+        stream: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+        # Only an open connection counts: a connected_state gauge alone reads 1 while Envoy merely dials.
+        if r.ours == ENVOY_XDS and output.get("connected") is True and (number(stream.get("streams_open")) or 0):
+            reasons.append(
+                f"{r.name!r} saw Envoy's xDS stream up during the xDS fault of {block.name!r} "
+                f"({stream.get('streams_open')} stream(s) open on {stream.get('xds_cluster')}, none waiting): "
+                "Envoy opened a connection to Contour after the fault was confirmed, so it did not hold "
+                "(a probe must read one of the Envoy pods the block selected)"
+            )
+    return reasons
+
+
+def chaoscontour_reasons(
+    results: list[ActivityResult], *, allow_unverified: bool
+) -> tuple[list[str], list[str], list[str]]:
+    """(reasons, unverified faults accepted, notes) from what chaoscontour's method activities returned (and the
+    checks on chaostoolkit-kubernetes' pod kills); ``allow_unverified``: a fault nobody verified is accepted."""
+    reasons: list[str] = []
+    accepted: list[str] = []
+    notes: list[str] = []
+    method = [r for r in results if r.phase == PHASE_METHOD]
+    for r in method:
+        output = r.output if isinstance(r.output, Mapping) else None
+        succeeded = r.ran and r.status == "succeeded"
+        if r.ours == ENVOY_AVAILABILITY and r.ran and not succeeded:
+            reasons.append(
+                f"no availability figures: the sampler {r.name!r} failed, so nothing shows what Envoy's clients saw"
+            )
+        elif r.ours == ENVOY_AVAILABILITY and succeeded and number((output or {}).get("availability")) is None:
+            reasons.append(f"no availability figures: the sampler {r.name!r} returned {excerpt(r.output, 120)}")
+        elif r.ours in (BLOCK_APISERVER, BLOCK_XDS) and succeeded:
+            unverified = _unverified_block(r)
+            if unverified is None:
+                continue
+            text, acceptable = unverified
+            if acceptable and allow_unverified:
+                accepted.append(text)
+            elif acceptable:
+                lost = "Contour lost the API server" if r.ours == BLOCK_APISERVER else "Envoy lost its xDS stream"
+                reasons.append(f"{text}: nothing shows {lost} (--allow-unverified accepts that)")
+            else:
+                reasons.append(text)
+        elif r.ours == ENDPOINT_VIEW and succeeded and isinstance((output or {}).get("since"), Mapping):
+            since = (output or {})["since"]
+            if since.get("endpointslices_changed") and since.get("membership_changed"):
+                reasons.append(
+                    f"{r.name!r}: Envoy's endpoint list changed during the fault (Contour still saw the "
+                    "EndpointSlices), so stale endpoints were not tested; lengthen freeze_wait_s"
+                )
+        elif r.ours == XDS_TIMELINE and succeeded and output is not None and output.get("meets_bounds") is False:
+            misses = "; ".join(str(m) for m in output.get("bound_misses") or []) or "no reason given"
+            reasons.append(f"{r.name!r} missed its bounds: {misses}")
+        elif r.ours in (APISERVER_FAULT, XDS_FAULT) and succeeded:
+            if output is None or not isinstance(output.get("held"), bool):
+                reasons.append(f"{r.name!r} did not say whether the fault held (no 'held' in its output)")
+            elif output["held"] is False:
+                reasons.append(
+                    f"the fault did not hold for the whole window ({r.name!r}): {'; '.join(fault_reasons(output))}"
+                )
+    reasons += _contradicting_evidence(method)
+    reasons += pod_kill_reasons(method)
+    for block, probe in ((BLOCK_APISERVER, APISERVER_FAULT), (BLOCK_XDS, XDS_FAULT)):
+        if any(r.ours == block for r in method) and not any(r.ours == probe for r in method):
+            notes.append(
+                f"the method has no {probe} probe, so nothing checked that the fault still held at the end "
+                "of its window (an experiment written before that probe existed)"
+            )
+    return reasons, accepted, notes
