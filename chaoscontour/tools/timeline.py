@@ -13,15 +13,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaoscontour.tools import journal as j
+from chaoscontour.tools.churn_track import track_churn
 from chaoscontour.tools.findings import availability_outputs
 from chaoscontour.tools.journal import epoch_of
-from chaoscontour.tools.tracks import Tracks, tracks
+from chaoscontour.tools.tracks import TrackBuilder, Tracks
 from chaoscontour.tools.verdict import Verdict, judge
+from chaoscontour.tools.xds_track import track_xds
 
-__all__ = ["FAULT_END_FUNCS", "FAULT_FUNCS", "Marker", "ReportData", "Series", "report_data", "restart_times"]
+__all__ = [
+    "FAULT_END_FUNCS",
+    "FAULT_FUNCS",
+    "MARKER_NAMES",
+    "Marker",
+    "ReportData",
+    "Series",
+    "report_data",
+    "restart_times",
+]
 
 FAULT_FUNCS = (j.BLOCK_APISERVER, j.BLOCK_XDS, j.KILL_LEADER)
 FAULT_END_FUNCS = (j.UNBLOCK_APISERVER, j.UNBLOCK_XDS)
+# Each kind of marker as the plot's legend and the HTML page name it (a lane's events by their lane's name).
+MARKER_NAMES = {
+    "fault": "fault injected",
+    "fault-end": "fault removed",
+    "restart": "Contour restart",
+    "endpoints": "endpoint event",
+    "xds": "xDS event",
+    "route": "route change",
+    "stop": "stop condition tripped",
+}
 
 
 @dataclass(frozen=True)
@@ -127,6 +148,27 @@ def restart_times(output: Any) -> list[tuple[float, str]]:
     return sorted(found.items())
 
 
+def _tracks(journal: Mapping[str, Any], origin: float | None, lo: float, hi: float) -> Tracks:
+    """The churn and xDS timeline of ``journal`` on the report's axis (offsets from ``origin``); events outside
+    ``[lo, hi]`` (epoch seconds: the run's time range) are left out. Empty for a journal without those probes."""
+    if origin is None:
+        return Tracks()
+    b = TrackBuilder(origin, lo, hi)
+    rows, causes = track_churn(journal, b)
+    age, failed = track_xds(journal, b)
+    lanes = tuple(dict.fromkeys(s.lane for s in b.spans))
+    return Tracks(
+        events=tuple(sorted(dict.fromkeys(b.events), key=lambda e: e.epoch_s)),
+        spans=tuple(b.spans),
+        lanes=lanes,
+        update_age=tuple(age),
+        failed_streams_s=tuple(failed),
+        counters=tuple(rows),
+        causes=tuple(c for c in causes if c[1]),
+        facts=tuple(b.facts),
+    )
+
+
 def report_data(journal: Mapping[str, Any]) -> ReportData:
     """Everything the PNG and the HTML show, computed from a journal without drawing.
 
@@ -183,7 +225,7 @@ def report_data(journal: Mapping[str, Any]) -> ReportData:
                     add("restart", f"Contour restart {who}".strip(), epoch)
     if verdict.stop is not None and verdict.stop.result_epoch_s is not None:
         add("stop", f"stop condition {verdict.stop.name!r} saw the failing result", verdict.stop.result_epoch_s)
-    extra = tracks(journal, origin, lo, hi)
+    extra = _tracks(journal, origin, lo, hi)
     for event in extra.events:
         add(event.lane, event.label, event.epoch_s)
     # Several restart probes may list the same termination.
