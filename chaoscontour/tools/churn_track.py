@@ -17,10 +17,8 @@ from chaoscontour.tools.journal import (
     activity_of,
     chaoscontour_func,
     epoch_of,
-    exception_text,
     number,
     runs,
-    steady_state_runs,
 )
 from chaoscontour.tools.tracks import (
     LANE_ENDPOINTS,
@@ -30,6 +28,7 @@ from chaoscontour.tools.tracks import (
     epoch_s_of_ms,
     output_of,
     seconds_text,
+    steady_state_runs_of,
 )
 
 __all__ = ["COUNTER_LABELS", "POD_KILLERS", "track_churn"]
@@ -60,11 +59,9 @@ def _views(journal: Mapping[str, Any]) -> list[tuple[float, Mapping[str, Any], b
     """Every ``envoy_backend_view`` output with its reading time, in time order, with whether it is one of the
     method's (the steady-state ones only date Envoy's endpoint pushes: its EDS ``update_time`` as they read it)."""
     found = []
-    where = [(r, True) for r in runs(journal)]
-    where += [(r, False) for w in ("before", "after") for r in steady_state_runs(journal, w)]
+    where = [(r, True) for r in runs(journal) if chaoscontour_func(r) == ENDPOINT_VIEW]
+    where += [(r, False) for r in steady_state_runs_of(journal, ENDPOINT_VIEW)]
     for run, in_method in where:
-        if chaoscontour_func(run) != ENDPOINT_VIEW:
-            continue
         output = output_of(run)
         when = epoch_of(output.get("checked_at")) or epoch_of(run.get("start"))
         if when is not None and output:
@@ -169,8 +166,7 @@ def track_churn(
             lost = f"; its own requests failed meanwhile: {dict(failed)}" if failed else ""
             b.event(LANE_ENDPOINTS, f"converged after {converged:g} s{lost}", start + converged)
         elif run.get("status") != "succeeded":
-            reason = exception_text(run)[0] or "no reason given"
-            b.event(LANE_ENDPOINTS, f"not converged: {reason}"[:200], epoch_of(run.get("end")) or start)
+            b.gave_up(LANE_ENDPOINTS, "not converged", run, start)
         stale_from = next((k for k, _ in reversed(kills) if k <= start), None)
         if by_count:
             # Matching counts says nothing about the killed pod's address: only convergence (requests succeeding

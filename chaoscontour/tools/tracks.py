@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaoscontour.tools.journal import number
+from chaoscontour.tools.journal import chaoscontour_func, epoch_of, exception_text, number, steady_state_runs
 
 __all__ = [
     "LANE_ENDPOINTS",
@@ -45,6 +45,7 @@ __all__ = [
     "epoch_s_of_ms",
     "output_of",
     "seconds_text",
+    "steady_state_runs_of",
 ]
 
 LANE_ENDPOINTS = "endpoints"
@@ -114,6 +115,11 @@ def epoch_s_of_ms(value: Any) -> float | None:
     return ms / 1000.0 if ms else None
 
 
+def steady_state_runs_of(journal: Mapping[str, Any], func: str) -> list[Mapping[str, Any]]:
+    """The steady-state runs of chaoscontour's ``func``, before the method and then after it."""
+    return [r for w in ("before", "after") for r in steady_state_runs(journal, w) if chaoscontour_func(r) == func]
+
+
 def seconds_text(value: Any) -> str:
     """``12.5 s``, or ``-`` without a number."""
     seconds = number(value)
@@ -140,3 +146,9 @@ class TrackBuilder:
     def span(self, lane: str, start: float | None, end: float | None, label: str, kind: str) -> None:
         if start is not None and end is not None and end > start:
             self.spans.append(Span(lane, self.at(start), self.at(end), label, kind))
+
+    def gave_up(self, lane: str, what: str, run: Mapping[str, Any], start: float) -> None:
+        """An event ``WHAT: the run's exception`` where a waiting probe gave up: at the end of its run (at ``start``
+        when the journal has no end)."""
+        reason = exception_text(run)[0] or "no reason given"
+        self.event(lane, f"{what}: {reason}"[:200], epoch_of(run.get("end")) or start)

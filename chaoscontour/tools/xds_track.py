@@ -17,10 +17,8 @@ from chaoscontour.tools.journal import (
     XDS_TIMELINE,
     chaoscontour_func,
     epoch_of,
-    exception_text,
     number,
     runs,
-    steady_state_runs,
 )
 from chaoscontour.tools.tracks import (
     LANE_GAUGE,
@@ -30,6 +28,7 @@ from chaoscontour.tools.tracks import (
     epoch_s_of_ms,
     output_of,
     seconds_text,
+    steady_state_runs_of,
 )
 
 __all__ = ["track_xds"]
@@ -41,14 +40,12 @@ def track_xds(journal: Mapping[str, Any], b: TrackBuilder) -> tuple[list[tuple[f
     age: list[tuple[float, float]] = []
     failed: list[float] = []
     updates: list[float] = []
-    for w in ("before", "after"):
-        for run in steady_state_runs(journal, w):
-            if chaoscontour_func(run) == ENVOY_XDS:
-                for key in ("cds", "lds"):
-                    sub = output_of(run).get(key)
-                    when = epoch_s_of_ms(sub.get("update_time_ms")) if isinstance(sub, Mapping) else None
-                    if when is not None:
-                        updates.append(when)
+    for run in steady_state_runs_of(journal, ENVOY_XDS):
+        for key in ("cds", "lds"):
+            sub = output_of(run).get(key)
+            when = epoch_s_of_ms(sub.get("update_time_ms")) if isinstance(sub, Mapping) else None
+            if when is not None:
+                updates.append(when)
     for run in runs(journal):
         func, output = chaoscontour_func(run), output_of(run)
         if func == XDS_TIMELINE and output:
@@ -123,8 +120,7 @@ def track_xds(journal: Mapping[str, Any], b: TrackBuilder) -> tuple[list[tuple[f
                     began + served,
                 )
             elif began is not None:
-                reason = exception_text(run)[0] or "no reason given"
-                b.event(LANE_ROUTE, f"route not converged: {reason}"[:200], epoch_of(run.get("end")) or began)
+                b.gave_up(LANE_ROUTE, "route not converged", run, began)
     return age, failed
 
 
