@@ -21,7 +21,7 @@ from fixtures.fake_envoy import FakeEnvoy
 
 from chaoscontour.cli import main as cli_main
 from chaoscontour.tools.journal import epoch_of
-from chaoscontour.tools.report import MISSING_MATPLOTLIB, label_levels
+from chaoscontour.tools.report_png import MISSING_MATPLOTLIB, label_levels
 from chaoscontour.tools.timeline import report_data, restart_times
 
 pytest.importorskip("matplotlib", reason="the [report] extra is not installed")

@@ -21,7 +21,7 @@ import pytest
 
 from chaoscontour.cli import main as cli_main
 from chaoscontour.tools.journal import epoch_of
-from chaoscontour.tools.report import tracks_html
+from chaoscontour.tools.report_html import tracks_html
 from chaoscontour.tools.timeline import ReportData, report_data
 
 JOURNALS = Path(__file__).resolve().parent / "fixtures" / "journals"

@@ -24,7 +24,7 @@ from fixtures.fake_envoy import FakeEnvoy
 
 from chaoscontour.tools.journal import epoch_of, load_journal
 from chaoscontour.tools.junit import junit_xml
-from chaoscontour.tools.report import render_html
+from chaoscontour.tools.report_html import render_html
 from chaoscontour.tools.stop_condition import stop_condition
 from chaoscontour.tools.summary import headline, markdown_summary
 from chaoscontour.tools.timeline import report_data

@@ -16,7 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from chaoscontour.tools.journal import JournalError, load_journal
+from chaoscontour.tools.command import journal_parser, read_journal, say_error
+from chaoscontour.tools.journal import JournalError
 from chaoscontour.tools.junit import junit_xml
 from chaoscontour.tools.summary import markdown_summary
 from chaoscontour.tools.verdict import GateOptions, Verdict, judge
@@ -46,17 +47,14 @@ def _write(path: str, text: str, append: bool) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="chaoscontour gate",
-        description=(
-            "Judge a Chaos Toolkit journal for CI. Exit 0 only when the run completed, the steady state was met "
-            "before and after, the experiment did not deviate, every planned method activity and rollback ran and "
-            "none failed, Envoy's availability was measured and met its bound, the API-server fault was confirmed "
-            "and still held at the end of its window; exit 1 with the reasons otherwise; exit 2 when the journal "
-            "cannot be read."
-        ),
+    parser = journal_parser(
+        "gate",
+        "Judge a Chaos Toolkit journal for CI. Exit 0 only when the run completed, the steady state was met "
+        "before and after, the experiment did not deviate, every planned method activity and rollback ran and "
+        "none failed, Envoy's availability was measured and met its bound, the API-server fault was confirmed "
+        "and still held at the end of its window; exit 1 with the reasons otherwise; exit 2 when the journal "
+        "cannot be read.",
     )
-    parser.add_argument("journal", help="the journal written by `chaos run --journal-path`")
     parser.add_argument("--junit", metavar="PATH", help="write JUnit XML here (one test case per activity)")
     parser.add_argument("--summary", metavar="PATH", help="write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
     parser.add_argument(
@@ -82,21 +80,20 @@ def _outputs(args: argparse.Namespace, verdict: Verdict, errored: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = _parser().parse_args(argv)
     try:
-        journal = load_journal(args.journal)
+        journal = read_journal("gate", args.journal)
     except JournalError as exc:
-        print(f"chaoscontour gate: error: {exc}", file=sys.stderr)
         try:
             _outputs(args, _unreadable(str(exc)), errored=True)
         except OSError as write_exc:
-            print(f"chaoscontour gate: error: cannot write the outputs: {write_exc}", file=sys.stderr)
+            say_error("gate", f"cannot write the outputs: {write_exc}")
         return 2
     verdict = judge(journal, GateOptions(allow_unverified=args.allow_unverified))
     try:
         _outputs(args, verdict, errored=False)
     except OSError as exc:
-        print(f"chaoscontour gate: error: cannot write the outputs: {exc}", file=sys.stderr)
+        say_error("gate", f"cannot write the outputs: {exc}")
         return 2
     print(
         f"{'PASSED' if verdict.passed else 'FAILED'}{' on an unverified fault' if verdict.unverified else ''}: "
