@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from chaosk8s import create_k8s_api_client
 from chaoslib.exceptions import ActivityFailed
@@ -43,6 +43,21 @@ __all__ = [
 REQUEST_TIMEOUT_S = 15.0
 
 T = TypeVar("T")
+G = TypeVar("G")
+
+
+class _ApiGroup(Generic[G]):
+    """A typed API group (``client.CoreV1Api`` and the like) built on the owning :class:`Kube`'s ``ApiClient``."""
+
+    def __init__(self, group: Callable[[client.ApiClient], G]) -> None:
+        self.group = group
+
+    @overload
+    def __get__(self, kube: None, owner: type | None = None) -> "_ApiGroup[G]": ...
+    @overload
+    def __get__(self, kube: "Kube", owner: type | None = None) -> G: ...
+    def __get__(self, kube: "Kube | None", owner: type | None = None) -> "G | _ApiGroup[G]":
+        return self if kube is None else self.group(kube.api)  # looked up on the class itself: the descriptor
 
 
 @dataclass(frozen=True)
@@ -51,25 +66,11 @@ class Kube:
 
     api: client.ApiClient
 
-    @property
-    def core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self.api)
-
-    @property
-    def coordination(self) -> client.CoordinationV1Api:
-        return client.CoordinationV1Api(self.api)
-
-    @property
-    def networking(self) -> client.NetworkingV1Api:
-        return client.NetworkingV1Api(self.api)
-
-    @property
-    def discovery(self) -> client.DiscoveryV1Api:
-        return client.DiscoveryV1Api(self.api)
-
-    @property
-    def batch(self) -> client.BatchV1Api:
-        return client.BatchV1Api(self.api)
+    core = _ApiGroup(client.CoreV1Api)
+    coordination = _ApiGroup(client.CoordinationV1Api)
+    networking = _ApiGroup(client.NetworkingV1Api)
+    discovery = _ApiGroup(client.DiscoveryV1Api)
+    batch = _ApiGroup(client.BatchV1Api)
 
 
 def kube(secrets: Secrets = None) -> Kube:
@@ -169,7 +170,7 @@ def read_lease(k: Kube, namespace: str, name: str) -> dict[str, Any]:
         namespace,
         not_found=_lease_not_found(namespace, name),
     )
-    return dict(k.api.sanitize_for_serialization(lease))
+    return to_dict(k, lease)
 
 
 def _lease_not_found(namespace: str, name: str) -> str:
@@ -201,43 +202,37 @@ def read_lease_at(k: Kube, namespace: str, name: str) -> tuple[dict[str, Any], d
             date = parsedate_to_datetime(str(raw))
         except (TypeError, ValueError):
             date = None
-    return dict(k.api.sanitize_for_serialization(lease)), date
+    return to_dict(k, lease), date
+
+
+def _unless_gone(doing: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+    """``(True, result)`` of a client call with our request deadline; ``(False, None)`` when the object does not
+    exist (404); any other failure explained."""
+    kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
+    try:
+        return True, fn(*args, **kwargs)
+    except (ApiException, Urllib3Error, OSError) as exc:
+        if is_not_found(exc):
+            return False, None
+        raise explain(exc, doing) from exc
 
 
 def patch_job_deadline(k: Kube, namespace: str, name: str, deadline_s: int) -> bool:
     """Set a Job's ``activeDeadlineSeconds``; returns ``False`` when the Job is gone (nothing left to extend)."""
-    try:
-        k.batch.patch_namespaced_job(
-            name, namespace, {"spec": {"activeDeadlineSeconds": deadline_s}}, _request_timeout=REQUEST_TIMEOUT_S
-        )
-    except (ApiException, Urllib3Error, OSError) as exc:
-        if is_not_found(exc):
-            return False
-        raise explain(exc, f"extend the deadline of Job {namespace}/{name}") from exc
-    return True
+    patch = {"spec": {"activeDeadlineSeconds": deadline_s}}
+    doing = f"extend the deadline of Job {namespace}/{name}"
+    return _unless_gone(doing, k.batch.patch_namespaced_job, name, namespace, patch)[0]
 
 
 def read_if_present(doing: str, fn: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
     """Call a ``read_*`` method; ``None`` when the object does not exist, an explained failure otherwise."""
-    try:
-        obj = fn(*args, _request_timeout=REQUEST_TIMEOUT_S)
-    except (ApiException, Urllib3Error, OSError) as exc:
-        if is_not_found(exc):
-            return None
-        raise explain(exc, doing) from exc
-    return dict(client.ApiClient().sanitize_for_serialization(obj))
+    found, obj = _unless_gone(doing, fn, *args)
+    return dict(client.ApiClient().sanitize_for_serialization(obj)) if found else None
 
 
 def delete_if_present(doing: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
     """Call a ``delete_*`` method; an object already gone is success. Returns whether it was there to delete."""
-    kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
-    try:
-        fn(*args, **kwargs)
-    except (ApiException, Urllib3Error, OSError) as exc:
-        if is_not_found(exc):
-            return False
-        raise explain(exc, doing) from exc
-    return True
+    return _unless_gone(doing, fn, *args, **kwargs)[0]
 
 
 def list_pods(k: Kube, namespace: str, label_selector: str) -> list[dict[str, Any]]:
