@@ -79,27 +79,26 @@ def _figures(name: str, output: Mapping[str, Any]) -> AvailabilityFigures:
     )
 
 
+def _block_finding(func: str, output: Mapping[str, Any]) -> str:
+    """What a ``block_apiserver_egress`` or ``block_xds_egress`` cut off, and what confirmed it."""
+    check = output.get("verification") if isinstance(output.get("verification"), Mapping) else {}
+    assert isinstance(check, Mapping)
+    pods = ", ".join(str(p) for p in output.get("selected_pods") or [])
+    cidrs = ", ".join(str(c) for c in output.get("blocked_cidrs") or [])
+    after = f"after {check.get('confirmed_after_s')} s"
+    if func == j.BLOCK_APISERVER:
+        evidence = check.get("evidence_text") or check.get("evidence") or "the Lease stopped being renewed"
+        text, confirmed = f"API server cut off for {pods} (blocked {cidrs})", f"confirmed {after}: {evidence}"
+    else:
+        text = f"xDS black hole for {pods} (dropped {cidrs} port {output.get('xds_port')})"
+        confirmed = f"Envoy reported the dead stream {after}"
+    return f"{text}; {confirmed if check.get('confirmed') is True else 'not verified'}"
+
+
 def _finding(func: str | None, output: Mapping[str, Any], after_fault_removed: bool) -> str | None:
     """One sentence about what a chaoscontour activity of the method saw, or ``None``."""
-    if func == j.BLOCK_APISERVER:
-        check = output.get("verification") if isinstance(output.get("verification"), Mapping) else {}
-        assert isinstance(check, Mapping)
-        pods = ", ".join(str(p) for p in output.get("selected_pods") or [])
-        cidrs = ", ".join(str(c) for c in output.get("blocked_cidrs") or [])
-        text = f"API server cut off for {pods} (blocked {cidrs})"
-        if check.get("confirmed") is True:
-            evidence = check.get("evidence_text") or check.get("evidence") or "the Lease stopped being renewed"
-            return text + f"; confirmed after {check.get('confirmed_after_s')} s: {evidence}"
-        return text + "; not verified"
-    if func == j.BLOCK_XDS:
-        check = output.get("verification") if isinstance(output.get("verification"), Mapping) else {}
-        assert isinstance(check, Mapping)
-        pods = ", ".join(str(p) for p in output.get("selected_pods") or [])
-        cidrs = ", ".join(str(c) for c in output.get("blocked_cidrs") or [])
-        text = f"xDS black hole for {pods} (dropped {cidrs} port {output.get('xds_port')})"
-        if check.get("confirmed") is True:
-            return text + f"; Envoy reported the dead stream after {check.get('confirmed_after_s')} s"
-        return text + "; not verified"
+    if func in (j.BLOCK_APISERVER, j.BLOCK_XDS):
+        return _block_finding(func, output)
     if func == j.XDS_TIMELINE:
         return (
             f"Envoy noticed the dead xDS stream after {output.get('detected_after_s')} s, started "
