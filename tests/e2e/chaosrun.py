@@ -123,7 +123,7 @@ class ChaosRun:
 
 
 def keep_journal(run: ChaosRun) -> None:
-    """Copy the journal where test_zz_journals_report.py (and CI) judges and renders it
+    """Copy the journal where test_journals_report.py (and CI) judges and renders it
     (`CHAOSCONTOUR_SANDBOX_JOURNALS`)."""
     target = os.environ.get("CHAOSCONTOUR_SANDBOX_JOURNALS")
     if target and run.journal_path.exists():

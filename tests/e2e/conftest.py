@@ -5,7 +5,8 @@ The real CLI brings up real binaries: etcd, kube-apiserver, kube-controller-mana
 root, the tools or the binaries, the tests skip with the reason; in CI (``CI=true``) that would hide that the suite
 never ran, so they fail instead.
 
-Tests marked ``sandbox_teardown`` run after every other test of the session, since they take the sandbox down.
+Tests marked ``reads_kept_journals`` run after the other e2e tests, whose journals they judge; tests marked
+``sandbox_teardown`` run after every other test of the session, since they take the sandbox down.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ UP_TIMEOUT_S = 600
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sandbox_teardown: takes the session's sandbox down; runs last")
+    config.addinivalue_line(
+        "markers", "reads_kept_journals: judges the journals the other e2e tests kept; runs after them"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -48,13 +52,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if str(item.path).startswith(here):
             item.add_marker(pytest.mark.e2e)
-    # Stable sort: the e2e tests run last, the teardown tests at the very end, everything else keeps its order. The
-    # session's sandbox is one node on this host (its kube-proxy owns the host's KUBE-* chains, its engine NFQUEUE
-    # 98): the integration suite's own real nodes must have come and gone before it starts.
+    # Stable sort: the e2e tests run last, the readers of the kept journals after the tests that keep them, the
+    # teardown tests at the very end, everything else keeps its order. The session's sandbox is one node on this host
+    # (its kube-proxy owns the host's KUBE-* chains, its engine NFQUEUE 98): the integration suite's own real nodes
+    # must have come and gone before it starts.
     items.sort(
         key=lambda item: (
             str(item.path).startswith(here),
             item.get_closest_marker("sandbox_teardown") is not None,
+            item.get_closest_marker("reads_kept_journals") is not None,
         )
     )
 
@@ -88,7 +94,7 @@ def unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def sandbox_journals(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Where `keep_journal` copies the shipped experiments' journals for test_zz_journals_report.py in the same
+    """Where `keep_journal` copies the shipped experiments' journals for test_journals_report.py in the same
     session: $CHAOSCONTOUR_SANDBOX_JOURNALS when set (.ci/run keeps them for its gate step), else a session dir."""
     configured = os.environ.get("CHAOSCONTOUR_SANDBOX_JOURNALS")
     directory = Path(configured) if configured else tmp_path_factory.mktemp("sandbox-journals")

@@ -185,7 +185,7 @@ def _gate(journal: Path) -> subprocess.CompletedProcess[str]:
 def _run(tmp_path: Path, name: str, admin: str) -> tuple[ChaosRun, dict[str, Any]]:
     run = ChaosRun(EXPERIMENT, tmp_path, {}, name=name, variables={**VARIABLES, "envoy_admin_url": admin})
     journal = run.run(timeout_s=300)
-    # test_zz_journals_report.py judges it again and renders its report's endpoint timeline.
+    # test_journals_report.py judges it again and renders its report's endpoint timeline.
     keep_journal(run)
     return run, journal
 
@@ -322,7 +322,7 @@ def test_a_stop_condition_aborts_the_churn_run_and_the_fault_is_gone_within_the_
     within the check interval plus 2 s of the failing result, and the gate says why."""
     experiment = EXPERIMENTS / "endpoint-churn-with-stop-condition.json"
     run = ChaosRun(experiment, tmp_path, {}, name="endpoint-churn-stop-condition", variables=VARIABLES)
-    # Not kept for test_zz_journals_report.py: this test judges its journal itself.
+    # Not kept for test_journals_report.py: this test judges its journal itself.
     journal = run.run(timeout_s=300)
 
     assert journal["status"] == "interrupted", run.log()[-3000:]

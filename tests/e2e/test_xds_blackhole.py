@@ -51,7 +51,7 @@ def marker_headers(k: Any) -> list[dict[str, Any]]:
 def test_envoy_routes_through_the_xds_black_hole_notices_it_and_converges_after_the_heal(
     sandbox: Sandbox, healthy_contour: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
-    # Judged here and kept for test_zz_journals_report.py, which renders its report's xDS timeline.
+    # Judged here and kept for test_journals_report.py, which renders its report's xDS timeline.
     run = ChaosRun(EXPERIMENT, tmp_path, {}, name="xds-blackhole", variables=VARIABLES)
     journal = run.run(timeout_s=360)
     keep_journal(run)

@@ -7,7 +7,7 @@ from kubernetes import client
 
 from chaoscontour.activities.network import block_apiserver_egress
 from chaoscontour.tools.cleanup import main as cleanup
-from tests.integration.contour_like import create_pod, names
+from tests.support.contour_like import create_pod, names
 
 pytestmark = pytest.mark.usefixtures("kubeconfig_env")
 

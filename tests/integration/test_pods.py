@@ -10,7 +10,7 @@ from kubernetes import client
 
 from chaoscontour.activities.pods import contour_restart_count
 from chaoscontour.domain.lease import parse_api_time
-from tests.integration.contour_like import api_time, create_pod, now
+from tests.support.contour_like import api_time, create_pod, now
 
 pytestmark = pytest.mark.usefixtures("kubeconfig_env")
 

@@ -29,8 +29,8 @@ from kubernetes import client, watch
 from chaoscontour.tools.journal import epoch_of, load_journal
 from chaoscontour.tools.verdict import judge
 from chaoscontour_sandbox.controlplane import ControlPlane
-from tests.fixtures.fake_envoy import FakeEnvoy
-from tests.integration.contour_like import create_pod
+from tests.support.contour_like import create_pod
+from tests.support.fake_envoy import FakeEnvoy
 
 CHAOS = Path(sys.executable).parent / "chaos"
 SAFEGUARD = "stop-when-availability-drops"
@@ -44,7 +44,7 @@ def _experiment(url: str, namespace: str, run_id: str, check_s: float) -> dict[s
     return {
         "version": "1.0.0",
         "title": "Integration: a stop condition removes the API-server fault",
-        "description": "see tests/integration/test_stop_condition.py",
+        "description": "see tests/integration/test_stop_condition_bound.py",
         "runtime": {"rollbacks": {"strategy": "always"}},
         "controls": [
             {

@@ -12,7 +12,7 @@ from kubernetes import client
 
 from chaoscontour.activities.network import block_apiserver_egress
 from chaoscontour_sandbox.controlplane import ControlPlane
-from tests.integration.contour_like import create_pod
+from tests.support.contour_like import create_pod
 
 MAP_ARGS = [
     "--feature-gates=MutatingAdmissionPolicy=true",

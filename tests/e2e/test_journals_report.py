@@ -1,11 +1,11 @@
 """The gate and the report on the journals the e2e suite's real runs against the sandbox kept in this session.
 
-``test_experiments.py``, ``test_xds_blackhole.py`` and ``test_endpoint_churn.py`` copy the journals of their runs of
-the shipped experiments into ``$CHAOSCONTOUR_SANDBOX_JOURNALS`` (``keep_journal``); this module's name sorts after
-the other e2e modules, so pytest runs it once they are written. Each journal must get its expected verdict: the naive
-block in conntrack mode is caught by its verification and the demo route as shipped loses requests under endpoint
-churn, so both fail; every other run passes. The xDS and churn reports must show their timeline next to
-availability, with every mark at the time the journal gives.
+``test_experiments.py``, ``test_xds_blackhole.py`` and ``test_endpoint_churn.py`` copy the journals of their runs of the
+shipped experiments into ``$CHAOSCONTOUR_SANDBOX_JOURNALS`` (``keep_journal``); this module is marked
+``reads_kept_journals``, which the e2e conftest runs after the other e2e tests, once they are written. Each journal must
+get its expected verdict: the naive block in conntrack mode is caught by its verification and the demo route as shipped
+loses requests under endpoint churn, so both fail; every other run passes. The xDS and churn reports must show their
+timeline next to availability, with every mark at the time the journal gives.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from chaoscontour.tools.journal import BLOCK_APISERVER, BLOCK_XDS, KILL_LEADER, 
 from chaoscontour.tools.timeline import ReportData, report_data
 
 from .conftest import Sandbox
+
+pytestmark = pytest.mark.reads_kept_journals
 
 # journal file -> (the gate's exit code, the e2e test that writes it)
 EXPECTED = {

@@ -19,7 +19,7 @@ import pytest
 
 from chaoscontour.cli import main as cli_main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _wheel(source: Path, out: Path) -> zipfile.ZipFile:

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.chaosrun import CHAOS, EXPERIMENTS, run_chaos
-from fixtures.fake_envoy import FakeEnvoy
 
 from chaoscontour.tools.journal import epoch_of, load_journal
 from chaoscontour.tools.junit import junit_xml
@@ -29,9 +27,11 @@ from chaoscontour.tools.stop_condition import stop_condition
 from chaoscontour.tools.summary import headline, markdown_summary
 from chaoscontour.tools.timeline import report_data
 from chaoscontour.tools.verdict import judge
+from tests.support.chaosrun import CHAOS, EXPERIMENTS, run_chaos
+from tests.support.fake_envoy import FakeEnvoy
 
 SAFEGUARD = "envoy-availability-stays-above-the-stop-bound"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ADDONS = tuple(int(p) for p in importlib.metadata.version("chaostoolkit-addons").split(".")[:2])
 # chaostoolkit-addons 0.12 records the tripped safeguard under the journal's `safeguards`; 0.11 (Python 3.11) does not.
 RECORDS_TRIP = ADDONS >= (0, 12)

@@ -24,7 +24,7 @@ from chaoscontour.tools.journal import epoch_of
 from chaoscontour.tools.report_html import tracks_html
 from chaoscontour.tools.timeline import ReportData, report_data
 
-JOURNALS = Path(__file__).resolve().parent / "fixtures" / "journals"
+JOURNALS = Path(__file__).resolve().parents[1] / "fixtures" / "journals"
 
 
 def load(name: str) -> dict[str, Any]:

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.chaosrun import CHAOS, EXPERIMENTS, run_chaos
-from fixtures.fake_envoy import FakeEnvoy
 
 from chaoscontour.cli import main as cli_main
 from chaoscontour.tools.journal import epoch_of
 from chaoscontour.tools.report_png import MISSING_MATPLOTLIB, label_levels
 from chaoscontour.tools.timeline import report_data, restart_times
+from tests.support.chaosrun import CHAOS, EXPERIMENTS, run_chaos
+from tests.support.fake_envoy import FakeEnvoy
 
 pytest.importorskip("matplotlib", reason="the [report] extra is not installed")
 

@@ -11,7 +11,7 @@ import pytest
 
 from chaoscontour import _MODULES, PROBES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHAOS = str(Path(sys.executable).with_name("chaos"))
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.json"))
 # What the activity modules export, typed by chaoscontour.PROBES: the CLI's discovery must find exactly these.

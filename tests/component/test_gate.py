@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.chaosrun import CHAOS, EXPERIMENTS, run_chaos
-from fixtures.fake_envoy import FakeEnvoy
 
 from chaoscontour.cli import main as cli_main
 from chaoscontour.tools.activity_results import PHASE_AFTER, PHASE_BEFORE, PHASE_METHOD, PHASE_ROLLBACK
@@ -26,9 +24,11 @@ from chaoscontour.tools.journal import chaoscontour_func, load_journal, redact
 from chaoscontour.tools.junit import junit_xml
 from chaoscontour.tools.summary import markdown_summary
 from chaoscontour.tools.verdict import GateOptions, judge
+from tests.support.chaosrun import CHAOS, EXPERIMENTS, run_chaos
+from tests.support.fake_envoy import FakeEnvoy
 
 BIN = Path(sys.executable).parent
-GATE_DOC = Path(__file__).resolve().parents[1] / "docs" / "gate-and-report.md"
+GATE_DOC = Path(__file__).resolve().parents[2] / "docs" / "gate-and-report.md"
 
 ChaosJournal = Callable[..., tuple[Path, int]]
 
