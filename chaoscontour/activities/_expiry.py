@@ -16,7 +16,6 @@ __all__ = [
     "create_expiry_job",
     "create_owned_policy",
     "job_finished",
-    "refuse_run_in_use",
     "remove_objects",
     "unblock_result",
 ]
@@ -121,26 +120,6 @@ def runs_present(k: Kube, namespace: str, every_run_selector: str, excluding: st
         for item in to_dict(k, listing).get("items") or []:
             found.add(((item.get("metadata") or {}).get("labels") or {}).get(RUN_ID_LABEL, "?"))
     return sorted(found - {excluding})
-
-
-def refuse_run_in_use(k: Kube, namespace: str, run_selector: str, name: str, run_id: str) -> None:
-    """Refuse, before anything is created, a run id whose fault objects are already in ``namespace``: two runs under
-    one id would remove each other's fault (and their heartbeats would share one key). Objects being deleted (an
-    earlier unblock of the same run) do not count."""
-    present = []
-    listings = (("NetworkPolicy", k.networking.list_namespaced_network_policy), ("Job", k.batch.list_namespaced_job))
-    for kind, list_call in listings:
-        listing = call(f"list {kind}s of run {run_id}", list_call, namespace, label_selector=run_selector)
-        for item in to_dict(k, listing).get("items") or []:
-            meta = item.get("metadata") or {}
-            if not meta.get("deletionTimestamp"):
-                present.append(f"{kind} {meta.get('name')}")
-    if present:
-        raise ActivityFailed(
-            f"{name}: run_id {run_id!r} is already in use in namespace {namespace} ({', '.join(present)}): another "
-            "run, or this one, has a fault in place under it, and the two would remove each other's. Nothing was "
-            f"created. Give this run another run_id, or end that fault first (unblock with run_id={run_id!r})"
-        )
 
 
 def unblock_result(

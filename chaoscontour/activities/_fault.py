@@ -2,18 +2,20 @@
 
 Each fault is a NetworkPolicy owned by a pod-less expiry Job (Kubernetes' own controllers end it at the Job's
 deadline), kept alive by this process's dead-man heartbeat, and removed per run by its labels. A fault module
-declares a :class:`FaultSpec` (how its objects are named, labelled and built, what it forgets when removed) and
-supplies its own target discovery, preflight refusals, policy and evidence; this module owns the rest, once:
-refusing a run id in use, creating the Job (and refusing a suspended one), starting the heartbeat, creating the
-owned policy or undoing the Job, verifying with removal on failure or interruption, the unblock with its report of
-other runs, and reading what is left of a fault at the end of its window.
+declares a :class:`FaultSpec` (its kind, how its objects are named, what it forgets when removed) and a
+:class:`Fault` (its target discovery and preflight refusals, the policies that would defeat it, its policy, its
+evidence); :func:`block` drives every fault through one lifecycle: refusing a run id in use and a defeated fault,
+creating the Job (and refusing a suspended one), starting the heartbeat, creating the owned policy or undoing the
+Job, verifying with removal on failure or interruption. :func:`unblock` is the whole of every unblock activity,
+:func:`window_state` the opening and :meth:`WindowState.result` the end of every end-of-window probe.
 """
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Secrets
@@ -25,32 +27,28 @@ from chaoscontour.activities._expiry import (
     create_expiry_job,
     create_owned_policy,
     job_finished,
-    refuse_run_in_use,
     remove_objects,
     unblock_result,
 )
+from chaoscontour.activities._preflight import refuse_defeated, refuse_run_in_use
 from chaoscontour.domain.inputs import InvalidInput, parse_bool, parse_seconds, require_namespace, require_run_id
 from chaoscontour.domain.lease import parse_api_time
-from chaoscontour.domain.policy import EXPIRES_AT_ANNOTATION
-from chaoscontour.domain.selectors import format_label_selector
+from chaoscontour.domain.policy import EXPIRES_AT_ANNOTATION, build_expiry_job, fault_labels, fault_selector
 from chaoscontour.edges import heartbeat
-from chaoscontour.edges.kube import Kube, call, kube, list_pods, read_if_present, to_dict
+from chaoscontour.edges.kube import Kube, kube, read_if_present
 
 __all__ = [
     "MAX_FAULT_S",
+    "Fault",
     "FaultInputs",
     "FaultSpec",
     "Injected",
     "WindowState",
+    "block",
     "engage",
     "inject",
     "parse_fault_inputs",
-    "refuse_defeated",
-    "refuse_in_use",
     "remove",
-    "namespace_policies",
-    "require_pods",
-    "running_pods",
     "unblock",
     "window_state",
 ]
@@ -65,18 +63,38 @@ def _nothing(namespace: str, run_id: str) -> None:
 
 @dataclass(frozen=True)
 class FaultSpec:
-    """What one fault declares for the lifecycle: the activities' names (for messages), how its objects are named
-    and found per run (``selector("")`` finds every run's), how its expiry Job is built, and the in-process
-    evidence to forget when a run's objects are removed."""
+    """How one fault's objects are known to the lifecycle: its kind (``chaoscontour/fault=<kind>`` on every object,
+    and so its label selectors; its activities are ``block_<kind>``, ``unblock_<kind>`` and ``<kind>_fault`` with
+    ``_`` for ``-``), how its policy and expiry Job are named per run, and the in-process evidence to forget when a
+    run's objects are removed."""
 
     kind: str
-    block: str
-    unblock: str
-    selector: Callable[[str], str]
     policy_name: Callable[[str], str]
     job_name: Callable[[str], str]
-    build_job: Callable[..., dict[str, Any]]
     forget: Callable[[str, str], None] = field(default=_nothing)
+
+    @property
+    def activity(self) -> str:
+        return self.kind.replace("-", "_")
+
+    @property
+    def block(self) -> str:
+        return f"block_{self.activity}"
+
+    @property
+    def unblock(self) -> str:
+        return f"unblock_{self.activity}"
+
+    def selector(self, run_id: str) -> str:
+        """The label selector of one run's objects (``""``: every run's)."""
+        return fault_selector(self.kind, run_id)
+
+    def build_job(self, run_id: str, **timing: Any) -> dict[str, Any]:
+        """The run's expiry Job (``timing``: ``namespace``, ``duration_s``, ``now``, ``deadline_s``), under this
+        fault's name and labels."""
+        return build_expiry_job(
+            run_id=run_id, name=self.job_name(run_id), labels=fault_labels(self.kind, run_id), **timing
+        )
 
     def key(self, run_id: str) -> str:
         """The heartbeat key of a run of this fault (``""``: every run's)."""
@@ -104,34 +122,6 @@ def parse_fault_inputs(
         verify=parse_bool(verify, "verify"),
         dead_man_s=parse_seconds(dead_man_s, "dead_man_s", minimum=10, maximum=maximum_s, allow_zero=True),
     )
-
-
-def refuse_in_use(k: Kube, spec: FaultSpec, namespace: str, run_id: str) -> None:
-    """Refuse, before anything is created, a run id that already has this fault's objects in ``namespace``."""
-    refuse_run_in_use(k, namespace, spec.selector(run_id), spec.block, run_id)
-
-
-def refuse_defeated(spec: FaultSpec, reasons: list[str], force: bool, allows: str) -> None:
-    """Refuse, before anything is created, a fault that other policies defeat (policies are additive): ``reasons``
-    says which and how, ``allows`` what they allow; with ``force`` warn instead."""
-    if reasons and not force:
-        raise ActivityFailed(
-            f"another NetworkPolicy already {allows}, and policies are additive, so the fault would do nothing: "
-            + "; ".join(reasons)
-            + ". Nothing was created; set force=true to create it anyway"
-        )
-    for reason in reasons:
-        logger.warning(f"{spec.block}: force=true despite: {reason}")
-
-
-def running_pods(k: Kube, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The pods of ``labels`` that are running or about to: the ones a fault must select."""
-    return [
-        pod
-        for pod in list_pods(k, namespace, format_label_selector(dict(labels)))
-        if not pod["metadata"].get("deletionTimestamp")
-        and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-    ]
 
 
 @dataclass(frozen=True)
@@ -178,8 +168,8 @@ def inject(
         k,
         namespace=namespace,
         body=spec.build_job(
+            inputs.run_id,
             namespace=namespace,
-            run_id=inputs.run_id,
             duration_s=inputs.duration_s,
             now=now,
             deadline_s=inputs.dead_man_s or None,
@@ -226,6 +216,66 @@ def engage(
     return verification
 
 
+@dataclass
+class Fault(ABC):
+    """One fault's declaration, made by its block activity from the parsed arguments (``namespace``: where its
+    policy goes): finding its target and its preflight refusals, the policies that would defeat it, its policy, its
+    evidence. :func:`block` drives it, as a Chaos Mesh controller drives a chaos kind's ``Apply``; :func:`remove`
+    is its ``Recover``."""
+
+    spec: ClassVar[FaultSpec]
+    # What a defeating policy allows, for the refusal: "another NetworkPolicy already <allows>".
+    allows: ClassVar[str]
+    namespace: str
+    inputs: FaultInputs
+
+    @abstractmethod
+    def discover(self, k: Kube) -> list[dict[str, Any]]:
+        """Find the target, refusing (creating nothing) what could not work; return the pods the policy selects."""
+
+    @abstractmethod
+    def defeating(self, k: Kube) -> list[str]:
+        """Why other policies would defeat the fault, one reason each (read once the run id is known free)."""
+
+    @abstractmethod
+    def policy(self, *, namespace: str, run_id: str, expires_at: datetime, owner: Mapping[str, Any]) -> dict[str, Any]:
+        """The fault's NetworkPolicy, owned by ``owner`` (the expiry Job)."""
+
+    @abstractmethod
+    def describe(self, injected: "Injected", result: dict[str, Any]) -> str:
+        """Add the fault's own keys to ``result``; say in one line what was put in place."""
+
+    @abstractmethod
+    def verify(self, k: Kube, injected: "Injected", result: dict[str, Any]) -> dict[str, Any] | None:
+        """What follows the creation, ending with the verification (``None`` when not verifying)."""
+
+    @abstractmethod
+    def refusal(self, verification: dict[str, Any]) -> str:
+        """Why the block fails when ``verification`` did not confirm the fault (the policy is removed by then)."""
+
+    @abstractmethod
+    def confirmed(self, verification: dict[str, Any]) -> None:
+        """Keep, in this process, what the end-of-window evidence will compare against."""
+
+
+def block(fault: Fault, secrets: Secrets) -> dict[str, Any]:
+    """The whole of a block activity once its arguments are parsed: discover and refuse, refuse a run id in use and
+    a defeated fault, inject, describe, verify (removing the fault when that fails or is interrupted), finish."""
+    spec, namespace, inputs = fault.spec, fault.namespace, fault.inputs
+    k = kube(secrets)
+    selected = fault.discover(k)
+    refuse_run_in_use(k, namespace, spec.selector(inputs.run_id), spec.block, inputs.run_id)
+    refuse_defeated(spec.block, fault.defeating(k), inputs.force, fault.allows)
+    injected = inject(k, spec, namespace, inputs, fault.policy)
+    result = injected.result(namespace, inputs, selected)
+    logger.info(f"{spec.block}: {fault.describe(injected, result)}")
+    verification = engage(k, spec, namespace, inputs.run_id, lambda: fault.verify(k, injected, result), fault.refusal)
+    if verification is not None:
+        result["verification"] = verification
+        fault.confirmed(verification)
+    return injected.finish(result)
+
+
 def remove(k: Kube, spec: FaultSpec, namespace: str, run_id: str) -> dict[str, list[str]]:
     """Forget the run's evidence, stop its heartbeat and delete its policies and expiry Jobs (every run's when
     ``run_id`` is empty)."""
@@ -258,6 +308,9 @@ def unblock(
 class WindowState:
     """What is left of a run's fault at the end of its window, as the cluster and the heartbeat tell it."""
 
+    spec: FaultSpec
+    namespace: str
+    run_id: str
     policy: dict[str, Any] | None
     finished: str
     beat: heartbeat.Heartbeat | None
@@ -274,35 +327,43 @@ class WindowState:
             reasons.append("the fault's deadline has passed: Kubernetes is removing it")
         return reasons
 
+    def result(self, reasons: list[str], uncovered: list[str], **evidence: Any) -> dict[str, Any]:
+        """What an end-of-window probe returns (``held`` only without ``reasons``, each logged as an error), with
+        the fault's own ``evidence``; it never raises for a fault that did not hold: the journal keeps why."""
+        for reason in reasons:
+            logger.error(f"{self.spec.activity}_fault: {reason}")
+        policy = f"{self.namespace}/{self.spec.policy_name(self.run_id)}" if self.policy is not None else None
+        return {
+            "held": not reasons,
+            "reasons": reasons,
+            "run_id": self.run_id,
+            "policy": policy,
+            "uncovered_addresses": uncovered,
+            **evidence,
+            "expires_at": self.expires_at,
+            "dead_man_switch": self.beat.summary() if self.beat is not None else None,
+        }
 
-def window_state(k: Kube, spec: FaultSpec, namespace: str, run_id: str) -> WindowState:
-    name = spec.policy_name(run_id)
+
+def window_state(spec: FaultSpec, namespace: Any, run_id: Any, secrets: Secrets) -> tuple[Kube, WindowState]:
+    """The opening of an end-of-window probe: parse ``namespace`` and ``run_id`` (default: this process's), then
+    read the run's policy, its expiry Job and its heartbeat."""
+    require_namespace(namespace)
+    run = require_run_id(run_id or process_run_id())
+    k = kube(secrets)
+    name = spec.policy_name(run)
     found = read_if_present(
         f"read NetworkPolicy {namespace}/{name}", k.networking.read_namespaced_network_policy, name, namespace
     )
-    job_name = spec.job_name(run_id)
+    job_name = spec.job_name(run)
     job = read_if_present(f"read Job {namespace}/{job_name}", k.batch.read_namespaced_job, job_name, namespace)
     annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
-    return WindowState(
+    return k, WindowState(
+        spec=spec,
+        namespace=namespace,
+        run_id=run,
         policy=found,
         finished=job_finished(job),
-        beat=heartbeat.running(namespace, spec.key(run_id)),
+        beat=heartbeat.running(namespace, spec.key(run)),
         expires_at=annotations.get(EXPIRES_AT_ANNOTATION),
     )
-
-
-def require_pods(k: Kube, namespace: str, labels: Mapping[str, str], hint: str) -> list[dict[str, Any]]:
-    """The running pods of ``labels``; none is a refusal, before anything is created, ending with ``hint``."""
-    pods = running_pods(k, namespace, labels)
-    if not pods:
-        raise ActivityFailed(
-            f"no running pod in namespace {namespace!r} matches {format_label_selector(dict(labels))!r}; nothing "
-            f"was created. {hint}"
-        )
-    return pods
-
-
-def namespace_policies(k: Kube, namespace: str) -> list[dict[str, Any]]:
-    """Every NetworkPolicy of ``namespace``: what could defeat a fault there."""
-    found = call(f"list NetworkPolicies in {namespace}", k.networking.list_namespaced_network_policy, namespace)
-    return list(to_dict(k, found).get("items") or [])

@@ -1,27 +1,32 @@
-"""What the xDS fault's activities share: reading Envoy's xDS state, confirming the fault through it, and this
-process's block and heal times.
+"""What the xDS fault's activities read from Envoy: its xDS state before the fault, confirming the fault through it
+and what it accepted since; and this process's block and heal times.
 
 `chaos run` executes the block, the background timeline and the heal in one process, so the timeline learns when
 the fault started and ended from here, without any state kept in the cluster.
 """
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 
-from chaoscontour.activities._common import Progress
-from chaoscontour.activities.envoy import STATS_FILTER
+from chaoscontour.activities._common import Progress, iso_time
+from chaoscontour.activities.envoy import STATS_EXAMPLE, STATS_FILTER
 from chaoscontour.domain.envoy_stats import XdsState, parse_stats, xds_state
-from chaoscontour.domain.inputs import redact_url
+from chaoscontour.domain.inputs import InvalidInput, parse_http_url, parse_seconds, redact_url
 from chaoscontour.edges import http, stop
 
 __all__ = [
     "KEEPALIVE_BOUND_S",
+    "EnvoyEvidence",
+    "envoy_since_confirmed",
+    "parse_evidence",
     "accepted_updates",
     "confirmed_updates",
     "failed_updates",
     "fault_events",
+    "healed",
     "not_confirmed_message",
     "read_xds_state",
     "wait_until_established",
@@ -37,6 +42,7 @@ POLL_S = 0.5
 # How long a block waits for Envoy's xDS stream to be up before it refuses: Envoy retries a failed stream after a
 # jittered back-off that grows to 30 s, and each attempt may take Contour's 5 s connect timeout.
 ESTABLISH_WAIT_S = 40.0
+
 
 # Per (namespace, run id): wall-clock times (epoch seconds) of the block and of the heal.
 _EVENTS: dict[tuple[str, str], dict[str, float | None]] = {}
@@ -63,6 +69,16 @@ def record_heal(namespace: str, run_id: str, at: float) -> None:
     for key, events in _EVENTS.items():
         if key[0] == namespace and (not run_id or key[1] == run_id) and events.get("healed_at") is None:
             events["healed_at"] = at
+
+
+def healed(namespace: str, run_id: str, removed_a_policy: bool) -> dict[str, Any]:
+    """``unblock_xds_egress``'s ``healed_at``: when the policy went (``None`` when there was none to remove), kept
+    for the timeline."""
+    if not removed_a_policy:
+        return {"healed_at": None}
+    at = time.time()
+    record_heal(namespace, run_id, at)
+    return {"healed_at": iso_time(at)}
 
 
 def fault_events() -> dict[str, float | None]:
@@ -170,6 +186,85 @@ def wait_until_disconnected(
             }
         progress(f"block_xds_egress: waiting for Envoy to notice the dead stream: {elapsed:.0f}/{timeout_s:g} s")
         stop.wait(POLL_S)
+
+
+@dataclass
+class EnvoyEvidence:
+    """How a block proves the xDS fault from Envoy's stats at ``url``: its stream to Contour up before the fault
+    (waited for up to ``connect_wait_s``), then seen gone within ``timeout_s`` of the policy's creation."""
+
+    url: str
+    timeout_s: float
+    connect_wait_s: float
+    before: XdsState | None = None
+    waited_s: float = 0.0
+
+    def stream_up(self) -> None:
+        """Wait for Envoy's stream to be up; refuse, creating nothing, when the stats cannot be read or the stream
+        is not up: the stats could not show the fault."""
+        try:
+            self.before, self.waited_s = wait_until_established(self.url, self.connect_wait_s, "block_xds_egress")
+        except http.RequestFailed as failed:
+            raise ActivityFailed(
+                f"Envoy's stats endpoint {redact_url(self.url)} could not be read ({failed.kind}), so the fault could "
+                "not be verified; nothing was created. Check stats_url, or set verify=false"
+            ) from failed
+        if not self.before.established:
+            raise ActivityFailed(
+                f"Envoy's xDS stream to Contour was not up before the fault ({self.before.not_established_text()}; "
+                f"waited {self.waited_s:g} s), so its stats could not show the fault; nothing was created. Check "
+                "that Contour is Ready and that Envoy reaches it"
+            )
+
+    def stream_before(self) -> dict[str, Any]:
+        """The block's ``stream_before``: the stream as Envoy's stats showed it, and how long it took to be up."""
+        return {**((self.before and self.before.stream_check()) or {}), "waited_s": self.waited_s}
+
+    def stream_gone(self, blocked_at: float) -> dict[str, Any]:
+        """The verification: wait until Envoy's stats show the stream gone (see :func:`wait_until_disconnected`)."""
+        failures = failed_updates(self.before) if self.before is not None else None
+        return wait_until_disconnected(self.url, self.timeout_s, blocked_at, failures)
+
+    def refusal(self, verification: dict[str, Any]) -> str:
+        return not_confirmed_message(verification, self.timeout_s)
+
+
+def parse_evidence(stats_url: Any, verify_timeout_s: Any, connect_wait_s: Any, verify: bool) -> EnvoyEvidence:
+    """The block's ``stats_url``, ``verify_timeout_s`` (longer than Contour's keepalive bound when verifying) and
+    ``connect_wait_s``, strictly."""
+    url = parse_http_url(stats_url, "stats_url", STATS_EXAMPLE)
+    verify_timeout = parse_seconds(verify_timeout_s, "verify_timeout_s", maximum=3600)
+    connect_wait = parse_seconds(connect_wait_s, "connect_wait_s", maximum=600, allow_zero=True)
+    if verify and verify_timeout <= KEEPALIVE_BOUND_S:
+        raise InvalidInput(
+            f"verify_timeout_s ({verify_timeout:g}) must be longer than the {KEEPALIVE_BOUND_S:g} s after which "
+            "Contour's bootstrap keepalive lets Envoy notice a dead stream"
+        )
+    return EnvoyEvidence(url, verify_timeout, connect_wait)
+
+
+def envoy_since_confirmed(
+    url: str, namespace: str, run_id: str, reasons: list[str]
+) -> tuple[dict[str, int] | None, int | None]:
+    """Envoy's ``connected_state`` gauges now, and how many configuration updates it accepted since the block of
+    this run confirmed the fault (``None`` when either is unknown); adds to ``reasons`` why the fault leaked."""
+    states: dict[str, int] | None = None
+    since = None
+    before = confirmed_updates(namespace, run_id)
+    try:
+        state = read_xds_state(url, 2.0)
+        states = state.connected_states
+        now_updates = accepted_updates(state)
+        if before is not None and now_updates is not None:
+            since = now_updates - before
+    except (http.RequestFailed, ActivityFailed) as exc:
+        reasons.append(f"Envoy's xDS state could not be read: {exc}")
+    if since:
+        reasons.append(
+            f"Envoy accepted {since} configuration update(s) after the fault was confirmed: a stream to Contour "
+            "worked during the fault, so the black hole leaks"
+        )
+    return states, since
 
 
 def not_confirmed_message(check: dict[str, Any], timeout_s: float) -> str:

@@ -12,6 +12,7 @@ survived an outage that never happened; removal is idempotent and scoped to one 
 """
 
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Dict, List
 
@@ -19,8 +20,8 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Secrets
 from logzero import logger
 
-from chaoscontour.activities import _fault
-from chaoscontour.activities._common import process_run_id, user_errors
+from chaoscontour.activities import _fault, _preflight
+from chaoscontour.activities._common import user_errors
 from chaoscontour.activities._confirm import confirm_fault, confirmed_fault, forget_fault, not_confirmed_message
 from chaoscontour.domain import policy, verification
 from chaoscontour.domain.inputs import (
@@ -30,28 +31,16 @@ from chaoscontour.domain.inputs import (
     parse_seconds,
     require_name,
     require_namespace,
-    require_run_id,
 )
 from chaoscontour.domain.lease import lease_liveness_problem, lease_summary
 from chaoscontour.domain.selectors import format_label_selector, parse_label_selector
-from chaoscontour.edges.kube import Kube, call, delete_if_present, kube, read_lease, read_lease_at, to_dict
+from chaoscontour.edges.kube import Kube, call, delete_if_present, read_lease, read_lease_at, to_dict
 
 __all__ = ["apiserver_egress_fault", "block_apiserver_egress", "unblock_apiserver_egress"]
 
 OPEN_CONNECTION_MODES = ("none", "restart-pods")
 # Time left after the Lease's duration for the verification's reads and for replacement pods to start.
 VERIFY_MARGIN_S = 5.0
-
-APISERVER_EGRESS = _fault.FaultSpec(
-    kind=policy.FAULT_APISERVER_EGRESS,
-    block="block_apiserver_egress",
-    unblock="unblock_apiserver_egress",
-    selector=policy.managed_selector,
-    policy_name=policy.policy_name,
-    job_name=policy.expiry_job_name,
-    build_job=policy.build_expiry_job,
-    forget=forget_fault,
-)
 
 
 def _apiserver_target(k: Kube) -> policy.ApiServerTarget:
@@ -149,62 +138,95 @@ def block_apiserver_egress(
             f"{VERIFY_MARGIN_S:g} s"
         )
 
-    k = kube(secrets)
-    pods = _fault.require_pods(
-        k, namespace, labels, "Check that the namespace is where Contour runs and that label_selector matches its pods"
-    )
-    if inputs.verify:
-        _refuse_dead_lease(k, lease_ns, lease_name, pods, window, verify_timeout)
-    target = _apiserver_target(k)
-    blocked = [policy.host_cidr(a) for a in target.addresses] + [c for c in extra if c not in target.addresses]
+    cut = ApiServerCut(namespace, inputs, labels, extra, mode, lease_name, lease_ns, window, verify_timeout)
+    return _fault.block(cut, secrets)
 
-    _fault.refuse_in_use(k, APISERVER_EGRESS, namespace, inputs.run_id)
-    reasons = policy.defeating_policies(
-        _fault.namespace_policies(k, namespace), pods, list(target.addresses), list(target.ports)
-    )
-    _fault.refuse_defeated(APISERVER_EGRESS, reasons, inputs.force, "allows these pods to reach the API server")
 
-    injected = _fault.inject(
-        k, APISERVER_EGRESS, namespace, inputs, policy.build_block_policy, pod_labels=labels, blocked_cidrs=blocked
-    )
-    logger.info(
-        f"block_apiserver_egress: {namespace}/{injected.name} blocks {', '.join(blocked)} for {len(pods)} pod(s); "
-        f"hard cap {injected.expires_at}"
-        + (f", ends within {inputs.dead_man_s:g} s of this process's death" if inputs.dead_man_s else "")
-    )
-    result = injected.result(namespace, inputs, pods)
-    result.update(blocked_cidrs=blocked, apiserver_ports=list(target.ports), open_connections=mode, restarted_pods=[])
+@dataclass
+class ApiServerCut(_fault.Fault):
+    """One block's API-server fault: the pods of ``pod_labels`` lose the API server's addresses and ``extra``;
+    when verifying, the Lease ``lease_ns``/``lease_name`` stays quiet for longer than its duration (and ``window``)
+    within ``verify_timeout``."""
 
-    def steps() -> Dict[str, Any] | None:
-        if mode == "restart-pods":
-            for pod in pods:
+    spec = _fault.FaultSpec(
+        policy.FAULT_APISERVER_EGRESS,
+        policy_name=policy.policy_name,
+        job_name=policy.expiry_job_name,
+        forget=forget_fault,
+    )
+    allows = "allows these pods to reach the API server"
+    pod_labels: Dict[str, str]
+    extra: List[str]
+    mode: str
+    lease_name: str
+    lease_ns: str
+    window: float
+    verify_timeout: float
+    pods: List[Dict[str, Any]] = field(init=False)
+    target: policy.ApiServerTarget = field(init=False)
+    blocked: List[str] = field(init=False)
+
+    def discover(self, k: Kube) -> List[Dict[str, Any]]:
+        hint = "Check that the namespace is where Contour runs and that label_selector matches its pods"
+        self.pods = _preflight.require_pods(k, self.namespace, self.pod_labels, hint)
+        if self.inputs.verify:
+            _refuse_dead_lease(k, self.lease_ns, self.lease_name, self.pods, self.window, self.verify_timeout)
+        self.target = _apiserver_target(k)
+        addresses = self.target.addresses
+        self.blocked = [policy.host_cidr(a) for a in addresses] + [c for c in self.extra if c not in addresses]
+        return self.pods
+
+    def defeating(self, k: Kube) -> List[str]:
+        policies = _preflight.namespace_policies(k, self.namespace)
+        return policy.defeating_policies(policies, self.pods, list(self.target.addresses), list(self.target.ports))
+
+    def policy(self, **run: Any) -> Dict[str, Any]:
+        return policy.build_block_policy(pod_labels=self.pod_labels, blocked_cidrs=self.blocked, **run)
+
+    def describe(self, injected: _fault.Injected, result: Dict[str, Any]) -> str:
+        result.update(
+            blocked_cidrs=self.blocked,
+            apiserver_ports=list(self.target.ports),
+            open_connections=self.mode,
+            restarted_pods=[],
+        )
+        dead_man_s = self.inputs.dead_man_s
+        return (
+            f"{self.namespace}/{injected.name} blocks {', '.join(self.blocked)} for {len(self.pods)} pod(s); "
+            f"hard cap {injected.expires_at}"
+            + (f", ends within {dead_man_s:g} s of this process's death" if dead_man_s else "")
+        )
+
+    def verify(self, k: Kube, injected: _fault.Injected, result: Dict[str, Any]) -> Dict[str, Any] | None:
+        if self.mode == "restart-pods":
+            for pod in self.pods:
                 name = pod["metadata"]["name"]
-                delete_if_present(f"delete pod {namespace}/{name}", k.core.delete_namespaced_pod, name, namespace)
+                where = self.namespace
+                delete_if_present(f"delete pod {where}/{name}", k.core.delete_namespaced_pod, name, where)
                 result["restarted_pods"].append(name)
             logger.info(
-                f"block_apiserver_egress: restarted {len(pods)} pod(s) so their new connections meet the policy"
+                f"block_apiserver_egress: restarted {len(self.pods)} pod(s) so their new connections meet the policy"
             )
-        if not inputs.verify:
+        if not self.inputs.verify:
             return None
         return confirm_fault(
             k,
-            namespace=namespace,
-            run_id=inputs.run_id,
-            lease_namespace=lease_ns,
-            lease_name=lease_name,
-            min_quiet_s=window,
-            timeout_s=verify_timeout,
+            namespace=self.namespace,
+            run_id=self.inputs.run_id,
+            lease_namespace=self.lease_ns,
+            lease_name=self.lease_name,
+            min_quiet_s=self.window,
+            timeout_s=self.verify_timeout,
             blocked_at=injected.blocked_at,
-            selector=format_label_selector(labels),
+            selector=format_label_selector(self.pod_labels),
             replaced_pods=result["restarted_pods"],
         )
 
-    verified = _fault.engage(
-        k, APISERVER_EGRESS, namespace, inputs.run_id, steps, lambda v: not_confirmed_message(v, mode)
-    )
-    if verified is not None:
-        result["verification"] = verified
-    return injected.finish(result)
+    def refusal(self, verification: Dict[str, Any]) -> str:
+        return not_confirmed_message(verification, self.mode)
+
+    def confirmed(self, verification: Dict[str, Any]) -> None:
+        """The Lease as it was confirmed is kept by ``confirm_fault`` itself."""
 
 
 def _refuse_dead_lease(
@@ -249,7 +271,7 @@ def unblock_apiserver_egress(
     (already removed, or another namespace or run id?). Returns `removed_policies`, `removed_jobs`, the `run_id` it
     looked for and `other_runs`, the run ids whose API-server faults are still in `namespace`.
     """
-    return _fault.unblock(APISERVER_EGRESS, namespace, run_id, all_runs, secrets)
+    return _fault.unblock(ApiServerCut.spec, namespace, run_id, all_runs, secrets)
 
 
 @user_errors
@@ -271,14 +293,11 @@ def apiserver_egress_fault(
     `expires_at`, `dead_man_switch`, `lease_holder` and `seconds_since_confirmed`. It never raises for a fault that
     did not hold: the journal keeps the evidence and `chaoscontour gate` fails the run on `held: false`.
     """
-    require_namespace(namespace)
-    run = require_run_id(run_id or process_run_id())
-    k = kube(secrets)
-    state = _fault.window_state(k, APISERVER_EGRESS, namespace, run)
+    k, state = _fault.window_state(ApiServerCut.spec, namespace, run_id, secrets)
     target = _apiserver_target(k)
     addresses = [a for a in target.addresses if "/" not in a]
     uncovered = verification.uncovered_addresses(addresses, verification.blocked_networks(state.policy or {}))
-    confirmed = confirmed_fault(namespace, run)
+    confirmed = confirmed_fault(namespace, state.run_id)
     lease: Dict[str, Any] = {}
     if confirmed is not None:
         lease = read_lease(k, confirmed["lease_namespace"], confirmed["lease_name"])
@@ -291,16 +310,8 @@ def apiserver_egress_fault(
         lease_version=str((lease.get("metadata") or {}).get("resourceVersion") or ""),
         lease_holder=str((lease.get("spec") or {}).get("holderIdentity") or ""),
     )
-    for reason in reasons:
-        logger.error(f"apiserver_egress_fault: {reason}")
     return {
-        "held": not reasons,
-        "reasons": reasons,
-        "run_id": run,
-        "policy": f"{namespace}/{policy.policy_name(run)}" if state.policy is not None else None,
-        "uncovered_addresses": uncovered,
-        "expires_at": state.expires_at,
-        "dead_man_switch": state.beat.summary() if state.beat is not None else None,
+        **state.result(reasons, uncovered),
         "lease_holder": (lease.get("spec") or {}).get("holderIdentity") if lease else None,
         "seconds_since_confirmed": round(time.monotonic() - confirmed["confirmed_at"], 1) if confirmed else None,
     }

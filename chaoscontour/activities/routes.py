@@ -20,7 +20,7 @@ No ``from __future__ import annotations`` here: chaostoolkit's discovery reads t
 
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Dict
 
 import requests
@@ -28,7 +28,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Secrets
 from logzero import logger
 
-from chaoscontour.activities._common import process_run_id, user_errors
+from chaoscontour.activities._common import iso_time, process_run_id, user_errors
 from chaoscontour.activities._xds_state import fault_events
 from chaoscontour.activities.envoy import LISTENER_EXAMPLE
 from chaoscontour.domain import route_marker
@@ -56,10 +56,6 @@ MARKER_PREFIX = route_marker.MARKER_PREFIX
 DEFAULT_HEADER = MARKER_PREFIX + "config"
 # Per (namespace, HTTPProxy, header): the last marker this process wrote and when (epoch seconds).
 _WRITTEN: dict[tuple[str, str, str], tuple[str, float]] = {}
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _not_found(ns: str, name: str) -> str:
@@ -221,7 +217,7 @@ def route_change_propagation(
         "httpproxy": f"{ns}/{name}",
         "header": header,
         "marker": marker,
-        "written_at": _iso(written),
+        "written_at": iso_time(written),
         "run_id": run,
         "expires_at": format_api_time(record.expires_at),
         "previous": record.routes[index]["previous"],

@@ -15,92 +15,79 @@ when it does not; removal is idempotent and scoped to one run and to this fault.
 """
 
 import time
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
-from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Secrets
-from logzero import logger
 
-from chaoscontour.activities import _fault
-from chaoscontour.activities._common import process_run_id, user_errors
-from chaoscontour.activities._xds_state import (
-    ESTABLISH_WAIT_S,
-    KEEPALIVE_BOUND_S,
-    accepted_updates,
-    confirmed_updates,
-    failed_updates,
-    not_confirmed_message,
-    read_xds_state,
-    record_block,
-    record_confirmed,
-    record_heal,
-    wait_until_disconnected,
-    wait_until_established,
-)
+from chaoscontour.activities import _fault, _preflight, _xds_state, _xds_target
+from chaoscontour.activities._common import iso_time, user_errors
 from chaoscontour.activities.envoy import STATS_EXAMPLE
-from chaoscontour.domain import policy, verification, xds
-from chaoscontour.domain.envoy_stats import XdsState
-from chaoscontour.domain.inputs import (
-    InvalidInput,
-    parse_count,
-    parse_http_url,
-    parse_seconds,
-    redact_url,
-    require_name,
-    require_namespace,
-    require_run_id,
-)
+from chaoscontour.domain import xds
+from chaoscontour.domain.inputs import parse_count, parse_http_url, require_namespace
 from chaoscontour.domain.selectors import parse_label_selector
-from chaoscontour.edges import http
-from chaoscontour.edges.kube import (
-    Kube,
-    kube,
-    read_if_present,
-)
+from chaoscontour.edges.kube import Kube
 
 __all__ = ["block_xds_egress", "unblock_xds_egress", "xds_egress_fault"]
 
 
-XDS_EGRESS = _fault.FaultSpec(
-    kind=xds.FAULT_XDS_EGRESS,
-    block="block_xds_egress",
-    unblock="unblock_xds_egress",
-    selector=xds.xds_selector,
-    policy_name=xds.xds_policy_name,
-    job_name=xds.xds_expiry_job_name,
-    build_job=xds.build_xds_expiry_job,
-)
+@dataclass
+class BlackHole(_fault.Fault):
+    """One block's xDS black hole: the Envoy pods of ``envoy_labels`` lose the xDS port of ``contour``; when
+    verifying, Envoy's stats show it (``evidence``)."""
 
+    spec = _fault.FaultSpec(xds.FAULT_XDS_EGRESS, policy_name=xds.xds_policy_name, job_name=xds.xds_expiry_job_name)
+    allows = "lets these Envoy pods reach Contour's xDS port"
+    envoy_labels: Dict[str, str]
+    contour: _xds_target.Contour
+    evidence: _xds_state.EnvoyEvidence
+    envoys: List[Dict[str, Any]] = field(init=False)
+    target: xds.XdsTarget = field(init=False)
 
-def _target(k: Kube, contour_ns: str, contour_labels: dict[str, str], service: str, port: int) -> xds.XdsTarget:
-    pods = _fault.require_pods(
-        k, contour_ns, contour_labels, "Set contour_namespace and contour_selector to where Contour runs"
-    )
-    svc = None
-    if service:
-        svc = read_if_present(
-            f"read Service {contour_ns}/{service}", k.core.read_namespaced_service, service, contour_ns
+    def discover(self, k: Kube) -> List[Dict[str, Any]]:
+        hint = "Check that label_selector matches the Envoy pods"
+        self.envoys = _preflight.require_pods(k, self.namespace, self.envoy_labels, hint)
+        self.target = _xds_target.xds_target(k, self.contour)
+        if self.inputs.verify:
+            self.evidence.stream_up()
+        return self.envoys
+
+    def defeating(self, k: Kube) -> List[str]:
+        return _xds_target.defeating_policies(k, self.namespace, self.envoys, self.contour, self.target)
+
+    def policy(self, **run: Any) -> Dict[str, Any]:
+        contour = self.contour
+        return xds.build_xds_block_policy(
+            envoy_labels=self.envoy_labels,
+            contour_namespace=contour.namespace,
+            contour_labels=contour.labels,
+            target=self.target,
+            **run,
         )
-        if svc is None:
-            raise ActivityFailed(
-                f"Service {contour_ns}/{service} not found; set contour_service to the Service Envoy's bootstrap "
-                "names (empty: no Service)"
-            )
-    try:
-        return xds.xds_target(pods, svc, port)
-    except ValueError as exc:
-        raise ActivityFailed(f"block_xds_egress: {exc}") from exc
 
+    def describe(self, injected: _fault.Injected, result: Dict[str, Any]) -> str:
+        _xds_state.record_block(self.namespace, self.inputs.run_id, time.time())
+        result.update(
+            contour_addresses=list(self.target.pod_addresses),
+            blocked_cidrs=self.target.cidrs,
+            xds_port=self.contour.port,
+            blocked_at=iso_time(injected.created.timestamp()),
+        )
+        if self.inputs.verify:
+            result["stream_before"] = self.evidence.stream_before()
+        return (
+            f"{self.namespace}/{injected.name} drops what {len(self.envoys)} Envoy pod(s) send to "
+            f"{', '.join(self.target.addresses)} port {self.contour.port}; hard cap {injected.expires_at}"
+        )
 
-def _namespace_labels(k: Kube, namespace: str) -> dict[str, str]:
-    try:
-        found = read_if_present(f"read Namespace {namespace}", k.core.read_namespace, namespace)
-    except ActivityFailed:  # no RBAC for namespaces: the label every namespace has
-        found = None
-    labels = dict(((found or {}).get("metadata") or {}).get("labels") or {})
-    labels.setdefault(xds.NAMESPACE_NAME_LABEL, namespace)
-    return labels
+    def verify(self, k: Kube, injected: _fault.Injected, result: Dict[str, Any]) -> Dict[str, Any] | None:
+        return self.evidence.stream_gone(injected.blocked_at) if self.inputs.verify else None
+
+    def refusal(self, verification: Dict[str, Any]) -> str:
+        return self.evidence.refusal(verification)
+
+    def confirmed(self, verification: Dict[str, Any]) -> None:
+        _xds_state.record_confirmed(self.namespace, self.inputs.run_id, verification["accepted_updates"])
 
 
 @user_errors
@@ -118,7 +105,7 @@ def block_xds_egress(
     stats_url: str = STATS_EXAMPLE,
     verify_timeout_s: float = 90,
     dead_man_s: float = 20,
-    connect_wait_s: float = ESTABLISH_WAIT_S,
+    connect_wait_s: float = _xds_state.ESTABLISH_WAIT_S,
     secrets: Secrets = None,
 ) -> Dict[str, Any]:
     """Silently drop what the selected Envoy pods send to Contour's xDS port, with a NetworkPolicy, and nothing else.
@@ -155,86 +142,11 @@ def block_xds_egress(
     """
     require_namespace(namespace)
     labels = parse_label_selector(label_selector)
-    contour_ns = require_namespace(contour_namespace, "contour_namespace") if contour_namespace else namespace
-    contour_labels = parse_label_selector(contour_selector)
-    service = require_name(contour_service, "contour_service") if contour_service else ""
     port = parse_count(xds_port, "xds_port", minimum=1, maximum=65535)
+    contour = _xds_target.parse_contour(namespace, contour_namespace, contour_selector, contour_service, port)
     inputs = _fault.parse_fault_inputs(duration_s, run_id, force, verify, dead_man_s)
-    url = parse_http_url(stats_url, "stats_url", STATS_EXAMPLE)
-    verify_timeout = parse_seconds(verify_timeout_s, "verify_timeout_s", maximum=3600)
-    connect_wait = parse_seconds(connect_wait_s, "connect_wait_s", maximum=600, allow_zero=True)
-    if inputs.verify and verify_timeout <= KEEPALIVE_BOUND_S:
-        raise InvalidInput(
-            f"verify_timeout_s ({verify_timeout:g}) must be longer than the {KEEPALIVE_BOUND_S:g} s after which "
-            "Contour's bootstrap keepalive lets Envoy notice a dead stream"
-        )
-
-    k = kube(secrets)
-    envoys = _fault.require_pods(k, namespace, labels, "Check that label_selector matches the Envoy pods")
-    target = _target(k, contour_ns, contour_labels, service, port)
-    if inputs.verify:
-        before, waited = _stream_before(url, connect_wait)
-    _fault.refuse_in_use(k, XDS_EGRESS, namespace, inputs.run_id)
-    contour_pods = _fault.running_pods(k, contour_ns, contour_labels)
-    reasons = xds.xds_defeating_policies(
-        _fault.namespace_policies(k, namespace), envoys, contour_pods, _namespace_labels(k, contour_ns), target
-    )
-    _fault.refuse_defeated(XDS_EGRESS, reasons, inputs.force, "lets these Envoy pods reach Contour's xDS port")
-
-    injected = _fault.inject(
-        k,
-        XDS_EGRESS,
-        namespace,
-        inputs,
-        xds.build_xds_block_policy,
-        envoy_labels=labels,
-        contour_namespace=contour_ns,
-        contour_labels=contour_labels,
-        target=target,
-    )
-    record_block(namespace, inputs.run_id, time.time())
-    logger.info(
-        f"block_xds_egress: {namespace}/{injected.name} drops what {len(envoys)} Envoy pod(s) send to "
-        f"{', '.join(target.addresses)} port {port}; hard cap {injected.expires_at}"
-    )
-    result = injected.result(namespace, inputs, envoys)
-    result.update(
-        contour_addresses=list(target.pod_addresses),
-        blocked_cidrs=[policy.host_cidr(a) for a in target.addresses],
-        xds_port=port,
-        blocked_at=injected.created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-    )
-    if inputs.verify:
-        result["stream_before"] = {**(before.stream_check() or {}), "waited_s": waited}
-        result["verification"] = _fault.engage(
-            k,
-            XDS_EGRESS,
-            namespace,
-            inputs.run_id,
-            lambda: wait_until_disconnected(url, verify_timeout, injected.blocked_at, failed_updates(before)),
-            lambda v: not_confirmed_message(v, verify_timeout),
-        )
-        record_confirmed(namespace, inputs.run_id, result["verification"]["accepted_updates"])
-    return injected.finish(result)
-
-
-def _stream_before(url: str, connect_wait: float) -> tuple[XdsState, float]:
-    """Envoy's xDS state once its stream to Contour is up (waiting up to ``connect_wait``); refuse, creating nothing,
-    when the stats cannot be read or the stream is not up: the stats could not show the fault."""
-    try:
-        before, waited = wait_until_established(url, connect_wait, "block_xds_egress")
-    except http.RequestFailed as failed:
-        raise ActivityFailed(
-            f"Envoy's stats endpoint {redact_url(url)} could not be read ({failed.kind}), so the fault could "
-            "not be verified; nothing was created. Check stats_url, or set verify=false"
-        ) from failed
-    if not before.established:
-        raise ActivityFailed(
-            f"Envoy's xDS stream to Contour was not up before the fault ({before.not_established_text()}; "
-            f"waited {waited:g} s), so its stats could not show the fault; nothing was created. Check that "
-            "Contour is Ready and that Envoy reaches it"
-        )
-    return before, waited
+    evidence = _xds_state.parse_evidence(stats_url, verify_timeout_s, connect_wait_s, inputs.verify)
+    return _fault.block(BlackHole(namespace, inputs, labels, contour, evidence), secrets)
 
 
 @user_errors
@@ -252,16 +164,7 @@ def unblock_xds_egress(
     `note`, as `unblock_apiserver_egress`). Returns `removed_policies`, `removed_jobs`, the `run_id` it looked for,
     `healed_at` (ISO 8601 UTC, when it removed a policy) and `other_runs` (xDS faults of other runs still there).
     """
-    return _fault.unblock(XDS_EGRESS, namespace, run_id, all_runs, secrets, extra_keys=_healed)
-
-
-def _healed(namespace: str, run_id: str, removed_a_policy: bool) -> Dict[str, Any]:
-    """``healed_at``: when the policy went (``None`` when there was none to remove), kept for the timeline."""
-    if not removed_a_policy:
-        return {"healed_at": None}
-    healed = datetime.now(UTC)
-    record_heal(namespace, run_id, healed.timestamp())
-    return {"healed_at": healed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+    return _fault.unblock(BlackHole.spec, namespace, run_id, all_runs, secrets, extra_keys=_xds_state.healed)
 
 
 @user_errors
@@ -288,53 +191,10 @@ def xds_egress_fault(
     process), `expires_at` and `dead_man_switch`. It never raises for a fault that did not hold: the journal
     keeps the evidence.
     """
-    require_namespace(namespace)
-    run = require_run_id(run_id or process_run_id())
-    contour_ns = require_namespace(contour_namespace, "contour_namespace") if contour_namespace else namespace
-    contour_labels = parse_label_selector(contour_selector)
-    service = require_name(contour_service, "contour_service") if contour_service else ""
+    contour = _xds_target.parse_contour(namespace, contour_namespace, contour_selector, contour_service)
     url = parse_http_url(stats_url, "stats_url", STATS_EXAMPLE) if stats_url else ""
-    k = kube(secrets)
-    window = _fault.window_state(k, XDS_EGRESS, namespace, run)
+    k, window = _fault.window_state(BlackHole.spec, namespace, run_id, secrets)
     reasons = window.reasons()
-    uncovered: List[str] = []
-    if window.policy is not None:
-        # Coverage is by address; the port does not enter into it.
-        target = _target(k, contour_ns, contour_labels, service, xds.XDS_PORT)
-        blocked = verification.blocked_networks(window.policy)
-        uncovered = verification.uncovered_addresses(list(target.addresses), blocked)
-        if uncovered:
-            reasons.append(
-                f"Contour address(es) {', '.join(uncovered)} appeared during the fault and are not blocked: Envoy "
-                "may have reached Contour through them"
-            )
-    states: Dict[str, int] | None = None
-    since = None
-    before = confirmed_updates(namespace, run)
-    if url:
-        try:
-            state = read_xds_state(url, 2.0)
-            states = state.connected_states
-            now_updates = accepted_updates(state)
-            if before is not None and now_updates is not None:
-                since = now_updates - before
-        except (http.RequestFailed, ActivityFailed) as exc:
-            reasons.append(f"Envoy's xDS state could not be read: {exc}")
-        if since:
-            reasons.append(
-                f"Envoy accepted {since} configuration update(s) after the fault was confirmed: a stream to Contour "
-                "worked during the fault, so the black hole leaks"
-            )
-    for reason in reasons:
-        logger.error(f"xds_egress_fault: {reason}")
-    return {
-        "held": not reasons,
-        "reasons": reasons,
-        "run_id": run,
-        "policy": f"{namespace}/{xds.xds_policy_name(run)}" if window.policy is not None else None,
-        "uncovered_addresses": uncovered,
-        "envoy_connected_states": states,
-        "updates_since_confirmed": since,
-        "expires_at": window.expires_at,
-        "dead_man_switch": window.beat.summary() if window.beat is not None else None,
-    }
+    uncovered = _xds_target.uncovered_contour(k, contour, window.policy, reasons)
+    states, since = _xds_state.envoy_since_confirmed(url, namespace, window.run_id, reasons) if url else (None, None)
+    return window.result(reasons, uncovered, envoy_connected_states=states, updates_since_confirmed=since)

@@ -12,13 +12,12 @@ No ``from __future__ import annotations`` here: chaostoolkit's discovery reads t
 """
 
 import time
-from datetime import UTC, datetime
 from typing import Any, Dict
 
 from chaoslib.exceptions import ActivityFailed
 from logzero import logger
 
-from chaoscontour.activities._common import Progress, user_errors
+from chaoscontour.activities._common import Progress, iso_time, user_errors
 from chaoscontour.activities._xds_state import KEEPALIVE_BOUND_S, fault_events, read_xds_state
 from chaoscontour.activities.envoy import STATS_EXAMPLE
 from chaoscontour.activities.routes import (  # noqa: F401  (re-exported: experiments name this module)
@@ -33,12 +32,6 @@ from chaoscontour.edges import http, stop
 __all__ = ["envoy_xds_timeline"]
 
 MAX_TIMELINE_S = 3600.0
-
-
-def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @user_errors
@@ -116,11 +109,12 @@ def envoy_xds_timeline(
             reason = stop.reason() or "stop requested"
             break
     events = fault_events()
+    blocked_at, healed_at = events.get("blocked_at"), events.get("healed_at")
     result: Dict[str, Any] = {
         **figures,
         "stats_url": redact_url(url),
-        "blocked_at": _iso(events.get("blocked_at")),
-        "healed_at": _iso(events.get("healed_at")),
+        "blocked_at": iso_time(blocked_at) if blocked_at is not None else None,
+        "healed_at": iso_time(healed_at) if healed_at is not None else None,
         "keepalive_bound_s": KEEPALIVE_BOUND_S,
         "duration_s": round(time.monotonic() - started, 3),
         "stopped_early": bool(reason) and reason != "current after the heal",

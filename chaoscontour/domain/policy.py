@@ -305,7 +305,14 @@ def _expiry_pod_spec() -> dict[str, Any]:
 
 
 def build_expiry_job(
-    *, namespace: str, run_id: str, duration_s: float, now: datetime, deadline_s: float | None = None
+    *,
+    namespace: str,
+    run_id: str,
+    duration_s: float,
+    now: datetime,
+    deadline_s: float | None = None,
+    name: str = "",
+    labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A Job that owns the policy and whose end Kubernetes itself brings about.
 
@@ -317,16 +324,20 @@ def build_expiry_job(
     ``duration_s`` is the fault's hard cap (the expires-at annotation). ``deadline_s``, when shorter, is the
     first deadline of a dead-man switch that the runner extends while it lives (``activeDeadlineSeconds`` of a
     Job may be updated), never past the hard cap.
+
+    ``name`` and ``labels`` are the fault's (default: the API-server fault's ``expiry_job_name`` and
+    ``managed_labels``); the pod template carries the labels too.
     """
     hard_cap_s = max(1, math.ceil(duration_s))
     deadline_s = hard_cap_s if deadline_s is None else max(1, min(hard_cap_s, math.ceil(deadline_s)))
+    labels = dict(labels) if labels is not None else managed_labels(run_id)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": expiry_job_name(run_id),
+            "name": name or expiry_job_name(run_id),
             "namespace": namespace,
-            "labels": managed_labels(run_id),
+            "labels": labels,
             "annotations": {
                 EXPIRES_AT_ANNOTATION: rfc3339(datetime.fromtimestamp(now.timestamp() + hard_cap_s, tz=UTC)),
                 _PURPOSE_ANNOTATION: "expiry timer of a chaoscontour fault: runs no pod; its deadline deletes the "
@@ -340,7 +351,7 @@ def build_expiry_job(
             "activeDeadlineSeconds": deadline_s,
             "ttlSecondsAfterFinished": 0,
             "template": {
-                "metadata": {"labels": managed_labels(run_id)},
+                "metadata": {"labels": dict(labels)},
                 "spec": _expiry_pod_spec(),
             },
         },

@@ -90,6 +90,11 @@ class XdsTarget:
     def addresses(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys((*self.pod_addresses, *self.cluster_ips)))
 
+    @property
+    def cidrs(self) -> list[str]:
+        """The addresses as the policy blocks them (``/32``, ``/128``)."""
+        return [host_cidr(a) for a in self.addresses]
+
 
 def xds_target(contour_pods: Iterable[Mapping[str, Any]], service: Mapping[str, Any] | None, port: int) -> XdsTarget:
     """The addresses to cut from the Contour pods (``status.podIPs``) and Service (``spec.clusterIPs``).
@@ -114,15 +119,10 @@ def xds_target(contour_pods: Iterable[Mapping[str, Any]], service: Mapping[str, 
     return XdsTarget(tuple(pod_addresses), tuple(cluster_ips), port)
 
 
-def build_xds_expiry_job(
-    *, namespace: str, run_id: str, duration_s: float, now: datetime, deadline_s: float | None = None
-) -> dict[str, Any]:
-    """:func:`chaoscontour.domain.policy.build_expiry_job` under the xDS fault's name and labels."""
-    job = build_expiry_job(namespace=namespace, run_id=run_id, duration_s=duration_s, now=now, deadline_s=deadline_s)
-    job["metadata"]["name"] = xds_expiry_job_name(run_id)
-    job["metadata"]["labels"] = xds_labels(run_id)
-    job["spec"]["template"]["metadata"]["labels"] = xds_labels(run_id)
-    return job
+def build_xds_expiry_job(*, run_id: str, **timing: Any) -> dict[str, Any]:
+    """:func:`chaoscontour.domain.policy.build_expiry_job` (``timing``: its ``namespace``, ``duration_s``, ``now``
+    and ``deadline_s``) under the xDS fault's name and labels."""
+    return build_expiry_job(run_id=run_id, name=xds_expiry_job_name(run_id), labels=xds_labels(run_id), **timing)
 
 
 def other_pods_peers(contour_namespace: str, contour_labels: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -170,7 +170,7 @@ def build_xds_block_policy(
     """The NetworkPolicy that drops what the Envoy pods send to Contour's xDS port, and nothing else."""
     if not target.addresses:
         raise ValueError("no Contour address to cut")
-    cidrs = [host_cidr(a) for a in target.addresses]
+    cidrs = target.cidrs
     contour_peer = {
         "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: contour_namespace}},
         "podSelector": {"matchLabels": dict(contour_labels)},
