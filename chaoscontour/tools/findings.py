@@ -10,7 +10,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chaoscontour.tools import journal as j
+from chaoscontour.tools.journal import (
+    APISERVER_FAULT,
+    BLOCK_APISERVER,
+    BLOCK_XDS,
+    ENVOY_AVAILABILITY,
+    ENVOY_XDS,
+    KILL_LEADER,
+    LEASE_HOLDER,
+    RESTART_COUNT,
+    ROUTE_CONVERGED,
+    ROUTE_PROPAGATION,
+    UNBLOCK_APISERVER,
+    UNBLOCK_XDS,
+    XDS_FAULT,
+    XDS_TIMELINE,
+    activity_name,
+    activity_of,
+    chaoscontour_func,
+    number,
+    runs,
+    steady_state_runs,
+)
 
 __all__ = [
     "AvailabilityFigures",
@@ -38,7 +59,7 @@ class AvailabilityFigures:
 
 def availability_pct(value: Any) -> float | None:
     """``envoy_availability`` reports availability as a ratio in [0, 1]; shown as a percentage."""
-    f = j.number(value)
+    f = number(value)
     if f is None:
         return None
     return f * 100.0 if f <= 1.0 else f
@@ -51,15 +72,15 @@ def availability_outputs(journal: Mapping[str, Any]) -> list[tuple[str, Mapping[
     ``availability`` figure and a ``timeline``.
     """
     found: list[tuple[str, Mapping[str, Any]]] = []
-    candidates = j.runs(journal) + j.steady_state_runs(journal, "before") + j.steady_state_runs(journal, "after")
+    candidates = runs(journal) + steady_state_runs(journal, "before") + steady_state_runs(journal, "after")
     for run in candidates:
         output = run.get("output")
         if not isinstance(output, Mapping):
             continue
-        by_func = j.chaoscontour_func(run) == j.ENVOY_AVAILABILITY
+        by_func = chaoscontour_func(run) == ENVOY_AVAILABILITY
         by_shape = "availability" in output and isinstance(output.get("timeline"), list)
         if by_func or by_shape:
-            found.append((j.activity_name(j.activity_of(run)), output))
+            found.append((activity_name(activity_of(run)), output))
     return found
 
 
@@ -72,10 +93,10 @@ def _figures(name: str, output: Mapping[str, Any]) -> AvailabilityFigures:
         requests=requests if isinstance(requests, int) and not isinstance(requests, bool) else None,
         successes=successes if isinstance(successes, int) and not isinstance(successes, bool) else None,
         availability_pct=availability_pct(output.get("availability")),
-        longest_outage_s=j.number(output.get("longest_outage_s")),
-        p50_ms=j.number(latency.get("p50")),
-        p95_ms=j.number(latency.get("p95")),
-        p99_ms=j.number(latency.get("p99")),
+        longest_outage_s=number(output.get("longest_outage_s")),
+        p50_ms=number(latency.get("p50")),
+        p95_ms=number(latency.get("p95")),
+        p99_ms=number(latency.get("p99")),
     )
 
 
@@ -86,7 +107,7 @@ def _block_finding(func: str, output: Mapping[str, Any]) -> str:
     pods = ", ".join(str(p) for p in output.get("selected_pods") or [])
     cidrs = ", ".join(str(c) for c in output.get("blocked_cidrs") or [])
     after = f"after {check.get('confirmed_after_s')} s"
-    if func == j.BLOCK_APISERVER:
+    if func == BLOCK_APISERVER:
         evidence = check.get("evidence_text") or check.get("evidence") or "the Lease stopped being renewed"
         text, confirmed = f"API server cut off for {pods} (blocked {cidrs})", f"confirmed {after}: {evidence}"
     else:
@@ -97,43 +118,43 @@ def _block_finding(func: str, output: Mapping[str, Any]) -> str:
 
 def _finding(func: str | None, output: Mapping[str, Any], after_fault_removed: bool) -> str | None:
     """One sentence about what a chaoscontour activity of the method saw, or ``None``."""
-    if func in (j.BLOCK_APISERVER, j.BLOCK_XDS):
+    if func in (BLOCK_APISERVER, BLOCK_XDS):
         return _block_finding(func, output)
-    if func == j.XDS_TIMELINE:
+    if func == XDS_TIMELINE:
         return (
             f"Envoy noticed the dead xDS stream after {output.get('detected_after_s')} s, started "
             f"{output.get('reconnect_attempts')} stream(s) that failed during the fault, and was current "
             f"{output.get('current_after_s')} s after the heal"
         )
-    if func == j.ROUTE_PROPAGATION and output.get("summary"):
+    if func == ROUTE_PROPAGATION and output.get("summary"):
         return f"route change ({output.get('httpproxy')}): {output['summary']}"
-    if func == j.ROUTE_CONVERGED:
+    if func == ROUTE_CONVERGED:
         return (
             f"after the heal Envoy served {output.get('httpproxy')}'s configuration in "
             f"{output.get('converged_after_s')} s"
         )
-    if func in (j.APISERVER_FAULT, j.XDS_FAULT):
+    if func in (APISERVER_FAULT, XDS_FAULT):
         if output.get("held") is True:
             return "at the end of the fault window the fault still held"
         return "at the end of the fault window the fault no longer held: " + "; ".join(fault_reasons(output))
-    if func == j.LEASE_HOLDER and not after_fault_removed:
+    if func == LEASE_HOLDER and not after_fault_removed:
         held = "still held" if output.get("held") else "not held"
         return f"during the fault the Lease was {held}: {output.get('seconds_since_renewal')} s since its last renewal"
-    if func == j.LEASE_HOLDER:
+    if func == LEASE_HOLDER:
         return f"afterwards {output.get('pod_name') or 'nobody'} holds the Lease (held: {output.get('held')})"
-    if func == j.RESTART_COUNT and "terminated_since" in output:
+    if func == RESTART_COUNT and "terminated_since" in output:
         terminated = sorted({str(t.get("pod")) for t in output.get("terminations") or [] if isinstance(t, Mapping)})
         return (
             f"{output['terminated_since']} Contour container(s) terminated during the fault"
             + (f" ({', '.join(terminated)})" if terminated else "")
             + f"; {output.get('total_restarts')} restarts in all"
         )
-    if func == j.ENVOY_XDS:
+    if func == ENVOY_XDS:
         return (
             f"Envoy's xDS connection to Contour: {'connected' if output.get('connected') else 'disconnected'}; "
             f"its configuration was {output.get('cds_update_age_s')} s old and still served"
         )
-    if func == j.KILL_LEADER and output.get("new_pod"):
+    if func == KILL_LEADER and output.get("new_pod"):
         return (
             f"leader {output.get('old_pod')} killed; {output.get('new_pod')} took over in {output.get('failover_s')} s"
         )
@@ -144,9 +165,9 @@ def fault_findings(journal: Mapping[str, Any]) -> list[str]:
     """What the method's chaoscontour activities observed, in run order: the story of the run in sentences."""
     findings: list[str] = []
     removed = False
-    for run in j.runs(journal):
-        func = j.chaoscontour_func(run)
-        if func in (j.UNBLOCK_APISERVER, j.UNBLOCK_XDS):
+    for run in runs(journal):
+        func = chaoscontour_func(run)
+        if func in (UNBLOCK_APISERVER, UNBLOCK_XDS):
             removed = True
         output = run.get("output")
         if func and isinstance(output, Mapping):

@@ -12,8 +12,8 @@ CI systems (GitHub test reporters, GitLab, Jenkins) read: ``testsuites`` > ``tes
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
+from xml.etree import ElementTree
 
 if TYPE_CHECKING:
     from chaoscontour.tools.verdict import Verdict
@@ -35,14 +35,14 @@ def junit_xml(verdict: Verdict, *, errored: bool = False) -> str:
     ``<failure>``.
     """
     suite_name = _clean(f"chaos: {verdict.title}")
-    cases: list[ET.Element] = []
+    cases: list[ElementTree.Element] = []
     failures = errors = skipped = 0
     total_time = 0.0
 
-    outcome = ET.Element("testcase", classname="chaoscontour.gate", name="experiment outcome", time="0")
+    outcome = ElementTree.Element("testcase", classname="chaoscontour.gate", name="experiment outcome", time="0")
     if not verdict.passed:
         tag = "error" if errored else "failure"
-        child = ET.SubElement(
+        child = ElementTree.SubElement(
             outcome,
             tag,
             message=_clean("; ".join(verdict.reasons)),
@@ -55,25 +55,25 @@ def junit_xml(verdict: Verdict, *, errored: bool = False) -> str:
             failures += 1
     said = ([verdict.unverified] if verdict.unverified else []) + [f"not checked: {n}" for n in verdict.notes]
     if said:
-        ET.SubElement(outcome, "system-out").text = _clean("\n".join(said))
+        ElementTree.SubElement(outcome, "system-out").text = _clean("\n".join(said))
     cases.append(outcome)
 
     for r in verdict.results:
         classname = "chaos." + r.phase.replace(" ", "-")
         duration = r.duration_s or 0.0
         total_time += duration
-        case = ET.Element("testcase", classname=classname, name=_clean(r.name), time=f"{duration:.3f}")
+        case = ElementTree.Element("testcase", classname=classname, name=_clean(r.name), time=f"{duration:.3f}")
         if not r.ran:
-            ET.SubElement(case, "skipped", message=_clean(r.detail or "not run"))
+            ElementTree.SubElement(case, "skipped", message=_clean(r.detail or "not run"))
             skipped += 1
         elif r.failure:
             kind = "ToleranceNotMet" if r.failure.startswith("tolerance not met") else "ActivityFailed"
-            failure = ET.SubElement(case, "failure", message=_clean(r.failure), type=kind)
+            failure = ElementTree.SubElement(case, "failure", message=_clean(r.failure), type=kind)
             failure.text = _clean(r.detail or r.failure)
             failures += 1
         cases.append(case)
 
-    root = ET.Element(
+    root = ElementTree.Element(
         "testsuites",
         name="chaoscontour gate",
         tests=str(len(cases)),
@@ -92,8 +92,8 @@ def junit_xml(verdict: Verdict, *, errored: bool = False) -> str:
     }
     if verdict.start:
         suite_attrs["timestamp"] = verdict.start
-    suite = ET.SubElement(root, "testsuite", suite_attrs)
-    props = ET.SubElement(suite, "properties")
+    suite = ElementTree.SubElement(root, "testsuite", suite_attrs)
+    props = ElementTree.SubElement(suite, "properties")
     for key, value in (
         ("status", verdict.status),
         ("deviated", str(verdict.deviated).lower()),
@@ -102,7 +102,7 @@ def junit_xml(verdict: Verdict, *, errored: bool = False) -> str:
         ("unverified_fault", "true" if verdict.unverified else "false"),
         ("stop_condition", (verdict.stop.name or "(not recorded)") if verdict.stop else ""),
     ):
-        ET.SubElement(props, "property", name=key, value=value)
+        ElementTree.SubElement(props, "property", name=key, value=value)
     suite.extend(cases)
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    ElementTree.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(root, encoding="unicode") + "\n"

@@ -57,9 +57,9 @@ def _import_pyplot() -> Any:
     except ImportError as exc:
         raise RuntimeError(MISSING_MATPLOTLIB) from exc
     matplotlib.use("Agg")  # no display in CI or in a pod
-    import matplotlib.pyplot as plt
+    from matplotlib import pyplot
 
-    return plt
+    return pyplot
 
 
 def _steps(offsets: list[float], values: list[float | None]) -> tuple[list[float], list[float]]:

@@ -12,10 +12,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaoscontour.tools import journal as j
 from chaoscontour.tools.churn_track import track_churn
 from chaoscontour.tools.findings import availability_outputs
-from chaoscontour.tools.journal import epoch_of
+from chaoscontour.tools.journal import (
+    BLOCK_APISERVER,
+    BLOCK_XDS,
+    ENVOY_AVAILABILITY,
+    KILL_LEADER,
+    RESTART_COUNT,
+    UNBLOCK_APISERVER,
+    UNBLOCK_XDS,
+    activity_name,
+    activity_of,
+    chaoscontour_func,
+    epoch_of,
+    number,
+    runs,
+    steady_state_runs,
+    walk,
+)
 from chaoscontour.tools.tracks import TrackBuilder, Tracks
 from chaoscontour.tools.verdict import Verdict, judge
 from chaoscontour.tools.xds_track import track_xds
@@ -31,8 +46,8 @@ __all__ = [
     "restart_times",
 ]
 
-FAULT_FUNCS = (j.BLOCK_APISERVER, j.BLOCK_XDS, j.KILL_LEADER)
-FAULT_END_FUNCS = (j.UNBLOCK_APISERVER, j.UNBLOCK_XDS)
+FAULT_FUNCS = (BLOCK_APISERVER, BLOCK_XDS, KILL_LEADER)
+FAULT_END_FUNCS = (UNBLOCK_APISERVER, UNBLOCK_XDS)
 # Each kind of marker as the plot's legend and the HTML page name it (a lane's events by their lane's name).
 MARKER_NAMES = {
     "fault": "fault injected",
@@ -90,22 +105,22 @@ class ReportData:
 
 
 def _label(run: Mapping[str, Any]) -> str:
-    activity = j.activity_of(run)
-    return j.activity_name(activity) if activity.get("name") else str(j.chaoscontour_func(run))
+    activity = activity_of(run)
+    return activity_name(activity) if activity.get("name") else str(chaoscontour_func(run))
 
 
 def _row_epoch(row: Mapping[str, Any]) -> float | None:
     for key in ("epoch_s", "epoch"):
         if key in row:
-            return j.number(row[key])
+            return number(row[key])
     return None
 
 
 def _row_latency(row: Mapping[str, Any], q: str) -> float | None:
     if f"{q}_ms" in row:
-        return j.number(row[f"{q}_ms"])
+        return number(row[f"{q}_ms"])
     nested = row.get("latency_ms")
-    return j.number(nested.get(q)) if isinstance(nested, Mapping) else None
+    return number(nested.get(q)) if isinstance(nested, Mapping) else None
 
 
 def _series(timeline: Sequence[Any]) -> tuple[float, Series] | None:
@@ -138,7 +153,7 @@ def restart_times(output: Any) -> list[tuple[float, str]]:
     so terminations at the same instant count once, keeping the most specific label.
     """
     found: dict[float, str] = {}
-    for obj in j.walk(output):
+    for obj in walk(output):
         when = epoch_of(obj.get("finished_at", obj.get("finishedAt")))
         if when is None:
             continue
@@ -202,12 +217,12 @@ def report_data(journal: Mapping[str, Any]) -> ReportData:
         if epoch is not None and origin is not None:
             markers.append(Marker(kind, label, epoch, round(epoch - origin, 6)))
 
-    for run in j.runs(journal):
-        if j.chaoscontour_func(run) in FAULT_FUNCS:
+    for run in runs(journal):
+        if chaoscontour_func(run) in FAULT_FUNCS:
             add("fault", f"{_label(run)} starts", epoch_of(run.get("start")))
     for key, where in (("run", "method"), ("rollbacks", "rollback")):
-        for run in j.runs(journal, key):
-            if j.chaoscontour_func(run) in FAULT_END_FUNCS:
+        for run in runs(journal, key):
+            if chaoscontour_func(run) in FAULT_END_FUNCS:
                 add("fault-end", f"{_label(run)} ({where})", epoch_of(run.get("start")))
 
     if series is not None and origin is not None:
@@ -216,10 +231,10 @@ def report_data(journal: Mapping[str, Any]) -> ReportData:
         lo, hi = min(lo, began if began is not None else lo), max(hi, ended if ended is not None else hi)
     else:
         lo, hi = -math.inf, math.inf
-    every_run = [*j.runs(journal), *j.runs(journal, "rollbacks")]
-    every_run += j.steady_state_runs(journal, "before") + j.steady_state_runs(journal, "after")
+    every_run = [*runs(journal), *runs(journal, "rollbacks")]
+    every_run += steady_state_runs(journal, "before") + steady_state_runs(journal, "after")
     for run in every_run:
-        if j.chaoscontour_func(run) == j.RESTART_COUNT:
+        if chaoscontour_func(run) == RESTART_COUNT:
             for epoch, who in restart_times(run.get("output")):
                 if lo <= epoch <= hi:
                     add("restart", f"Contour restart {who}".strip(), epoch)
@@ -245,7 +260,7 @@ def report_data(journal: Mapping[str, Any]) -> ReportData:
     note = None
     if series is None:
         note = "no envoy_availability timeline in this journal"
-        failed = [r for r in verdict.results if r.ours == j.ENVOY_AVAILABILITY and r.failure]
+        failed = [r for r in verdict.results if r.ours == ENVOY_AVAILABILITY and r.failure]
         if failed:
             # A sampler that raised leaves no output in the journal, only its exception.
             note = f"envoy_availability {failed[0].failure}"[:160]
