@@ -25,17 +25,16 @@ from datetime import datetime
 from typing import Any
 
 from chaoscontour.domain.availability import iso_utc
+from chaoscontour.domain.netpol import egress_allow_reason, selector_allow_reason, selects_egress
 from chaoscontour.domain.policy import (
     FAULT_LABEL,
     build_expiry_job,
-    egress_allow_reason,
     egress_policy,
     everything_but,
     fault_labels,
     fault_metadata,
     fault_selector,
     host_cidr,
-    label_selector_matches,
 )
 
 __all__ = [
@@ -200,50 +199,6 @@ def build_xds_block_policy(
 # --- does an existing policy keep the xDS port reachable? ---------------------------------------------------------
 
 
-def _named_ports(pod: Mapping[str, Any]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        for port in container.get("ports") or []:
-            if port.get("name") and port.get("containerPort"):
-                found[str(port["name"])] = int(port["containerPort"])
-    return found
-
-
-def _ports_allow(ports: Sequence[Mapping[str, Any]] | None, port: int, named: Mapping[str, int]) -> bool:
-    if not ports:
-        return True
-    for entry in ports:
-        if (entry.get("protocol") or "TCP") != "TCP":
-            continue
-        number = entry.get("port")
-        if number is None:
-            return True
-        if isinstance(number, str) and not number.isdigit():
-            if named.get(number) == port:
-                return True
-            continue
-        if int(number) <= port <= int(entry.get("endPort") or number):
-            return True
-    return False
-
-
-def _peer_selects_pod(
-    peer: Mapping[str, Any],
-    policy_namespace: str,
-    pod: Mapping[str, Any],
-    namespace_labels: Mapping[str, str],
-) -> bool:
-    metadata = pod.get("metadata") or {}
-    pod_selector, namespace_selector = peer.get("podSelector"), peer.get("namespaceSelector")
-    if pod_selector is None and namespace_selector is None:
-        return False
-    if namespace_selector is None:
-        in_scope = metadata.get("namespace") == policy_namespace
-    else:
-        in_scope = label_selector_matches(namespace_selector, namespace_labels)
-    return in_scope and (pod_selector is None or label_selector_matches(pod_selector, metadata.get("labels")))
-
-
 def xds_defeating_policies(
     policies: Iterable[Mapping[str, Any]],
     envoy_pods: Sequence[Mapping[str, Any]],
@@ -254,8 +209,9 @@ def xds_defeating_policies(
     """Reasons, one per policy, why another policy would keep Contour's xDS port reachable from the Envoy pods.
 
     An allow by address (``ipBlock``, or a rule without peers) is judged by
-    :func:`chaoscontour.domain.policy.egress_allow_reason`; an allow by selector (``podSelector`` /
-    ``namespaceSelector`` naming a Contour pod, on the xDS port or a port named like Contour's) here. The xDS
+    :func:`chaoscontour.domain.netpol.egress_allow_reason`, an allow by selector (``podSelector`` /
+    ``namespaceSelector`` naming a Contour pod, on the xDS port or a port named like Contour's) by
+    :func:`chaoscontour.domain.netpol.selector_allow_reason`. The xDS
     fault's own policies are skipped; the API-server fault's are not, since they allow everything but the API
     server when they select Envoy.
     """
@@ -266,42 +222,15 @@ def xds_defeating_policies(
         for envoy in envoy_pods:
             envoy_meta = envoy.get("metadata") or {}
             labels = envoy_meta.get("labels") or {}
-            if not _selects(policy, labels):
+            if not selects_egress(policy, labels):
                 continue
             reason = egress_allow_reason(
                 policy, labels, list(target.addresses), [target.port]
-            ) or _selector_allow_reason(policy, contour_pods, contour_namespace_labels, target.port)
+            ) or selector_allow_reason(policy, contour_pods, contour_namespace_labels, target.port, "Contour pod")
             if reason:
                 reasons.append(f"{reason} for Envoy pod {envoy_meta.get('name')}")
                 break
     return reasons
-
-
-def _selects(policy: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    spec = policy.get("spec") or {}
-    types = spec.get("policyTypes") or (["Ingress", "Egress"] if spec.get("egress") else ["Ingress"])
-    return "Egress" in types and label_selector_matches(spec.get("podSelector") or {}, labels)
-
-
-def _selector_allow_reason(
-    policy: Mapping[str, Any],
-    contour_pods: Sequence[Mapping[str, Any]],
-    namespace_labels: Mapping[str, str],
-    port: int,
-) -> str | None:
-    meta = policy.get("metadata") or {}
-    for index, rule in enumerate((policy.get("spec") or {}).get("egress") or []):
-        for peer in rule.get("to") or []:
-            for pod in contour_pods:
-                if not _peer_selects_pod(peer, str(meta.get("namespace") or ""), pod, namespace_labels):
-                    continue
-                if _ports_allow(rule.get("ports"), port, _named_ports(pod)):
-                    pod_name = (pod.get("metadata") or {}).get("name")
-                    return (
-                        f"NetworkPolicy {meta.get('name', '?')} egress rule {index} allows Contour pod {pod_name} "
-                        f"on port {port} by selector"
-                    )
-    return None
 
 
 # --- Envoy's xDS state over time ------------------------------------------------------------------------------------
