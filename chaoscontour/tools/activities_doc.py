@@ -1,8 +1,9 @@
 """``chaoscontour activities``: the activity reference, docs/activities.md, rendered from the extension's discovery.
 
 The page is what :func:`chaoscontour.discover` returns (what ``chaos discover chaostoolkit-contour`` lists): a
-summary table, then one section per activity, grouped by module in discovery's order (``chaoscontour._MODULES``),
-with its full docstring and its arguments. Nothing is hard-coded: every activity discovery returns is on the page.
+summary table, then one section per activity, grouped by module in discovery's order (``contract.MODULES``), with
+its full docstring, its arguments and, from the declared contract (:mod:`chaoscontour.contract`), the output keys
+chaoscontour's tools read. Nothing is hard-coded: every activity discovery returns is on the page.
 The output is deterministic (no dates, no versions), so a test compares docs/activities.md with a fresh rendering.
 """
 
@@ -10,13 +11,14 @@ import argparse
 import json
 import re
 import sys
+import types
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints, is_typeddict
 
-from chaoscontour import discover
+from chaoscontour import contract, discover
 
-__all__ = ["DOC_PATH", "GENERATE_COMMAND", "first_sentence", "render", "undocumented", "main"]
+__all__ = ["DOC_PATH", "GENERATE_COMMAND", "first_sentence", "output_text", "render", "undocumented", "main"]
 
 DOC_PATH = "docs/activities.md"
 GENERATE_COMMAND = "make docs"
@@ -24,6 +26,8 @@ GENERATE_COMMAND = "make docs"
 _HIDDEN_ARGUMENTS = frozenset({"secrets", "configuration"})
 # A sentence ends at . ! or ? followed by the start of another (a capital, a backtick, a quote) or by the end;
 # not at the dots of "e.g." and "i.e.".
+# An output's values in the words of JSON, which a tolerance in an experiment is written against.
+_JSON_TYPES: dict[Any, str] = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
 _SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)[.!?](?=\s+[A-Z`\"(]|\s*$)")
 
 
@@ -33,6 +37,32 @@ def first_sentence(doc: str | None) -> str:
     text = " ".join(paragraph.split())
     match = _SENTENCE_END.search(text)
     return text[: match.end()] if match else text
+
+
+def _json_type(tp: Any) -> str:
+    if is_typeddict(tp):
+        return "mapping {" + _keys(tp) + "}"
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_json_type(arg) for arg in args)
+    if origin is list:
+        return f"list of {_json_type(args[0])}"
+    if origin is dict:
+        return f"mapping of {_json_type(args[1])}"
+    return _JSON_TYPES.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _keys(typed_dict: type) -> str:
+    return ", ".join(f"`{key}` {_json_type(tp)}" for key, tp in get_type_hints(typed_dict).items())
+
+
+def output_text(output: type) -> str:
+    """An activity's declared output in one line: its JSON type, and for a mapping the keys the tools read."""
+    if not is_typeddict(output):
+        return f"Output: {_json_type(output)}."
+    if not get_type_hints(output):
+        return "Output: a mapping; chaoscontour's `gate` and `report` read none of its keys."
+    return f"Output: a mapping; the keys chaoscontour's `gate` and `report` read: {_keys(output)}."
 
 
 def _cell(text: str) -> str:
@@ -82,6 +112,8 @@ def _header() -> list[str]:
         "",
         "In an experiment each activity is a `python` provider: `module` is the module it is listed under, `func`",
         "its name. `secrets` and `configuration` are left out of the argument tables: Chaos Toolkit passes them.",
+        'Each "Output" line comes from the declared contract, `chaoscontour.contract`: the output\'s type and, for a',
+        "mapping, the keys chaoscontour's own tools read (the docstring describes the rest).",
         "",
     ]
 
@@ -112,7 +144,9 @@ def _section(activity: Mapping[str, Any]) -> list[str]:
     kind = f"*{activity.get('type', '')}*"
     if activity.get("return_type"):
         kind += f", returns {_code(str(activity['return_type']))}"
-    return [f"### {name}", "", kind, "", doc, "", *_arguments(activity), ""]
+    declared = contract.by_name(name)
+    output = [output_text(declared.output), ""] if declared is not None else []
+    return [f"### {name}", "", kind, "", doc, "", *_arguments(activity), "", *output]
 
 
 def render(discovery: Mapping[str, Any]) -> str:

@@ -6,7 +6,8 @@ The one place that knows the journal's shape (see chaostoolkit-lib's ``chaoslib/
 report and the JUnit and Markdown outputs read journals only through this module.
 
 A run entry is one of ours when its ``provider.module`` is in ``chaoscontour.activities``; its ``provider.func`` is
-then one of the names below. A user's own function that happens to be called ``kill_leader`` is not ours.
+then one of the names the declared contract (:mod:`chaoscontour.contract`) lists, which name the constants below. A
+user's own function that happens to be called ``kill_leader`` is not ours.
 """
 
 from __future__ import annotations
@@ -19,20 +20,31 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from chaoscontour import contract
+
 __all__ = [
     "ACTIVITIES",
     "ACTIVITY_MODULE",
     "APISERVER_FAULT",
     "BLOCK_APISERVER",
+    "BLOCK_XDS",
+    "ENDPOINTS_CONVERGED",
+    "ENDPOINT_VIEW",
     "ENVOY_AVAILABILITY",
     "ENVOY_SERVING",
     "ENVOY_XDS",
     "KILL_LEADER",
     "KNOWN_RUN_STATUSES",
     "LEASE_HOLDER",
+    "REMOVE_ROUTE_MARKER",
     "RESTART_COUNT",
+    "ROUTE_CONVERGED",
+    "ROUTE_PROPAGATION",
     "UNBLOCK_APISERVER",
+    "UNBLOCK_XDS",
     "WAIT",
+    "XDS_FAULT",
+    "XDS_TIMELINE",
     "JournalError",
     "activity_name",
     "activity_of",
@@ -53,61 +65,41 @@ __all__ = [
 ]
 
 # The package whose modules hold chaoscontour's activities (what `chaos discover chaostoolkit-contour` lists).
-ACTIVITY_MODULE = "chaoscontour.activities"
+ACTIVITY_MODULE = contract.ACTIVITY_PACKAGE
 
+# The names the readers below and the tools match a run entry's `provider.func` against, from the declared contract.
 # chaoscontour.activities.network
-BLOCK_APISERVER = "block_apiserver_egress"
-UNBLOCK_APISERVER = "unblock_apiserver_egress"
+BLOCK_APISERVER = contract.BLOCK_APISERVER_EGRESS.name
+UNBLOCK_APISERVER = contract.UNBLOCK_APISERVER_EGRESS.name
 # The probe run at the end of the fault window: the policy, its addresses and its expiry still hold the fault.
-APISERVER_FAULT = "apiserver_egress_fault"
+APISERVER_FAULT = contract.APISERVER_EGRESS_FAULT.name
 # chaoscontour.activities.leader
-KILL_LEADER = "kill_leader"
-LEASE_HOLDER = "lease_holder"
+KILL_LEADER = contract.KILL_LEADER.name
+LEASE_HOLDER = contract.LEASE_HOLDER.name
 # chaoscontour.activities.pods
-RESTART_COUNT = "contour_restart_count"
+RESTART_COUNT = contract.CONTOUR_RESTART_COUNT.name
 # chaoscontour.activities.envoy
-ENVOY_SERVING = "envoy_serving"
-ENVOY_AVAILABILITY = "envoy_availability"
-ENVOY_XDS = "envoy_xds_connected"
+ENVOY_SERVING = contract.ENVOY_SERVING.name
+ENVOY_AVAILABILITY = contract.ENVOY_AVAILABILITY.name
+ENVOY_XDS = contract.ENVOY_XDS_CONNECTED.name
 # chaoscontour.activities.timing: a strict, interruptible pause in place of chaostoolkit's `pauses`.
-WAIT = "wait"
+WAIT = contract.WAIT.name
 # chaoscontour.activities.xds: the xDS black hole (Envoy's egress to Contour's xDS port) and its end-of-window probe
-BLOCK_XDS = "block_xds_egress"
-UNBLOCK_XDS = "unblock_xds_egress"
-XDS_FAULT = "xds_egress_fault"
+BLOCK_XDS = contract.BLOCK_XDS_EGRESS.name
+UNBLOCK_XDS = contract.UNBLOCK_XDS_EGRESS.name
+XDS_FAULT = contract.XDS_EGRESS_FAULT.name
 # chaoscontour.activities.xds_probes
-XDS_TIMELINE = "envoy_xds_timeline"
+XDS_TIMELINE = contract.ENVOY_XDS_TIMELINE.name
 # chaoscontour.activities.routes (also importable from xds_probes, where older experiments name them)
-ROUTE_PROPAGATION = "route_change_propagation"
-ROUTE_CONVERGED = "route_config_converged"
-REMOVE_ROUTE_MARKER = "remove_route_marker"
+ROUTE_PROPAGATION = contract.ROUTE_CHANGE_PROPAGATION.name
+ROUTE_CONVERGED = contract.ROUTE_CONFIG_CONVERGED.name
+REMOVE_ROUTE_MARKER = contract.REMOVE_ROUTE_MARKER.name
 # chaoscontour.activities.endpoints
-ENDPOINT_VIEW = "envoy_backend_view"
-ENDPOINTS_CONVERGED = "envoy_endpoints_converged"
+ENDPOINT_VIEW = contract.ENVOY_BACKEND_VIEW.name
+ENDPOINTS_CONVERGED = contract.ENVOY_ENDPOINTS_CONVERGED.name
 
-ACTIVITIES = frozenset(
-    {
-        BLOCK_APISERVER,
-        UNBLOCK_APISERVER,
-        APISERVER_FAULT,
-        KILL_LEADER,
-        LEASE_HOLDER,
-        RESTART_COUNT,
-        ENVOY_SERVING,
-        ENVOY_AVAILABILITY,
-        ENVOY_XDS,
-        WAIT,
-        BLOCK_XDS,
-        UNBLOCK_XDS,
-        XDS_FAULT,
-        XDS_TIMELINE,
-        ROUTE_PROPAGATION,
-        ROUTE_CONVERGED,
-        REMOVE_ROUTE_MARKER,
-        ENDPOINT_VIEW,
-        ENDPOINTS_CONVERGED,
-    }
-)
+# Every activity chaoscontour offers.
+ACTIVITIES = frozenset(a.name for a in contract.ACTIVITIES)
 
 # Statuses chaostoolkit-lib writes at the top of a journal (chaoslib/run.py). Anything else means the file was not
 # written by `chaos run` or was written by a version we do not know how to judge.

@@ -1,0 +1,333 @@
+"""The activity contract: every activity chaoscontour offers, declared once.
+
+Each :class:`Activity` names a function of ``chaoscontour.activities.<module>``, says whether Chaos Toolkit should
+treat it as a probe or an action, and gives its output's type: ``bool``, or a ``TypedDict`` of the keys that
+chaoscontour's own tools (``gate``, ``report``) read from it in a journal. An output carries more keys than these
+(docs/activities.md and the activity's docstring list them all); these are the ones the tools depend on, so a change
+to one of them is a change to the contract. The TypedDicts are not ``total``: the tools read journals defensively,
+and a journal may come from an older release.
+
+From this declaration come the probe/action types :func:`chaoscontour.discover` gives, the modules it lists (in
+this order), the activity names :mod:`chaoscontour.tools.journal` recognises, and the "Output" line of each
+activity in docs/activities.md. ``tests/unit/test_contract.py`` fails when the declaration and the activity modules
+disagree.
+"""
+
+from dataclasses import dataclass
+from typing import Literal, TypedDict
+
+__all__ = [
+    "ACTIVITIES",
+    "ACTIVITY_PACKAGE",
+    "APISERVER_EGRESS_FAULT",
+    "BLOCK_APISERVER_EGRESS",
+    "BLOCK_XDS_EGRESS",
+    "CONTOUR_RESTART_COUNT",
+    "ENVOY_AVAILABILITY",
+    "ENVOY_BACKEND_VIEW",
+    "ENVOY_ENDPOINTS_CONVERGED",
+    "ENVOY_SERVING",
+    "ENVOY_XDS_CONNECTED",
+    "ENVOY_XDS_TIMELINE",
+    "KILL_LEADER",
+    "LEASE_HOLDER",
+    "MODULES",
+    "REMOVE_ROUTE_MARKER",
+    "ROUTE_CHANGE_PROPAGATION",
+    "ROUTE_CONFIG_CONVERGED",
+    "UNBLOCK_APISERVER_EGRESS",
+    "UNBLOCK_XDS_EGRESS",
+    "WAIT",
+    "XDS_EGRESS_FAULT",
+    "Activity",
+    "AvailabilityOutput",
+    "AvailabilitySecond",
+    "BackendViewOutput",
+    "BlockOutput",
+    "BlockXdsOutput",
+    "EndpointChange",
+    "EndpointComparison",
+    "EndpointsConvergedOutput",
+    "FaultHeldOutput",
+    "FaultVerification",
+    "KillLeaderOutput",
+    "Kind",
+    "Latency",
+    "LeaseHolderOutput",
+    "NoKeysRead",
+    "RestartCountOutput",
+    "RouteConvergedOutput",
+    "RoutePropagationOutput",
+    "Termination",
+    "UnblockOutput",
+    "XdsConnectedOutput",
+    "XdsStream",
+    "XdsSubscription",
+    "XdsTimelineOutput",
+    "XdsTransition",
+    "by_name",
+]
+
+# The package whose modules hold the activities (what `chaos discover chaostoolkit-contour` lists).
+ACTIVITY_PACKAGE = "chaoscontour.activities"
+
+Kind = Literal["probe", "action"]
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One activity: ``chaoscontour.activities.<module>.<name>``, a probe or an action, returning ``output``."""
+
+    name: str
+    kind: Kind
+    module: str
+    output: type
+
+    @property
+    def module_path(self) -> str:
+        """The module an experiment's ``python`` provider names."""
+        return f"{ACTIVITY_PACKAGE}.{self.module}"
+
+
+# -- outputs: the keys the tools read ------------------------------------------------------------------------------
+
+
+class FaultVerification(TypedDict, total=False):
+    confirmed: bool
+    confirmed_after_s: float | None
+    evidence: str | None
+    evidence_text: str | None
+    lease: str | None
+
+
+class BlockOutput(TypedDict, total=False):
+    """``block_apiserver_egress`` and ``block_xds_egress``."""
+
+    selected_pods: list[str]
+    blocked_cidrs: list[str]
+    verification: FaultVerification
+
+
+class BlockXdsOutput(BlockOutput, total=False):
+    xds_port: int
+
+
+class UnblockOutput(TypedDict, total=False):
+    removed_policies: list[str]
+
+
+class FaultHeldOutput(TypedDict, total=False):
+    """``apiserver_egress_fault`` and ``xds_egress_fault``: whether the fault held to the end of its window."""
+
+    held: bool
+    reasons: list[str]
+
+
+class LeaseHolderOutput(TypedDict, total=False):
+    namespace: str
+    name: str
+    holder_identity: str | None
+    pod_name: str | None
+    seconds_since_renewal: float | None
+    held: bool
+
+
+class KillLeaderOutput(TypedDict, total=False):
+    old_pod: str
+    new_pod: str | None
+    failover_s: float | None
+
+
+class Termination(TypedDict, total=False):
+    pod: str
+    container: str
+    finished_at: str
+
+
+class RestartCountOutput(TypedDict, total=False):
+    total_restarts: int
+    terminated_since: int
+    terminations: list[Termination]
+
+
+class Latency(TypedDict, total=False):
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class AvailabilitySecond(TypedDict, total=False):
+    """One second of an ``envoy_availability`` timeline."""
+
+    epoch_s: float
+    requests: int
+    successes: int
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+class AvailabilityOutput(TypedDict, total=False):
+    duration_s: float
+    requests: int
+    successes: int
+    availability: float
+    longest_outage_s: float
+    latency_ms: Latency
+    error_kinds: dict[str, int]
+    timeline: list[AvailabilitySecond]
+    min_availability: float | None
+    meets_min_availability: bool
+
+
+class XdsStream(TypedDict, total=False):
+    xds_cluster: str
+    streams_open: int | None
+
+
+class XdsSubscription(TypedDict, total=False):
+    update_time_ms: int | None
+
+
+class XdsConnectedOutput(TypedDict, total=False):
+    connected: bool
+    cds_update_age_s: float | None
+    cds: XdsSubscription | None
+    lds: XdsSubscription | None
+    stream: XdsStream | None
+
+
+class NoKeysRead(TypedDict, total=False):
+    """A mapping none of whose keys the tools read (``wait``, ``remove_route_marker``)."""
+
+
+class XdsTransition(TypedDict, total=False):
+    at_s: float
+    connected: bool | None
+
+
+class XdsTimelineOutput(TypedDict, total=False):
+    samples: int
+    duration_s: float
+    first_reading_at: str
+    connected_at_start: bool | None
+    transitions: list[XdsTransition]
+    updates_at_s: list[float]
+    failures_at_s: list[float]
+    blocked_at: str | None
+    healed_at: str | None
+    detected_after_s: float | None
+    reconnect_attempts: int
+    reconnected_after_s: float | None
+    current_after_s: float | None
+    keepalive_bound_s: float
+    meets_bounds: bool
+    bound_misses: list[str]
+
+
+class RoutePropagationOutput(TypedDict, total=False):
+    httpproxy: str
+    marker: str
+    written_at: str
+    arrived: bool
+    propagation_s: float | None
+    held_back_s: float | None
+    summary: str
+
+
+class RouteConvergedOutput(TypedDict, total=False):
+    httpproxy: str
+    marker: str
+    converged_after_s: float
+    since_heal_s: float | None
+    since_change_s: float | None
+
+
+class EndpointComparison(TypedDict, total=False):
+    method: str
+    matches: bool
+    envoy_total: int
+    endpointslices_ready: list[str]
+    stale: list[str]
+    missing: list[str]
+
+
+class EndpointChange(TypedDict, total=False):
+    """What changed for the backend since an earlier reading."""
+
+    counters_reset: list[str]
+    membership_changed: bool
+    endpointslices_changed: bool
+    endpointslices_ready_before: list[str]
+    failure_causes: list[str]
+
+
+class BackendViewOutput(TypedDict, total=False):
+    checked_at: str
+    snapshot: str
+    counters: dict[str, int]
+    comparison: EndpointComparison
+    eds_update_time_ms: int | None
+    since: EndpointChange
+
+
+class EndpointsConvergedOutput(TypedDict, total=False):
+    converged_after_s: float | None
+    endpoints_matched_after_s: float | None
+    failed_requests: dict[str, int]
+    comparison: EndpointComparison
+    since: EndpointChange
+
+
+# -- the activities, module by module in discovery's order ---------------------------------------------------------
+
+APISERVER_EGRESS_FAULT = Activity("apiserver_egress_fault", "probe", "network", FaultHeldOutput)
+BLOCK_APISERVER_EGRESS = Activity("block_apiserver_egress", "action", "network", BlockOutput)
+UNBLOCK_APISERVER_EGRESS = Activity("unblock_apiserver_egress", "action", "network", UnblockOutput)
+KILL_LEADER = Activity("kill_leader", "action", "leader", KillLeaderOutput)
+LEASE_HOLDER = Activity("lease_holder", "probe", "leader", LeaseHolderOutput)
+CONTOUR_RESTART_COUNT = Activity("contour_restart_count", "probe", "pods", RestartCountOutput)
+ENVOY_AVAILABILITY = Activity("envoy_availability", "probe", "envoy", AvailabilityOutput)
+ENVOY_SERVING = Activity("envoy_serving", "probe", "envoy", bool)
+ENVOY_XDS_CONNECTED = Activity("envoy_xds_connected", "probe", "envoy", XdsConnectedOutput)
+WAIT = Activity("wait", "action", "timing", NoKeysRead)
+BLOCK_XDS_EGRESS = Activity("block_xds_egress", "action", "xds", BlockXdsOutput)
+UNBLOCK_XDS_EGRESS = Activity("unblock_xds_egress", "action", "xds", UnblockOutput)
+XDS_EGRESS_FAULT = Activity("xds_egress_fault", "probe", "xds", FaultHeldOutput)
+ENVOY_XDS_TIMELINE = Activity("envoy_xds_timeline", "probe", "xds_probes", XdsTimelineOutput)
+REMOVE_ROUTE_MARKER = Activity("remove_route_marker", "action", "routes", NoKeysRead)
+ROUTE_CHANGE_PROPAGATION = Activity("route_change_propagation", "probe", "routes", RoutePropagationOutput)
+ROUTE_CONFIG_CONVERGED = Activity("route_config_converged", "probe", "routes", RouteConvergedOutput)
+ENVOY_BACKEND_VIEW = Activity("envoy_backend_view", "probe", "endpoints", BackendViewOutput)
+ENVOY_ENDPOINTS_CONVERGED = Activity("envoy_endpoints_converged", "probe", "endpoints", EndpointsConvergedOutput)
+
+ACTIVITIES: tuple[Activity, ...] = (
+    APISERVER_EGRESS_FAULT,
+    BLOCK_APISERVER_EGRESS,
+    UNBLOCK_APISERVER_EGRESS,
+    KILL_LEADER,
+    LEASE_HOLDER,
+    CONTOUR_RESTART_COUNT,
+    ENVOY_AVAILABILITY,
+    ENVOY_SERVING,
+    ENVOY_XDS_CONNECTED,
+    WAIT,
+    BLOCK_XDS_EGRESS,
+    UNBLOCK_XDS_EGRESS,
+    XDS_EGRESS_FAULT,
+    ENVOY_XDS_TIMELINE,
+    REMOVE_ROUTE_MARKER,
+    ROUTE_CHANGE_PROPAGATION,
+    ROUTE_CONFIG_CONVERGED,
+    ENVOY_BACKEND_VIEW,
+    ENVOY_ENDPOINTS_CONVERGED,
+)
+
+# The activity modules, in the order discovery lists them (and docs/activities.md has their sections).
+MODULES: tuple[str, ...] = tuple(dict.fromkeys(a.module for a in ACTIVITIES))
+
+_BY_NAME: dict[str, Activity] = {a.name: a for a in ACTIVITIES}
+
+
+def by_name(name: str) -> Activity | None:
+    """The declared activity called ``name``, ``None`` for a name chaoscontour does not offer."""
+    return _BY_NAME.get(name)
