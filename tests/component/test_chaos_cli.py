@@ -1,7 +1,6 @@
 """The real `chaos` CLI sees the extension as users will: discovery lists every activity, typed, and the shipped
 experiments validate (which binds each activity's arguments to its real signature)."""
 
-import importlib
 import json
 import subprocess
 import sys
@@ -9,17 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from chaoscontour import _MODULES, PROBES
+from chaoscontour.contract import ACTIVITIES
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAOS = str(Path(sys.executable).with_name("chaos"))
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.json"))
-# What the activity modules export, typed by chaoscontour.PROBES: the CLI's discovery must find exactly these.
-EXPECTED = {
-    name: "probe" if name in PROBES else "action"
-    for module in _MODULES
-    for name in importlib.import_module(f"chaoscontour.activities.{module}").__all__
-}
+# The declared activity contract: the CLI's discovery must find exactly these, so typed.
+EXPECTED = {activity.name: activity.kind for activity in ACTIVITIES}
 DISCOVERABLE_TYPES = {"string", "integer", "number", "boolean", "list", "mapping"}
 
 
