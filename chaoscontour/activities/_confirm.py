@@ -11,22 +11,20 @@ from chaoscontour.activities._common import Progress
 from chaoscontour.domain.verification import EVIDENCE_QUIET, RenewalWatch, reading
 from chaoscontour.edges import stop
 from chaoscontour.edges.kube import ApiUnavailable, Kube, list_pods, read_lease
+from chaoscontour.edges.run_state import RUN
 
 __all__ = ["confirm_fault", "confirmed_fault", "forget_fault", "not_confirmed_message"]
 
 POLL_S = 0.5
-# Per (namespace, run id): the Lease as it was when the fault was confirmed. `chaos run` executes the block, the
-# end-of-window probe and the rollback in one process, so the probe can tell whether anything wrote the Lease since.
-_CONFIRMED: dict[tuple[str, str], dict[str, Any]] = {}
 
 
 def confirmed_fault(namespace: str, run_id: str) -> dict[str, Any] | None:
-    return _CONFIRMED.get((namespace, run_id))
+    return RUN.confirmed_faults.get((namespace, run_id))
 
 
 def forget_fault(namespace: str, run_id: str = "") -> None:
-    for key in [key for key in _CONFIRMED if key[0] == namespace and (not run_id or key[1] == run_id)]:
-        del _CONFIRMED[key]
+    for key in [key for key in RUN.confirmed_faults if key[0] == namespace and (not run_id or key[1] == run_id)]:
+        del RUN.confirmed_faults[key]
 
 
 def _replacements_running(k: Kube, namespace: str, selector: str, replaced: set[str]) -> bool:
@@ -88,7 +86,7 @@ def confirm_fault(
                 "confirmed_after_s": round(now - blocked_at, 1),
                 **base,
             }
-            _CONFIRMED[(namespace, run_id)] = {
+            RUN.confirmed_faults[(namespace, run_id)] = {
                 "lease_namespace": lease_namespace,
                 "lease_name": lease_name,
                 "version": last.version,

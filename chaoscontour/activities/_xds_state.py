@@ -16,6 +16,7 @@ from chaoscontour.activities.envoy import STATS_EXAMPLE, STATS_FILTER
 from chaoscontour.domain.envoy_stats import XdsState, parse_stats, xds_state
 from chaoscontour.domain.inputs import InvalidInput, parse_http_url, parse_seconds, redact_url
 from chaoscontour.edges import http, stop
+from chaoscontour.edges.run_state import RUN
 
 __all__ = [
     "KEEPALIVE_BOUND_S",
@@ -44,29 +45,25 @@ POLL_S = 0.5
 ESTABLISH_WAIT_S = 40.0
 
 
-# Per (namespace, run id): wall-clock times (epoch seconds) of the block and of the heal.
-_EVENTS: dict[tuple[str, str], dict[str, float | None]] = {}
-
-
 def record_block(namespace: str, run_id: str, at: float) -> None:
-    _EVENTS.pop((namespace, run_id), None)
-    _EVENTS[(namespace, run_id)] = {"blocked_at": at, "healed_at": None, "updates_when_confirmed": None}
+    RUN.xds_events.pop((namespace, run_id), None)
+    RUN.xds_events[(namespace, run_id)] = {"blocked_at": at, "healed_at": None, "updates_when_confirmed": None}
 
 
 def record_confirmed(namespace: str, run_id: str, updates: int | None) -> None:
     """Envoy's accepted-update count when the fault was confirmed: any later update means something got through."""
-    if (namespace, run_id) in _EVENTS:
-        _EVENTS[(namespace, run_id)]["updates_when_confirmed"] = updates
+    if (namespace, run_id) in RUN.xds_events:
+        RUN.xds_events[(namespace, run_id)]["updates_when_confirmed"] = updates
 
 
 def confirmed_updates(namespace: str, run_id: str) -> int | None:
-    value = _EVENTS.get((namespace, run_id), {}).get("updates_when_confirmed")
+    value = RUN.xds_events.get((namespace, run_id), {}).get("updates_when_confirmed")
     return None if value is None else int(value)
 
 
 def record_heal(namespace: str, run_id: str, at: float) -> None:
     """Mark this run's fault (every run's in ``namespace`` when ``run_id`` is empty) healed, once."""
-    for key, events in _EVENTS.items():
+    for key, events in RUN.xds_events.items():
         if key[0] == namespace and (not run_id or key[1] == run_id) and events.get("healed_at") is None:
             events["healed_at"] = at
 
@@ -83,7 +80,7 @@ def healed(namespace: str, run_id: str, removed_a_policy: bool) -> dict[str, Any
 
 def fault_events() -> dict[str, float | None]:
     """``blocked_at`` and ``healed_at`` of the latest xDS fault of this process (``{}`` when there was none)."""
-    return dict(list(_EVENTS.values())[-1]) if _EVENTS else {}
+    return dict(list(RUN.xds_events.values())[-1]) if RUN.xds_events else {}
 
 
 def accepted_updates(state: XdsState) -> int | None:

@@ -36,6 +36,7 @@ from chaoscontour.domain.inputs import (
 )
 from chaoscontour.edges import http, stop
 from chaoscontour.edges.kube import Kube, call, kube, to_dict
+from chaoscontour.edges.run_state import RUN
 
 __all__ = ["envoy_backend_view", "envoy_endpoints_converged"]
 
@@ -45,8 +46,6 @@ LISTENER_EXAMPLE = "http://127.0.0.1:8080/"
 MAX_TIMEOUT_S = 300.0
 MAX_CONVERGENCE_S = 3600.0
 MAX_SUCCESSES = 1000
-# Per (stats URL, cluster stat name, snapshot name): a reading of this process and the slices' ready endpoints then.
-_SNAPSHOTS: Dict[Tuple[str, str, str], Tuple[view.BackendSnapshot, Tuple[str, ...]]] = {}
 
 
 class _Target:
@@ -149,7 +148,7 @@ class _Target:
         return (self.stats_url, self.stat_name, name)
 
     def baseline(self, since: str) -> Tuple[view.BackendSnapshot, Tuple[str, ...]]:
-        found = _SNAPSHOTS.get(self.key(since))
+        found = RUN.backend_snapshots.get(self.key(since))
         if found is None:
             raise ActivityFailed(
                 f"{self.fn}: no reading named {since!r} was taken in this run: call envoy_backend_view with "
@@ -225,7 +224,7 @@ def envoy_backend_view(
         for cause in result["since"]["failure_causes"]:
             logger.info(f"envoy_backend_view: since {baseline}: {cause}")
     if label:
-        _SNAPSHOTS[target.key(label)] = (snap, comparison.slice_ready)
+        RUN.backend_snapshots[target.key(label)] = (snap, comparison.slice_ready)
         result["snapshot"] = label
     logger.info(
         f"envoy_backend_view: {target.stat_name}: Envoy {snap.membership['total']} endpoint(s), "

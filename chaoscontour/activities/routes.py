@@ -48,14 +48,13 @@ from chaoscontour.domain.lease import format_api_time
 from chaoscontour.edges import http, stop
 from chaoscontour.edges.httpproxy import read_at, update_proxy
 from chaoscontour.edges.kube import kube
+from chaoscontour.edges.run_state import RUN
 
 __all__ = ["remove_route_marker", "route_change_propagation", "route_config_converged"]
 
 POLL_S = 0.1
 MARKER_PREFIX = route_marker.MARKER_PREFIX
 DEFAULT_HEADER = MARKER_PREFIX + "config"
-# Per (namespace, HTTPProxy, header): the last marker this process wrote and when (epoch seconds).
-_WRITTEN: dict[tuple[str, str, str], tuple[str, float]] = {}
 
 
 def _not_found(ns: str, name: str) -> str:
@@ -209,7 +208,7 @@ def route_change_propagation(
     marker = "c" + uuid.uuid4().hex[:12]
     record, stale = _write(k, ns, name, header, index, marker, run, expire)
     written = time.time()
-    _WRITTEN[(ns, name, header)] = (marker, written)
+    RUN.route_markers[(ns, name, header)] = (marker, written)
     if stale is not None:
         logger.warning(f"route_change_propagation: restored the expired {stale.record.describe()} before writing")
     served_after = _wait_served(target, host_header, header, marker, timeout, verify)
@@ -288,7 +287,7 @@ def route_config_converged(
     after = _wait_served(target, host_header, header, marker, timeout, verify)
     now = time.time()
     healed = fault_events().get("healed_at")
-    written = _WRITTEN.get((ns, name, header))
+    written = RUN.route_markers.get((ns, name, header))
     result: Dict[str, Any] = {
         "httpproxy": f"{ns}/{name}",
         "marker": marker,

@@ -18,10 +18,12 @@ from logzero import logger
 
 from chaoscontour.domain.verification import next_deadline_s
 from chaoscontour.edges import stop
+from chaoscontour.edges.run_state import RUN
 
 __all__ = ["Heartbeat", "key_of", "running", "stop_heartbeat", "stop_heartbeats"]
 
-_RUNNING: dict[tuple[str, str], "Heartbeat"] = {}
+# The heartbeats running, per (namespace, key): stored in this process's run state, which a reset stops and forgets.
+_RUNNING = RUN.heartbeats
 _LOCK = threading.Lock()
 
 

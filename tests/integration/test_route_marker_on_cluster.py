@@ -14,8 +14,8 @@ import pytest
 from chaoslib.exceptions import ActivityFailed
 from kubernetes import client
 
-from chaoscontour.activities import routes
 from chaoscontour.activities.routes import remove_route_marker, route_change_propagation
+from chaoscontour.edges.run_state import RUN
 from chaoscontour.tools.cleanup import main as cleanup
 from tests.support.xds_stats import StatsServer
 
@@ -84,12 +84,10 @@ def test_the_previous_value_is_restored_and_the_annotation_deleted(namespace, ec
     assert KEY not in (after["metadata"].get("annotations") or {})
 
 
-def test_removal_from_a_fresh_process_restores_from_the_annotation_and_twice_is_success(
-    namespace, echo, stats, monkeypatch
-):
+def test_removal_from_a_fresh_process_restores_from_the_annotation_and_twice_is_success(namespace, echo, stats):
     write(namespace, stats)  # this process's run id
     write(namespace, stats)  # the run's second write keeps the user's value saved
-    monkeypatch.setattr(routes, "_WRITTEN", {})  # nothing of the writer's memory is left
+    RUN.reset()  # nothing of the writer's memory is left, as in a fresh process
     first = remove_route_marker(namespace=namespace, httpproxy="echo")
     assert first["removed"] is True
     assert first_route_headers(echo()) == THEIRS
