@@ -23,7 +23,6 @@ import uuid
 from datetime import datetime
 from typing import Any, Dict
 
-import requests
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Secrets
 from logzero import logger
@@ -45,10 +44,11 @@ from chaoscontour.domain.inputs import (
     require_run_id,
 )
 from chaoscontour.domain.lease import format_api_time
-from chaoscontour.edges import http, stop
+from chaoscontour.edges import stop
 from chaoscontour.edges.httpproxy import read_at, update_proxy
 from chaoscontour.edges.kube import kube
 from chaoscontour.edges.run_state import RUN
+from chaoscontour.edges.served_header import served_header
 
 __all__ = ["remove_route_marker", "route_change_propagation", "route_config_converged"]
 
@@ -68,21 +68,11 @@ def _record(proxy: Dict[str, Any], header: str, activity: str) -> route_marker.M
         raise ActivityFailed(f"{activity}: {exc}") from None
 
 
-def _served(url: str, host: str, header: str, timeout_s: float, verify_tls: bool) -> str | None:
-    """The value of ``header`` in Envoy's answer (``None`` when absent or when no answer came)."""
-    headers = {"User-Agent": http.USER_AGENT, **({"Host": host} if host else {})}
-    try:
-        response = requests.get(url, headers=headers, timeout=timeout_s, allow_redirects=False, verify=verify_tls)
-    except requests.RequestException:
-        return None
-    return response.headers.get(header)
-
-
 def _wait_served(url: str, host: str, header: str, value: str, timeout_s: float, verify_tls: bool) -> float | None:
     """Seconds until Envoy serves ``header: value`` (``None`` after ``timeout_s`` or a stop request)."""
     started = time.monotonic()
     while True:
-        if _served(url, host, header, min(2.0, timeout_s), verify_tls) == value:
+        if served_header(url, host, header, min(2.0, timeout_s), verify_tls) == value:
             return time.monotonic() - started
         if time.monotonic() - started >= timeout_s or stop.wait(POLL_S):
             return None
