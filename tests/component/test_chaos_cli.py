@@ -3,16 +3,13 @@ experiments validate (which binds each activity's arguments to its real signatur
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from chaoscontour.contract import ACTIVITIES
+from tests.support.chaosrun import CHAOS, EXPERIMENTS
 
-ROOT = Path(__file__).resolve().parents[2]
-CHAOS = str(Path(sys.executable).with_name("chaos"))
-EXPERIMENTS = sorted((ROOT / "experiments").glob("*.json"))
+SHIPPED = sorted(EXPERIMENTS.glob("*.json"))
 # The declared activity contract: the CLI's discovery must find exactly these, so typed.
 EXPECTED = {activity.name: activity.kind for activity in ACTIVITIES}
 DISCOVERABLE_TYPES = {"string", "integer", "number", "boolean", "list", "mapping"}
@@ -21,7 +18,7 @@ DISCOVERABLE_TYPES = {"string", "integer", "number", "boolean", "list", "mapping
 def test_chaos_discover_lists_every_activity_with_typed_arguments(tmp_path):
     out = tmp_path / "discovery.json"
     proc = subprocess.run(
-        [CHAOS, "discover", "chaostoolkit-contour", "--no-install", "--discovery-path", str(out)],
+        [str(CHAOS), "discover", "chaostoolkit-contour", "--no-install", "--discovery-path", str(out)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -37,10 +34,10 @@ def test_chaos_discover_lists_every_activity_with_typed_arguments(tmp_path):
             assert argument.get("type") in DISCOVERABLE_TYPES, f"{name}({argument['name']}) has no discoverable type"
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=[e.stem for e in EXPERIMENTS])
+@pytest.mark.parametrize("experiment", SHIPPED, ids=[e.stem for e in SHIPPED])
 def test_shipped_experiment_validates(experiment, tmp_path):
     proc = subprocess.run(
-        [CHAOS, "--log-file", str(tmp_path / "chaos.log"), "validate", str(experiment)],
+        [str(CHAOS), "--log-file", str(tmp_path / "chaos.log"), "validate", str(experiment)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -50,7 +47,7 @@ def test_shipped_experiment_validates(experiment, tmp_path):
     assert "experiment syntax and semantic look valid" in (proc.stdout + proc.stderr)
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=[e.stem for e in EXPERIMENTS])
+@pytest.mark.parametrize("experiment", SHIPPED, ids=[e.stem for e in SHIPPED])
 def test_shipped_experiments_always_roll_back_and_take_values_from_configuration(experiment):
     body = json.loads(experiment.read_text())
     assert body["runtime"]["rollbacks"]["strategy"] == "always"
@@ -62,7 +59,7 @@ def test_shipped_experiments_always_roll_back_and_take_values_from_configuration
 
 
 def test_apiserver_outage_fault_window_exceeds_the_liveness_restart_delay():
-    body = json.loads((ROOT / "experiments" / "apiserver-outage.json").read_text())
+    body = json.loads((EXPERIMENTS / "apiserver-outage.json").read_text())
     config = body["configuration"]
     # Stock liveness probe: every 10 s, 3 failures -> restarts about 30 s into the outage.
     assert config["fault_window_s"]["default"] > 30
@@ -71,7 +68,7 @@ def test_apiserver_outage_fault_window_exceeds_the_liveness_restart_delay():
 
 
 def test_leader_kill_bound_is_client_go_worst_case_for_contour_timings():
-    body = json.loads((ROOT / "experiments" / "leader-kill.json").read_text())
+    body = json.loads((EXPERIMENTS / "leader-kill.json").read_text())
     lease_duration_s, retry_period_s, jitter_factor = 15, 2, 1.2  # Contour defaults; client-go JitterFactor
     worst_case_s = lease_duration_s + 2 * retry_period_s * (1 + jitter_factor)
     assert worst_case_s <= body["configuration"]["max_failover_s"]["default"] < worst_case_s + 1

@@ -24,11 +24,12 @@ from chaoscontour.tools.journal import chaoscontour_func, load_journal, redact
 from chaoscontour.tools.junit import junit_xml
 from chaoscontour.tools.summary import markdown_summary
 from chaoscontour.tools.verdict import GateOptions, judge
-from tests.support.chaosrun import CHAOS, EXPERIMENTS, run_chaos
+from tests.support.chaosrun import CHAOS, FIXTURE_EXPERIMENTS, run_chaos
 from tests.support.fake_envoy import FakeEnvoy
+from tests.support.paths import ROOT
 
 BIN = Path(sys.executable).parent
-GATE_DOC = Path(__file__).resolve().parents[2] / "docs" / "gate-and-report.md"
+GATE_DOC = ROOT / "docs" / "gate-and-report.md"
 
 ChaosJournal = Callable[..., tuple[Path, int]]
 
@@ -52,9 +53,11 @@ def chaos_journal(tmp_path_factory: pytest.TempPathFactory) -> ChaosJournal:
             if fake_envoy:
                 with FakeEnvoy() as envoy:
                     environ = {"FAKE_ENVOY_URL": envoy.url, **(env or {})}
-                    code = run_chaos(EXPERIMENTS / f"{name}.json", journal, env=environ, rollback_strategy=strategy)
+                    code = run_chaos(
+                        FIXTURE_EXPERIMENTS / f"{name}.json", journal, env=environ, rollback_strategy=strategy
+                    )
             else:
-                code = run_chaos(EXPERIMENTS / f"{name}.json", journal, env=env, rollback_strategy=strategy)
+                code = run_chaos(FIXTURE_EXPERIMENTS / f"{name}.json", journal, env=env, rollback_strategy=strategy)
             cache[key] = (journal, code)
         return cache[key]
 

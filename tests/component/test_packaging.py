@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from chaoscontour.cli import main as cli_main
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import ROOT
 
 
 def _wheel(source: Path, out: Path) -> zipfile.ZipFile:

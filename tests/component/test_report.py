@@ -21,7 +21,7 @@ from chaoscontour.cli import main as cli_main
 from chaoscontour.tools.journal import epoch_of
 from chaoscontour.tools.report_png import MISSING_MATPLOTLIB, label_levels
 from chaoscontour.tools.timeline import report_data, restart_times
-from tests.support.chaosrun import CHAOS, EXPERIMENTS, run_chaos
+from tests.support.chaosrun import CHAOS, FIXTURE_EXPERIMENTS, run_chaos
 from tests.support.fake_envoy import FakeEnvoy
 
 pytest.importorskip("matplotlib", reason="the [report] extra is not installed")
@@ -33,7 +33,7 @@ def fault_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip(f"the chaos CLI is not installed next to {sys.executable}")
     journal = tmp_path_factory.mktemp("report") / "availability-fault.json"
     with FakeEnvoy() as envoy:
-        code = run_chaos(EXPERIMENTS / "availability-fault.json", journal, env={"FAKE_ENVOY_URL": envoy.url})
+        code = run_chaos(FIXTURE_EXPERIMENTS / "availability-fault.json", journal, env={"FAKE_ENVOY_URL": envoy.url})
     assert code == 0, journal.read_text(encoding="utf-8")[-3000:]
     return journal
 

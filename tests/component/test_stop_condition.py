@@ -27,11 +27,11 @@ from chaoscontour.tools.stop_condition import stop_condition
 from chaoscontour.tools.summary import headline, markdown_summary
 from chaoscontour.tools.timeline import report_data
 from chaoscontour.tools.verdict import judge
-from tests.support.chaosrun import CHAOS, EXPERIMENTS, run_chaos
+from tests.support.chaosrun import CHAOS, FIXTURE_EXPERIMENTS, run_chaos
 from tests.support.fake_envoy import FakeEnvoy
+from tests.support.paths import ROOT
 
 SAFEGUARD = "envoy-availability-stays-above-the-stop-bound"
-ROOT = Path(__file__).resolve().parents[2]
 ADDONS = tuple(int(p) for p in importlib.metadata.version("chaostoolkit-addons").split(".")[:2])
 # chaostoolkit-addons 0.12 records the tripped safeguard under the journal's `safeguards`; 0.11 (Python 3.11) does not.
 RECORDS_TRIP = ADDONS >= (0, 12)
@@ -53,7 +53,7 @@ def stop_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
             path = root / f"stop-{len(cache)}.journal.json"
             with FakeEnvoy() as envoy:
                 environ = {"FAKE_ENVOY_URL": envoy.url, "STOP_CHECK_S": "0.5", **(env or {})}
-                code = run_chaos(experiment or EXPERIMENTS / "stop-condition.json", path, environ, strategy)
+                code = run_chaos(experiment or FIXTURE_EXPERIMENTS / "stop-condition.json", path, environ, strategy)
                 assert (not envoy.faulted and not envoy.flaky) or strategy != "always", "the rollback healed the fake"
             cache[key] = (load_journal(path), code, path)
         return cache[key]
@@ -109,7 +109,7 @@ def test_a_range_tolerance_on_a_failing_probe_never_trips(stop_run: Run, tmp_pat
     ``None.get(...)`` when the probe failed, its thread dies with the error logged at debug level, and the run goes on
     to its end with the fault in place. (A range cannot take its bound from configuration either: chaostoolkit
     validates the control before substituting.)"""
-    experiment = json.loads((EXPERIMENTS / "stop-condition.json").read_text())
+    experiment = json.loads((FIXTURE_EXPERIMENTS / "stop-condition.json").read_text())
     probe = experiment["controls"][0]["provider"]["arguments"]["probes"][0]
     probe["tolerance"] = {"type": "range", "range": [0.99, 1.0], "target": "availability"}
     path = tmp_path_factory.mktemp("range") / "stop-condition-range.json"

@@ -17,9 +17,9 @@ import pytest
 from chaoscontour_sandbox import dns, nodeplane
 from chaoscontour_sandbox.kubeapi import ApiError
 from chaoscontour_sandbox.runnerimage import gameday_reference
-
-from .chaosrun import ROOT
-from .conftest import Sandbox, wait_for
+from tests.support.paths import ROOT
+from tests.support.sandbox import Sandbox
+from tests.support.waiting import wait_for
 
 RUNNER_IMAGE = gameday_reference(ROOT / "deploy" / "cronjob.yaml")
 

@@ -26,9 +26,8 @@ from kubernetes import client
 from chaoscontour.activities.envoy import envoy_serving
 from chaoscontour.tools.journal import epoch_of
 from chaoscontour.tools.stop_condition import stop_condition
-
-from .chaosrun import CHURN_WINDOWS, EXPERIMENTS, ChaosRun, activity, keep_journal
-from .conftest import NS, Sandbox, leftovers, wait_until
+from tests.support.chaosrun import CHURN_WINDOWS, EXPERIMENTS, ChaosRun, activity, keep_journal
+from tests.support.sandbox import NS, Sandbox, leftovers, wait_until
 
 EXPERIMENT = EXPERIMENTS / "endpoint-churn-during-outage.json"
 ADMIN_RELAY_PORT = 19001

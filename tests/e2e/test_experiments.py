@@ -24,9 +24,8 @@ from kubernetes import client
 from chaoscontour.activities.leader import lease_holder
 from chaoscontour.activities.network import block_apiserver_egress, unblock_apiserver_egress
 from chaoscontour.domain.lease import parse_api_time
-
-from .chaosrun import EXPERIMENTS, HOLDING, ChaosRun, activity, as_vars, keep_journal, variant, write
-from .conftest import (
+from tests.support.chaosrun import EXPERIMENTS, HOLDING, ChaosRun, activity, as_vars, keep_journal, variant, write
+from tests.support.sandbox import (
     HEALTHY_TIMEOUT_S,
     NS,
     OURS,

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from tests.support.chaosrun import EXPERIMENTS, ChaosRun, activity, as_vars
 from tests.support.game_day_identity import (
     SERVICE_ACCOUNT,
     admission_documents,
@@ -21,9 +22,7 @@ from tests.support.game_day_identity import (
     rbac_documents,
     wait_for_admission_policies,
 )
-
-from .chaosrun import EXPERIMENTS, ChaosRun, activity, as_vars
-from .conftest import NS, Sandbox, leftovers
+from tests.support.sandbox import NS, Sandbox, leftovers
 
 
 @pytest.fixture

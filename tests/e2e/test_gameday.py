@@ -19,8 +19,8 @@ import pytest
 
 from chaoscontour.activities.envoy import envoy_serving
 from chaoscontour_sandbox import gameday
-
-from .conftest import Sandbox, leftovers, wait_for
+from tests.support.sandbox import Sandbox, leftovers
+from tests.support.waiting import wait_for
 
 NS = "projectcontour"
 JOBS = f"/apis/batch/v1/namespaces/{NS}/jobs"

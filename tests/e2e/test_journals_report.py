@@ -20,8 +20,7 @@ import pytest
 from chaoscontour.cli import main as cli_main
 from chaoscontour.tools.journal import BLOCK_APISERVER, BLOCK_XDS, KILL_LEADER, chaoscontour_func, epoch_of
 from chaoscontour.tools.timeline import ReportData, report_data
-
-from .conftest import Sandbox
+from tests.support.sandbox import Sandbox
 
 pytestmark = pytest.mark.reads_kept_journals
 

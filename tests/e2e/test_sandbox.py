@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from chaoscontour_sandbox import nodehost, nodeplane
-
-from .conftest import Sandbox, run_cli, wait_for
+from tests.support.sandbox import Sandbox, run_cli
+from tests.support.waiting import wait_for
 
 NS = "projectcontour"
 LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/leader-elect"

@@ -29,8 +29,9 @@ import pytest
 import requests
 import yaml
 
-from .chaosrun import CHURN_WINDOWS, EXPERIMENTS, ROOT, ChaosRun, activity
-from .conftest import Sandbox, leftovers, wait_until
+from tests.support.chaosrun import CHURN_WINDOWS, EXPERIMENTS, ChaosRun, activity
+from tests.support.paths import FIXTURES, ROOT
+from tests.support.sandbox import Sandbox, leftovers, wait_until
 
 EXAMPLE = ROOT / "examples" / "my-app"
 EXPERIMENT = EXPERIMENTS / "endpoint-churn-during-outage.json"
@@ -234,7 +235,7 @@ def _checks_stopped(stats_url: str) -> bool:
 
 
 def test_an_httpproxy_contour_refuses_fails_apply_with_contours_own_words(sandbox: Sandbox) -> None:
-    invalid = ROOT / "tests" / "fixtures" / "user-manifests-invalid"
+    invalid = FIXTURES / "user-manifests-invalid"
     try:
         applied = sandbox.cli("apply", "--manifests", str(invalid), timeout_s=300)
         assert applied.returncode == 1, applied.stdout + applied.stderr

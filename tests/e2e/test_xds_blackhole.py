@@ -16,9 +16,8 @@ from typing import Any
 from kubernetes import client
 
 from chaoscontour.tools.verdict import judge
-
-from .chaosrun import EXPERIMENTS, ChaosRun, activity, keep_journal
-from .conftest import HEALTHY_TIMEOUT_S, NS, OURS, Sandbox, contour_healthy, leftovers, wait_until
+from tests.support.chaosrun import EXPERIMENTS, ChaosRun, activity, keep_journal
+from tests.support.sandbox import HEALTHY_TIMEOUT_S, NS, OURS, Sandbox, contour_healthy, leftovers, wait_until
 
 EXPERIMENT = EXPERIMENTS / "xds-blackhole.json"
 # Every timing as a string through --var, as a user writes it: nothing is coerced on the way.

@@ -19,9 +19,9 @@ from kubernetes.client.rest import ApiException
 
 from chaoscontour_sandbox import binaries
 from chaoscontour_sandbox.controlplane import ControlPlane
+from tests.support.ci import unavailable
 
 REQUIRED = ("etcd", "kube-apiserver", "kube-controller-manager")
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -29,13 +29,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if str(item.path).startswith(here):
             item.add_marker(pytest.mark.integration)
-
-
-def unavailable(reason: str) -> None:
-    """Skip locally; fail in CI, where a skip would hide that the integration suite never ran."""
-    if IN_CI:
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def missing_prerequisites() -> str | None:

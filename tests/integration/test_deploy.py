@@ -25,15 +25,15 @@ from kubernetes import client, dynamic
 from kubernetes.client.rest import ApiException
 
 from chaoscontour_sandbox import binaries
+from tests.support.paths import ROOT
 
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy"
+DEPLOY = ROOT / "deploy"
 NAMESPACE = "projectcontour"
 SA_USER = f"system:serviceaccount:{NAMESPACE}:chaoscontour"
 SA_GROUPS = ["system:serviceaccounts", f"system:serviceaccounts:{NAMESPACE}", "system:authenticated"]
 
 # Where the activities' API calls are made: the activities and the Kubernetes edge they share.
-ACTIVITY_SOURCES = [*sorted((REPO / "chaoscontour" / "activities").glob("*.py")), REPO / "chaoscontour/edges/kube.py"]
+ACTIVITY_SOURCES = [*sorted((ROOT / "chaoscontour" / "activities").glob("*.py")), ROOT / "chaoscontour/edges/kube.py"]
 GROUPS = {
     "core": "",
     "coordination": "coordination.k8s.io",
@@ -184,7 +184,7 @@ def test_experiments_configmap_holds_every_experiment_byte_for_byte(built):
     """Each ``experiments/*.json`` is a key, unchanged; one missing from experiments/kustomization.yaml fails here."""
     configmap = find(built, "ConfigMap", "chaoscontour-experiments")
     experiments = {
-        path.name: path.read_text(encoding="utf-8") for path in sorted((REPO / "experiments").glob("*.json"))
+        path.name: path.read_text(encoding="utf-8") for path in sorted((ROOT / "experiments").glob("*.json"))
     }
     assert configmap["data"] == experiments
     assert configmap["metadata"]["namespace"] == NAMESPACE
@@ -280,7 +280,7 @@ def test_kustomization_applies_and_the_cronjob_finds_what_it_mounts(api, built, 
     pod = cronjob.spec.job_template.spec.template.spec
     volumes = {v.name: v for v in pod.volumes}
     configmap: Any = core.read_namespaced_config_map(volumes["experiments"].config_map.name, NAMESPACE)
-    assert set(configmap.data) == {path.name for path in (REPO / "experiments").glob("*.json")}
+    assert set(configmap.data) == {path.name for path in (ROOT / "experiments").glob("*.json")}
     core.read_namespaced_persistent_volume_claim(volumes["journals"].persistent_volume_claim.claim_name, NAMESPACE)
     core.read_namespaced_service_account(pod.service_account_name, NAMESPACE)
 

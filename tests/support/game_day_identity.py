@@ -17,7 +17,9 @@ import yaml
 from kubernetes import client, dynamic
 from kubernetes.client.rest import ApiException
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+from tests.support.paths import ROOT
+
+DEPLOY = ROOT / "deploy"
 RBAC_YAML = DEPLOY / "rbac.yaml"
 ADMISSION_YAML = DEPLOY / "admission-policy.yaml"
 MANIFEST_NAMESPACE = "projectcontour"

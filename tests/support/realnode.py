@@ -21,18 +21,11 @@ from chaoscontour_sandbox.controlplane import ControlPlane
 from chaoscontour_sandbox.kubeapi import KubeApi
 from chaoscontour_sandbox.node import Node
 from chaoscontour_sandbox.nodeconfig import NodeLayout
+from tests.support.ci import unavailable
 from tests.support.waiting import wait_for
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
 NS = "default"
 NODE_BINARIES = ("kubelet", "kube-proxy", "pause", "agnhost", "kube-network-policies", "kube-scheduler")
-
-
-def unavailable(reason: str) -> None:
-    """Skip locally; fail in CI, where a skip would hide that the real node never ran."""
-    if IN_CI:
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 class RealNode:

@@ -4,7 +4,6 @@ activity has a docstring, and what the activity modules export is exactly what d
 import importlib
 import pkgutil
 import re
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +12,8 @@ import chaoscontour.activities
 from chaoscontour import PROBES, discover
 from chaoscontour.cli import main as cli_main
 from chaoscontour.tools.activities_doc import DOC_PATH, first_sentence, render, undocumented
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / DOC_PATH
 
 

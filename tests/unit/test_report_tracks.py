@@ -23,8 +23,9 @@ from chaoscontour.cli import main as cli_main
 from chaoscontour.tools.journal import epoch_of
 from chaoscontour.tools.report_html import tracks_html
 from chaoscontour.tools.timeline import ReportData, report_data
+from tests.support.paths import FIXTURES
 
-JOURNALS = Path(__file__).resolve().parents[1] / "fixtures" / "journals"
+JOURNALS = FIXTURES / "journals"
 
 
 def load(name: str) -> dict[str, Any]:
