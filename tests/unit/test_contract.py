@@ -8,7 +8,6 @@ import pkgutil
 import re
 import types
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints, is_typeddict
 
 import pytest
@@ -19,9 +18,9 @@ from chaoscontour import contract, discover
 from chaoscontour.contract import ACTIVITIES, Activity
 from chaoscontour.tools import journal
 from chaoscontour.tools.activities_doc import output_text, render
+from tests.support.paths import FIXTURES, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-JOURNALS = sorted((ROOT / "tests" / "fixtures" / "journals").glob("*.json"))
+JOURNALS = sorted((FIXTURES / "journals").glob("*.json"))
 
 
 def _exports() -> dict[str, set[str]]:
