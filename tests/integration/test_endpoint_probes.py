@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -20,8 +19,22 @@ from kubernetes import client
 
 from chaoscontour.activities.endpoints import envoy_backend_view, envoy_endpoints_converged
 from chaoscontour.edges import stop
+from tests.support.http_server import LocalServer, QuietHandler
 
 A, B, C = "10.9.0.11", "10.9.0.12", "10.9.0.13"
+
+
+class _EnvoyHandler(QuietHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        envoy: FakeEnvoy = self.server.owner
+        if self.path.startswith("/stats"):
+            self.answer(200, envoy.stats())
+        elif self.path.startswith("/clusters"):
+            self.answer(200, envoy.clusters())
+        else:
+            self.answer(envoy.listener_status, "echo\n")
 
 
 class FakeEnvoy:
@@ -33,31 +46,8 @@ class FakeEnvoy:
         self.hosts = {A: "healthy", B: "healthy"}
         self.counters: dict[str, int] = {"membership_change": 1, "upstream_cx_connect_fail": 0}
         self.listener_status = 200
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                if self.path.startswith("/stats"):
-                    status, body = 200, owner.stats()
-                elif self.path.startswith("/clusters"):
-                    status, body = 200, owner.clusters()
-                else:
-                    status, body = owner.listener_status, "echo\n"
-                data = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LocalServer(_EnvoyHandler, owner=self, name="fake-envoy-admin").start()
+        self.url = self.http.url
 
     def stats(self) -> str:
         healthy = sum(1 for flags in self.hosts.values() if flags == "healthy")
@@ -75,7 +65,7 @@ class FakeEnvoy:
 def envoy(namespace: str) -> Iterator[FakeEnvoy]:
     fake = FakeEnvoy(namespace)
     yield fake
-    fake.server.shutdown()
+    fake.http.stop()
 
 
 def _slice(ips: dict[str, bool]) -> dict[str, Any]:

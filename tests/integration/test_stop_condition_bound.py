@@ -16,7 +16,6 @@ import importlib.metadata
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -29,10 +28,10 @@ from kubernetes import client, watch
 from chaoscontour.tools.journal import epoch_of, load_journal
 from chaoscontour.tools.verdict import judge
 from chaoscontour_sandbox.controlplane import ControlPlane
+from tests.support.chaosrun import CHAOS
 from tests.support.contour_like import create_pod
 from tests.support.fake_envoy import FakeEnvoy
 
-CHAOS = Path(sys.executable).parent / "chaos"
 SAFEGUARD = "stop-when-availability-drops"
 # The bound the docs state: the rollback starts once the main thread's step is cut short and the background
 # activities have stopped (about a second for ours), then one DELETE; 2 s covers that on 2 busy cores.

@@ -17,15 +17,14 @@ import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from chaoscontour_sandbox.process import Process
+from tests.support.http_server import LOOPBACK, LocalServer, QuietHandler
 
 __all__ = ["CONTROL_PATH", "Backend", "BackendProcess", "FailureWindow"]
 
-LOOPBACK = "127.0.0.1"
 CONTROL_PATH = "/_backend/failure"
 MODES = ("status", "close", "slow")
 
@@ -46,17 +45,13 @@ class FailureWindow:
         return self.end - self.start
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as Envoy's upstream pool expects
     # Headers and body are written separately: without TCP_NODELAY, Nagle plus the peer's delayed ACK add 40 ms.
     disable_nagle_algorithm = True
-    server: "_Server"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_GET(self) -> None:
-        backend = self.server.backend
+        backend: Backend = self.server.owner
         backend._count()
         window = backend.failure_at(time.time())
         if window is not None and window.mode == "close":
@@ -66,17 +61,17 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(window.delay_s)
             window = None
         if window is not None:
-            self._answer(window.status_code, b"injected failure\n")
+            self.answer(window.status_code, b"injected failure\n")
         else:
-            self._answer(200, backend.body)
+            self.answer(200, backend.body)
 
     def do_POST(self) -> None:
-        backend = self.server.backend
+        backend: Backend = self.server.owner
         url = urllib.parse.urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         if not backend.control or url.path != CONTROL_PATH:
-            self._answer(404, b"not found\n")
+            self.answer(404, b"not found\n")
             return
         query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
         window = backend.fail_in(
@@ -86,19 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
             status_code=int(query.get("status", "503")),
             delay_s=float(query.get("delay_s", "0")),
         )
-        self._answer(200, json.dumps({"start": window.start, "end": window.end}).encode())
-
-    def _answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    backend: "Backend"
+        self.answer(200, json.dumps({"start": window.start, "end": window.end}).encode())
 
 
 class Backend:
@@ -114,36 +97,27 @@ class Backend:
         self.failures: list[FailureWindow] = []
         self.requests = 0
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._http: LocalServer | None = None
 
     def start(self) -> "Backend":
-        server = _Server((LOOPBACK, 0), _Handler)
-        server.backend = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        self._http = LocalServer(_Handler, owner=self, name="backend").start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     def __enter__(self) -> "Backend":
-        return self.start() if self._server is None else self
+        return self.start() if self._http is None else self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "backend is not running"
-        return int(self._server.server_address[1])
+        assert self._http is not None, "backend is not running"
+        return self._http.port
 
     @property
     def url(self) -> str:

@@ -5,11 +5,32 @@ two connected-state gauges of Contour's non-ADS bootstrap and the CDS / LDS ``up
 no CNI can cut a real Envoy's stream (the integration tests) or where a test must script the gauge.
 """
 
+from __future__ import annotations
+
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+
+from tests.support.http_server import LocalServer, QuietHandler
 
 __all__ = ["StatsServer"]
+
+
+class _Handler(QuietHandler):
+    def do_GET(self) -> None:
+        stats: StatsServer = self.server.owner
+        lines = [
+            f"cluster_manager.cds.control_plane.connected_state: {stats.connected}",
+            f"cluster_manager.cds.update_success: {stats.updates}",
+            f"cluster_manager.cds.update_failure: {stats.failures}",
+            f"listener_manager.lds.control_plane.connected_state: {stats.connected}",
+            f"listener_manager.lds.update_success: {stats.updates}",
+            f"listener_manager.lds.update_failure: {stats.failures}",
+        ]
+        if stats.pending is not None:
+            lines += [
+                f"cluster.projectcontour_contour_8001.upstream_rq_pending_active: {stats.pending}",
+                f"cluster.projectcontour_contour_8001.upstream_rq_active: {0 if stats.pending else 2}",
+            ]
+        self.answer(200, "\n".join(lines) + "\n")
 
 
 class StatsServer:
@@ -22,37 +43,8 @@ class StatsServer:
         self.pending: int | None = None
         self.updates = 3
         self.failures = 0
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                lines = [
-                    f"cluster_manager.cds.control_plane.connected_state: {owner.connected}",
-                    f"cluster_manager.cds.update_success: {owner.updates}",
-                    f"cluster_manager.cds.update_failure: {owner.failures}",
-                    f"listener_manager.lds.control_plane.connected_state: {owner.connected}",
-                    f"listener_manager.lds.update_success: {owner.updates}",
-                    f"listener_manager.lds.update_failure: {owner.failures}",
-                ]
-                if owner.pending is not None:
-                    lines += [
-                        f"cluster.projectcontour_contour_8001.upstream_rq_pending_active: {owner.pending}",
-                        f"cluster.projectcontour_contour_8001.upstream_rq_active: {0 if owner.pending else 2}",
-                    ]
-                body = ("\n".join(lines) + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stats"
-        self._thread = threading.Thread(target=self.server.serve_forever, name="xds-stats", daemon=True)
-        self._thread.start()
+        self._http = LocalServer(_Handler, owner=self, name="xds-stats").start()
+        self.url = f"{self._http.url}/stats"
 
     def later(self, seconds: float, **changes: int | None) -> None:
         """Set ``connected`` / ``updates`` / ``failures`` / ``pending`` after ``seconds``."""
@@ -61,10 +53,9 @@ class StatsServer:
         timer.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.stop()
 
-    def __enter__(self) -> "StatsServer":
+    def __enter__(self) -> StatsServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
