@@ -16,13 +16,13 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo        start the local Contour sandbox, run experiments/apiserver-outage.json, print the verdict and the report"
 	@echo "                 (EXPERIMENT=<name> runs experiments/<name>.json instead: $(DEMO_EXPERIMENTS))"
-	@echo "make test        run every test: unit, integration (real kube-apiserver) and end-to-end (sandbox)"
-	@echo "make test-unit   only the fast tests (no root, no binaries)"
+	@echo "make test        run every test: unit, component, integration (real kube-apiserver) and end-to-end (sandbox)"
+	@echo "make test-unit   only the fast tiers: unit, component and the sandbox's own tests (no root, no binaries)"
 	@echo "make docs        regenerate docs/activities.md (the activity reference) from the extension's discovery"
 	@echo "make lint        ruff, mypy, hadolint (deploy/Dockerfile), actionlint with shellcheck (the workflow)"
 	@echo "make binaries    find or build every pinned binary: the control plane's, the node's, contour, coredns, kustomize, actionlint"
 	@echo "make bench       envoy_availability benchmark against a real local Envoy, side by side with wrk"
-	@echo "make compat-311  the unit and CLI tests on Python 3.11 with chaostoolkit 1.19 / chaostoolkit-lib 1.44"
+	@echo "make compat-311  the fast tiers (make test-unit) on Python 3.11 with chaostoolkit 1.19 / chaostoolkit-lib 1.44"
 
 # The extension (.) and, as its own distribution, the sandbox it is tested and demonstrated on (./sandbox).
 $(VENV)/.installed: setup.cfg pyproject.toml sandbox/setup.cfg sandbox/pyproject.toml sandbox/chaoscontour_sandbox/versions.env
