@@ -28,6 +28,7 @@ from tests.support.envoy import (
     grpc_xds_bootstrap,
     static_bootstrap,
 )
+from tests.support.waiting import wait_for
 
 VHOST = "echo.local"
 
@@ -82,17 +83,6 @@ def info_logs() -> Iterator[list[str]]:
         yield records
     finally:
         logzero_logger.removeHandler(handler)
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
 
 
 # -- envoy_serving --
@@ -447,7 +437,7 @@ def test_xds_disconnected_when_contour_is_unreachable(disconnected_envoy):
         result = envoy_xds_connected(stats_url)
         return result if result["cds"]["update_failure"] >= 1 else None
 
-    result = wait_for(after_a_failed_fetch, timeout_s=10, what="Envoy to count a failed CDS fetch")
+    result = wait_for("Envoy to count a failed CDS fetch", 10, after_a_failed_fetch, interval_s=0.05)
     assert result["connected"] is False
     assert result["connected_states"] == {"cds": 0, "lds": 0}
     assert result["cds_update_age_s"] is None and result["lds_update_age_s"] is None
@@ -482,7 +472,7 @@ def test_xds_dialing_a_silent_contour_is_not_connected_though_its_gauges_read_1(
             waiting = (result["stream"] or {}).get("streams_waiting_for_connection") or 0
             return result if waiting >= 2 else None
 
-        result = wait_for(dialing, timeout_s=10, what="Envoy's CDS and LDS streams waiting for a connection")
+        result = wait_for("Envoy's CDS and LDS streams waiting for a connection", 10, dialing, interval_s=0.05)
     finally:
         proxy.stop()
     assert result["connected_states"] == {"cds": 1, "lds": 1}, "the gauges alone would say connected"
