@@ -8,13 +8,14 @@ to one of them is a change to the contract. The TypedDicts are not ``total``: th
 and a journal may come from an older release.
 
 From this declaration come the probe/action types :func:`chaoscontour.discover` gives, the modules it lists (in
-this order), the activity names :mod:`chaoscontour.tools.journal` recognises, and the "Output" line of each
-activity in docs/activities.md. ``tests/unit/test_contract.py`` fails when the declaration and the activity modules
+this order), the activity names :mod:`chaoscontour.tools.journal` recognises, the type under which the tools read
+each output (:func:`chaoscontour.tools.journal.output_of`), and the "Output" line of each activity in
+docs/activities.md. ``tests/unit/test_contract.py`` fails when the declaration and the activity modules
 disagree.
 """
 
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Any, Generic, Literal, TypedDict, TypeVar
 
 __all__ = [
     "ACTIVITIES",
@@ -36,6 +37,7 @@ __all__ = [
     "ROUTE_CHANGE_PROPAGATION",
     "ROUTE_CONFIG_CONVERGED",
     "UNBLOCK_APISERVER_EGRESS",
+    "UNBLOCK_OF",
     "UNBLOCK_XDS_EGRESS",
     "WAIT",
     "XDS_EGRESS_FAULT",
@@ -72,16 +74,20 @@ __all__ = [
 ACTIVITY_PACKAGE = "chaoscontour.activities"
 
 Kind = Literal["probe", "action"]
+Output = TypeVar("Output")
 
 
 @dataclass(frozen=True)
-class Activity:
-    """One activity: ``chaoscontour.activities.<module>.<name>``, a probe or an action, returning ``output``."""
+class Activity(Generic[Output]):
+    """One activity: ``chaoscontour.activities.<module>.<name>``, a probe or an action, returning ``output``.
+
+    Generic in its output's type, so that a tool reading a journal gets the run's output typed as declared here
+    (:func:`chaoscontour.tools.journal.output_as`)."""
 
     name: str
     kind: Kind
     module: str
-    output: type
+    output: type[Output]
 
     @property
     def module_path(self) -> str:
@@ -252,8 +258,10 @@ class EndpointComparison(TypedDict, total=False):
 
 
 class EndpointChange(TypedDict, total=False):
-    """What changed for the backend since an earlier reading."""
+    """What changed for the backend since an earlier reading (``snapshot``), and its counters since then."""
 
+    snapshot: str
+    counters: dict[str, int]
     counters_reset: list[str]
     membership_changed: bool
     endpointslices_changed: bool
@@ -300,7 +308,7 @@ ROUTE_CONFIG_CONVERGED = Activity("route_config_converged", "probe", "routes", R
 ENVOY_BACKEND_VIEW = Activity("envoy_backend_view", "probe", "endpoints", BackendViewOutput)
 ENVOY_ENDPOINTS_CONVERGED = Activity("envoy_endpoints_converged", "probe", "endpoints", EndpointsConvergedOutput)
 
-ACTIVITIES: tuple[Activity, ...] = (
+ACTIVITIES: tuple[Activity[Any], ...] = (
     APISERVER_EGRESS_FAULT,
     BLOCK_APISERVER_EGRESS,
     UNBLOCK_APISERVER_EGRESS,
@@ -325,9 +333,15 @@ ACTIVITIES: tuple[Activity, ...] = (
 # The activity modules, in the order discovery lists them (and docs/activities.md has their sections).
 MODULES: tuple[str, ...] = tuple(dict.fromkeys(a.module for a in ACTIVITIES))
 
-_BY_NAME: dict[str, Activity] = {a.name: a for a in ACTIVITIES}
+# The action that removes the fault each block action puts in place (by name).
+UNBLOCK_OF: dict[str, str] = {
+    BLOCK_APISERVER_EGRESS.name: UNBLOCK_APISERVER_EGRESS.name,
+    BLOCK_XDS_EGRESS.name: UNBLOCK_XDS_EGRESS.name,
+}
+
+_BY_NAME: dict[str, Activity[Any]] = {a.name: a for a in ACTIVITIES}
 
 
-def by_name(name: str) -> Activity | None:
+def by_name(name: str) -> Activity[Any] | None:
     """The declared activity called ``name``, ``None`` for a name chaoscontour does not offer."""
     return _BY_NAME.get(name)

@@ -7,7 +7,10 @@ report and the JUnit and Markdown outputs read journals only through this module
 
 A run entry is one of ours when its ``provider.module`` is in ``chaoscontour.activities``; its ``provider.func`` is
 then one of the names the declared contract (:mod:`chaoscontour.contract`) lists, which name the constants below. A
-user's own function that happens to be called ``kill_leader`` is not ours.
+user's own function that happens to be called ``kill_leader`` is not ours. Its output is read through
+:func:`output_as` or :func:`output_of`, typed as the contract declares it: mypy then checks the type of each
+declared key the tools read (it lets ``.get`` of an undeclared key pass; ``tests/unit/test_output_reads.py`` fails
+when the gate or the report reads one).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from chaoscontour import contract
 
@@ -55,6 +58,8 @@ __all__ = [
     "load_journal",
     "redact_values",
     "number",
+    "output_as",
+    "output_of",
     "planned",
     "provider_target",
     "redact",
@@ -104,6 +109,10 @@ ACTIVITIES = frozenset(a.name for a in contract.ACTIVITIES)
 # Statuses chaostoolkit-lib writes at the top of a journal (chaoslib/run.py). Anything else means the file was not
 # written by `chaos run` or was written by a version we do not know how to judge.
 KNOWN_RUN_STATUSES = ("completed", "failed", "aborted", "interrupted")
+
+
+# A mapping output as an activity declares it (one of the contract's TypedDicts).
+DeclaredOutput = TypeVar("DeclaredOutput", bound=Mapping[str, object])
 
 
 class JournalError(ValueError):
@@ -215,6 +224,19 @@ def chaoscontour_func(activity: Mapping[str, Any]) -> str | None:
     if module != ACTIVITY_MODULE and not module.startswith(ACTIVITY_MODULE + "."):
         return None
     return func if func in ACTIVITIES else None
+
+
+def output_as(value: object, activity: contract.Activity[DeclaredOutput]) -> DeclaredOutput | None:
+    """``value`` (a run's ``output``) typed as ``activity``'s declared output; ``None`` when it is not a mapping.
+
+    Only the type changes: the tools still read every key defensively, since a journal may come from an older
+    release or a user's own function."""
+    return cast(DeclaredOutput, value) if isinstance(value, Mapping) else None
+
+
+def output_of(run: Mapping[str, Any], activity: contract.Activity[DeclaredOutput]) -> DeclaredOutput:
+    """A run entry's output typed as ``activity``'s declared output; an empty one when it is not a mapping."""
+    return output_as(run.get("output"), activity) or cast(DeclaredOutput, {})
 
 
 def provider_target(activity: Mapping[str, Any]) -> str | None:
