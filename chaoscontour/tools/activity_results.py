@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from chaoscontour import contract
 from chaoscontour.tools.findings import availability_pct
 from chaoscontour.tools.journal import (
     activity_name,
@@ -19,6 +20,7 @@ from chaoscontour.tools.journal import (
     chaoscontour_func,
     exception_text,
     number,
+    output_as,
     provider_target,
     redact,
 )
@@ -92,6 +94,8 @@ def activity_result(phase: str, run: Mapping[str, Any], *, check_tolerance: bool
     activity = activity_of(run)
     status = str(run.get("status") or "unknown")
     output = run.get("output")
+    # Any activity whose output says so (envoy_availability, or a user's wrapper of it) is below its bound.
+    figures = output_as(output, contract.ENVOY_AVAILABILITY)
     failure: str | None = None
     detail: str | None = None
     last, full = exception_text(run)
@@ -102,14 +106,14 @@ def activity_result(phase: str, run: Mapping[str, Any], *, check_tolerance: bool
     elif status != "succeeded" or last:
         failure = f"{status}: {last}" if last else f"status {status!r}"
         detail = full
-    elif isinstance(output, Mapping) and output.get("meets_min_availability") is False:
+    elif figures is not None and figures.get("meets_min_availability") is False:
         # envoy_availability returns its figures even below its min_availability and marks them so, because
         # chaostoolkit checks no tolerance in the method: the gate is where that bound is enforced.
         failure = (
-            f"availability {_pct(output.get('availability'))} is below min_availability "
-            f"{_pct(output.get('min_availability'))}"
+            f"availability {_pct(figures.get('availability'))} is below min_availability "
+            f"{_pct(figures.get('min_availability'))}"
         )
-        detail = f"output: {excerpt({k: v for k, v in output.items() if k != 'timeline'}, 4000)}"
+        detail = f"output: {excerpt({k: v for k, v in figures.items() if k != 'timeline'}, 4000)}"
     elif check_tolerance and run.get("tolerance_met") is False:
         failure = f"tolerance not met: expected {excerpt(activity.get('tolerance'), 120)}, got {excerpt(output)}"
         detail = f"tolerance: {excerpt(activity.get('tolerance'), 2000)}\noutput: {excerpt(output, 4000)}"

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from chaoscontour import contract
+from chaoscontour.contract import BackendViewOutput, EndpointChange
 from chaoscontour.tools.journal import (
     ENDPOINT_VIEW,
     ENDPOINTS_CONVERGED,
@@ -18,6 +20,7 @@ from chaoscontour.tools.journal import (
     chaoscontour_func,
     epoch_of,
     number,
+    output_of,
     runs,
 )
 from chaoscontour.tools.tracks import (
@@ -26,7 +29,6 @@ from chaoscontour.tools.tracks import (
     CounterRow,
     TrackBuilder,
     epoch_s_of_ms,
-    output_of,
     seconds_text,
     steady_state_runs_of,
 )
@@ -55,27 +57,27 @@ COUNTER_LABELS = (
 )
 
 
-def _views(journal: Mapping[str, Any]) -> list[tuple[float, Mapping[str, Any], bool]]:
+def _views(journal: Mapping[str, Any]) -> list[tuple[float, BackendViewOutput, bool]]:
     """Every ``envoy_backend_view`` output with its reading time, in time order, with whether it is one of the
     method's (the steady-state ones only date Envoy's endpoint pushes: its EDS ``update_time`` as they read it)."""
     found = []
     where = [(r, True) for r in runs(journal) if chaoscontour_func(r) == ENDPOINT_VIEW]
     where += [(r, False) for r in steady_state_runs_of(journal, ENDPOINT_VIEW)]
     for run, in_method in where:
-        output = output_of(run)
+        output = output_of(run, contract.ENVOY_BACKEND_VIEW)
         when = epoch_of(output.get("checked_at")) or epoch_of(run.get("start"))
         if when is not None and output:
             found.append((when, output, in_method))
     return sorted(found, key=lambda v: v[0])
 
 
-def _counter(output: Mapping[str, Any], name: str) -> int | None:
+def _counter(output: BackendViewOutput | EndpointChange, name: str) -> int | None:
     counters = output.get("counters")
     value = counters.get(name) if isinstance(counters, Mapping) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _reading(output: Mapping[str, Any]) -> str:
+def _reading(output: BackendViewOutput) -> str:
     comparison = output.get("comparison") if isinstance(output.get("comparison"), Mapping) else {}
     assert isinstance(comparison, Mapping)
     ready = comparison.get("endpointslices_ready") or []
@@ -109,7 +111,7 @@ def track_churn(
             b.event(LANE_ENDPOINTS, f"{pods} killed ({target[1]}){status}", start)
 
     views = _views(journal)
-    previous: tuple[float, Mapping[str, Any], bool] | None = None
+    previous: tuple[float, BackendViewOutput, bool] | None = None
     for when, output, in_method in views:
         if in_method:
             b.event(LANE_ENDPOINTS, f"{output.get('snapshot') or 'reading'}: {_reading(output)}", when)
@@ -137,7 +139,7 @@ def track_churn(
 
     rows: list[CounterRow] = []
     causes: list[tuple[str, tuple[str, ...]]] = []
-    window_since: Mapping[str, Any] | None = None
+    window_since: EndpointChange | None = None
     for _, output, in_method in views:
         since = output.get("since")
         if in_method and isinstance(since, Mapping):
@@ -146,23 +148,23 @@ def track_churn(
             causes.append(
                 (f"from {since.get('snapshot')} to {name}", tuple(map(str, since.get("failure_causes") or [])))
             )
-    whole_since: Mapping[str, Any] | None = None
+    whole_since: EndpointChange | None = None
     for run in runs(journal):
         if chaoscontour_func(run) != ENDPOINTS_CONVERGED:
             continue
-        output, start = output_of(run), epoch_of(run.get("start"))
+        converging, start = output_of(run, contract.ENVOY_ENDPOINTS_CONVERGED), epoch_of(run.get("start"))
         if start is None:
             continue
         matched, converged = (
-            number(output.get("endpoints_matched_after_s")),
-            number(output.get("converged_after_s")),
+            number(converging.get("endpoints_matched_after_s")),
+            number(converging.get("converged_after_s")),
         )
-        by_count = (output.get("comparison") or {}).get("method") == "counts"
+        by_count = (converging.get("comparison") or {}).get("method") == "counts"
         if matched is not None:
             what = "the endpoint counts match again" if by_count else "Envoy's endpoints match the EndpointSlices again"
             b.event(LANE_ENDPOINTS, f"{what} ({matched:g} s)", start + matched)
         if converged is not None:
-            failed = output.get("failed_requests") or {}
+            failed = converging.get("failed_requests") or {}
             lost = f"; its own requests failed meanwhile: {dict(failed)}" if failed else ""
             b.event(LANE_ENDPOINTS, f"converged after {converged:g} s{lost}", start + converged)
         elif run.get("status") != "succeeded":
@@ -182,8 +184,8 @@ def track_churn(
                 f"endpoints: {what} for {end - stale_from:.1f} s, from the kill until {end - start:g} s after the "
                 f"heal; requests converged {seconds_text(converged)} after the heal"
             )
-        if isinstance(output.get("since"), Mapping):
-            whole_since = output["since"]
+        if isinstance(converging.get("since"), Mapping):
+            whole_since = converging["since"]
             assert whole_since is not None
             causes.append(
                 (

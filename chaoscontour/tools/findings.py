@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from chaoscontour import contract
+from chaoscontour.contract import AvailabilityOutput, FaultHeldOutput, Latency
 from chaoscontour.tools.journal import (
     APISERVER_FAULT,
     BLOCK_APISERVER,
@@ -29,6 +31,8 @@ from chaoscontour.tools.journal import (
     activity_of,
     chaoscontour_func,
     number,
+    output_as,
+    output_of,
     runs,
     steady_state_runs,
 )
@@ -65,17 +69,17 @@ def availability_pct(value: Any) -> float | None:
     return f * 100.0 if f <= 1.0 else f
 
 
-def availability_outputs(journal: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+def availability_outputs(journal: Mapping[str, Any]) -> list[tuple[str, AvailabilityOutput]]:
     """Every ``envoy_availability`` output in the journal as ``(activity name, output)``, method first.
 
     A probe is recognised as chaoscontour's, or, for a user's wrapper, by an output that carries both an
     ``availability`` figure and a ``timeline``.
     """
-    found: list[tuple[str, Mapping[str, Any]]] = []
+    found: list[tuple[str, AvailabilityOutput]] = []
     candidates = runs(journal) + steady_state_runs(journal, "before") + steady_state_runs(journal, "after")
     for run in candidates:
-        output = run.get("output")
-        if not isinstance(output, Mapping):
+        output = output_as(run.get("output"), contract.ENVOY_AVAILABILITY)
+        if output is None:
             continue
         by_func = chaoscontour_func(run) == ENVOY_AVAILABILITY
         by_shape = "availability" in output and isinstance(output.get("timeline"), list)
@@ -84,9 +88,9 @@ def availability_outputs(journal: Mapping[str, Any]) -> list[tuple[str, Mapping[
     return found
 
 
-def _figures(name: str, output: Mapping[str, Any]) -> AvailabilityFigures:
-    latency = output.get("latency_ms") if isinstance(output.get("latency_ms"), Mapping) else {}
-    assert isinstance(latency, Mapping)
+def _figures(name: str, output: AvailabilityOutput) -> AvailabilityFigures:
+    found = output.get("latency_ms")
+    latency: Latency = found if isinstance(found, Mapping) else {}
     requests, successes = output.get("requests"), output.get("successes")
     return AvailabilityFigures(
         name=name,
@@ -100,10 +104,11 @@ def _figures(name: str, output: Mapping[str, Any]) -> AvailabilityFigures:
     )
 
 
-def _block_finding(func: str, output: Mapping[str, Any]) -> str:
+def _block_finding(func: str, run: Mapping[str, Any]) -> str:
     """What a ``block_apiserver_egress`` or ``block_xds_egress`` cut off, and what confirmed it."""
-    check = output.get("verification") if isinstance(output.get("verification"), Mapping) else {}
-    assert isinstance(check, Mapping)
+    output = output_of(run, contract.BLOCK_APISERVER_EGRESS)  # the keys both blocks return
+    found = output.get("verification")
+    check: contract.FaultVerification = found if isinstance(found, Mapping) else {}
     pods = ", ".join(str(p) for p in output.get("selected_pods") or [])
     cidrs = ", ".join(str(c) for c in output.get("blocked_cidrs") or [])
     after = f"after {check.get('confirmed_after_s')} s"
@@ -111,53 +116,65 @@ def _block_finding(func: str, output: Mapping[str, Any]) -> str:
         evidence = check.get("evidence_text") or check.get("evidence") or "the Lease stopped being renewed"
         text, confirmed = f"API server cut off for {pods} (blocked {cidrs})", f"confirmed {after}: {evidence}"
     else:
-        text = f"xDS black hole for {pods} (dropped {cidrs} port {output.get('xds_port')})"
+        port = output_of(run, contract.BLOCK_XDS_EGRESS).get("xds_port")
+        text = f"xDS black hole for {pods} (dropped {cidrs} port {port})"
         confirmed = f"Envoy reported the dead stream {after}"
     return f"{text}; {confirmed if check.get('confirmed') is True else 'not verified'}"
 
 
-def _finding(func: str | None, output: Mapping[str, Any], after_fault_removed: bool) -> str | None:
+def _finding(func: str | None, run: Mapping[str, Any], after_fault_removed: bool) -> str | None:
     """One sentence about what a chaoscontour activity of the method saw, or ``None``."""
     if func in (BLOCK_APISERVER, BLOCK_XDS):
-        return _block_finding(func, output)
+        return _block_finding(func, run)
     if func == XDS_TIMELINE:
+        timeline = output_of(run, contract.ENVOY_XDS_TIMELINE)
         return (
-            f"Envoy noticed the dead xDS stream after {output.get('detected_after_s')} s, started "
-            f"{output.get('reconnect_attempts')} stream(s) that failed during the fault, and was current "
-            f"{output.get('current_after_s')} s after the heal"
+            f"Envoy noticed the dead xDS stream after {timeline.get('detected_after_s')} s, started "
+            f"{timeline.get('reconnect_attempts')} stream(s) that failed during the fault, and was current "
+            f"{timeline.get('current_after_s')} s after the heal"
         )
-    if func == ROUTE_PROPAGATION and output.get("summary"):
-        return f"route change ({output.get('httpproxy')}): {output['summary']}"
+    if func == ROUTE_PROPAGATION:
+        change = output_of(run, contract.ROUTE_CHANGE_PROPAGATION)
+        return f"route change ({change.get('httpproxy')}): {change['summary']}" if change.get("summary") else None
     if func == ROUTE_CONVERGED:
+        route = output_of(run, contract.ROUTE_CONFIG_CONVERGED)
         return (
-            f"after the heal Envoy served {output.get('httpproxy')}'s configuration in "
-            f"{output.get('converged_after_s')} s"
+            f"after the heal Envoy served {route.get('httpproxy')}'s configuration in "
+            f"{route.get('converged_after_s')} s"
         )
     if func in (APISERVER_FAULT, XDS_FAULT):
-        if output.get("held") is True:
+        fault = output_of(run, contract.APISERVER_EGRESS_FAULT)
+        if fault.get("held") is True:
             return "at the end of the fault window the fault still held"
-        return "at the end of the fault window the fault no longer held: " + "; ".join(fault_reasons(output))
-    if func == LEASE_HOLDER and not after_fault_removed:
-        held = "still held" if output.get("held") else "not held"
-        return f"during the fault the Lease was {held}: {output.get('seconds_since_renewal')} s since its last renewal"
+        return "at the end of the fault window the fault no longer held: " + "; ".join(fault_reasons(fault))
     if func == LEASE_HOLDER:
-        return f"afterwards {output.get('pod_name') or 'nobody'} holds the Lease (held: {output.get('held')})"
-    if func == RESTART_COUNT and "terminated_since" in output:
-        terminated = sorted({str(t.get("pod")) for t in output.get("terminations") or [] if isinstance(t, Mapping)})
+        lease = output_of(run, contract.LEASE_HOLDER)
+        if not after_fault_removed:
+            held = "still held" if lease.get("held") else "not held"
+            return (
+                f"during the fault the Lease was {held}: {lease.get('seconds_since_renewal')} s since its last renewal"
+            )
+        return f"afterwards {lease.get('pod_name') or 'nobody'} holds the Lease (held: {lease.get('held')})"
+    if func == RESTART_COUNT:
+        restarts = output_of(run, contract.CONTOUR_RESTART_COUNT)
+        if "terminated_since" not in restarts:
+            return None
+        terminated = sorted({str(t.get("pod")) for t in restarts.get("terminations") or [] if isinstance(t, Mapping)})
         return (
-            f"{output['terminated_since']} Contour container(s) terminated during the fault"
+            f"{restarts['terminated_since']} Contour container(s) terminated during the fault"
             + (f" ({', '.join(terminated)})" if terminated else "")
-            + f"; {output.get('total_restarts')} restarts in all"
+            + f"; {restarts.get('total_restarts')} restarts in all"
         )
     if func == ENVOY_XDS:
+        xds = output_of(run, contract.ENVOY_XDS_CONNECTED)
         return (
-            f"Envoy's xDS connection to Contour: {'connected' if output.get('connected') else 'disconnected'}; "
-            f"its configuration was {output.get('cds_update_age_s')} s old and still served"
+            f"Envoy's xDS connection to Contour: {'connected' if xds.get('connected') else 'disconnected'}; "
+            f"its configuration was {xds.get('cds_update_age_s')} s old and still served"
         )
-    if func == KILL_LEADER and output.get("new_pod"):
-        return (
-            f"leader {output.get('old_pod')} killed; {output.get('new_pod')} took over in {output.get('failover_s')} s"
-        )
+    if func == KILL_LEADER:
+        kill = output_of(run, contract.KILL_LEADER)
+        if kill.get("new_pod"):
+            return f"leader {kill.get('old_pod')} killed; {kill.get('new_pod')} took over in {kill.get('failover_s')} s"
     return None
 
 
@@ -169,15 +186,14 @@ def fault_findings(journal: Mapping[str, Any]) -> list[str]:
         func = chaoscontour_func(run)
         if func in (UNBLOCK_APISERVER, UNBLOCK_XDS):
             removed = True
-        output = run.get("output")
-        if func and isinstance(output, Mapping):
-            finding = _finding(func, output, removed)
+        if func and isinstance(run.get("output"), Mapping):
+            finding = _finding(func, run, removed)
             if finding:
                 findings.append(finding)
     return findings
 
 
-def fault_reasons(output: Mapping[str, Any]) -> list[str]:
+def fault_reasons(output: FaultHeldOutput) -> list[str]:
     reasons = output.get("reasons")
     listed = [str(r) for r in reasons if str(r).strip()] if isinstance(reasons, list) else []
     return listed or ["the probe gave no reason"]

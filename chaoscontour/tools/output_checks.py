@@ -8,8 +8,9 @@ stale endpoints, and the xDS timeline met its bounds.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
+from chaoscontour import contract
+from chaoscontour.contract import FaultVerification, XdsStream
 from chaoscontour.tools.activity_results import PHASE_METHOD, ActivityResult, excerpt
 from chaoscontour.tools.findings import fault_reasons
 from chaoscontour.tools.journal import (
@@ -20,22 +21,25 @@ from chaoscontour.tools.journal import (
     ENVOY_AVAILABILITY,
     ENVOY_XDS,
     LEASE_HOLDER,
-    UNBLOCK_APISERVER,
-    UNBLOCK_XDS,
     XDS_FAULT,
     XDS_TIMELINE,
     number,
+    output_as,
 )
 from chaoscontour.tools.pod_kills import pod_kill_reasons
 
 __all__ = ["chaoscontour_reasons"]
 
 
+def _verification(block: ActivityResult) -> FaultVerification | None:
+    """What a block's verification found (``block_apiserver_egress`` and ``block_xds_egress`` report it alike)."""
+    return (output_as(block.output, contract.BLOCK_APISERVER_EGRESS) or {}).get("verification")
+
+
 def _unverified_block(r: ActivityResult) -> tuple[str, bool] | None:
     """Why a succeeded ``block_apiserver_egress`` run does not prove its fault, and whether that may be accepted
     (no verification at all) or never (a verification that did not confirm the fault)."""
-    output = r.output if isinstance(r.output, Mapping) else {}
-    check = output.get("verification")
+    check = _verification(r)
     if isinstance(check, Mapping) and check.get("confirmed") is True:
         return None
     if not isinstance(check, Mapping):
@@ -52,12 +56,13 @@ def _during_a_confirmed_block(
     """The method's results that started while a *confirmed* block (``block_func``) was in force: after the block
     returned (it returns once its verification confirmed the fault), before any unblock of the same fault in the
     method started; each with that block's result."""
-    unblock = UNBLOCK_APISERVER if block_func == BLOCK_APISERVER else UNBLOCK_XDS
+    unblock = contract.UNBLOCK_OF[block_func]
     found: list[tuple[ActivityResult, ActivityResult]] = []
     for index, block in enumerate(method):
-        output = block.output if isinstance(block.output, Mapping) else {}
-        check = output.get("verification")
-        if block.ours != block_func or not isinstance(check, Mapping) or check.get("confirmed") is not True:
+        if block.ours != block_func:
+            continue
+        check = _verification(block)
+        if not isinstance(check, Mapping) or check.get("confirmed") is not True:
             continue
         later = method[index + 1 :]
         heal = next((r.start for r in later if r.ours == unblock and r.ran and r.start), None)
@@ -75,21 +80,26 @@ def _contradicting_evidence(method: list[ActivityResult]) -> list[str]:
     confirmed xDS block was in force: Envoy reached Contour again."""
     reasons = []
     for r, block in _during_a_confirmed_block(method):
-        output = r.output if isinstance(r.output, Mapping) else {}
-        verified = str(block.output["verification"].get("lease") or "")
+        if r.ours != LEASE_HOLDER:
+            continue
+        output = output_as(r.output, contract.LEASE_HOLDER) or {}
+        blocked = output_as(block.output, contract.BLOCK_APISERVER_EGRESS) or {}
+        verified = str(blocked["verification"].get("lease") or "")
         lease = f"Lease {output.get('namespace')}/{output.get('name')}"
-        if r.ours == LEASE_HOLDER and lease == verified and output.get("held") is True:
+        if lease == verified and output.get("held") is True:
             reasons.append(
                 f"{r.name!r} saw {verified} held during the API-server fault (renewed "
                 f"{output.get('seconds_since_renewal')} s before, by {output.get('holder_identity')}): a Contour "
                 "still reached the API server after the fault was confirmed, so it did not hold"
             )
     for r, block in _during_a_confirmed_block(method, BLOCK_XDS):
-        output = r.output if isinstance(r.output, Mapping) else {}
-        found = output.get("stream")
-        stream: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+        if r.ours != ENVOY_XDS:
+            continue
+        connection = output_as(r.output, contract.ENVOY_XDS_CONNECTED) or {}
+        found = connection.get("stream")
+        stream: XdsStream = found if isinstance(found, Mapping) else {}
         # Only an open connection counts: a connected_state gauge alone reads 1 while Envoy merely dials.
-        if r.ours == ENVOY_XDS and output.get("connected") is True and (number(stream.get("streams_open")) or 0):
+        if connection.get("connected") is True and (number(stream.get("streams_open")) or 0):
             reasons.append(
                 f"{r.name!r} saw Envoy's xDS stream up during the xDS fault of {block.name!r} "
                 f"({stream.get('streams_open')} stream(s) open on {stream.get('xds_cluster')}, none waiting): "
@@ -109,14 +119,15 @@ def chaoscontour_reasons(
     notes: list[str] = []
     method = [r for r in results if r.phase == PHASE_METHOD]
     for r in method:
-        output = r.output if isinstance(r.output, Mapping) else None
         succeeded = r.ran and r.status == "succeeded"
         if r.ours == ENVOY_AVAILABILITY and r.ran and not succeeded:
             reasons.append(
                 f"no availability figures: the sampler {r.name!r} failed, so nothing shows what Envoy's clients saw"
             )
-        elif r.ours == ENVOY_AVAILABILITY and succeeded and number((output or {}).get("availability")) is None:
-            reasons.append(f"no availability figures: the sampler {r.name!r} returned {excerpt(r.output, 120)}")
+        elif r.ours == ENVOY_AVAILABILITY and succeeded:
+            figures = output_as(r.output, contract.ENVOY_AVAILABILITY) or {}
+            if number(figures.get("availability")) is None:
+                reasons.append(f"no availability figures: the sampler {r.name!r} returned {excerpt(r.output, 120)}")
         elif r.ours in (BLOCK_APISERVER, BLOCK_XDS) and succeeded:
             unverified = _unverified_block(r)
             if unverified is None:
@@ -129,22 +140,25 @@ def chaoscontour_reasons(
                 reasons.append(f"{text}: nothing shows {lost} (--allow-unverified accepts that)")
             else:
                 reasons.append(text)
-        elif r.ours == ENDPOINT_VIEW and succeeded and isinstance((output or {}).get("since"), Mapping):
-            since = (output or {})["since"]
-            if since.get("endpointslices_changed") and since.get("membership_changed"):
+        elif r.ours == ENDPOINT_VIEW and succeeded:
+            since = (output_as(r.output, contract.ENVOY_BACKEND_VIEW) or {}).get("since")
+            if isinstance(since, Mapping) and since.get("endpointslices_changed") and since.get("membership_changed"):
                 reasons.append(
                     f"{r.name!r}: Envoy's endpoint list changed during the fault (Contour still saw the "
                     "EndpointSlices), so stale endpoints were not tested; lengthen freeze_wait_s"
                 )
-        elif r.ours == XDS_TIMELINE and succeeded and output is not None and output.get("meets_bounds") is False:
-            misses = "; ".join(str(m) for m in output.get("bound_misses") or []) or "no reason given"
-            reasons.append(f"{r.name!r} missed its bounds: {misses}")
+        elif r.ours == XDS_TIMELINE and succeeded:
+            timeline = output_as(r.output, contract.ENVOY_XDS_TIMELINE) or {}
+            if timeline.get("meets_bounds") is False:
+                misses = "; ".join(str(m) for m in timeline.get("bound_misses") or []) or "no reason given"
+                reasons.append(f"{r.name!r} missed its bounds: {misses}")
         elif r.ours in (APISERVER_FAULT, XDS_FAULT) and succeeded:
-            if output is None or not isinstance(output.get("held"), bool):
+            fault = output_as(r.output, contract.APISERVER_EGRESS_FAULT)
+            if fault is None or not isinstance(fault.get("held"), bool):
                 reasons.append(f"{r.name!r} did not say whether the fault held (no 'held' in its output)")
-            elif output["held"] is False:
+            elif fault["held"] is False:
                 reasons.append(
-                    f"the fault did not hold for the whole window ({r.name!r}): {'; '.join(fault_reasons(output))}"
+                    f"the fault did not hold for the whole window ({r.name!r}): {'; '.join(fault_reasons(fault))}"
                 )
     reasons += _contradicting_evidence(method)
     reasons += pod_kill_reasons(method)

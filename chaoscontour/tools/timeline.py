@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chaoscontour.contract import AvailabilityOutput
 from chaoscontour.tools.churn_track import track_churn
 from chaoscontour.tools.findings import availability_outputs
 from chaoscontour.tools.journal import (
@@ -94,7 +95,8 @@ class ReportData:
     markers: tuple[Marker, ...] = field(default_factory=tuple)
     # The shaded fault window, in offsets: from the fault's start to its removal (or the end of the timeline).
     fault_window: tuple[float, float] | None = None
-    summary: Mapping[str, Any] = field(default_factory=dict)
+    # The plotted envoy_availability output without its timeline (empty without one).
+    summary: AvailabilityOutput = field(default_factory=lambda: AvailabilityOutput())
     # Why there is nothing to plot, when there is not.
     note: str | None = None
     # The endpoint-churn and xDS timeline (empty for other experiments); its events are among ``markers``.
@@ -196,7 +198,7 @@ def report_data(journal: Mapping[str, Any]) -> ReportData:
     """
     verdict = judge(journal)
     outputs = availability_outputs(journal)
-    best: tuple[str, Mapping[str, Any], float, Series] | None = None
+    best: tuple[str, AvailabilityOutput, float, Series] | None = None
     for name, output in outputs:
         timeline = output.get("timeline")
         built = _series(timeline) if isinstance(timeline, list) else None
@@ -204,12 +206,14 @@ def report_data(journal: Mapping[str, Any]) -> ReportData:
             best = (name, output, built[0], built[1])
 
     origin: float | None
+    summary: AvailabilityOutput
     if best is not None:
         source, summary, origin, series = best[0], best[1], best[2], best[3]
     else:
         source, summary, series = None, {}, None
         origin = epoch_of(journal.get("start"))
-    summary_fields = {k: v for k, v in summary.items() if k != "timeline"}
+    summary_fields = summary.copy()
+    summary_fields.pop("timeline", None)
 
     markers: list[Marker] = []
 

@@ -43,7 +43,6 @@ __all__ = [
     "TrackBuilder",
     "Tracks",
     "epoch_s_of_ms",
-    "output_of",
     "seconds_text",
     "steady_state_runs_of",
 ]
@@ -101,12 +100,6 @@ class Tracks:
     @property
     def empty(self) -> bool:
         return not (self.events or self.spans or self.update_age or self.counters or self.facts)
-
-
-def output_of(run: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A run's output when it is a mapping, else an empty one."""
-    output = run.get("output")
-    return output if isinstance(output, Mapping) else {}
 
 
 def epoch_s_of_ms(value: Any) -> float | None:

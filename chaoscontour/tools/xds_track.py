@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from chaoscontour import contract
+from chaoscontour.contract import XdsTransition
 from chaoscontour.tools.journal import (
     ENVOY_XDS,
     ROUTE_CONVERGED,
@@ -18,6 +20,7 @@ from chaoscontour.tools.journal import (
     chaoscontour_func,
     epoch_of,
     number,
+    output_of,
     runs,
 )
 from chaoscontour.tools.tracks import (
@@ -26,7 +29,6 @@ from chaoscontour.tools.tracks import (
     LANE_XDS,
     TrackBuilder,
     epoch_s_of_ms,
-    output_of,
     seconds_text,
     steady_state_runs_of,
 )
@@ -42,13 +44,13 @@ def track_xds(journal: Mapping[str, Any], b: TrackBuilder) -> tuple[list[tuple[f
     updates: list[float] = []
     for run in steady_state_runs_of(journal, ENVOY_XDS):
         for key in ("cds", "lds"):
-            sub = output_of(run).get(key)
+            sub = output_of(run, contract.ENVOY_XDS_CONNECTED).get(key)
             when = epoch_s_of_ms(sub.get("update_time_ms")) if isinstance(sub, Mapping) else None
             if when is not None:
                 updates.append(when)
     for run in runs(journal):
-        func, output = chaoscontour_func(run), output_of(run)
-        if func == XDS_TIMELINE and output:
+        func = chaoscontour_func(run)
+        if func == XDS_TIMELINE and (output := output_of(run, contract.ENVOY_XDS_TIMELINE)):
             first = epoch_of(output.get("first_reading_at")) or epoch_of(run.get("start"))
             end = epoch_of(run.get("end"))
             blocked, healed = epoch_of(output.get("blocked_at")), epoch_of(output.get("healed_at"))
@@ -57,11 +59,11 @@ def track_xds(journal: Mapping[str, Any], b: TrackBuilder) -> tuple[list[tuple[f
             # The gauge reads 1 while Envoy is still attempting a new stream (domain/xds.py): the stream's real
             # state comes from the block, the detection and the first update accepted after the heal.
             state, since = output.get("connected_at_start"), first
-            for change in [*(output.get("transitions") or []), {"at_s": end - first, "connected": None}]:
-                at = first + (number(change.get("at_s")) or 0.0)
+            for transition in [*(output.get("transitions") or []), XdsTransition(at_s=end - first, connected=None)]:
+                at = first + (number(transition.get("at_s")) or 0.0)
                 label = "gauge 1" if state is True else "gauge 0" if state is False else "unknown"
                 b.span(LANE_GAUGE, since, at, label, "ok" if state is True else "bad" if state is False else "unknown")
-                state, since = change.get("connected"), at
+                state, since = transition.get("connected"), at
             detected = number(output.get("detected_after_s"))
             back, current = number(output.get("reconnected_after_s")), number(output.get("current_after_s"))
             noticed = blocked + detected if blocked is not None and detected is not None else None
@@ -96,27 +98,27 @@ def track_xds(journal: Mapping[str, Any], b: TrackBuilder) -> tuple[list[tuple[f
                 seen = [first + s for s in map(number, output.get("updates_at_s") or []) if s is not None]
                 updates += [u for u in seen if not any(u - interval <= a <= u for a in updates)]
                 age = _age(sorted(updates), first, end, b)
-        elif func == ROUTE_PROPAGATION and output:
-            written = epoch_of(output.get("written_at"))
-            if output.get("arrived") is True and written is not None:
-                took = number(output.get("propagation_s")) or 0.0
+        elif func == ROUTE_PROPAGATION and (change := output_of(run, contract.ROUTE_CHANGE_PROPAGATION)):
+            written = epoch_of(change.get("written_at"))
+            if change.get("arrived") is True and written is not None:
+                took = number(change.get("propagation_s")) or 0.0
                 b.span(LANE_ROUTE, written, written + took, "route change served", "ok")
                 b.event(
-                    LANE_ROUTE, f"route change {output.get('marker')} served {took:g} s after the write", written + took
+                    LANE_ROUTE, f"route change {change.get('marker')} served {took:g} s after the write", written + took
                 )
-            elif output.get("arrived") is False and written is not None:
-                held = number(output.get("held_back_s")) or 0.0
+            elif change.get("arrived") is False and written is not None:
+                held = number(change.get("held_back_s")) or 0.0
                 b.span(LANE_ROUTE, written, written + held, "route change held back", "held")
-                b.event(LANE_ROUTE, f"route change {output.get('marker')} written; not served in {held:g} s", written)
+                b.event(LANE_ROUTE, f"route change {change.get('marker')} written; not served in {held:g} s", written)
         elif func == ROUTE_CONVERGED:
-            began = epoch_of(run.get("start"))
-            served = number(output.get("converged_after_s"))
+            route, began = output_of(run, contract.ROUTE_CONFIG_CONVERGED), epoch_of(run.get("start"))
+            served = number(route.get("converged_after_s"))
             if began is not None and served is not None:
                 b.span(LANE_ROUTE, began, began + served, "waiting for the route after the heal", "held")
                 b.event(
                     LANE_ROUTE,
-                    f"Envoy serves route change {output.get('marker')}: {seconds_text(output.get('since_heal_s'))} "
-                    f"after the heal, {seconds_text(output.get('since_change_s'))} after it was written",
+                    f"Envoy serves route change {route.get('marker')}: {seconds_text(route.get('since_heal_s'))} "
+                    f"after the heal, {seconds_text(route.get('since_change_s'))} after it was written",
                     began + served,
                 )
             elif began is not None:
