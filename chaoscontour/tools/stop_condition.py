@@ -18,14 +18,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from chaoscontour import contract
 from chaoscontour.domain.availability import iso_utc
-from chaoscontour.tools import journal as j
+from chaoscontour.tools import journal
 from chaoscontour.tools.activity_results import excerpt
 
 __all__ = ["SAFEGUARDS_MODULE", "StopCondition", "stop_condition", "stop_findings", "stop_reasons"]
 
 SAFEGUARDS_MODULE = "chaosaddons.controls.safeguards"
-_UNBLOCK_OF = {j.BLOCK_APISERVER: j.UNBLOCK_APISERVER, j.BLOCK_XDS: j.UNBLOCK_XDS}
 
 
 @dataclass(frozen=True)
@@ -58,34 +58,36 @@ def _short(value: Any) -> str:
 
 
 def _pct(value: Any) -> str:
-    number = j.number(value)
+    number = journal.number(value)
     return "?" if number is None else f"{number * 100:.2f} %"
 
 
 def _saw(run: Mapping[str, Any]) -> str:
     """What the safeguard probe saw, in one sentence."""
-    activity = j.activity_of(run)
+    activity = journal.activity_of(run)
     output = run.get("output")
-    last, _ = j.exception_text(run)
+    # Any probe may be the safeguard; one whose output carries an availability figure reads as envoy_availability's.
+    figures = journal.output_as(output, contract.ENVOY_AVAILABILITY)
+    last, _ = journal.exception_text(run)
     if run.get("status") == "failed" or last:
         return f"the probe failed ({last or 'no exception recorded'}), which counts as tripping"
-    if isinstance(output, Mapping) and j.number(output.get("availability")) is not None:
-        text = f"availability {_pct(output.get('availability'))}"
-        if j.number(output.get("min_availability")) is not None:
-            text += f" below min_availability {_pct(output.get('min_availability'))}"
-        requests, successes = output.get("requests"), output.get("successes")
+    if figures is not None and journal.number(figures.get("availability")) is not None:
+        text = f"availability {_pct(figures.get('availability'))}"
+        if journal.number(figures.get("min_availability")) is not None:
+            text += f" below min_availability {_pct(figures.get('min_availability'))}"
+        requests, successes = figures.get("requests"), figures.get("successes")
         if isinstance(requests, int) and isinstance(successes, int):
             text += f" ({successes} of {requests} requests answered as expected"
-            kinds = output.get("error_kinds")
+            kinds = figures.get("error_kinds")
             if isinstance(kinds, Mapping) and kinds:
                 text += "; failures: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
             text += ")"
-        return text + f" over {_short(output.get('duration_s'))} s, tolerance {_short(activity.get('tolerance'))}"
+        return text + f" over {_short(figures.get('duration_s'))} s, tolerance {_short(activity.get('tolerance'))}"
     return f"output {_short(output)} did not meet the tolerance {_short(activity.get('tolerance'))}"
 
 
-def _declares_safeguard(journal: Mapping[str, Any]) -> bool:
-    experiment = journal.get("experiment")
+def _declares_safeguard(data: Mapping[str, Any]) -> bool:
+    experiment = data.get("experiment")
     controls = experiment.get("controls") if isinstance(experiment, Mapping) else None
     for control in controls if isinstance(controls, list) else []:
         provider = control.get("provider") if isinstance(control, Mapping) else None
@@ -94,20 +96,20 @@ def _declares_safeguard(journal: Mapping[str, Any]) -> bool:
     return False
 
 
-def stop_condition(journal: Mapping[str, Any]) -> StopCondition | None:
+def stop_condition(data: Mapping[str, Any]) -> StopCondition | None:
     """The stop condition that ended the run, or ``None`` when none did (as far as the journal says)."""
-    recorded = journal.get("safeguards")
+    recorded = data.get("safeguards")
     if isinstance(recorded, Mapping) and recorded.get("triggered_by"):
         run = recorded.get("run") if isinstance(recorded.get("run"), Mapping) else {}
         assert isinstance(run, Mapping)
-        check = j.number(j.activity_of(run).get("frequency"))
+        check = journal.number(journal.activity_of(run).get("frequency"))
         return StopCondition(
             name=str(recorded["triggered_by"]),
-            saw=j.redact(_saw(run)),
-            result_epoch_s=j.epoch_of(run.get("end")),
+            saw=journal.redact(_saw(run)),
+            result_epoch_s=journal.epoch_of(run.get("end")),
             check_s=check if check is not None and check > 0 else None,
         )
-    if journal.get("status") == "interrupted" and _declares_safeguard(journal):
+    if data.get("status") == "interrupted" and _declares_safeguard(data):
         return StopCondition(
             name=None,
             saw=(
@@ -119,55 +121,59 @@ def stop_condition(journal: Mapping[str, Any]) -> StopCondition | None:
 
 
 def _after(run: Mapping[str, Any], block: Mapping[str, Any]) -> bool:
-    started, blocked = j.epoch_of(run.get("start")), j.epoch_of(block.get("end") or block.get("start"))
+    started, blocked = journal.epoch_of(run.get("start")), journal.epoch_of(block.get("end") or block.get("start"))
     return started is None or blocked is None or started >= blocked
 
 
-def _removal(journal: Mapping[str, Any], stop: StopCondition) -> tuple[list[str], list[str]]:
+def _name(run: Mapping[str, Any]) -> str:
+    return journal.activity_name(journal.activity_of(run))
+
+
+def _removed_policies(unblock: Mapping[str, Any]) -> list[str]:
+    """The policies an unblock's run deleted (both unblocks return the same output)."""
+    return journal.output_of(unblock, contract.UNBLOCK_APISERVER_EGRESS).get("removed_policies") or []
+
+
+def _removal(data: Mapping[str, Any], stop: StopCondition) -> tuple[list[str], list[str]]:
     """(reasons, findings) about the removal of each fault the method put in place."""
     reasons: list[str] = []
     findings: list[str] = []
-    method, rollbacks = j.runs(journal), j.runs(journal, "rollbacks")
+    method, rollbacks = journal.runs(data), journal.runs(data, "rollbacks")
     for block in method:
-        func = j.chaoscontour_func(block)
-        if func not in _UNBLOCK_OF or block.get("status") != "succeeded":
+        func = journal.chaoscontour_func(block)
+        if func not in contract.UNBLOCK_OF or block.get("status") != "succeeded":
             continue
-        name = j.activity_name(j.activity_of(block))
+        name = _name(block)
         unblocks = [
             (where, r)
             for where, key in (("method", method), ("rollback", rollbacks))
             for r in key
-            if j.chaoscontour_func(r) == _UNBLOCK_OF[func] and _after(r, block)
+            if journal.chaoscontour_func(r) == contract.UNBLOCK_OF[func] and _after(r, block)
         ]
         done = [(w, r) for w, r in unblocks if r.get("status") == "succeeded"]
-        removed = [
-            (w, r)
-            for w, r in done
-            if isinstance(r.get("output"), Mapping) and (r["output"].get("removed_policies") or [])
-        ]
+        removed = [(w, r) for w, r in done if _removed_policies(r)]
         if removed:
             where, r = removed[0]
-            policies = ", ".join(str(p) for p in r["output"]["removed_policies"])
-            ended = j.epoch_of(r.get("end"))
+            policies = ", ".join(str(p) for p in _removed_policies(r))
+            ended = journal.epoch_of(r.get("end"))
             after = (
                 f", {ended - stop.result_epoch_s:.1f} s after the failing result"
                 if ended is not None and stop.result_epoch_s is not None
                 else ""
             )
             findings.append(
-                f"the fault of {name!r} was removed by the {where} {j.activity_name(j.activity_of(r))!r} "
-                f"(deleted {policies}{after})"
+                f"the fault of {name!r} was removed by the {where} {_name(r)!r} (deleted {policies}{after})"
             )
         elif done:
             where, r = done[-1]
             reasons.append(
-                f"the fault of {name!r} may still be in place: the {where} {j.activity_name(j.activity_of(r))!r} "
+                f"the fault of {name!r} may still be in place: the {where} {_name(r)!r} "
                 f"removed no policy ({_short(r.get('output'))})"
             )
         elif unblocks:
             reasons.append(
                 f"the fault of {name!r} may still be in place: no unblock after it succeeded "
-                f"({', '.join(repr(j.activity_name(j.activity_of(r))) for _, r in unblocks)} failed)"
+                f"({', '.join(repr(_name(r)) for _, r in unblocks)} failed)"
             )
         else:
             reasons.append(
@@ -177,14 +183,14 @@ def _removal(journal: Mapping[str, Any], stop: StopCondition) -> tuple[list[str]
     return reasons, findings
 
 
-def stop_reasons(journal: Mapping[str, Any], stop: StopCondition | None) -> list[str]:
+def stop_reasons(data: Mapping[str, Any], stop: StopCondition | None) -> list[str]:
     """The gate's reasons for a run a stop condition ended: the abort first, then any fault not shown removed."""
     if stop is None:
         return []
-    return [stop.headline, *_removal(journal, stop)[0]]
+    return [stop.headline, *_removal(data, stop)[0]]
 
 
-def stop_findings(journal: Mapping[str, Any], stop: StopCondition | None) -> Sequence[str]:
+def stop_findings(data: Mapping[str, Any], stop: StopCondition | None) -> Sequence[str]:
     """What the report and summary tell about the trip: when, and the fault's removal."""
     if stop is None:
         return []
@@ -194,4 +200,4 @@ def stop_findings(journal: Mapping[str, Any], stop: StopCondition | None) -> Seq
         found.append(
             f"the stop condition {stop.name!r} saw the failing result at {iso_utc(stop.result_epoch_s)}{interval}"
         )
-    return [*found, *_removal(journal, stop)[1]]
+    return [*found, *_removal(data, stop)[1]]
