@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaoscontour import contract
-from chaoscontour.contract import AvailabilityOutput, FaultHeldOutput, Latency
+from chaoscontour.contract import AvailabilityOutput, FaultHeldOutput, FaultVerification, Latency
 from chaoscontour.tools.journal import (
     APISERVER_FAULT,
     BLOCK_APISERVER,
@@ -108,7 +108,7 @@ def _block_finding(func: str, run: Mapping[str, Any]) -> str:
     """What a ``block_apiserver_egress`` or ``block_xds_egress`` cut off, and what confirmed it."""
     output = output_of(run, contract.BLOCK_APISERVER_EGRESS)  # the keys both blocks return
     found = output.get("verification")
-    check: contract.FaultVerification = found if isinstance(found, Mapping) else {}
+    check: FaultVerification = found if isinstance(found, Mapping) else {}
     pods = ", ".join(str(p) for p in output.get("selected_pods") or [])
     cidrs = ", ".join(str(c) for c in output.get("blocked_cidrs") or [])
     after = f"after {check.get('confirmed_after_s')} s"
