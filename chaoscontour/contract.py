@@ -169,6 +169,7 @@ class AvailabilitySecond(TypedDict, total=False):
     requests: int
     successes: int
     p50_ms: float | None
+    p95_ms: float | None
     p99_ms: float | None
 
 

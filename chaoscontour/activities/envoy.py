@@ -141,7 +141,7 @@ def envoy_availability(
     longest time between two requests sent: an outage shorter than that may have gone unseen; about `1000 /
     rate_per_s` unless the sampler was starved of CPU), `connection`,
     `connections_opened`, `stopped_early` and `stop_reason`, and `timeline`: one row per second with `second`,
-    `epoch_s`, `requests`, `successes`, `p50_ms`, `p99_ms`. Use it with a tolerance such as
+    `epoch_s`, `requests`, `successes`, `p50_ms`, `p95_ms`, `p99_ms`. Use it with a tolerance such as
     `{"type": "range", "range": [0.99, 1.0], "target": "availability"}` or a `jsonpath` on `$.longest_outage_s`.
 
     It fails loudly instead of reporting a meaningless ratio when no request succeeded in the first second (a wrong

@@ -127,8 +127,15 @@ def test_timeline_has_a_row_per_second_including_empty_ones():
     assert [r["epoch_s"] for r in rows] == [T0, T0 + 1, T0 + 2]
     assert [(r["requests"], r["successes"]) for r in rows] == [(3, 2), (0, 0), (2, 2)]
     assert (rows[0]["p50_ms"], rows[0]["p99_ms"]) == (10.0, 30.0)
-    assert (rows[1]["p50_ms"], rows[1]["p99_ms"]) == (None, None)
+    assert (rows[1]["p50_ms"], rows[1]["p95_ms"], rows[1]["p99_ms"]) == (None, None, None)
     assert (rows[2]["p50_ms"], rows[2]["p99_ms"]) == (20.0, 40.0)
+
+
+def test_timeline_rows_carry_the_p95_the_report_plots():
+    # 100 successes in one second, 1..100 ms: nearest rank gives p50 50, p95 95, p99 99 (the report's three lines).
+    samples = [ok(i / 100, (i + 1) / 1000) for i in range(100)]
+    (row,) = per_second_timeline(samples, T0, T0 + 1)
+    assert (row["p50_ms"], row["p95_ms"], row["p99_ms"]) == (50.0, 95.0, 99.0)
 
 
 def test_timeline_puts_boundary_samples_in_the_later_second_and_late_ones_in_the_last_row():
