@@ -11,6 +11,10 @@ __all__: list[str] = []
 
 _SUBCOMMANDS = {
     "activities": ("chaoscontour.tools.activities_doc", "print the activity reference (Markdown) from discovery"),
+    "annotations": (
+        "chaoscontour.tools.annotations",
+        "print a journal's fault windows, kills, restarts and outage as Grafana annotations (JSON)",
+    ),
     "cleanup": ("chaoscontour.tools.cleanup", "remove every object chaoscontour created in a cluster"),
     "gate": ("chaoscontour.tools.gate", "judge a chaos journal for CI: exit code, JUnit XML, Markdown summary"),
     "report": ("chaoscontour.tools.report", "render a journal as a PNG timeline and an HTML page"),
