@@ -179,6 +179,7 @@ class AvailabilityOutput(TypedDict, total=False):
     successes: int
     availability: float
     longest_outage_s: float
+    longest_outage_started_at: str | None
     latency_ms: Latency
     error_kinds: dict[str, int]
     timeline: list[AvailabilitySecond]

@@ -303,8 +303,8 @@ def per_second_timeline(
 
     Row ``i`` covers requests sent in ``[window_start + i, window_start + i + 1)`` and holds ``second`` (``i``),
     ``epoch_s`` (the row's start, epoch seconds), ``requests``, ``successes`` and ``p50_ms`` / ``p95_ms`` /
-    ``p99_ms`` of the successful requests (``None`` when there were none). Seconds without requests are kept, with zeros, so a plot
-    shows the gap. A request sent after ``window_end`` lands in the last row.
+    ``p99_ms`` of the successful requests (``None`` when there were none). Seconds without requests are kept, with
+    zeros, so a plot shows the gap. A request sent after ``window_end`` lands in the last row.
     """
     rows = max(1, math.ceil(window_end - window_start - 1e-9))
     sent = [0] * rows
