@@ -10,7 +10,8 @@ the plotted ``envoy_availability`` output), so the dashboard and the report mark
 
 - ``fault``: each ``block_apiserver_egress`` / ``block_xds_egress``, from its start (the policy is created then)
   to the start of the first unblock of the same fault after it (in the method or the rollbacks), or to the run's end
-  when nothing removed it, which the text then says;
+  when nothing removed it, which the text then says; a block that failed ends with itself (it removes what it
+  created before it returns);
 - ``kill``: each pod a chaostoolkit-kubernetes ``terminate_pods`` killed, and each ``kill_leader`` (a region to the
   new leader when its output gives the failover time);
 - ``restart``: each Contour container termination a ``contour_restart_count`` output lists within the run;
@@ -120,7 +121,19 @@ def _faults(
             None,
         )
         confirmed = _confirmation(run)
-        if removal is not None:
+        block_end = journal.epoch_of(run.get("end"))
+        if run.get("status") == "failed" and block_end is not None and block_end >= marker.epoch_s:
+            # A block that fails removes what it created before it returns (or created nothing): the fault ends there.
+            found.append(
+                Annotation(
+                    "fault",
+                    f"{name}: the block failed and removed its own policy, or created none; nothing of it outlived "
+                    "the block",
+                    marker.epoch_s,
+                    block_end,
+                )
+            )
+        elif removal is not None:
             found.append(
                 Annotation(
                     "fault",

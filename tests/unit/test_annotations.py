@@ -167,3 +167,18 @@ def test_the_title_tag_is_a_short_slug_without_a_colon():
     assert long == "requests-survive-a-backend-pod-s-death-while-contour-is-cut-off"
     assert len(long) <= MAX_TAG_CHARS
     assert title_tag("???") == "experiment"
+
+
+def test_a_block_that_failed_ends_its_fault_window_with_itself_not_at_the_later_unblock():
+    # A failed block (verification refused, or interrupted) removes its own policy before it returns: seen on the
+    # real node's naive conntrack run, whose unblock came 2 s after the block had already removed the policy.
+    journal = load("endpoint-churn-plain.json")
+    (block,) = [r for r in journal["run"] if func(r) == "block_apiserver_egress"]
+    block["status"] = "failed"
+    block["exception"] = ["chaoslib.exceptions.ActivityFailed: the fault did not take effect; the policy was removed"]
+    block.pop("output", None)
+
+    (fault,) = of_kind(grafana_bodies(journal), "fault")
+
+    assert (fault["time"], fault["timeEnd"]) == (ms(block["start"]), ms(block["end"]))
+    assert "the block failed and removed its own policy" in fault["text"]
