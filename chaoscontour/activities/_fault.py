@@ -159,10 +159,9 @@ def inject(
     namespace: str,
     inputs: FaultInputs,
     build_policy: Callable[..., dict[str, Any]],
-    **policy_args: Any,
 ) -> Injected:
     """Create the expiry Job (with its heartbeat), then the policy ``build_policy(namespace=, run_id=, expires_at=,
-    owner=, **policy_args)`` owned by it."""
+    owner=)`` owned by it."""
     now = datetime.now(UTC)
     job = create_expiry_job(
         k,
@@ -185,7 +184,6 @@ def inject(
         run_id=inputs.run_id,
         expires_at=parse_api_time(expires_at) or now,
         owner=job.owner,
-        **policy_args,
     )
     create_owned_policy(k, namespace, body, job, spec.key(inputs.run_id))
     return Injected(body["metadata"]["name"], job, expires_at, now, time.monotonic())

@@ -40,7 +40,7 @@ from chaoscontour.tools.command import journal_parser, read_journal, say_error
 from chaoscontour.tools.journal import KILL_LEADER, JournalError
 from chaoscontour.tools.timeline import Marker, ReportData, report_data
 
-__all__ = ["KINDS", "TAG", "Annotation", "grafana_bodies", "main", "run_annotations", "title_tag"]
+__all__ = ["KINDS", "TAG", "Annotation", "grafana_bodies", "main", "title_tag"]
 
 TAG = "chaoscontour"
 # The kinds, each also a tag, so a dashboard can show some and hide others.
@@ -197,11 +197,6 @@ def _from(report: ReportData, data: Mapping[str, Any]) -> list[Annotation]:
         found.append(Annotation("stop", stop.headline, stop.result_epoch_s, acted))
     found += _outage(report)
     return sorted(found, key=lambda a: (a.start_s, KINDS.index(a.kind)))
-
-
-def run_annotations(data: Mapping[str, Any]) -> list[Annotation]:
-    """What a dashboard should overlay for ``data`` (a parsed journal), in time order."""
-    return _from(report_data(data), data)
 
 
 def grafana_bodies(data: Mapping[str, Any]) -> list[dict[str, Any]]:

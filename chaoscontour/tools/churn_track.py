@@ -13,6 +13,7 @@ from typing import Any
 
 from chaoscontour import contract
 from chaoscontour.contract import BackendViewOutput, EndpointChange
+from chaoscontour.tools import pod_kills
 from chaoscontour.tools.journal import (
     ENDPOINT_VIEW,
     ENDPOINTS_CONVERGED,
@@ -35,8 +36,9 @@ from chaoscontour.tools.tracks import (
 
 __all__ = ["COUNTER_LABELS", "POD_KILLERS", "track_churn"]
 
-# chaostoolkit-kubernetes' pod actions that kill backend pods (the endpoint-churn experiment uses terminate_pods).
-POD_KILLERS = {("chaosk8s.pod.actions", "terminate_pods")}
+# chaostoolkit-kubernetes' pod actions that kill backend pods (the endpoint-churn experiment uses terminate_pods),
+# the same action the gate's pod-kill checks know.
+POD_KILLERS = {(pod_kills.MODULE, pod_kills.FUNC)}
 
 # Envoy's per-cluster counters that say why requests to a backend failed or were saved (domain/endpoints.py reads
 # them), in the order the table shows them.
