@@ -34,6 +34,7 @@ __all__ = [
     "leftovers",
     "missing_tools",
     "our_shims",
+    "processes_holding",
     "remove_chain",
 ]
 
@@ -93,8 +94,19 @@ def create_control_plane_netns(layout: NodeLayout) -> str:
         _run(["ip", "link", "add", bridge, "type", "bridge"])
     _run(["ip", "addr", "replace", f"{layout.node_ip}/{prefixlen}", "dev", bridge])
     _run(["ip", "link", "set", bridge, "up"])
+    holders = processes_holding(layout.control_plane_ip)
+    if holders:
+        listed = "; ".join(f"{pid} {argv}" for pid, argv in sorted(holders.items())[:5])
+        raise NodeHostError(
+            f"the control plane's address {layout.control_plane_ip} is in use in another network namespace "
+            f"(a sandbox or real-node test with prefix {layout.prefix} still running, perhaps left by a killed "
+            f"run): PIDs {listed}. Stop it (`chaoscontour-sandbox down --dir DIR`) or end those processes, then retry"
+        )
     if (NETNS_DIR / netns).exists():
         _run(["ip", "netns", "del", netns], check=False)
+    if _link_exists(veth):
+        # No process holds its namespace (checked above), so something pins it by a mount: the veth is stale.
+        _run(["ip", "link", "del", veth])
     _run(["ip", "netns", "add", netns])
     _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns])
     _run(["ip", "link", "set", veth, "master", bridge, "up"])
@@ -104,6 +116,32 @@ def create_control_plane_netns(layout: NodeLayout) -> str:
     _run([*inside, "ip", "link", "set", "eth0", "up"])
     _run([*inside, "ip", "route", "add", "default", "via", layout.node_ip])
     return netns
+
+
+def processes_holding(address: str) -> dict[int, str]:
+    """Processes (PID → command line) whose network namespace, not the host's, has ``address`` on an interface.
+
+    A node's control plane runs in its own namespace at that address; a run killed before it stopped its node
+    leaves those processes (and with them the namespace and its veth) behind, even once the namespace's name is
+    gone. Namespaces are told apart by their inode, so each is looked into once."""
+    host = os.readlink("/proc/self/ns/net")
+    members: dict[str, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                members.setdefault(os.readlink(proc / "ns/net"), []).append(int(proc.name))
+    found: dict[int, str] = {}
+    for namespace, pids in members.items():
+        if namespace == host:
+            continue
+        out = _run(["nsenter", f"--net=/proc/{pids[0]}/ns/net", "ip", "-o", "-4", "addr", "show"], check=False)
+        words = [line.split() for line in out.stdout.splitlines()]
+        if any(len(w) > 3 and w[3].split("/")[0] == address for w in words):
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                    found[pid] = " ".join(a.decode(errors="replace") for a in argv if a)[:120]
+    return found
 
 
 def install_chain(table: str, chain: str, rules: Sequence[Sequence[str]]) -> None:
