@@ -4,12 +4,12 @@ import functools
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from chaoslib.exceptions import ActivityFailed
 from logzero import logger
 
+from chaoscontour.domain.clock import format_utc
 from chaoscontour.domain.identity import InvalidHolderIdentity
 from chaoscontour.domain.inputs import InvalidInput
 from chaoscontour.domain.selectors import InvalidSelector
@@ -30,8 +30,8 @@ def process_run_id() -> str:
 
 def iso_time(epoch: float) -> str:
     """A time our activities return (``blocked_at``, ``healed_at``, ``written_at``...): ISO 8601 UTC to the
-    microsecond, e.g. ``2026-11-27T14:00:00.250000Z``."""
-    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    microsecond, e.g. ``2026-11-27T14:00:00.250000Z`` (``domain.clock.format_utc``)."""
+    return format_utc(epoch, "microseconds")
 
 
 def user_errors(fn: F) -> F:

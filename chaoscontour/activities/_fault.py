@@ -31,8 +31,8 @@ from chaoscontour.activities._expiry import (
     unblock_result,
 )
 from chaoscontour.activities._preflight import refuse_defeated, refuse_run_in_use
+from chaoscontour.domain.clock import parse_api_time
 from chaoscontour.domain.inputs import InvalidInput, parse_bool, parse_seconds, require_namespace, require_run_id
-from chaoscontour.domain.lease import parse_api_time
 from chaoscontour.domain.policy import EXPIRES_AT_ANNOTATION, build_expiry_job, fault_labels, fault_selector
 from chaoscontour.edges import heartbeat
 from chaoscontour.edges.kube import Kube, kube, read_if_present

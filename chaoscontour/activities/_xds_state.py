@@ -11,8 +11,9 @@ from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 
-from chaoscontour.activities._common import Progress, iso_time
+from chaoscontour.activities._common import Progress
 from chaoscontour.activities.envoy import STATS_EXAMPLE, STATS_FILTER
+from chaoscontour.domain.clock import format_utc
 from chaoscontour.domain.envoy_stats import XdsState, parse_stats, xds_state
 from chaoscontour.domain.inputs import InvalidInput, parse_http_url, parse_seconds, redact_url
 from chaoscontour.edges import http, stop
@@ -75,7 +76,7 @@ def healed(namespace: str, run_id: str, removed_a_policy: bool) -> dict[str, Any
         return {"healed_at": None}
     at = time.time()
     record_heal(namespace, run_id, at)
-    return {"healed_at": iso_time(at)}
+    return {"healed_at": format_utc(at, "microseconds")}
 
 
 def fault_events() -> dict[str, float | None]:

@@ -22,7 +22,7 @@ from logzero import logger
 
 from chaoscontour.activities._common import Progress, user_errors
 from chaoscontour.domain import endpoints as view
-from chaoscontour.domain.availability import iso_utc
+from chaoscontour.domain.clock import format_utc
 from chaoscontour.domain.envoy_stats import parse_stats
 from chaoscontour.domain.inputs import (
     InvalidInput,
@@ -214,7 +214,7 @@ def envoy_backend_view(
     result: Dict[str, Any] = {
         "cluster": target.stat_name,
         "service": f"{target.namespace}/{target.service}:{target.port}",
-        "checked_at": iso_utc(snap.taken_at),
+        "checked_at": format_utc(snap.taken_at, "milliseconds"),
         **snap.as_dict(),
         "comparison": comparison.as_dict(),
         "endpointslices_not_ready": list(not_ready),

@@ -17,7 +17,8 @@ from chaoslib.exceptions import ActivityFailed
 from logzero import logger
 
 from chaoscontour.activities._common import user_errors
-from chaoscontour.domain.availability import iso_utc, summarize
+from chaoscontour.domain.availability import summarize
+from chaoscontour.domain.clock import format_utc
 from chaoscontour.domain.envoy_stats import CDS, LDS, XDS_CLUSTER_FILTER, describe_xds_stats, parse_stats, xds_state
 from chaoscontour.domain.inputs import (
     InvalidInput,
@@ -338,7 +339,7 @@ def envoy_xds_connected(stats_url: str = STATS_EXAMPLE, timeout_s: float = 2.0) 
         "cds": cds,
         "lds": lds,
         "stats_url": shown,
-        "checked_at": iso_utc(now),
+        "checked_at": format_utc(now, "milliseconds"),
     }
     logger.info(
         f"envoy_xds_connected: connected={result['connected']} states={result['connected_states']} "

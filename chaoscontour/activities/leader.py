@@ -15,6 +15,7 @@ from chaoslib.types import Secrets
 from logzero import logger
 
 from chaoscontour.activities._common import Progress, user_errors
+from chaoscontour.domain.clock import format_utc
 from chaoscontour.domain.identity import parse_holder_identity
 from chaoscontour.domain.inputs import parse_bool, parse_count, parse_seconds, require_name, require_namespace
 from chaoscontour.domain.lease import lease_summary, new_holder
@@ -149,7 +150,7 @@ def kill_leader(
     result: Dict[str, Any] = {
         "old_holder": old_holder,
         "old_pod": old_pod,
-        "deleted_at": deleted_at.isoformat().replace("+00:00", "Z"),
+        "deleted_at": format_utc(deleted_at),
         "grace_period_s": grace,
         "new_holder": None,
         "new_pod": None,

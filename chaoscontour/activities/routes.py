@@ -27,10 +27,11 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Secrets
 from logzero import logger
 
-from chaoscontour.activities._common import iso_time, process_run_id, user_errors
+from chaoscontour.activities._common import process_run_id, user_errors
 from chaoscontour.activities._xds_state import fault_events
 from chaoscontour.activities.envoy import LISTENER_EXAMPLE
 from chaoscontour.domain import route_marker
+from chaoscontour.domain.clock import format_api_time, format_utc
 from chaoscontour.domain.inputs import (
     InvalidInput,
     parse_bool,
@@ -43,7 +44,6 @@ from chaoscontour.domain.inputs import (
     require_namespace,
     require_run_id,
 )
-from chaoscontour.domain.lease import format_api_time
 from chaoscontour.edges import stop
 from chaoscontour.edges.httpproxy import read_at, update_proxy
 from chaoscontour.edges.kube import kube
@@ -206,7 +206,7 @@ def route_change_propagation(
         "httpproxy": f"{ns}/{name}",
         "header": header,
         "marker": marker,
-        "written_at": iso_time(written),
+        "written_at": format_utc(written, "microseconds"),
         "run_id": run,
         "expires_at": format_api_time(record.expires_at),
         "previous": record.routes[index]["previous"],

@@ -21,9 +21,10 @@ from typing import Any, Dict, List
 from chaoslib.types import Secrets
 
 from chaoscontour.activities import _fault, _preflight, _xds_state, _xds_target
-from chaoscontour.activities._common import iso_time, user_errors
+from chaoscontour.activities._common import user_errors
 from chaoscontour.activities.envoy import STATS_EXAMPLE
 from chaoscontour.domain import xds
+from chaoscontour.domain.clock import format_utc
 from chaoscontour.domain.inputs import parse_count, parse_http_url, require_namespace
 from chaoscontour.domain.selectors import parse_label_selector
 from chaoscontour.edges.kube import Kube
@@ -71,7 +72,7 @@ class BlackHole(_fault.Fault):
             contour_addresses=list(self.target.pod_addresses),
             blocked_cidrs=self.target.cidrs,
             xds_port=self.contour.port,
-            blocked_at=iso_time(injected.created.timestamp()),
+            blocked_at=format_utc(injected.created.timestamp(), "microseconds"),
         )
         if self.inputs.verify:
             result["stream_before"] = self.evidence.stream_before()

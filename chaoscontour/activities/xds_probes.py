@@ -17,7 +17,7 @@ from typing import Any, Dict
 from chaoslib.exceptions import ActivityFailed
 from logzero import logger
 
-from chaoscontour.activities._common import Progress, iso_time, user_errors
+from chaoscontour.activities._common import Progress, user_errors
 from chaoscontour.activities._xds_state import KEEPALIVE_BOUND_S, fault_events, read_xds_state
 from chaoscontour.activities.envoy import STATS_EXAMPLE
 from chaoscontour.activities.routes import (  # noqa: F401  (re-exported: experiments name this module)
@@ -25,6 +25,7 @@ from chaoscontour.activities.routes import (  # noqa: F401  (re-exported: experi
     route_change_propagation,
     route_config_converged,
 )
+from chaoscontour.domain.clock import format_utc
 from chaoscontour.domain.inputs import parse_bool, parse_http_url, parse_seconds, redact_url
 from chaoscontour.domain.xds import XdsSample, xds_timeline
 from chaoscontour.edges import http, stop
@@ -113,8 +114,8 @@ def envoy_xds_timeline(
     result: Dict[str, Any] = {
         **figures,
         "stats_url": redact_url(url),
-        "blocked_at": iso_time(blocked_at) if blocked_at is not None else None,
-        "healed_at": iso_time(healed_at) if healed_at is not None else None,
+        "blocked_at": format_utc(blocked_at, "microseconds") if blocked_at is not None else None,
+        "healed_at": format_utc(healed_at, "microseconds") if healed_at is not None else None,
         "keepalive_bound_s": KEEPALIVE_BOUND_S,
         "duration_s": round(time.monotonic() - started, 3),
         "stopped_early": bool(reason) and reason != "current after the heal",

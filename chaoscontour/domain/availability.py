@@ -27,8 +27,9 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
+
+from chaoscontour.domain.clock import format_utc
 
 __all__ = [
     "NOT_SENT",
@@ -198,7 +199,7 @@ class Availability:
 
 def iso_utc(epoch_s: float) -> str:
     """ISO 8601 UTC with milliseconds, e.g. ``2025-01-31T12:00:00.250Z``."""
-    return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_utc(epoch_s, "milliseconds")
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

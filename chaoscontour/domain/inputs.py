@@ -10,8 +10,10 @@ import ipaddress
 import math
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
+
+from chaoscontour.domain.clock import parse_utc
 
 __all__ = [
     "MAX_DURATION_S",
@@ -269,12 +271,10 @@ def parse_time(value: object, what: str = "since") -> datetime:
     """An ISO 8601 time (``2026-11-26T19:00:00Z``); a time without zone is taken as UTC."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(f"{what} must be an ISO 8601 time such as '2026-11-26T19:00:00Z', got {value!r}")
-    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
     try:
-        when = datetime.fromisoformat(text)
+        return parse_utc(value)
     except ValueError:
         raise InvalidInput(f"{what} must be an ISO 8601 time such as '2026-11-26T19:00:00Z', got {value!r}") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 _RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")

@@ -1,25 +1,13 @@
 """Reading Contour's leader-election Lease (coordination.k8s.io/v1), as plain API-shaped dictionaries."""
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from chaoscontour.domain.clock import format_api_time, parse_api_time
 from chaoscontour.domain.identity import InvalidHolderIdentity, parse_holder_identity
 
-__all__ = ["lease_summary", "lease_liveness_problem", "new_holder", "parse_api_time"]
-
-
-def parse_api_time(value: object) -> datetime | None:
-    """A Kubernetes Time/MicroTime (``2026-11-26T19:00:00.123456Z``) as an aware datetime; ``None`` stays ``None``."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
-def format_api_time(when: datetime | None) -> str | None:
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z") if when else None
+__all__ = ["lease_summary", "lease_liveness_problem", "new_holder"]
 
 
 def lease_summary(lease: Mapping[str, Any], cluster_now: datetime | None, runner_now: datetime) -> dict[str, Any]:

@@ -20,16 +20,16 @@ import ipaddress
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from chaoscontour.domain.clock import format_utc
 from chaoscontour.domain.labels import FAULT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL
 from chaoscontour.domain.netpol import defeating_policies, egress_allow_reason, label_selector_matches
 
 __all__ = [
     "EXPIRES_AT_ANNOTATION",
     "owner_references",
-    "rfc3339",
     "EXPIRY_JOB_IMAGE",
     "FAULT_APISERVER_EGRESS",
     "FAULT_LABEL",
@@ -175,7 +175,7 @@ def fault_metadata(
         "name": name,
         "namespace": namespace,
         "labels": dict(labels),
-        "annotations": {EXPIRES_AT_ANNOTATION: rfc3339(expires_at), _PURPOSE_ANNOTATION: purpose},
+        "annotations": {EXPIRES_AT_ANNOTATION: format_utc(expires_at, "seconds"), _PURPOSE_ANNOTATION: purpose},
     }
     if owner:
         metadata["ownerReferences"] = owner_references(owner)
@@ -195,11 +195,6 @@ def owner_references(owner: Mapping[str, Any]) -> list[dict[str, Any]]:
             "blockOwnerDeletion": False,
         }
     ]
-
-
-def rfc3339(when: datetime) -> str:
-    """A Kubernetes time (UTC, whole seconds)."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _split_families(cidrs: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -339,7 +334,7 @@ def build_expiry_job(
             "namespace": namespace,
             "labels": labels,
             "annotations": {
-                EXPIRES_AT_ANNOTATION: rfc3339(datetime.fromtimestamp(now.timestamp() + hard_cap_s, tz=UTC)),
+                EXPIRES_AT_ANNOTATION: format_utc(now.timestamp() + hard_cap_s, "seconds"),
                 _PURPOSE_ANNOTATION: "expiry timer of a chaoscontour fault: runs no pod; its deadline deletes the "
                 "fault's NetworkPolicy (owner reference). Deleting this Job ends the fault now.",
             },

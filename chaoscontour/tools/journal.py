@@ -19,11 +19,11 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from chaoscontour import contract
+from chaoscontour.domain.clock import parse_utc
 
 __all__ = [
     "ACTIVITIES",
@@ -306,16 +306,10 @@ def epoch_of(value: Any) -> float | None:
         return float(value) if math.isfinite(value) else None
     if not isinstance(value, str) or not value:
         return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        when = datetime.fromisoformat(text)
+        return parse_utc(value).timestamp()
     except ValueError:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
 
 
 def walk(value: Any) -> Iterator[Mapping[str, Any]]:
