@@ -28,6 +28,7 @@ __all__ = [
     "ENVOY_BACKEND_VIEW",
     "ENVOY_ENDPOINTS_CONVERGED",
     "ENVOY_SERVING",
+    "ENVOY_SUCCESS_RATIO",
     "ENVOY_XDS_CONNECTED",
     "ENVOY_XDS_TIMELINE",
     "KILL_LEADER",
@@ -60,7 +61,9 @@ __all__ = [
     "RestartCountOutput",
     "RouteConvergedOutput",
     "RoutePropagationOutput",
+    "SuccessRatioOutput",
     "Termination",
+    "TrafficInterval",
     "UnblockOutput",
     "XdsConnectedOutput",
     "XdsStream",
@@ -187,6 +190,27 @@ class AvailabilityOutput(TypedDict, total=False):
     meets_min_availability: bool
 
 
+class TrafficInterval(TypedDict, total=False):
+    """One interval between two readings of ``envoy_success_ratio`` (``requests`` and ``rq_5xx`` null for a reset)."""
+
+    epoch_s: float
+    duration_s: float
+    requests: int | None
+    rq_5xx: int | None
+
+
+class SuccessRatioOutput(TypedDict, total=False):
+    """``envoy_success_ratio``: what Envoy's own counters said of the window (``ratio`` null when they cannot say)."""
+
+    requests: int | None
+    successes: int | None
+    ratio: float | None
+    unrouted_5xx: int | None
+    clusters: list[str]
+    not_computable: str | None
+    intervals: list[TrafficInterval]
+
+
 class XdsStream(TypedDict, total=False):
     xds_cluster: str
     streams_open: int | None
@@ -309,6 +333,7 @@ ROUTE_CHANGE_PROPAGATION = Activity("route_change_propagation", "probe", "routes
 ROUTE_CONFIG_CONVERGED = Activity("route_config_converged", "probe", "routes", RouteConvergedOutput)
 ENVOY_BACKEND_VIEW = Activity("envoy_backend_view", "probe", "endpoints", BackendViewOutput)
 ENVOY_ENDPOINTS_CONVERGED = Activity("envoy_endpoints_converged", "probe", "endpoints", EndpointsConvergedOutput)
+ENVOY_SUCCESS_RATIO = Activity("envoy_success_ratio", "probe", "traffic", SuccessRatioOutput)
 
 ACTIVITIES: tuple[Activity[Any], ...] = (
     APISERVER_EGRESS_FAULT,
@@ -330,6 +355,7 @@ ACTIVITIES: tuple[Activity[Any], ...] = (
     ROUTE_CONFIG_CONVERGED,
     ENVOY_BACKEND_VIEW,
     ENVOY_ENDPOINTS_CONVERGED,
+    ENVOY_SUCCESS_RATIO,
 )
 
 # The activity modules, in the order discovery lists them (and docs/activities.md has their sections).
