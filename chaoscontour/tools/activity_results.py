@@ -7,13 +7,16 @@ the JUnit XML, the Markdown summary and the HTML report list them.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from chaoslib.hypothesis import within_tolerance
+
 from chaoscontour import contract
-from chaoscontour.tools.findings import availability_pct
+from chaoscontour.tools.findings import SUCCESS_RATIO, availability_pct
 from chaoscontour.tools.journal import (
     activity_name,
     activity_of,
@@ -67,6 +70,8 @@ class ActivityResult:
     module: str | None = None
     # The provider's arguments as written in the experiment (placeholders unresolved).
     arguments: Any = None
+    # A probe's tolerance as written in the experiment (chaostoolkit checks it only in the steady state).
+    tolerance: Any = None
 
     @property
     def ran(self) -> bool:
@@ -86,6 +91,38 @@ def excerpt(value: Any, limit: int = _MAX_OUTPUT_CHARS) -> str:
 def _pct(value: Any) -> str:
     pct = availability_pct(value)
     return "?" if pct is None else f"{pct:.2f} %"
+
+
+def _ratio_failure(tolerance: Any, output: Any) -> str | None:
+    """Why an ``envoy_success_ratio`` output misses the tolerance its probe declares, or ``None``.
+
+    chaostoolkit checks no tolerance in the method, where this probe runs (in the background across the fault), so
+    the gate checks it, with chaostoolkit's own :func:`within_tolerance`. A ``probe`` tolerance would run an
+    activity: the gate runs none (``chaoscontour_reasons`` notes it as not checked)."""
+    if isinstance(tolerance, Mapping) and tolerance.get("type") == "probe":
+        return None
+    figures = output_as(output, contract.ENVOY_SUCCESS_RATIO)
+    if figures is None:
+        return f"tolerance not met: expected {excerpt(tolerance, 120)}, got {excerpt(output, 120)}"
+    ratio = figures.get("ratio")
+    if ratio is None:
+        return (
+            f"tolerance not met: Envoy's counters give no ratio: {figures.get('not_computable') or 'no reason given'}"
+        )
+    try:
+        # within_tolerance may write into a tolerance; the journal's stays as it was.
+        met = within_tolerance(copy.deepcopy(tolerance), dict(figures))
+    except Exception as exc:  # any error of chaoslib's check is a tolerance the gate cannot check
+        return (
+            f"tolerance {excerpt(tolerance, 120)} could not be checked ({type(exc).__name__}: {exc}); write its "
+            "bounds as numbers (chaostoolkit substitutes no ${...} in a range)"
+        )
+    if met:
+        return None
+    return (
+        f"tolerance not met: expected {excerpt(tolerance, 120)}, got ratio {ratio:.6g} ({figures.get('successes')} "
+        f"of {figures.get('requests')} requests not 5xx on {', '.join(figures.get('clusters') or []) or 'no cluster'})"
+    )
 
 
 def activity_result(phase: str, run: Mapping[str, Any], *, check_tolerance: bool) -> ActivityResult:
@@ -117,6 +154,11 @@ def activity_result(phase: str, run: Mapping[str, Any], *, check_tolerance: bool
     elif check_tolerance and run.get("tolerance_met") is False:
         failure = f"tolerance not met: expected {excerpt(activity.get('tolerance'), 120)}, got {excerpt(output)}"
         detail = f"tolerance: {excerpt(activity.get('tolerance'), 2000)}\noutput: {excerpt(output, 4000)}"
+    elif not check_tolerance and chaoscontour_func(activity) == SUCCESS_RATIO and activity.get("tolerance") is not None:
+        failure = _ratio_failure(activity.get("tolerance"), output)
+        if failure:
+            shown = {k: v for k, v in output.items() if k != "intervals"} if isinstance(output, Mapping) else output
+            detail = f"tolerance: {excerpt(activity.get('tolerance'), 2000)}\noutput: {excerpt(shown, 4000)}"
     return ActivityResult(
         phase=phase,
         name=activity_name(activity),
@@ -132,6 +174,7 @@ def activity_result(phase: str, run: Mapping[str, Any], *, check_tolerance: bool
         ours=chaoscontour_func(activity),
         module=_python_module(activity),
         arguments=_provider_arguments(activity),
+        tolerance=activity.get("tolerance"),
     )
 
 

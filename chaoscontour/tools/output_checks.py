@@ -2,7 +2,8 @@
 every ``block_apiserver_egress`` and ``block_xds_egress`` confirmed its fault (or the caller accepts an unverified
 one), the ``apiserver_egress_fault`` and ``xds_egress_fault`` probes saw the fault hold to the end of its window, no
 probe saw the blocked Contour or Envoy get through while a confirmed block was in force, the endpoint view tested
-stale endpoints, and the xDS timeline met its bounds.
+stale endpoints, and the xDS timeline met its bounds. (An ``envoy_success_ratio`` probe's declared tolerance is
+checked on its result, :mod:`chaoscontour.tools.activity_results`; here a probe without one is noted as not judged.)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from chaoscontour import contract
 from chaoscontour.contract import FaultVerification, XdsStream
 from chaoscontour.tools.activity_results import PHASE_METHOD, ActivityResult, excerpt
-from chaoscontour.tools.findings import fault_reasons
+from chaoscontour.tools.findings import SUCCESS_RATIO, fault_reasons
 from chaoscontour.tools.journal import (
     APISERVER_FAULT,
     BLOCK_APISERVER,
@@ -128,6 +129,13 @@ def chaoscontour_reasons(
             figures = output_as(r.output, contract.ENVOY_AVAILABILITY) or {}
             if number(figures.get("availability")) is None:
                 reasons.append(f"no availability figures: the sampler {r.name!r} returned {excerpt(r.output, 120)}")
+        elif r.ours == SUCCESS_RATIO and succeeded:
+            if r.tolerance is None:
+                notes.append(f"{r.name!r} declares no tolerance: Envoy's success ratio was measured, not judged")
+            elif isinstance(r.tolerance, Mapping) and r.tolerance.get("type") == "probe":
+                notes.append(
+                    f"{r.name!r}'s tolerance is a probe, which the gate does not run: its ratio was not judged"
+                )
         elif r.ours in (BLOCK_APISERVER, BLOCK_XDS) and succeeded:
             unverified = _unverified_block(r)
             if unverified is None:

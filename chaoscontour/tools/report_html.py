@@ -1,5 +1,6 @@
 """The HTML page of ``chaoscontour report``: self-contained, the PNG inlined next to the gate's outcome and reasons,
-Envoy's availability figures, the markers, the endpoint-churn and xDS timeline as tables, and an activity table.
+Envoy's availability figures and what Envoy's own counters said (``envoy_success_ratio``), the markers, the
+endpoint-churn and xDS timeline as tables, and an activity table.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from chaoscontour.tools.journal import epoch_of, number
 from chaoscontour.tools.timeline import MARKER_NAMES, ReportData
 from chaoscontour.tools.tracks import LANE_NAMES
 
-__all__ = ["render_html", "tracks_html"]
+__all__ = ["render_html", "tracks_html", "traffic_html"]
 
 
 def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
@@ -72,6 +73,28 @@ def tracks_html(data: ReportData) -> str:
         parts.append(f"<h3>Why requests failed, {e(interval)}</h3><ul>")
         parts.append("".join(f"<li>{e(c)}</li>" for c in sentences) + "</ul>")
     return "\n".join(parts)
+
+
+def traffic_html(data: ReportData) -> str:
+    """Envoy's own counters over the window, one table row per ``envoy_success_ratio`` output, and the sentences
+    that set them beside the sampler's availability."""
+    e = html.escape
+    rows = []
+    for t in data.verdict.traffic:
+        ratio = _fmt(t.ratio_pct, " %", 2) if t.ratio_pct is not None else f"none: {t.not_computable or '-'}"
+        rows.append(
+            f"<tr><td><code>{e(t.name)}</code></td><td>{e(ratio)}</td><td>{_count(t.successes)} / "
+            f"{_count(t.requests)}</td><td>{_count(t.five_xx)}</td><td>{_count(t.unrouted_5xx)}</td>"
+            f"<td>{e(', '.join(t.clusters) or '-')}</td></tr>"
+        )
+    if not rows:
+        return ""
+    beside = [f for f in data.verdict.findings if "Envoy's counters" in f]
+    return (
+        "<h2>Envoy's own counters</h2><table><tr><th>probe</th><th>success ratio</th><th>requests (ok / total)</th>"
+        f"<th>5xx</th><th>of them for no cluster</th><th>clusters</th></tr>{''.join(rows)}</table>"
+        + "".join(f"<p>{e(line)}</p>" for line in beside)
+    )
 
 
 def render_html(data: ReportData, png_name: str, png_bytes: bytes | None = None) -> str:
@@ -135,6 +158,7 @@ deviated <code>{str(v.deviated).lower()}</code>.</p>
 <img src="{src}" alt="availability and latency over time, with the fault and its removal marked">
 {f"<h2>Markers</h2><ul>{markers}</ul>" if markers else ""}
 {figures}
+{traffic_html(data)}
 {tracks_html(data)}
 <h2>Activities</h2>
 <table><tr><th>phase</th><th>activity</th><th>type</th><th>status</th><th>start</th><th>duration</th><th>note</th></tr>

@@ -1,6 +1,7 @@
 """The PNG of ``chaoscontour report``: availability, the lanes of the endpoint-churn and xDS timeline when the journal
-has them, latency and requests per second, on one time axis, with the fault window shaded and each marker numbered
-and listed in a key under the plot. matplotlib (the optional ``[report]`` extra) is imported only here, only to draw.
+has them, latency and requests per second (and, from ``envoy_success_ratio``, the requests and 5xx Envoy itself
+counted per interval), on one time axis, with the fault window shaded and each marker numbered and listed in a key
+under the plot. matplotlib (the optional ``[report]`` extra) is imported only here, only to draw.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from chaoscontour.tools.timeline import MARKER_NAMES, ReportData
 from chaoscontour.tools.tracks import LANE_NAMES, Tracks
 
-__all__ = ["KEY_LABEL_CHARS", "MAX_KEY_LINES", "MISSING_MATPLOTLIB", "label_levels", "render_png"]
+__all__ = ["KEY_LABEL_CHARS", "MAX_KEY_LINES", "MISSING_MATPLOTLIB", "envoy_rates", "label_levels", "render_png"]
 
 MAX_KEY_LINES = 16
 KEY_LABEL_CHARS = 54
@@ -37,6 +38,8 @@ _COLOURS = {
     "xds": "#7d3c98",
     "route": "#117a65",
     "stop": "#000000",
+    "envoy-requests": "#1a5276",
+    "envoy-5xx": "#c0392b",
 }
 # Marker kinds: how each is drawn (MARKER_NAMES names them in the legend).
 _STYLES: dict[str, Any] = {
@@ -130,6 +133,52 @@ def _draw_lanes(ax: Any, tracks: Tracks) -> list[Any]:
     return handles
 
 
+def envoy_rates(
+    intervals: Sequence[tuple[float, float, int | None, int | None]], origin: float
+) -> tuple[list[float], list[float], list[float]]:
+    """Step-plot columns (``where="post"``) of Envoy's own counts per second, from ``envoy_success_ratio``'s
+    intervals: offsets from ``origin``, and the requests and 5xx per second over each interval. NaN, a gap, where a
+    restart left an interval unknown, and between two intervals a failed reading left apart."""
+    rows = sorted(intervals)
+    xs: list[float] = []
+    sent_ys: list[float] = []
+    failed_ys: list[float] = []
+    for index, (epoch, duration, sent, failed) in enumerate(rows):
+        start = epoch - origin
+        known = duration > 0 and sent is not None and failed is not None
+        xs.append(start)
+        sent_ys.append(sent / duration if known and sent is not None else math.nan)
+        failed_ys.append(failed / duration if known and failed is not None else math.nan)
+        following = rows[index + 1][0] - origin if index + 1 < len(rows) else None
+        if following is None or following - (start + duration) > 0.01:
+            xs.append(start + duration)
+            sent_ys.append(sent_ys[-1] if following is None else math.nan)
+            failed_ys.append(failed_ys[-1] if following is None else math.nan)
+    return xs, sent_ys, failed_ys
+
+
+def _draw_envoy_counts(ax: Any, data: ReportData) -> list[Any]:
+    """Envoy's own requests per second on the requests panel, and its 5xx per second on a second axis (a few 5xx
+    among thousands of requests would not show on one); returns the legend handles."""
+    from matplotlib.lines import Line2D
+
+    handles: list[Any] = []
+    for t in data.verdict.traffic[:1]:
+        if not t.intervals or data.origin_epoch_s is None:
+            continue
+        xs, sent, failed = envoy_rates(t.intervals, data.origin_epoch_s)
+        ax.step(xs, sent, where="post", color=_COLOURS["envoy-requests"], linewidth=1.2)
+        twin = ax.twinx()
+        twin.step(xs, failed, where="post", color=_COLOURS["envoy-5xx"], linewidth=1.6)
+        twin.fill_between(xs, failed, 0, step="post", color=_COLOURS["envoy-5xx"], alpha=0.25, linewidth=0)
+        peak = max((v for v in failed if not math.isnan(v)), default=0.0)
+        twin.set_ylim(0, max(peak * 1.25, 1.0))
+        twin.set_ylabel("Envoy's 5xx / s", color=_COLOURS["envoy-5xx"], fontsize=8)
+        handles.append(Line2D([], [], color=_COLOURS["envoy-requests"], label="Envoy's counters: requests / s"))
+        handles.append(Line2D([], [], color=_COLOURS["envoy-5xx"], label="Envoy's counters: 5xx / s (right)"))
+    return handles
+
+
 def render_png(data: ReportData, path: Path) -> None:
     plt = _import_pyplot()
     from matplotlib.lines import Line2D
@@ -176,6 +225,7 @@ def render_png(data: ReportData, path: Path) -> None:
         if offsets:
             ax_req.set_xlim(min(0.0, *offsets) - 1, max(offsets) + 5)
 
+    handles += _draw_envoy_counts(ax_req, data)
     ax_av.set_ylim(-3, 105)
     ax_av.set_ylabel("availability (%)")
     ax_lat.set_ylabel("latency of successes (ms)")
@@ -243,7 +293,9 @@ def render_png(data: ReportData, path: Path) -> None:
         )
     legend_rows = math.ceil(len(handles) / 5)
     bottom = (key_height + 0.35 + 0.22 * legend_rows + 0.6) * inch
-    fig.subplots_adjust(top=1 - 0.75 * inch, bottom=bottom, left=0.11 if lanes else 0.08, right=0.94 if lanes else 0.98)
+    # A second axis on the right (the lanes' config age, Envoy's 5xx) needs room for its labels.
+    twin = lanes or any(t.intervals for t in data.verdict.traffic)
+    fig.subplots_adjust(top=1 - 0.75 * inch, bottom=bottom, left=0.11 if lanes else 0.08, right=0.94 if twin else 0.98)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

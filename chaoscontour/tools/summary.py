@@ -1,5 +1,6 @@
 """The gate's Markdown summary of a :class:`~chaoscontour.tools.verdict.Verdict`, for a CI job summary
-(``$GITHUB_STEP_SUMMARY``): the outcome, the reasons, what happened, Envoy's availability and the activities."""
+(``$GITHUB_STEP_SUMMARY``): the outcome, the reasons, what happened, Envoy's availability as the sampler measured it
+and as Envoy's own counters tell it, and the activities."""
 
 from __future__ import annotations
 
@@ -78,6 +79,18 @@ def markdown_summary(verdict: Verdict, journal_name: str | None = None) -> str:
             f"{_fmt(fig.p50_ms, 'ms')} | {_fmt(fig.p95_ms, 'ms')} | {_fmt(fig.p99_ms, 'ms')} | {reqs} |",
             "",
         ]
+    for t in verdict.traffic:
+        lines += [f"### Envoy's own counters (`{_md(t.name)}`)", ""]
+        lines += ["| Success ratio | Requests (ok / total) | 5xx | of them for no cluster | Clusters |"]
+        lines += ["|---:|---:|---:|---:|---|"]
+        reqs = "-" if t.requests is None else f"{t.successes if t.successes is not None else '?'} / {t.requests}"
+        lines += [
+            f"| {_fmt(t.ratio_pct, '%', 2)} | {reqs} | {'-' if t.five_xx is None else t.five_xx} | "
+            f"{'-' if t.unrouted_5xx is None else t.unrouted_5xx} | {_md(', '.join(t.clusters) or '-')} |",
+            "",
+        ]
+        if t.not_computable:
+            lines += [f"No ratio: {_md(t.not_computable)}.", ""]
     lines += [
         "### Activities",
         "",

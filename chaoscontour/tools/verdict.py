@@ -5,7 +5,9 @@ A journal passes only when the run completed, the steady state was met before an
 deviate, every planned method activity and rollback ran and none failed, no ``envoy_availability`` output fell below
 its ``min_availability`` or went missing, every ``block_apiserver_egress`` confirmed its fault (or the caller accepts
 an unverified one), no ``apiserver_egress_fault`` probe saw the fault stop holding before the end of its window,
-and no ``lease_holder`` probe saw the verified Lease held while a confirmed block was in force.
+no ``lease_holder`` probe saw the verified Lease held while a confirmed block was in force, and every
+``envoy_success_ratio`` probe (Envoy's own counters over the fault window) met the tolerance it declares. Envoy's
+ratio is set beside the sampler's availability in the findings.
 
 Each activity's result comes from :mod:`chaoscontour.tools.activity_results`; the checks on what chaoscontour's
 activities returned are :mod:`chaoscontour.tools.output_checks`, on chaostoolkit-kubernetes' pod kills
@@ -27,7 +29,14 @@ from chaoscontour.tools.activity_results import (
     activity_result,
     with_not_run,
 )
-from chaoscontour.tools.findings import AvailabilityFigures, availability_figures, fault_findings
+from chaoscontour.tools.findings import (
+    AvailabilityFigures,
+    TrafficFigures,
+    availability_figures,
+    fault_findings,
+    side_by_side,
+    traffic_figures,
+)
 from chaoscontour.tools.journal import (
     KNOWN_RUN_STATUSES,
     activity_name,
@@ -72,6 +81,8 @@ class Verdict:
     notes: tuple[str, ...] = field(default_factory=tuple)
     # The stop condition (chaostoolkit-addons' safeguard) that ended the run, if one did.
     stop: StopCondition | None = None
+    # What Envoy's own counters said of the window (``envoy_success_ratio``), method first.
+    traffic: tuple[TrafficFigures, ...] = field(default_factory=tuple)
 
 
 def _why(r: ActivityResult) -> str:
@@ -192,6 +203,9 @@ def judge(journal: Mapping[str, Any], options: GateOptions | None = None) -> Ver
     if accepted:
         unverified = "the verdict rests on an unverified fault: " + "; ".join(accepted)
 
+    availability = availability_figures(journal)
+    traffic = traffic_figures(journal)
+    findings = (*side_by_side(availability, traffic), *stop_findings(journal, stop), *fault_findings(journal))
     return Verdict(
         passed=not reasons,
         # Reasons quote outputs and exceptions, which may carry a token: mask them once, here.
@@ -204,9 +218,10 @@ def judge(journal: Mapping[str, Any], options: GateOptions | None = None) -> Ver
         duration_s=number(journal.get("duration")),
         start=journal.get("start") if isinstance(journal.get("start"), str) else None,
         results=tuple(results),
-        availability=availability_figures(journal),
-        findings=tuple(redact(f) for f in (*stop_findings(journal, stop), *fault_findings(journal))),
+        availability=availability,
+        findings=tuple(redact(f) for f in findings),
         unverified=redact(unverified) if unverified else None,
         notes=tuple(notes),
         stop=stop,
+        traffic=traffic,
     )
