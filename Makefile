@@ -34,11 +34,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml sandbox/setup.cfg sandbox/pyproject
 venv: $(VENV)/.installed
 
 # Debian packages, as root: network namespaces, veth pairs and iptables for the sandbox; the real node's containerd,
-# runc, CNI plugins, conntrack and nft; gcc and libc6-dev to build Kubernetes' pause; wrk for the benchmark.
+# runc, CNI plugins, conntrack and nft; gcc and libc6-dev to build Kubernetes' pause; Prometheus for the sandbox's
+# metrics; wrk for the benchmark.
 # Each entry is CHECK:PACKAGE, where CHECK is a command or an absolute path the package provides.
 SYSTEM_DEPS := ip:iproute2 iptables:iptables wrk:wrk containerd:containerd runc:runc \
   /usr/lib/cni/ptp:containernetworking-plugins conntrack:conntrack nft:nftables gcc:gcc \
-  /usr/include/stdio.h:libc6-dev
+  /usr/include/stdio.h:libc6-dev prometheus:prometheus
 system-deps:
 	@missing=""; \
 	for entry in $(SYSTEM_DEPS); do \

@@ -26,7 +26,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from chaoscontour_sandbox import applier, binaries, deploy, dns, manifests, nodehost, nodeimages, nodeplane, workloads
+from chaoscontour_sandbox import (
+    applier,
+    binaries,
+    deploy,
+    dns,
+    manifests,
+    metrics,
+    nodehost,
+    nodeimages,
+    nodeplane,
+    workloads,
+)
 from chaoscontour_sandbox.deploy import SandboxError
 from chaoscontour_sandbox.kubeapi import KubeApi
 from chaoscontour_sandbox.process import Process, identity, is_same, stop_pid
@@ -143,6 +154,7 @@ def up(
         lambda: applier.route_answers(url, workloads.ECHO_FQDN),
     )
     settings = experiment_settings(directory / "kubeconfig", ip, mode)
+    settings["PROMETHEUS_URL"] = ready["prometheus_url"]
     settings.update(_demo_route(url))
     if user is not None:
         _check_images(directory, user)
@@ -274,7 +286,7 @@ def down(directory: Path, *, keep_logs: bool = False) -> None:
     if any(nodehost.leftovers(layout).values()):
         say(f"removing what the node left: {nodehost.leftovers(layout)}")
         nodehost.clean(layout)
-    for name in ("controlplane", "images", VOLUMES_DIR):
+    for name in ("controlplane", "images", VOLUMES_DIR, metrics.DATA_DIR):
         shutil.rmtree(directory / name, ignore_errors=True)
     kept = {layout.logs_dir, layout.pod_logs_dir} if keep_logs else set()
     if layout.directory.exists():

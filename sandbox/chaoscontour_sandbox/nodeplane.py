@@ -7,7 +7,8 @@ after ``up`` returns, so ``up`` starts this process, which owns both for the san
     python -m chaoscontour_sandbox.nodeplane --dir DIR --mode per-packet|conntrack|off
 
 It creates the node network and the control plane's namespace, starts the control plane (with Contour's CRDs),
-writes the images, starts the node and runs kube-network-policies as a DaemonSet. It writes ``DIR/nodeplane.json``
+writes the images, starts the node, runs kube-network-policies as a DaemonSet and starts Prometheus
+(:mod:`chaoscontour_sandbox.metrics`), whose targets it keeps following. It writes ``DIR/nodeplane.json``
 when all is ready and stops everything, the host left clean, on SIGTERM. Progress lines go to stdout (``up`` sends
 them to ``DIR/logs/nodeplane.log``).
 
@@ -23,6 +24,7 @@ process applies it and writes ``DIR/mode.applied``:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import signal
@@ -31,9 +33,11 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from chaoscontour_sandbox import binaries, crds, deploy, nodeaddons, nodehost, nodeimages
+import requests
+
+from chaoscontour_sandbox import binaries, crds, deploy, metrics, nodeaddons, nodehost, nodeimages
 from chaoscontour_sandbox.controlplane import ControlPlane, ControlPlaneError
-from chaoscontour_sandbox.kubeapi import KubeApi
+from chaoscontour_sandbox.kubeapi import ApiError, KubeApi
 from chaoscontour_sandbox.node import Node, NodeError
 from chaoscontour_sandbox.nodeconfig import NodeLayout
 from chaoscontour_sandbox.process import Process
@@ -164,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     found = _binaries()
     node = Node(layout, kubelet=found["kubelet"], kube_proxy=found["kube-proxy"], progress=say)
     enforcement = Enforcement(node, directory, directory / "kubeconfig")  # the copy made once the plane runs
+    prometheus: Process | None = None
     try:
         nodehost.create_control_plane_netns(layout)
         plane.start()
@@ -173,9 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         archives = nodeimages.write_archives({name: found[name] for name in IMAGES}, directory / "images")
         pki = plane.pki_dir
         node.start(plane.url, (pki / "ca.crt").read_bytes(), (pki / "ca.key").read_bytes(), plane.kubeconfig, archives)
-        start_network_policy_engine(node, KubeApi(plane.kubeconfig))
+        api = KubeApi(plane.kubeconfig)
+        start_network_policy_engine(node, api)
         enforcement.apply(args.mode)
         say(f"NetworkPolicy: kube-network-policies on queue {nodeaddons.NFQUEUE_ID} ({args.mode})")
+        prometheus, targets, prometheus_url = metrics.start_prometheus(directory)
+        say(f"Prometheus: {prometheus_url}, scraping Contour and Envoy every {metrics.SCRAPE_INTERVAL_S} s")
         ready = {
             "url": plane.url,
             "kubeconfig": str(directory / "kubeconfig"),
@@ -185,8 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cluster_domain": layout.cluster_domain,
             "containerd_socket": str(layout.containerd_socket),
             "mode": args.mode,
-            "pids": {**plane.pids, **{name: p.pid for name, p in node.processes.items()}},
+            "pids": {**plane.pids, **{name: p.pid for name, p in node.processes.items()}, "prometheus": prometheus.pid},
             "logs": str(layout.logs_dir),
+            "prometheus_url": prometheus_url,
         }
         staged = directory / (READY_FILE + ".new")
         staged.write_text(json.dumps(ready, indent=1))
@@ -196,17 +205,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not plane.running:
                 say(f"a control-plane process exited; see {plane.logs_dir}")
                 return 1
-            watched = [*node.processes.values(), *([enforcement.reaper] if enforcement.reaper else [])]
+            watched = [*node.processes.values(), prometheus, *([enforcement.reaper] if enforcement.reaper else [])]
             exited = [p for p in watched if not p.running]
             if exited:
                 say(exited[0].exited_message())
                 return 1
             enforcement.follow()
+            with contextlib.suppress(ApiError, requests.RequestException, OSError):  # the next second tries again
+                targets.follow(api)
         return 0
     except (ControlPlaneError, crds.CrdError, NodeError, deploy.SandboxError, binaries.BinaryNotFound, OSError) as exc:
         say(f"error: {exc}")
         return 1
     finally:
+        if prometheus is not None:
+            prometheus.stop(5.0)
         enforcement.stop()
         node.stop()
         plane.stop()

@@ -80,6 +80,32 @@ def test_the_echo_route_answers_through_envoy(sandbox: Sandbox) -> None:
     assert "listener_manager.lds.control_plane.connected_state: 1" in stats
 
 
+def prometheus(sandbox: Sandbox, query: str) -> dict[str, float]:
+    """An instant query to the sandbox's Prometheus: each series' value by its ``pod`` (or ``job``) label."""
+    answer = requests.get(sandbox.settings["PROMETHEUS_URL"] + "/api/v1/query", params={"query": query}, timeout=5)
+    answer.raise_for_status()
+    result = answer.json()["data"]["result"]
+    return {r["metric"].get("pod", r["metric"].get("job", "")): float(r["value"][1]) for r in result}
+
+
+def test_the_sandbox_prometheus_counts_every_request_envoy_routed(sandbox: Sandbox) -> None:
+    def every_pod_up() -> bool:
+        pods = contour_pods(sandbox) + sandbox.get(f"/api/v1/namespaces/{NS}/pods", labelSelector="app=envoy")["items"]
+        up = prometheus(sandbox, "up")
+        return set(up) == {p["metadata"]["name"] for p in pods} and set(up.values()) == {1.0}
+
+    wait_for("Prometheus to scrape every Contour and Envoy pod", 30, every_pod_up)
+    routed = 'sum(envoy_cluster_upstream_rq_xx{envoy_cluster_name="demo_echo_80", envoy_response_code_class="2"})'
+    wait_for("a scrape of Envoy's counters", 30, lambda: "" in prometheus(sandbox, routed))
+    time.sleep(5)  # two scrapes at least: the value read is the newest
+    before = prometheus(sandbox, routed)[""]
+    for _ in range(37):
+        assert route(sandbox).status_code == 200
+    wait_for("Prometheus to count the 37 requests", 30, lambda: prometheus(sandbox, routed)[""] >= before + 37)
+    time.sleep(5)
+    assert prometheus(sandbox, routed)[""] == before + 37
+
+
 def test_the_lease_holder_is_a_running_contour_pod_whose_hostname_is_its_name(sandbox: Sandbox) -> None:
     identity = holder(sandbox)
     pod_name = identity[:-37]
@@ -240,7 +266,7 @@ def test_sandbox_down_leaves_nothing_behind(sandbox: Sandbox) -> None:
     assert down.returncode == 0, down.stdout + down.stderr
     assert nodehost.leftovers(layout) == {k: [] for k in nodehost.leftovers(layout)}
     assert [pid for pid in pids if os.path.exists(f"/proc/{pid}")] == []
-    for name in ("contour", "envoy", "etcd", "kube-apiserver", "kubelet", "containerd"):
+    for name in ("contour", "envoy", "etcd", "kube-apiserver", "kubelet", "containerd", "prometheus"):
         found = subprocess.run(["pgrep", "-af", name], capture_output=True, text=True).stdout
         assert str(sandbox.dir) not in found, found
     assert not sandbox.dir.exists()

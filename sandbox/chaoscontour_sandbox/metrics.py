@@ -1,0 +1,131 @@
+"""The sandbox's Prometheus: Debian's ``prometheus`` scraping Contour and Envoy as a user's own would.
+
+Contour's release manifest names the metrics port of both workloads ``metrics`` (Contour's ``:8000/metrics``,
+Envoy's ``:8002``, whose Prometheus text is at ``/stats/prometheus``) and carries no ``prometheus.io``
+annotations. A user's Prometheus finds those ports through Kubernetes service discovery (role ``pod``, or a
+PodMonitor). Debian builds Prometheus without Kubernetes discovery (its config parser rejects
+``kubernetes_sd_configs``), so the sandbox does that part itself: :class:`Targets` lists the pods through the API
+server and writes them to a file Prometheus reads (``file_sd_configs``), with the labels Kubernetes discovery and
+the usual relabelling would give (``namespace``, ``pod``, ``app``). Targets follow the pods: a restarted Contour is
+the same target, a replaced pod a new one. The data lives in ``DIR/prometheus`` and goes with ``down``; the server
+listens on loopback only.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from chaoscontour_sandbox import deploy, workloads
+from chaoscontour_sandbox.kubeapi import KubeApi
+from chaoscontour_sandbox.process import Process
+
+__all__ = ["DATA_DIR", "SCRAPE_INTERVAL_S", "Targets", "pod_targets", "scrape_config", "start_prometheus"]
+
+DATA_DIR = "prometheus"
+TARGETS_FILE = "targets.json"
+# Fault windows here last 30 to 60 s: a 2 s scrape gives rates with enough points to see them.
+SCRAPE_INTERVAL_S = 2
+METRICS_PORT_NAME = "metrics"
+ENVOY_METRICS_PATH = "/stats/prometheus"
+
+
+def scrape_config(targets_file: Path) -> dict[str, object]:
+    """One job, ``contour``, over the targets :class:`Targets` writes to ``targets_file``."""
+    return {
+        "global": {"scrape_interval": f"{SCRAPE_INTERVAL_S}s", "evaluation_interval": f"{SCRAPE_INTERVAL_S}s"},
+        "scrape_configs": [
+            {
+                "job_name": "contour",
+                "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": f"{SCRAPE_INTERVAL_S}s"}],
+            }
+        ],
+    }
+
+
+def pod_targets(pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Prometheus target groups for the containers' ports named ``metrics`` of the pods that have an address;
+    Envoy's (label ``app=envoy``) are read at ``/stats/prometheus``, the others at ``/metrics``."""
+    groups = []
+    for pod in pods:
+        meta, ip = pod["metadata"], pod.get("status", {}).get("podIP")
+        if not ip or meta.get("deletionTimestamp"):
+            continue
+        app = meta.get("labels", {}).get("app", "")
+        for container in pod.get("spec", {}).get("containers", []):
+            for port in container.get("ports") or []:
+                if port.get("name") == METRICS_PORT_NAME:
+                    labels = {"namespace": meta["namespace"], "pod": meta["name"], "app": app}
+                    labels["__metrics_path__"] = ENVOY_METRICS_PATH if app == "envoy" else "/metrics"
+                    groups.append({"targets": [f"{ip}:{port['containerPort']}"], "labels": labels})
+    return sorted(groups, key=lambda g: g["targets"][0])
+
+
+class Targets:
+    """The target file of one sandbox's Prometheus, rewritten (atomically) when the pods change."""
+
+    def __init__(self, home: Path, namespace: str = workloads.CONTOUR_NAMESPACE) -> None:
+        self.path, self.namespace = home / TARGETS_FILE, namespace
+        self._written: list[dict[str, Any]] | None = None
+        self.write([])
+
+    def write(self, groups: list[dict[str, Any]]) -> None:
+        if groups == self._written:
+            return
+        staged = self.path.with_suffix(".new")
+        staged.write_text(json.dumps(groups, indent=1))
+        staged.replace(self.path)
+        self._written = groups
+
+    def follow(self, api: KubeApi) -> None:
+        """List the namespace's pods and write their targets if they changed."""
+        self.write(pod_targets(deploy.pods(api, self.namespace, "")))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_prometheus(directory: Path, timeout_s: float = 60.0) -> tuple[Process, Targets, str]:
+    """Start Prometheus for the sandbox in ``directory``; return it, its :class:`Targets` (to follow the pods) and
+    its URL once it answers ``/-/ready``.
+
+    Raises :class:`deploy.SandboxError` naming the Debian package when there is no ``prometheus`` to run."""
+    program = shutil.which("prometheus")
+    if program is None:
+        raise deploy.SandboxError("the sandbox's Prometheus needs Debian's prometheus: apt-get install -y prometheus")
+    home = directory / DATA_DIR
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "prometheus.yml"
+    targets = Targets(home)
+    config.write_text(yaml.safe_dump(scrape_config(targets.path), sort_keys=False))
+    url = f"http://127.0.0.1:{_free_port()}"
+    argv = [program, f"--config.file={config}", f"--storage.tsdb.path={home / 'data'}"]
+    argv += [f"--web.listen-address={url.removeprefix('http://')}", "--storage.tsdb.retention.time=2d"]
+    proc = Process.start("prometheus", argv, directory / "logs" / "prometheus.log")
+
+    def ready() -> bool:
+        if not proc.running:
+            raise deploy.SandboxError(proc.exited_message())
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    try:
+        deploy.wait_for(f"Prometheus at {url}", timeout_s, ready)
+    except BaseException:
+        proc.stop(5.0)
+        raise
+    return proc, targets, url
