@@ -10,6 +10,7 @@ from typing import Any
 from chaoscontour.activities._common import Progress
 from chaoscontour.domain.verification import EVIDENCE_QUIET, RenewalWatch, reading
 from chaoscontour.edges import stop
+from chaoscontour.edges.clock import poll_until
 from chaoscontour.edges.kube import ApiUnavailable, Kube, list_pods, read_lease
 from chaoscontour.edges.run_state import RUN
 
@@ -62,70 +63,82 @@ def confirm_fault(
     read_failures = 0
     progress = Progress()
     where = f"Lease {lease_namespace}/{lease_name}"
-    while True:
-        now = time.monotonic()
-        base = {
-            "lease": where,
-            "required_quiet_s": round(watch.required_quiet_s, 1),
-            "longest_quiet_s": round(watch.quiet_s(), 1),
-            "lease_changes_after_block": watch.changes,
-            "renewals_after_block": watch.renewals,
-            "renewed_by": list(watch.holders),
-            "read_failures": read_failures,
-        }
-        if watch.confirmed():
-            last = watch.last
-            assert last is not None
-            result = {
-                "confirmed": True,
-                "evidence": EVIDENCE_QUIET,
-                "evidence_text": (
-                    f"{where} stayed unchanged for {watch.quiet_s():.1f} s, longer than its "
-                    f"{watch.required_quiet_s:g} s duration: no Contour could write it"
-                ),
-                "confirmed_after_s": round(now - blocked_at, 1),
-                **base,
-            }
-            RUN.confirmed_faults[(namespace, run_id)] = {
-                "lease_namespace": lease_namespace,
-                "lease_name": lease_name,
-                "version": last.version,
-                "renew_time": last.renew_time,
-                "holder": last.holder,
-                "confirmed_at": now,
-            }
-            return result
-        if stop.requested():
-            return {"confirmed": False, "evidence": "interrupted", "why": stop.reason(), **base}
-        # A renewal seen more than a Lease duration after the block: the fault did not bite (no CNI enforcement,
-        # an open connection let live). No need to wait the timeout out.
-        renewed_late = watch.renewals and watch.since - blocked_at > watch.required_quiet_s > 0
-        if renewed_late or now - blocked_at >= timeout_s:
-            if renewed_late or (watch.renewals and watch.quiet_from != float("inf")):
-                evidence = "lease-still-renewed"
-            elif watch.quiet_from == float("inf"):
-                evidence = "replacement-pods-not-running"
-            else:
-                evidence = "lease-not-quiet-long-enough"
-            return {
-                "confirmed": False,
-                "evidence": evidence,
-                "holder": watch.last.holder if watch.last else None,
-                "checked_for_s": round(now - blocked_at, 1),
-                **base,
-            }
+    first = True
+
+    def decided() -> bool:
+        """Read the Lease again (the first time: the reading above) and say whether the watch is over."""
+        nonlocal read_failures, first
+        if not first:
+            try:
+                waiting_for_pods = bool(replaced_pods) and watch.quiet_from == float("inf")
+                if waiting_for_pods and _replacements_running(k, namespace, selector, set(replaced_pods)):
+                    watch.quiet_from = time.monotonic()
+                watch.observe(reading(read_lease(k, lease_namespace, lease_name), time.monotonic()))
+            except ApiUnavailable:
+                read_failures += 1  # our own hiccup proves nothing; quiet is only ever measured between good reads
+        first = False
+        return watch.confirmed() or _renewed_late(watch, blocked_at)
+
+    def report(_: float) -> None:
         progress(
             f"block_apiserver_egress: verifying the fault: {where} unchanged for {watch.quiet_s():.0f}/"
             f"{watch.required_quiet_s:g} s, {watch.renewals} renewal(s) since the block"
         )
-        stop.wait(POLL_S)
-        try:
-            waiting_for_pods = bool(replaced_pods) and watch.quiet_from == float("inf")
-            if waiting_for_pods and _replacements_running(k, namespace, selector, set(replaced_pods)):
-                watch.quiet_from = time.monotonic()
-            watch.observe(reading(read_lease(k, lease_namespace, lease_name), time.monotonic()))
-        except ApiUnavailable:
-            read_failures += 1  # our own hiccup proves nothing; quiet is only ever measured between two good reads
+
+    polled = poll_until(decided, timeout_s, POLL_S, started=blocked_at, on_wait=report, check_after_stop=True)
+    now = blocked_at + polled.elapsed_s
+    base = {
+        "lease": where,
+        "required_quiet_s": round(watch.required_quiet_s, 1),
+        "longest_quiet_s": round(watch.quiet_s(), 1),
+        "lease_changes_after_block": watch.changes,
+        "renewals_after_block": watch.renewals,
+        "renewed_by": list(watch.holders),
+        "read_failures": read_failures,
+    }
+    if watch.confirmed():
+        last = watch.last
+        assert last is not None
+        result = {
+            "confirmed": True,
+            "evidence": EVIDENCE_QUIET,
+            "evidence_text": (
+                f"{where} stayed unchanged for {watch.quiet_s():.1f} s, longer than its "
+                f"{watch.required_quiet_s:g} s duration: no Contour could write it"
+            ),
+            "confirmed_after_s": round(now - blocked_at, 1),
+            **base,
+        }
+        RUN.confirmed_faults[(namespace, run_id)] = {
+            "lease_namespace": lease_namespace,
+            "lease_name": lease_name,
+            "version": last.version,
+            "renew_time": last.renew_time,
+            "holder": last.holder,
+            "confirmed_at": now,
+        }
+        return result
+    if stop.requested():
+        return {"confirmed": False, "evidence": "interrupted", "why": stop.reason(), **base}
+    if _renewed_late(watch, blocked_at) or (watch.renewals and watch.quiet_from != float("inf")):
+        evidence = "lease-still-renewed"
+    elif watch.quiet_from == float("inf"):
+        evidence = "replacement-pods-not-running"
+    else:
+        evidence = "lease-not-quiet-long-enough"
+    return {
+        "confirmed": False,
+        "evidence": evidence,
+        "holder": watch.last.holder if watch.last else None,
+        "checked_for_s": round(now - blocked_at, 1),
+        **base,
+    }
+
+
+def _renewed_late(watch: RenewalWatch, blocked_at: float) -> bool:
+    """A renewal seen more than a Lease duration after the block: the fault did not bite (no CNI enforcement, an
+    open connection let live). No need to wait the timeout out."""
+    return bool(watch.renewals) and watch.since - blocked_at > watch.required_quiet_s > 0
 
 
 def not_confirmed_message(verification: dict[str, Any], mode: str) -> str:

@@ -5,6 +5,7 @@ and what it accepted since; and this process's block and heal times.
 the fault started and ended from here, without any state kept in the cluster.
 """
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from chaoscontour.domain.clock import format_utc
 from chaoscontour.domain.envoy_stats import XdsState, parse_stats, xds_state
 from chaoscontour.domain.inputs import InvalidInput, parse_http_url, parse_seconds, redact_url
 from chaoscontour.edges import http, stop
+from chaoscontour.edges.clock import poll_until
 from chaoscontour.edges.run_state import RUN
 
 __all__ = [
@@ -120,19 +122,23 @@ def wait_until_established(url: str, timeout_s: float, what: str) -> tuple[XdsSt
     started = time.monotonic()
     state = read_xds_state(url, 2.0)
     progress = Progress()
-    while not state.established:
-        waited = time.monotonic() - started
-        if waited >= timeout_s or stop.requested():
-            break
+    first = True
+
+    def established() -> bool:
+        nonlocal state, first
+        if not first:
+            with contextlib.suppress(http.RequestFailed):
+                state = read_xds_state(url, 2.0)
+        first = False
+        return bool(state.established)
+
+    def report(waited: float) -> None:
         progress(
             f"{what}: waiting for Envoy's xDS stream to Contour ({waited:.0f}/{timeout_s:g} s): "
             + state.not_established_text()
         )
-        time.sleep(POLL_S)
-        try:
-            state = read_xds_state(url, 2.0)
-        except http.RequestFailed:
-            continue
+
+    poll_until(established, timeout_s, POLL_S, started=started, on_wait=report, check_after_stop=True)
     return state, round(time.monotonic() - started, 1)
 
 
@@ -149,7 +155,9 @@ def wait_until_disconnected(
     progress = Progress()
     failures = 0
     last: bool | None = None
-    while True:
+
+    def disconnected() -> dict[str, Any] | None:
+        nonlocal failures, last
         try:
             state = read_xds_state(url, min(2.0, timeout_s))
             last = state.connected
@@ -172,18 +180,22 @@ def wait_until_disconnected(
                 }
         except (http.RequestFailed, ActivityFailed):
             failures += 1
-        elapsed = time.monotonic() - blocked_at
-        if stop.requested():
-            return {"confirmed": False, "evidence": "interrupted", "why": stop.reason(), "read_failures": failures}
-        if elapsed >= timeout_s:
-            return {
-                "confirmed": False,
-                "evidence": "envoy-still-connected" if last else "xds-state-unknown",
-                "checked_for_s": round(elapsed, 1),
-                "read_failures": failures,
-            }
+        return None
+
+    def report(elapsed: float) -> None:
         progress(f"block_xds_egress: waiting for Envoy to notice the dead stream: {elapsed:.0f}/{timeout_s:g} s")
-        stop.wait(POLL_S)
+
+    polled = poll_until(disconnected, timeout_s, POLL_S, started=blocked_at, on_wait=report, check_after_stop=True)
+    if polled.value:
+        return polled.value
+    if polled.stopped:
+        return {"confirmed": False, "evidence": "interrupted", "why": stop.reason(), "read_failures": failures}
+    return {
+        "confirmed": False,
+        "evidence": "envoy-still-connected" if last else "xds-state-unknown",
+        "checked_for_s": round(polled.elapsed_s, 1),
+        "read_failures": failures,
+    }
 
 
 @dataclass

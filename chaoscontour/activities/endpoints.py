@@ -35,6 +35,7 @@ from chaoscontour.domain.inputs import (
     require_namespace,
 )
 from chaoscontour.edges import http, stop
+from chaoscontour.edges.clock import poll_until
 from chaoscontour.edges.kube import Kube, call, kube, to_dict
 from chaoscontour.edges.run_state import RUN
 
@@ -287,7 +288,9 @@ def envoy_endpoints_converged(
     comparison: view.EndpointComparison | None = None
     snap: view.BackendSnapshot | None = None
     converged_at: float | None = None
-    while True:
+
+    def converged() -> bool:
+        nonlocal snap, comparison, matched_at, requests, streak, first_success, converged_at
         now = time.monotonic()
         snap = target.snapshot()
         comparison, _ = target.compare(k, snap)
@@ -307,13 +310,14 @@ def envoy_endpoints_converged(
             first_success = now if first_success is None else first_success
         if matched_at is not None and streak >= needed:
             converged_at = time.monotonic()
-            break
+            return True
         progress(
             f"envoy_endpoints_converged: {now - started:.0f} s: matches={comparison.matches} "
             f"stale={list(comparison.stale)} missing={list(comparison.missing)} successes in a row={streak}"
         )
-        if time.monotonic() - started >= bound or stop.wait(interval):
-            break
+        return False
+
+    poll_until(converged, bound, interval, started=started)
 
     def after(at: float | None) -> float | None:
         return None if at is None else round(at - started, 3)

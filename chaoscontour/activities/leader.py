@@ -21,6 +21,7 @@ from chaoscontour.domain.inputs import parse_bool, parse_count, parse_seconds, r
 from chaoscontour.domain.lease import lease_summary, new_holder
 from chaoscontour.domain.selectors import format_label_selector, parse_label_selector, selector_matches
 from chaoscontour.edges import stop
+from chaoscontour.edges.clock import poll_until
 from chaoscontour.edges.kube import ApiUnavailable, call, kube, read_lease, read_lease_at, to_dict
 
 __all__ = ["kill_leader", "lease_holder"]
@@ -56,20 +57,27 @@ def lease_holder(
     lease_ns = require_namespace(lease_namespace, "lease_namespace") if lease_namespace else namespace
     wait_s = parse_seconds(wait_for_holder_s, "wait_for_holder_s", maximum=3600, allow_zero=True)
     k = kube(secrets)
-    deadline = time.monotonic() + wait_s
     progress = Progress()
     summary: Dict[str, Any] | None = None
-    while True:
+    unavailable: ApiUnavailable | None = None
+
+    def held() -> bool:
+        nonlocal summary, unavailable
         try:
             lease, cluster_now = read_lease_at(k, lease_ns, lease_name)
-            summary = lease_summary(lease, cluster_now, datetime.now(UTC))
-        except ApiUnavailable:
-            if time.monotonic() >= deadline or stop.requested():
-                raise
-        if summary and (summary["held"] or time.monotonic() >= deadline or stop.requested()):
-            return summary
+            summary, unavailable = lease_summary(lease, cluster_now, datetime.now(UTC)), None
+        except ApiUnavailable as exc:
+            unavailable = exc
+        return unavailable is None and summary is not None and bool(summary["held"])
+
+    def report(_: float) -> None:
         progress(f"lease_holder: waiting for a live holder of Lease {lease_ns}/{lease_name} ({wait_s:.0f} s max)")
-        stop.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    poll_until(held, wait_s, 0.5, on_wait=report, wake_at_deadline=True, check_after_stop=True)
+    if unavailable is not None:  # out of time (or stopped) with the API server unreachable at the last try
+        raise unavailable
+    assert summary is not None
+    return summary
 
 
 @user_errors
@@ -160,34 +168,37 @@ def kill_leader(
         return result
 
     progress = Progress()
-    while True:
+
+    def taken_over() -> tuple[str, Dict[str, Any]] | None:
         try:
             current = read_lease(k, lease_ns, lease_name)
         except ApiUnavailable:
             current = {}
         holder = new_holder(current, old_holder)
-        if holder:
-            elapsed = time.monotonic() - started
-            result.update(
-                new_holder=holder,
-                new_pod=parse_holder_identity(holder).pod_name,
-                failover_s=round(elapsed, 3),
-                lease_transitions=current["spec"].get("leaseTransitions"),
-            )
-            logger.info(f"kill_leader: {result['new_pod']} took over the Lease after {elapsed:.1f} s")
-            break
-        elapsed = time.monotonic() - started
-        if stop.requested():
-            logger.warning(f"kill_leader: {stop.reason()}: stopped waiting for a new leader after {elapsed:.1f} s")
-            result["stopped_early"] = True
-            return result
-        if elapsed >= timeout:
-            raise ActivityFailed(
-                f"no other Contour replica took over Lease {lease_ns}/{lease_name} within {timeout:.0f} s of "
-                f"deleting {old_pod}; is more than one replica running?"
-            )
+        return (holder, current) if holder else None
+
+    def report(elapsed: float) -> None:
         progress(f"kill_leader: waiting for a new holder of {lease_ns}/{lease_name}: {elapsed:.0f}/{timeout:.0f} s")
-        stop.wait(_POLL_S)
+
+    polled = poll_until(taken_over, timeout, _POLL_S, started=started, on_wait=report, check_after_stop=True)
+    elapsed = polled.elapsed_s
+    if polled.stopped:
+        logger.warning(f"kill_leader: {stop.reason()}: stopped waiting for a new leader after {elapsed:.1f} s")
+        result["stopped_early"] = True
+        return result
+    if not polled.value:
+        raise ActivityFailed(
+            f"no other Contour replica took over Lease {lease_ns}/{lease_name} within {timeout:.0f} s of "
+            f"deleting {old_pod}; is more than one replica running?"
+        )
+    holder, current = polled.value
+    result.update(
+        new_holder=holder,
+        new_pod=parse_holder_identity(holder).pod_name,
+        failover_s=round(elapsed, 3),
+        lease_transitions=current["spec"].get("leaseTransitions"),
+    )
+    logger.info(f"kill_leader: {result['new_pod']} took over the Lease after {elapsed:.1f} s")
     if max_failover and result["failover_s"] > max_failover:
         raise ActivityFailed(
             f"failover took {result['failover_s']:.1f} s, more than max_failover_s={max_failover:g} "

@@ -45,6 +45,7 @@ from chaoscontour.domain.inputs import (
     require_run_id,
 )
 from chaoscontour.edges import stop
+from chaoscontour.edges.clock import poll_until
 from chaoscontour.edges.httpproxy import read_at, update_proxy
 from chaoscontour.edges.kube import kube
 from chaoscontour.edges.run_state import RUN
@@ -70,12 +71,10 @@ def _record(proxy: Dict[str, Any], header: str, activity: str) -> route_marker.M
 
 def _wait_served(url: str, host: str, header: str, value: str, timeout_s: float, verify_tls: bool) -> float | None:
     """Seconds until Envoy serves ``header: value`` (``None`` after ``timeout_s`` or a stop request)."""
-    started = time.monotonic()
-    while True:
-        if served_header(url, host, header, min(2.0, timeout_s), verify_tls) == value:
-            return time.monotonic() - started
-        if time.monotonic() - started >= timeout_s or stop.wait(POLL_S):
-            return None
+    polled = poll_until(
+        lambda: served_header(url, host, header, min(2.0, timeout_s), verify_tls) == value, timeout_s, POLL_S
+    )
+    return polled.elapsed_s if polled.done else None
 
 
 def _route_args(

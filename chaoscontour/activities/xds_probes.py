@@ -29,6 +29,7 @@ from chaoscontour.domain.clock import format_utc
 from chaoscontour.domain.inputs import parse_bool, parse_http_url, parse_seconds, redact_url
 from chaoscontour.domain.xds import XdsSample, xds_timeline
 from chaoscontour.edges import http, stop
+from chaoscontour.edges.clock import poll_until
 
 __all__ = ["envoy_xds_timeline"]
 
@@ -76,9 +77,10 @@ def envoy_xds_timeline(
     samples: list[XdsSample] = []
     started = time.monotonic()
     progress = Progress(10.0)
-    reason = ""
     figures: dict[str, Any] = {}
-    while True:
+
+    def current_after_heal() -> bool:
+        nonlocal figures
         at = time.time()
         try:
             state = read_xds_state(url, min(interval * 2, 2.0))
@@ -96,19 +98,21 @@ def envoy_xds_timeline(
             samples.append(XdsSample(at=at, connected=None))
         events = fault_events()
         figures = xds_timeline(samples, events.get("blocked_at"), events.get("healed_at"))
-        if until and figures["current_after_s"] is not None:
-            reason = "current after the heal"
-            break
-        elapsed = time.monotonic() - started
-        if elapsed >= duration:
-            break
+        return until and figures["current_after_s"] is not None
+
+    def report(elapsed: float) -> None:
         progress(
             f"envoy_xds_timeline: {elapsed:.0f}/{duration:g} s, connected={samples[-1].connected}, "
             f"detected after {figures['detected_after_s']} s, {figures['reconnect_attempts']} reconnect attempt(s)"
         )
-        if stop.wait(min(interval, duration - elapsed)):
-            reason = stop.reason() or "stop requested"
-            break
+
+    polled = poll_until(current_after_heal, duration, interval, started=started, on_wait=report, wake_at_deadline=True)
+    if polled.done:
+        reason = "current after the heal"
+    elif polled.stopped and polled.elapsed_s < duration:  # a stop after the whole duration stops nothing early
+        reason = stop.reason() or "stop requested"
+    else:
+        reason = ""
     events = fault_events()
     blocked_at, healed_at = events.get("blocked_at"), events.get("healed_at")
     result: Dict[str, Any] = {
