@@ -39,11 +39,11 @@ import logzero  # noqa: E402
 from kubernetes import client  # noqa: E402
 from kubernetes.client import rest  # noqa: E402
 
+from bench.contour_like import create_lease, create_pod, holder_identity, now  # noqa: E402
 from chaoscontour.activities.leader import lease_holder  # noqa: E402
 from chaoscontour.activities.network import block_apiserver_egress, unblock_apiserver_egress  # noqa: E402
 from chaoscontour.activities.pods import contour_restart_count  # noqa: E402
 from chaoscontour_sandbox.controlplane import ControlPlane  # noqa: E402
-from tests.support.contour_like import create_lease, create_pod, holder_identity, now  # noqa: E402
 
 NAMESPACE = "projectcontour"
 BOUND = 1.2

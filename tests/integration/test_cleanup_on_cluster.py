@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
+from bench.contour_like import create_pod, names
 from chaoscontour.activities.network import block_apiserver_egress
 from chaoscontour.tools.cleanup import main as cleanup
-from tests.support.contour_like import create_pod, names
 
 pytestmark = pytest.mark.usefixtures("kubeconfig_env")
 

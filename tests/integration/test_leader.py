@@ -1,5 +1,5 @@
 """`lease_holder` and `kill_leader` against the real API server, with Leases shaped like Contour's and replicas
-that run client-go's leader-election rules through the API (tests/support/contour_like.py)."""
+that run client-go's leader-election rules through the API (bench/contour_like.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from chaoslib.exceptions import ActivityFailed
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from bench.contour_like import Candidate, create_lease, create_pod, holder_identity, names, now
 from chaoscontour.activities.leader import kill_leader, lease_holder
-from tests.support.contour_like import Candidate, create_lease, create_pod, holder_identity, names, now
 
 pytestmark = pytest.mark.usefixtures("kubeconfig_env")
 

@@ -16,9 +16,9 @@ import pytest
 from chaoslib.exceptions import ActivityFailed
 from kubernetes import client
 
+from bench.contour_like import Candidate, create_lease, create_pod, holder_identity, names, now
 from chaoscontour.activities.network import apiserver_egress_fault, block_apiserver_egress, unblock_apiserver_egress
 from chaoscontour_sandbox.controlplane import ControlPlane
-from tests.support.contour_like import Candidate, create_lease, create_pod, holder_identity, names, now
 
 pytestmark = pytest.mark.usefixtures("kubeconfig_env")
 

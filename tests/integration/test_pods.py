@@ -8,9 +8,9 @@ import pytest
 from chaoslib.exceptions import ActivityFailed
 from kubernetes import client
 
+from bench.contour_like import api_time, create_pod, now
 from chaoscontour.activities.pods import contour_restart_count
 from chaoscontour.domain.lease import parse_api_time
-from tests.support.contour_like import api_time, create_pod, now
 
 pytestmark = pytest.mark.usefixtures("kubeconfig_env")
 

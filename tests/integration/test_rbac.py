@@ -17,12 +17,12 @@ from chaoslib.exceptions import ActivityFailed
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from bench.contour_like import Candidate, create_pod, names
 from chaoscontour.activities.leader import kill_leader, lease_holder
 from chaoscontour.activities.network import block_apiserver_egress, unblock_apiserver_egress
 from chaoscontour.activities.pods import contour_restart_count
 from chaoscontour_sandbox.controlplane import ControlPlane
 from tests.support import identities
-from tests.support.contour_like import Candidate, create_pod, names
 from tests.support.game_day_identity import (
     SERVICE_ACCOUNT,
     admission_documents,

@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 
+from bench.contour_like import create_pod
 from chaoscontour.tools.journal import epoch_of, load_journal
 from chaoscontour.tools.verdict import judge
 from chaoscontour_sandbox.controlplane import ControlPlane
 from tests.support.chaosrun import CHAOS
-from tests.support.contour_like import create_pod
 from tests.support.fake_envoy import FakeEnvoy
 
 SAFEGUARD = "stop-when-availability-drops"

@@ -10,9 +10,9 @@ import pytest
 from chaoslib.exceptions import ActivityFailed
 from kubernetes import client
 
+from bench.contour_like import create_pod
 from chaoscontour.activities.network import block_apiserver_egress
 from chaoscontour_sandbox.controlplane import ControlPlane
-from tests.support.contour_like import create_pod
 
 MAP_ARGS = [
     "--feature-gates=MutatingAdmissionPolicy=true",

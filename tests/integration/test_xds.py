@@ -16,11 +16,11 @@ import pytest
 from chaoslib.exceptions import ActivityFailed
 from kubernetes import client
 
+from bench.contour_like import create_pod, names
 from chaoscontour.activities.network import block_apiserver_egress, unblock_apiserver_egress
 from chaoscontour.activities.xds import block_xds_egress, unblock_xds_egress, xds_egress_fault
 from chaoscontour.activities.xds_probes import remove_route_marker, route_change_propagation
 from chaoscontour.edges import stop
-from tests.support.contour_like import create_pod, names
 from tests.support.xds_stats import StatsServer
 
 pytestmark = pytest.mark.usefixtures("kubeconfig_env")
