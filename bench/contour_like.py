@@ -1,6 +1,7 @@
 """Objects shaped like a Contour installation's, written to the real API server: what the activities read.
 
-No kubelet and no Contour run in the integration tests, so this module plays their parts through the API:
+No kubelet and no Contour run in the scale benchmark (``bench/scale_bench.py``) or the integration tests that
+import this module, so it plays their parts through the API:
 
 * pods labelled like Contour's, whose status (phase, readiness, restart counts, ``lastState.terminated``) is written
   through the ``status`` subresource, as the kubelet writes it;
@@ -21,17 +22,11 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from chaoscontour.domain.clock import format_utc
+
 LEASE_NAME = "leader-elect"
 CONTOUR_LABELS = {"app": "contour"}
 IMAGE = "contour:v1.33.6"
-
-
-def api_time(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def micro_time(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def names(listing: Any) -> list[str]:
@@ -73,7 +68,7 @@ def create_pod(
         "ready": ready,
         "started": True,
         "restartCount": restarts,
-        "state": {"running": {"startedAt": api_time(last_terminated_at or started)}},
+        "state": {"running": {"startedAt": format_utc(last_terminated_at or started, "seconds")}},
         "lastState": {},
     }
     if last_terminated_at is not None:
@@ -81,15 +76,15 @@ def create_pod(
             "terminated": {
                 "exitCode": 1,
                 "reason": "Error",
-                "startedAt": api_time(started),
-                "finishedAt": api_time(last_terminated_at),
+                "startedAt": format_utc(started, "seconds"),
+                "finishedAt": format_utc(last_terminated_at, "seconds"),
             }
         }
     status: Any = {
         "status": {
             "phase": phase,
             "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-            "startTime": api_time(started),
+            "startTime": format_utc(started, "seconds"),
             "containerStatuses": [container],
         }
     }
@@ -113,8 +108,8 @@ def create_lease(
         "spec": {
             "holderIdentity": holder,
             "leaseDurationSeconds": duration_s,
-            "acquireTime": micro_time(renew),
-            "renewTime": micro_time(renew),
+            "acquireTime": format_utc(renew, "microseconds"),
+            "renewTime": format_utc(renew, "microseconds"),
             "leaseTransitions": transitions,
         },
     }

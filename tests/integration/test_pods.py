@@ -8,9 +8,9 @@ import pytest
 from chaoslib.exceptions import ActivityFailed
 from kubernetes import client
 
-from bench.contour_like import api_time, create_pod, now
+from bench.contour_like import create_pod, now
 from chaoscontour.activities.pods import contour_restart_count
-from chaoscontour.domain.lease import parse_api_time
+from chaoscontour.domain.clock import format_utc, parse_api_time
 
 pytestmark = pytest.mark.usefixtures("kubeconfig_env")
 
@@ -53,7 +53,9 @@ def test_restart_count_counts_terminations_within_a_window(core: client.CoreV1Ap
     assert parse_api_time(termination["finished_at"]) == recent.replace(microsecond=0)
     assert termination["state"] == "lastState"
 
-    since_two_hours = contour_restart_count(namespace=namespace, since=api_time(now() - timedelta(hours=2)))
+    since_two_hours = contour_restart_count(
+        namespace=namespace, since=format_utc(now() - timedelta(hours=2), "seconds")
+    )
     assert since_two_hours["terminated_since"] == 2
 
 
