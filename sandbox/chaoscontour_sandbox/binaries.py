@@ -81,6 +81,8 @@ COMPONENTS: dict[str, Component] = {
     # Not run by the sandbox: kustomize builds deploy/ in the integration tests, actionlint runs in `make lint`.
     "kustomize": Component("kustomize", versions.KUSTOMIZE, ("kustomize",)),
     "actionlint": Component("actionlint", versions.ACTIONLINT, ("actionlint",)),
+    # The trace backend of the traces control's tests: an OpenTelemetry Collector made with the collector's builder.
+    "otelcol": Component("otelcol", versions.OTELCOL, ("otelcol",)),
 }
 _COMPONENT_OF = {binary: comp for comp in COMPONENTS.values() for binary in comp.binaries}
 
@@ -160,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="chaoscontour-sandbox binaries",
         description="Find or build the pinned binaries: the control plane's, the node's, Contour, CoreDNS, kustomize, "
-        "actionlint.",
+        "actionlint, the OpenTelemetry Collector (otelcol).",
     )
     parser.add_argument("action", choices=["build", "where"], help="build missing binaries, or only print where")
     parser.add_argument("names", nargs="*", help=f"binaries (default: all of {', '.join(sorted(_COMPONENT_OF))})")

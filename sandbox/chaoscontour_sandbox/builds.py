@@ -13,6 +13,10 @@ a package of the main ``k8s.io/kubernetes`` module (``test/images/agnhost``, no 
 
 ``pause`` is Kubernetes' own pod sandbox program, ``build/pause/linux/pause.c`` of the pinned ``k8s.io/kubernetes``
 module, compiled statically with the flags of Kubernetes' ``build/pause/Makefile``.
+
+``otelcol``, the OpenTelemetry Collector the traces control is tested against, is made the way the Collector's
+project says to make one: its builder (``go.opentelemetry.io/collector/cmd/builder``, at the pinned release) reads a
+manifest of components, generated here (:func:`collector_manifest`), and writes the distribution's sources.
 """
 
 from __future__ import annotations
@@ -27,13 +31,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from chaoscontour_sandbox import versions
 
 __all__ = [
+    "OTELCOL_BUILDER",
+    "OTELCOL_COMPONENTS",
     "BuildFailed",
     "Progress",
     "build",
+    "collector_manifest",
     "contour_module_dir",
     "go_install_name",
     "kubernetes_module_dir",
@@ -86,8 +96,8 @@ def _go_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _run(cmd: Sequence[str], cwd: Path, what: str) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=_go_env(), capture_output=True, text=True, check=False)
+def _run(cmd: Sequence[str], cwd: Path, what: str, **extra_env: str) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=_go_env(**extra_env), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
         raise BuildFailed(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
@@ -95,9 +105,17 @@ def _run(cmd: Sequence[str], cwd: Path, what: str) -> str:
 
 
 def _compile_with_progress(
-    cmd: Sequence[str], cwd: Path, what: str, total: int | None, progress: Progress, **extra_env: str
+    cmd: Sequence[str],
+    cwd: Path,
+    what: str,
+    total: int | None,
+    progress: Progress,
+    *,
+    counts_packages: bool = True,
+    **extra_env: str,
 ) -> None:
-    """Run ``go build -v``-style ``cmd``, reporting every few seconds how many packages it has compiled."""
+    """Run ``go build -v``-style ``cmd``, reporting every few seconds how many packages it has compiled (or, for a
+    command that does not list them, ``counts_packages=False``, only that it still runs)."""
     started = time.monotonic()
     env = _go_env(**extra_env)
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -108,7 +126,8 @@ def _compile_with_progress(
     def heartbeat() -> None:
         while not done.wait(10.0):
             of = f"/{total}" if total else ""
-            progress(f"  {what}: {compiled}{of} packages compiled, {time.monotonic() - started:.0f} s")
+            done_so_far = f"{compiled}{of} packages compiled" if counts_packages else "running"
+            progress(f"  {what}: {done_so_far}, {time.monotonic() - started:.0f} s")
 
     ticker = threading.Thread(target=heartbeat, daemon=True)
     ticker.start()
@@ -292,6 +311,63 @@ def _go_install(component: str) -> Builder:
     return install
 
 
+# --- the OpenTelemetry Collector: the collector's builder (ocb) ----------------------------------------------------
+
+OTELCOL_BUILDER = "go.opentelemetry.io/collector/cmd/builder"
+# Core components only (no contrib), each a module of the collector's core repository released with the builder:
+# OTLP in (HTTP; gRPC comes with the same receiver), the debug exporter (at `detailed` verbosity it writes every span
+# with its attributes to the Collector's output) and the batch processor.
+OTELCOL_COMPONENTS: dict[str, tuple[str, ...]] = {
+    "receivers": ("go.opentelemetry.io/collector/receiver/otlpreceiver",),
+    "processors": ("go.opentelemetry.io/collector/processor/batchprocessor",),
+    "exporters": ("go.opentelemetry.io/collector/exporter/debugexporter",),
+}
+
+
+def collector_manifest(version: str, output_path: Path) -> dict[str, Any]:
+    """The builder's manifest for an ``otelcol`` of the core components at ``version``, sources in ``output_path``.
+
+    It names no confmap providers and no telemetry module: the builder then adds its own, at the releases it was
+    released with (v1.71.0 providers for v0.165.0), so every core module stays at one release; its strict versioning
+    check fails the build if a component pulled in another.
+    """
+    modules = {
+        kind: [{"gomod": f"{module} v{version}"} for module in found] for kind, found in OTELCOL_COMPONENTS.items()
+    }
+    return {
+        "dist": {
+            "module": "chaoscontour.local/otelcol",
+            "name": "otelcol",
+            "description": "OpenTelemetry Collector of core components for chaoscontour",
+            "version": version,
+            "output_path": str(output_path),
+        },
+        **modules,
+    }
+
+
+def _build_otelcol(go: str, work: Path, out: Path, version: str, wanted: Sequence[str], progress: Progress) -> None:
+    # A module that needs a newer Go than this one fails the build instead of downloading another toolchain.
+    toolchain = "local"
+    builder = f"{OTELCOL_BUILDER}@v{version}"
+    progress(f"  go install {builder}")
+    bin_dir = work / "bin"
+    cmd = [go, "install", "-v", "-trimpath", "-ldflags", "-s -w", builder]
+    _compile_with_progress(cmd, work, "go install builder", None, progress, GOBIN=str(bin_dir), GOTOOLCHAIN=toolchain)
+    sources = work / "src"
+    manifest = work / "manifest.yaml"
+    manifest.write_text(yaml.safe_dump(collector_manifest(version, sources), sort_keys=False))
+    progress(f"  builder: generating the sources and resolving the modules ({manifest})")
+    # The builder runs `go mod tidy` and checks versions; compiling it ourselves (`go build -v`) reports progress,
+    # which the builder's own compile step, buffering go's output, cannot.
+    cmd = [str(bin_dir / go_install_name(OTELCOL_BUILDER)), f"--config={manifest}", "--skip-compilation"]
+    _compile_with_progress(cmd, work, "builder", None, progress, counts_packages=False, GOTOOLCHAIN=toolchain)
+    deps = _run([go, "list", "-deps", "."], sources, "go list -deps", GOTOOLCHAIN=toolchain).split()
+    ldflags = "-s -w"
+    cmd = [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(out / "otelcol"), "."]
+    _compile_with_progress(cmd, sources, "go build otelcol", len(deps), progress, GOTOOLCHAIN=toolchain)
+
+
 # --- pause: C, with gcc -------------------------------------------------------------------------------------------
 
 PAUSE_SOURCE = "build/pause/linux/pause.c"
@@ -329,5 +405,6 @@ _BUILDERS: dict[str, Builder] = {
     "etcd": _build_etcd,
     "contour": _build_contour,
     "pause": _build_pause,
+    "otelcol": _build_otelcol,
     **{component: _go_install(component) for component in _GO_INSTALL_PACKAGES},
 }

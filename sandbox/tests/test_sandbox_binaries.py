@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import yaml
 
 from chaoscontour_sandbox import binaries, builds, versions
 
@@ -133,3 +134,67 @@ def test_pause_without_gcc_says_which_debian_packages(tmp_path: Path, monkeypatc
 def test_unknown_component_has_no_builder(tmp_path: Path) -> None:
     with pytest.raises(builds.BuildFailed, match="no builder"):
         builds.build("nope", "1.0.0", ["nope"], tmp_path, tmp_path, lambda _m: None)
+
+
+def test_the_collector_manifest_names_core_components_at_the_pinned_release(tmp_path: Path) -> None:
+    manifest = builds.collector_manifest(versions.OTELCOL, tmp_path / "src")
+    assert manifest["dist"]["name"] == "otelcol"
+    assert manifest["dist"]["version"] == versions.OTELCOL
+    assert manifest["dist"]["output_path"] == str(tmp_path / "src")
+    modules = [m["gomod"] for kind in ("receivers", "processors", "exporters") for m in manifest[kind]]
+    assert modules == [
+        f"go.opentelemetry.io/collector/receiver/otlpreceiver v{versions.OTELCOL}",
+        f"go.opentelemetry.io/collector/processor/batchprocessor v{versions.OTELCOL}",
+        f"go.opentelemetry.io/collector/exporter/debugexporter v{versions.OTELCOL}",
+    ]
+    # No contrib module, and no providers or telemetry of our own: the builder adds its own at its matching release.
+    assert not any("contrib" in m for m in modules)
+    assert set(manifest) == {"dist", "receivers", "processors", "exporters"}
+
+
+def test_the_collector_is_built_with_its_builder_from_a_generated_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands: list[tuple[list[str], Path, dict[str, str]]] = []
+
+    def fake_compile(
+        cmd: Sequence[str],
+        cwd: Path,
+        what: str,
+        total: int | None,
+        progress: builds.Progress,
+        *,
+        counts_packages: bool = True,
+        **env: str,
+    ) -> None:
+        commands.append((list(cmd), cwd, env))
+
+    def fake_run(cmd: Sequence[str], cwd: Path, what: str, **env: str) -> str:
+        assert env == {"GOTOOLCHAIN": "local"}
+        return "fmt\nos\n"
+
+    monkeypatch.setattr(builds, "_compile_with_progress", fake_compile)
+    monkeypatch.setattr(builds, "_run", fake_run)
+    out = tmp_path / "out"
+    builds._BUILDERS["otelcol"]("go", tmp_path, out, "0.165.0", ["otelcol"], lambda _m: None)
+    install, builder, compile_ = commands
+    assert install[0][-1] == "go.opentelemetry.io/collector/cmd/builder@v0.165.0"
+    assert install[2] == {"GOBIN": str(tmp_path / "bin"), "GOTOOLCHAIN": "local"}
+    assert builder[0] == [
+        str(tmp_path / "bin" / "builder"),
+        f"--config={tmp_path / 'manifest.yaml'}",
+        "--skip-compilation",
+    ]
+    assert builder[2] == {"GOTOOLCHAIN": "local"}
+    written = yaml.safe_load((tmp_path / "manifest.yaml").read_text())
+    assert written == builds.collector_manifest("0.165.0", tmp_path / "src")
+    # The generated sources are compiled with `go build -v`, so the build reports its progress like the others.
+    assert compile_[0][:3] == ["go", "build", "-v"]
+    assert compile_[0][compile_[0].index("-o") + 1] == str(out / "otelcol")
+    assert compile_[1] == tmp_path / "src"
+
+
+def test_the_collector_is_a_pinned_component_in_the_cache() -> None:
+    assert versions.pinned_versions()["OTELCOL_VERSION"] == versions.OTELCOL
+    assert binaries.COMPONENTS["otelcol"].binaries == ("otelcol",)
+    assert binaries.COMPONENTS["otelcol"].cache_folder == f"otelcol-v{versions.OTELCOL}"
