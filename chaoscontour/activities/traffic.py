@@ -41,7 +41,7 @@ MAX_TIMEOUT_S = 300.0
 MAX_READINGS = 100_000
 # A cluster's stat name (Contour's `<namespace>_<service>_<port>`, or a cluster's own name) and an HTTP stats prefix.
 _CLUSTER_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,253}")
-_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,128}")
+PREFIX_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 DEFAULT_PREFIXES = list(DEFAULT_LISTENER_PREFIXES)
 
 
@@ -63,7 +63,7 @@ def _read(url: str, timeout_s: float) -> Reading:
     return reading(stats, time.time())
 
 
-def _names(value: object, what: str, pattern: "re.Pattern[str]", example: str) -> List[str]:
+def parse_names(value: object, what: str, pattern: "re.Pattern[str]", example: str) -> List[str]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)):
         raise InvalidInput(f"{what} must be a list of names or a comma-separated string such as {example!r}")
@@ -74,7 +74,7 @@ def _names(value: object, what: str, pattern: "re.Pattern[str]", example: str) -
     return list(dict.fromkeys(names))
 
 
-def _cluster(value: object) -> str:
+def parse_cluster(value: object) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         return ""
     if not isinstance(value, str) or not _CLUSTER_NAME.fullmatch(value.strip()):
@@ -141,8 +141,8 @@ def envoy_success_ratio(
     url = parse_http_url(stats_url, "stats_url", STATS_EXAMPLE)
     duration = parse_seconds(duration_s, "duration_s")
     every = parse_seconds(interval_s, "interval_s", minimum=0.1, maximum=60)
-    wanted = _cluster(cluster)
-    prefixes = _names(listener_prefixes, "listener_prefixes", _PREFIX, "ingress_http,ingress_https")
+    wanted = parse_cluster(cluster)
+    prefixes = parse_names(listener_prefixes, "listener_prefixes", PREFIX_NAME, "ingress_http,ingress_https")
     if not prefixes:
         raise InvalidInput("listener_prefixes must name at least one HTTP stats prefix, such as 'ingress_http'")
     timeout = parse_seconds(timeout_s, "timeout_s", maximum=MAX_TIMEOUT_S)

@@ -16,7 +16,7 @@ from typing import Any
 from chaoslib.hypothesis import within_tolerance
 
 from chaoscontour import contract
-from chaoscontour.tools.findings import SUCCESS_RATIO, availability_pct
+from chaoscontour.tools.findings import SUCCESS_RATIOS, availability_pct
 from chaoscontour.tools.journal import (
     activity_name,
     activity_of,
@@ -154,7 +154,9 @@ def activity_result(phase: str, run: Mapping[str, Any], *, check_tolerance: bool
     elif check_tolerance and run.get("tolerance_met") is False:
         failure = f"tolerance not met: expected {excerpt(activity.get('tolerance'), 120)}, got {excerpt(output)}"
         detail = f"tolerance: {excerpt(activity.get('tolerance'), 2000)}\noutput: {excerpt(output, 4000)}"
-    elif not check_tolerance and chaoscontour_func(activity) == SUCCESS_RATIO and activity.get("tolerance") is not None:
+    elif (
+        not check_tolerance and chaoscontour_func(activity) in SUCCESS_RATIOS and activity.get("tolerance") is not None
+    ):
         failure = _ratio_failure(activity.get("tolerance"), output)
         if failure:
             shown = {k: v for k, v in output.items() if k != "intervals"} if isinstance(output, Mapping) else output

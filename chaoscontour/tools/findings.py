@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaoscontour import contract
-from chaoscontour.contract import AvailabilityOutput, FaultHeldOutput, FaultVerification, Latency, SuccessRatioOutput
+from chaoscontour.contract import AvailabilityOutput, FaultHeldOutput, FaultVerification, Latency, PrometheusRatioOutput
 from chaoscontour.tools.journal import (
     APISERVER_FAULT,
     BLOCK_APISERVER,
@@ -39,7 +39,7 @@ from chaoscontour.tools.journal import (
 )
 
 __all__ = [
-    "SUCCESS_RATIO",
+    "SUCCESS_RATIOS",
     "AvailabilityFigures",
     "TrafficFigures",
     "availability_figures",
@@ -51,8 +51,9 @@ __all__ = [
     "traffic_figures",
 ]
 
-# chaoscontour.activities.traffic: Envoy's success ratio from its own counters.
-SUCCESS_RATIO = contract.ENVOY_SUCCESS_RATIO.name
+# Envoy's success ratio from its own counters: read directly (activities.traffic) or from Prometheus
+# (activities.metrics, which adds Contour's restarts and DAG rebuilds).
+SUCCESS_RATIOS = frozenset({contract.ENVOY_SUCCESS_RATIO.name, contract.PROMETHEUS_SUCCESS_RATIO.name})
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,11 @@ class TrafficFigures:
     not_computable: str | None
     # (epoch_s, duration_s, requests, rq_5xx) per interval between readings; counts are None across a restart.
     intervals: tuple[tuple[float, float, int | None, int | None], ...]
+    # "envoy" (its stats endpoint) or "prometheus"; Contour's figures come only from Prometheus.
+    source: str = "envoy"
+    contour_restarts: int | None = None
+    dag_rebuilds: int | None = None
+    skipped: str | None = None
 
     @property
     def five_xx(self) -> int | None:
@@ -236,7 +242,7 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _traffic(name: str, output: SuccessRatioOutput) -> TrafficFigures:
+def _traffic(name: str, output: PrometheusRatioOutput) -> TrafficFigures:
     rows = []
     for row in output.get("intervals") or []:
         epoch = number(row.get("epoch_s")) if isinstance(row, Mapping) else None
@@ -254,18 +260,26 @@ def _traffic(name: str, output: SuccessRatioOutput) -> TrafficFigures:
         clusters=tuple(str(c) for c in clusters) if isinstance(clusters, list) else (),
         not_computable=str(reason) if reason else None,
         intervals=tuple(rows),
+        source="prometheus" if output.get("source") == "prometheus" else "envoy",
+        contour_restarts=_count(output.get("contour_restart_count")),
+        dag_rebuilds=_count(output.get("dag_rebuilds")),
+        skipped=str(output.get("skipped")) if output.get("skipped") else None,
     )
 
 
 def traffic_figures(journal: Mapping[str, Any]) -> tuple[TrafficFigures, ...]:
-    """The key figures of every ``envoy_success_ratio`` output, method first."""
+    """The key figures of every ``envoy_success_ratio`` and ``prometheus_success_ratio`` output, method first."""
     found = []
     candidates = runs(journal) + steady_state_runs(journal, "before") + steady_state_runs(journal, "after")
     for run in candidates:
-        output = output_as(run.get("output"), contract.ENVOY_SUCCESS_RATIO)
-        if output is not None and chaoscontour_func(run) == SUCCESS_RATIO:
+        output = output_as(run.get("output"), contract.PROMETHEUS_SUCCESS_RATIO)
+        if output is not None and chaoscontour_func(run) in SUCCESS_RATIOS:
             found.append(_traffic(activity_name(activity_of(run)), output))
     return tuple(found)
+
+
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
 
 
 def _pct(value: float | None) -> str:
@@ -280,11 +294,16 @@ def side_by_side(sampler: tuple[AvailabilityFigures, ...], counters: tuple[Traff
     ours = f"sampler {_pct(first.availability_pct)} of {first.requests or 0:,}; " if first else ""
     for fig in counters:
         where = f"cluster{'s' if len(fig.clusters) > 1 else ''} {', '.join(fig.clusters)}" if fig.clusters else ""
-        if fig.ratio_pct is None:
-            envoy = f"Envoy's counters give no ratio ({fig.not_computable or 'no figures'})"
+        counted = "Prometheus (Envoy's counters)" if fig.source == "prometheus" else "Envoy's counters"
+        if fig.skipped:
+            envoy = f"{counted}: not asked ({fig.skipped})"
+        elif fig.ratio_pct is None:
+            envoy = f"{counted} give no ratio ({fig.not_computable or 'no figures'})"
         else:
-            envoy = f"Envoy's counters {_pct(fig.ratio_pct)} of {fig.requests or 0:,}" + (f" on {where}" * bool(where))
+            envoy = f"{counted} {_pct(fig.ratio_pct)} of {fig.requests or 0:,}" + (f" on {where}" * bool(where))
             if fig.unrouted_5xx:
                 envoy += f" ({fig.unrouted_5xx:,} of them Envoy's own 5xx for no cluster)"
+        if fig.source == "prometheus" and not fig.skipped:
+            envoy += f"; Contour restarts {_or_dash(fig.contour_restarts)}, DAG rebuilds {_or_dash(fig.dag_rebuilds)}"
         lines.append(f"{ours}{envoy} ({fig.name})")
     return lines

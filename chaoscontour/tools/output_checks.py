@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from chaoscontour import contract
 from chaoscontour.contract import FaultVerification, XdsStream
 from chaoscontour.tools.activity_results import PHASE_METHOD, ActivityResult, excerpt
-from chaoscontour.tools.findings import SUCCESS_RATIO, fault_reasons
+from chaoscontour.tools.findings import SUCCESS_RATIOS, fault_reasons
 from chaoscontour.tools.journal import (
     APISERVER_FAULT,
     BLOCK_APISERVER,
@@ -129,7 +129,7 @@ def chaoscontour_reasons(
             figures = output_as(r.output, contract.ENVOY_AVAILABILITY) or {}
             if number(figures.get("availability")) is None:
                 reasons.append(f"no availability figures: the sampler {r.name!r} returned {excerpt(r.output, 120)}")
-        elif r.ours == SUCCESS_RATIO and succeeded:
+        elif r.ours in SUCCESS_RATIOS and succeeded:
             if r.tolerance is None:
                 notes.append(f"{r.name!r} declares no tolerance: Envoy's success ratio was measured, not judged")
             elif isinstance(r.tolerance, Mapping) and r.tolerance.get("type") == "probe":

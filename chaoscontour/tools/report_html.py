@@ -82,16 +82,20 @@ def traffic_html(data: ReportData) -> str:
     rows = []
     for t in data.verdict.traffic:
         ratio = _fmt(t.ratio_pct, " %", 2) if t.ratio_pct is not None else f"none: {t.not_computable or '-'}"
+        if t.source == "prometheus" and not t.skipped:
+            ratio += f"; Contour restarts {_count(t.contour_restarts)}, DAG rebuilds {_count(t.dag_rebuilds)}"
         rows.append(
-            f"<tr><td><code>{e(t.name)}</code></td><td>{e(ratio)}</td><td>{_count(t.successes)} / "
-            f"{_count(t.requests)}</td><td>{_count(t.five_xx)}</td><td>{_count(t.unrouted_5xx)}</td>"
+            f"<tr><td><code>{e(t.name)}</code></td><td>{e(t.source)}</td><td>{e(ratio)}</td>"
+            f"<td>{_count(t.successes)} / {_count(t.requests)}</td><td>{_count(t.five_xx)}</td>"
+            f"<td>{_count(t.unrouted_5xx)}</td>"
             f"<td>{e(', '.join(t.clusters) or '-')}</td></tr>"
         )
     if not rows:
         return ""
     beside = [f for f in data.verdict.findings if "Envoy's counters" in f]
     return (
-        "<h2>Envoy's own counters</h2><table><tr><th>probe</th><th>success ratio</th><th>requests (ok / total)</th>"
+        "<h2>Envoy's own counters</h2><table><tr><th>probe</th><th>read from</th><th>success ratio</th>"
+        "<th>requests (ok / total)</th>"
         f"<th>5xx</th><th>of them for no cluster</th><th>clusters</th></tr>{''.join(rows)}</table>"
         + "".join(f"<p>{e(line)}</p>" for line in beside)
     )

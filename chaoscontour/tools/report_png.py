@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from chaoscontour.tools.timeline import MARKER_NAMES, ReportData
 from chaoscontour.tools.tracks import LANE_NAMES, Tracks
@@ -40,6 +40,8 @@ _COLOURS = {
     "stop": "#000000",
     "envoy-requests": "#1a5276",
     "envoy-5xx": "#c0392b",
+    "prometheus-requests": "#5d6d7e",
+    "prometheus-5xx": "#e59866",
 }
 # Marker kinds: how each is drawn (MARKER_NAMES names them in the legend).
 _STYLES: dict[str, Any] = {
@@ -159,23 +161,35 @@ def envoy_rates(
 
 def _draw_envoy_counts(ax: Any, data: ReportData) -> list[Any]:
     """Envoy's own requests per second on the requests panel, and its 5xx per second on a second axis (a few 5xx
-    among thousands of requests would not show on one); returns the legend handles."""
+    among thousands of requests would not show on one): the first output of each source, Envoy's stats endpoint
+    (solid) and Prometheus (dashed); returns the legend handles."""
     from matplotlib.lines import Line2D
 
     handles: list[Any] = []
-    for t in data.verdict.traffic[:1]:
-        if not t.intervals or data.origin_epoch_s is None:
+    twin = None
+    peak = 0.0
+    firsts = {t.source: t for t in reversed(data.verdict.traffic) if t.intervals}
+    for source, t in sorted(firsts.items()):
+        if data.origin_epoch_s is None:
             continue
         xs, sent, failed = envoy_rates(t.intervals, data.origin_epoch_s)
-        ax.step(xs, sent, where="post", color=_COLOURS["envoy-requests"], linewidth=1.2)
-        twin = ax.twinx()
-        twin.step(xs, failed, where="post", color=_COLOURS["envoy-5xx"], linewidth=1.6)
-        twin.fill_between(xs, failed, 0, step="post", color=_COLOURS["envoy-5xx"], alpha=0.25, linewidth=0)
-        peak = max((v for v in failed if not math.isnan(v)), default=0.0)
+        kind = "prometheus" if source == "prometheus" else "envoy"
+        style: Literal["--", "-"] = "--" if source == "prometheus" else "-"
+        label = "Prometheus" if source == "prometheus" else "Envoy's counters"
+        ax.step(xs, sent, where="post", color=_COLOURS[f"{kind}-requests"], linewidth=1.2, linestyle=style)
+        twin = twin or ax.twinx()
+        twin.step(xs, failed, where="post", color=_COLOURS[f"{kind}-5xx"], linewidth=1.6, linestyle=style)
+        twin.fill_between(xs, failed, 0, step="post", color=_COLOURS[f"{kind}-5xx"], alpha=0.2, linewidth=0)
+        peak = max(peak, max((v for v in failed if not math.isnan(v)), default=0.0))
+        handles.append(
+            Line2D([], [], color=_COLOURS[f"{kind}-requests"], linestyle=style, label=f"{label}: requests / s")
+        )
+        handles.append(
+            Line2D([], [], color=_COLOURS[f"{kind}-5xx"], linestyle=style, label=f"{label}: 5xx / s (right)")
+        )
+    if twin is not None:
         twin.set_ylim(0, max(peak * 1.25, 1.0))
         twin.set_ylabel("Envoy's 5xx / s", color=_COLOURS["envoy-5xx"], fontsize=8)
-        handles.append(Line2D([], [], color=_COLOURS["envoy-requests"], label="Envoy's counters: requests / s"))
-        handles.append(Line2D([], [], color=_COLOURS["envoy-5xx"], label="Envoy's counters: 5xx / s (right)"))
     return handles
 
 

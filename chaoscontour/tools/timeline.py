@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chaoscontour import contract
 from chaoscontour.contract import AvailabilityOutput
 from chaoscontour.tools.churn_track import track_churn
 from chaoscontour.tools.findings import availability_outputs
@@ -28,6 +29,7 @@ from chaoscontour.tools.journal import (
     chaoscontour_func,
     epoch_of,
     number,
+    output_as,
     runs,
     steady_state_runs,
     walk,
@@ -242,6 +244,12 @@ def report_data(journal: Mapping[str, Any]) -> ReportData:
             for epoch, who in restart_times(run.get("output")):
                 if lo <= epoch <= hi:
                     add("restart", f"Contour restart {who}".strip(), epoch)
+        if chaoscontour_func(run) == contract.PROMETHEUS_SUCCESS_RATIO.name:
+            figures = output_as(run.get("output"), contract.PROMETHEUS_SUCCESS_RATIO) or {}
+            for pod, started in (figures.get("contour_restarts") or {}).items():
+                for epoch in filter(None, (epoch_of(text) for text in started)):
+                    if lo <= epoch <= hi:
+                        add("restart", f"Contour process started {pod} (Prometheus)", epoch)
     if verdict.stop is not None and verdict.stop.result_epoch_s is not None:
         add("stop", f"stop condition {verdict.stop.name!r} saw the failing result", verdict.stop.result_epoch_s)
     extra = _tracks(journal, origin, lo, hi)

@@ -1,0 +1,89 @@
+"""A real Prometheus for tests (Debian's ``prometheus``, which ``make system-deps`` installs): static targets, a 1 s
+scrape, its data in a temp dir that ``stop()`` removes, listening on loopback on a port the kernel picked."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from chaoscontour_sandbox.process import Process
+
+__all__ = ["PrometheusProcess"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class PrometheusProcess:
+    """Prometheus scraping ``targets`` (``host:port``) at ``metrics_path`` every second, as job ``test``."""
+
+    def __init__(self, targets: Sequence[str], metrics_path: str = "/metrics") -> None:
+        self.targets, self.metrics_path = list(targets), metrics_path
+        self.dir: Path | None = None
+        self.proc: Process | None = None
+        self.url = ""
+
+    def start(self, timeout_s: float = 30.0) -> PrometheusProcess:
+        program = shutil.which("prometheus")
+        assert program, "Debian's prometheus is not installed: run `make system-deps`"
+        self.dir = Path(tempfile.mkdtemp(prefix="chaoscontour-prometheus-"))
+        job = {"job_name": "test", "metrics_path": self.metrics_path, "static_configs": [{"targets": self.targets}]}
+        config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [job]}
+        (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        argv = [program, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}"]
+        self.proc = Process.start("Prometheus", [*argv, f"--web.listen-address={self.url[7:]}"], self.dir / "log")
+        deadline = time.monotonic() + timeout_s
+        while not self._ready():
+            if not self.proc.running or time.monotonic() > deadline:
+                tail = self.proc.tail()
+                self.stop()
+                raise RuntimeError(f"Prometheus did not become ready:\n{tail}")
+            time.sleep(0.1)
+        return self
+
+    def wait_scraped(self, timeout_s: float = 30.0) -> None:
+        """Wait until every target has been scraped once (Prometheus applies a new configuration's targets a few
+        seconds after it starts)."""
+        deadline = time.monotonic() + timeout_s
+        query = urllib.parse.urlencode({"query": "up == 1"})
+        while True:
+            with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=5) as answer:
+                if len(json.load(answer)["data"]["result"]) == len(self.targets):
+                    return
+            assert time.monotonic() < deadline, f"Prometheus scraped not all of {self.targets} in {timeout_s} s"
+            time.sleep(0.2)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(5.0)
+            self.proc = None
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def __enter__(self) -> PrometheusProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
