@@ -9,12 +9,11 @@ from typing import Any, TypeVar
 from chaoslib.exceptions import ActivityFailed
 from logzero import logger
 
-from chaoscontour.domain.clock import format_utc
 from chaoscontour.domain.identity import InvalidHolderIdentity
 from chaoscontour.domain.inputs import InvalidInput
 from chaoscontour.domain.selectors import InvalidSelector
 
-__all__ = ["Progress", "iso_time", "process_run_id", "user_errors"]
+__all__ = ["Progress", "process_run_id", "user_errors"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,12 +25,6 @@ _PROCESS_RUN_ID = "r" + uuid.uuid4().hex[:10]
 def process_run_id() -> str:
     """The run id of this ``chaos run`` process (used when an experiment does not set ``run_id``)."""
     return _PROCESS_RUN_ID
-
-
-def iso_time(epoch: float) -> str:
-    """A time our activities return (``blocked_at``, ``healed_at``, ``written_at``...): ISO 8601 UTC to the
-    microsecond, e.g. ``2026-11-27T14:00:00.250000Z`` (``domain.clock.format_utc``)."""
-    return format_utc(epoch, "microseconds")
 
 
 def user_errors(fn: F) -> F:
