@@ -86,7 +86,7 @@ class OneBatch(SpanProcessor):
         worker = threading.Thread(target=export, name="chaoscontour-traces-export", daemon=True)
         worker.start()
         worker.join(timeout_millis / 1000)
-        self.failure = outcome[0] if outcome else f"no answer within {timeout_millis / 1000:g} s"
+        self.failure = outcome[0] if outcome else f"no answer within {round(timeout_millis / 1000, 1):g} s"
         return self.failure is None
 
 
