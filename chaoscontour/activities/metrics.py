@@ -75,7 +75,8 @@ def prometheus_success_ratio(
     `unrouted_5xx`, `clusters`, `intervals` with `epoch_s`, `duration_s`, `requests`, `rq_5xx`; `restarted`,
     `resets`, `not_computable`), and `source` (`prometheus`), `prometheus_url` (credentials removed), `queries`,
     `step_s`, `started_at` / `ended_at` (ISO 8601 UTC, the window asked for), `contour_restarts` (per Contour
-    pod, the start times of its processes that started in the window), `contour_restart_count`, `dag_rebuilds`
+    pod, the start times of its processes that started in the window and lived through a scrape: a lower bound,
+    since a process that exits within a scrape interval is never seen), `contour_restart_count`, `dag_rebuilds`
     (Contour's DAG rebuilds in the window, over its pods, a counter reset taken as a restart from zero),
     `skipped`, `stopped_early` and `stop_reason`. An Envoy that restarted in the window makes a sum go backwards:
     then, as with the direct reading, there is no ratio, and `not_computable` says why.

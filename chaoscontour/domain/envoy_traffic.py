@@ -46,8 +46,9 @@ UPTIME = "server.uptime"
 # Only the counters read here: Contour's Envoy has thousands of stats. (Envoy's /stats ``filter`` is a regex.)
 STATS_FILTER = r"^(cluster\..+\.upstream_rq_(total|[1-5]xx)|http\.[^.]+\.downstream_rq_5xx|server\.uptime)$"
 # Clusters of Contour's bootstrap, not of a route: the xDS cluster (``contour``, or ``<namespace>_contour_<port>``)
-# and ``envoy-admin``, through which the stats listener (this probe's own reads) reaches the admin interface.
-CONTOUR_OWN_CLUSTER = re.compile(r"(?:[a-z0-9-]+_)?contour(?:_[0-9]+)?|envoy-admin")
+# and ``envoy-admin`` (``<namespace>_envoy-admin_<port>`` in Contour's own Envoy), through which the stats listener
+# (this probe's reads, and Prometheus' scrapes) reaches the admin interface.
+CONTOUR_OWN_CLUSTER = re.compile(r"(?:[a-z0-9-]+_)?(?:contour|envoy-admin)(?:_[0-9]+)?")
 
 _CLUSTER_TOTAL = re.compile(r"cluster\.(.+)\.upstream_rq_total")
 _LISTENER_5XX = re.compile(r"http\.([^.]+)\.downstream_rq_5xx")

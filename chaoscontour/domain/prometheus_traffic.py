@@ -15,8 +15,10 @@ does for one Envoy read directly: no ratio across it. Each step of the range que
 :class:`~chaoscontour.domain.envoy_traffic.Reading`, so both sources share one arithmetic.
 
 Contour's restarts come from ``process_start_time_seconds`` of its pods: each new value inside the window is a
-process that started then. Its DAG rebuilds from ``contour_dagrebuild_total``, summed per pod with Prometheus'
-own rule for a counter reset (a drop means the counter restarted from zero).
+process that started then. Prometheus sees only the processes that lived through one of its scrapes: in
+CrashLoopBackOff a Contour that exits within seconds is missed, so this is a lower bound (the kubelet's count,
+``contour_restart_count``, is the full one). Its DAG rebuilds come from ``contour_dagrebuild_total``, summed per
+pod with Prometheus' own rule for a counter reset (a drop means the counter restarted from zero).
 
 Pure: the series are given; nothing here reads a clock or the network.
 """

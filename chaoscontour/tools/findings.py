@@ -304,6 +304,8 @@ def side_by_side(sampler: tuple[AvailabilityFigures, ...], counters: tuple[Traff
             if fig.unrouted_5xx:
                 envoy += f" ({fig.unrouted_5xx:,} of them Envoy's own 5xx for no cluster)"
         if fig.source == "prometheus" and not fig.skipped:
-            envoy += f"; Contour restarts {_or_dash(fig.contour_restarts)}, DAG rebuilds {_or_dash(fig.dag_rebuilds)}"
+            envoy += (
+                f"; Contour restarts seen {_or_dash(fig.contour_restarts)}, DAG rebuilds {_or_dash(fig.dag_rebuilds)}"
+            )
         lines.append(f"{ours}{envoy} ({fig.name})")
     return lines

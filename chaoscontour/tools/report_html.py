@@ -83,7 +83,7 @@ def traffic_html(data: ReportData) -> str:
     for t in data.verdict.traffic:
         ratio = _fmt(t.ratio_pct, " %", 2) if t.ratio_pct is not None else f"none: {t.not_computable or '-'}"
         if t.source == "prometheus" and not t.skipped:
-            ratio += f"; Contour restarts {_count(t.contour_restarts)}, DAG rebuilds {_count(t.dag_rebuilds)}"
+            ratio += f"; Contour restarts seen {_count(t.contour_restarts)}, DAG rebuilds {_count(t.dag_rebuilds)}"
         rows.append(
             f"<tr><td><code>{e(t.name)}</code></td><td>{e(t.source)}</td><td>{e(ratio)}</td>"
             f"<td>{_count(t.successes)} / {_count(t.requests)}</td><td>{_count(t.five_xx)}</td>"

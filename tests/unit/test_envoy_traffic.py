@@ -102,6 +102,19 @@ def test_without_a_cluster_the_clusters_with_traffic_count_but_not_contours_own(
     assert figures["clusters"] == ["default_echo_80"] and figures["requests"] == 3
 
 
+def test_contours_own_clusters_under_the_names_its_envoy_really_gives_them_do_not_count():
+    # Seen in the sandbox: Contour names the stats listener's admin cluster after its namespace and port too.
+    own = {
+        "cluster.projectcontour_envoy-admin_9001.upstream_rq_total": 5,
+        "cluster.projectcontour_envoy-admin_9001.upstream_rq_2xx": 5,
+        "cluster.contour.upstream_rq_total": 3,
+        "cluster.contour.upstream_rq_2xx": 3,
+    }
+    before = {k: 0 for k in own}
+    figures = window(stats(ok=1, extra=before), stats(ok=4, extra=own), cluster=None)
+    assert figures["clusters"] == ["default_echo_80"] and figures["requests"] == 3
+
+
 def test_zero_traffic_gives_no_ratio_and_says_so():
     figures = window(stats(ok=10), stats(ok=10), stats(ok=10))
     assert figures["requests"] == 0 and figures["ratio"] is None

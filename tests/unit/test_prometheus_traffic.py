@@ -114,5 +114,5 @@ def test_the_gate_sets_prometheus_beside_the_sampler_and_the_direct_counters_wit
     lines = side_by_side(availability_figures(journal), traffic_figures(journal))
     assert lines[0].startswith("sampler 99.97 % of 3,000; Envoy's counters 100.00 % of 10")
     assert "Prometheus (Envoy's counters) 90.00 % of 10 on cluster default_echo_80" in lines[1]
-    assert "Contour restarts 2, DAG rebuilds 7" in lines[1]
+    assert "Contour restarts seen 2, DAG rebuilds 7" in lines[1]
     assert "Prometheus (Envoy's counters): not asked (no prometheus_url given)" in lines[2]
