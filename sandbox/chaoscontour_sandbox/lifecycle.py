@@ -155,6 +155,7 @@ def up(
     )
     settings = experiment_settings(directory / "kubeconfig", ip, mode)
     settings["PROMETHEUS_URL"] = ready["prometheus_url"]
+    settings["PROMETHEUS_SCRAPE_INTERVAL_S"] = str(metrics.SCRAPE_INTERVAL_S)
     settings.update(_demo_route(url))
     if user is not None:
         _check_images(directory, user)

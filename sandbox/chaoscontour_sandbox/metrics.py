@@ -5,10 +5,10 @@ Envoy's ``:8002``, whose Prometheus text is at ``/stats/prometheus``) and carrie
 annotations. A user's Prometheus finds those ports through Kubernetes service discovery (role ``pod``, or a
 PodMonitor). Debian builds Prometheus without Kubernetes discovery (its config parser rejects
 ``kubernetes_sd_configs``), so the sandbox does that part itself: :class:`Targets` lists the pods through the API
-server and writes them to a file Prometheus reads (``file_sd_configs``), with the labels Kubernetes discovery and
-the usual relabelling would give (``namespace``, ``pod``, ``app``). Targets follow the pods: a restarted Contour is
-the same target, a replaced pod a new one. The data lives in ``DIR/prometheus`` and goes with ``down``; the server
-listens on loopback only.
+server and writes them to a file Prometheus reads (``file_sd_configs``), with the labels prometheus-operator's
+PodMonitor would give (``namespace``, ``pod``, ``container``), and ``app``. Targets follow the pods: a restarted
+Contour is the same target, a replaced pod a new one. The data lives in ``DIR/prometheus`` and goes with
+``down``; the server listens on loopback only.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def pod_targets(pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         for container in pod.get("spec", {}).get("containers", []):
             for port in container.get("ports") or []:
                 if port.get("name") == METRICS_PORT_NAME:
-                    labels = {"namespace": meta["namespace"], "pod": meta["name"], "app": app}
+                    labels = {"namespace": meta["namespace"], "pod": meta["name"], "container": container["name"]}
+                    labels["app"] = app
                     labels["__metrics_path__"] = ENVOY_METRICS_PATH if app == "envoy" else "/metrics"
                     groups.append({"targets": [f"{ip}:{port['containerPort']}"], "labels": labels})
     return sorted(groups, key=lambda g: g["targets"][0])

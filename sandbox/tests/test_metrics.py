@@ -33,6 +33,7 @@ def test_the_metrics_ports_of_contour_and_envoy_are_targets_with_envoys_promethe
             "labels": {
                 "namespace": "projectcontour",
                 "pod": "contour-a",
+                "container": "contour",
                 "app": "contour",
                 "__metrics_path__": "/metrics",
             },
@@ -42,6 +43,7 @@ def test_the_metrics_ports_of_contour_and_envoy_are_targets_with_envoys_promethe
             "labels": {
                 "namespace": "projectcontour",
                 "pod": "envoy-x",
+                "container": "envoy",
                 "app": "envoy",
                 "__metrics_path__": "/stats/prometheus",
             },
