@@ -20,7 +20,7 @@ help:
 	@echo "make test-unit   only the fast tiers: unit, component and the sandbox's own tests (no root, no binaries)"
 	@echo "make docs        regenerate docs/activities.md (the activity reference) from the extension's discovery"
 	@echo "make lint        ruff, mypy, hadolint (deploy/Dockerfile), actionlint with shellcheck (the workflow)"
-	@echo "make binaries    find or build every pinned binary: the control plane's, the node's, contour, coredns, kustomize, actionlint"
+	@echo "make binaries    find or build every pinned binary: the control plane's, the node's, contour, coredns, otelcol, kustomize, actionlint"
 	@echo "make bench       envoy_availability benchmark against a real local Envoy, side by side with wrk"
 	@echo "make compat-311  the fast tiers (make test-unit) on Python 3.11 with chaostoolkit 1.19 / chaostoolkit-lib 1.44"
 

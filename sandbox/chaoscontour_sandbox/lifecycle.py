@@ -29,6 +29,7 @@ from typing import Any
 from chaoscontour_sandbox import (
     applier,
     binaries,
+    collector,
     deploy,
     dns,
     manifests,
@@ -101,7 +102,7 @@ def up(
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MARKER).write_text("a chaoscontour-sandbox; `chaoscontour-sandbox down --dir` removes it\n")
     wanted = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"]
-    wanted += ["contour", "coredns", "agnhost", "kube-network-policies", "pause"]
+    wanted += ["contour", "coredns", "agnhost", "kube-network-policies", "pause", "otelcol"]
     say(f"binaries: {', '.join(wanted)}, envoy")
     binaries.ensure_binaries(wanted, progress=lambda m: say("  " + m))
     archive = runner(say) if runner else None
@@ -156,6 +157,7 @@ def up(
     settings = experiment_settings(directory / "kubeconfig", ip, mode)
     settings["PROMETHEUS_URL"] = ready["prometheus_url"]
     settings["PROMETHEUS_SCRAPE_INTERVAL_S"] = str(metrics.SCRAPE_INTERVAL_S)
+    settings["OTEL_EXPORTER_OTLP_ENDPOINT"] = ready["otlp_endpoint"]
     settings.update(_demo_route(url))
     if user is not None:
         _check_images(directory, user)
@@ -297,7 +299,7 @@ def down(directory: Path, *, keep_logs: bool = False) -> None:
         with contextlib.suppress(OSError):
             layout.directory.rmdir()
     ours = (STATE_FILE, nodeplane.READY_FILE, nodeplane.MODE_FILE, SETTINGS_ENV, SETTINGS_JSON, "kubeconfig")
-    for name in (*ours, nodeplane.MODE_FILE + ".applied"):
+    for name in (*ours, nodeplane.MODE_FILE + ".applied", collector.CONFIG_FILE):
         (directory / name).unlink(missing_ok=True)
     if not keep_logs:
         shutil.rmtree(directory / "logs", ignore_errors=True)

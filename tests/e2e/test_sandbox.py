@@ -266,7 +266,7 @@ def test_sandbox_down_leaves_nothing_behind(sandbox: Sandbox) -> None:
     assert down.returncode == 0, down.stdout + down.stderr
     assert nodehost.leftovers(layout) == {k: [] for k in nodehost.leftovers(layout)}
     assert [pid for pid in pids if os.path.exists(f"/proc/{pid}")] == []
-    for name in ("contour", "envoy", "etcd", "kube-apiserver", "kubelet", "containerd", "prometheus"):
+    for name in ("contour", "envoy", "etcd", "kube-apiserver", "kubelet", "containerd", "prometheus", "otelcol"):
         found = subprocess.run(["pgrep", "-af", name], capture_output=True, text=True).stdout
         assert str(sandbox.dir) not in found, found
     assert not sandbox.dir.exists()
