@@ -1,7 +1,8 @@
 """Build the pinned binaries from source: the Go toolchain through the Go module proxy, and gcc for ``pause``.
 
 :mod:`chaoscontour_sandbox.binaries` decides *what* is missing and where the cache lives; this module only knows
-*how* to build one component's binaries into a work folder and install them into a target folder.
+*how* to build one component's binaries into a work folder and install them into a target folder; the toolchain
+itself (``go`` and its environment, progress, the module cache) is :mod:`chaoscontour_sandbox.gotool`.
 
 Every Go binary is built with ``CGO_ENABLED=0``, so each is static and runs on any Linux of its architecture.
 
@@ -21,13 +22,9 @@ manifest of components, generated here (:func:`collector_manifest`), and writes 
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import subprocess
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,7 +32,8 @@ from typing import Any
 
 import yaml
 
-from chaoscontour_sandbox import versions
+from chaoscontour_sandbox import gotool, versions
+from chaoscontour_sandbox.gotool import BuildFailed, Progress, module_dir
 
 __all__ = [
     "OTELCOL_BUILDER",
@@ -53,14 +51,9 @@ __all__ = [
     "staging_modules",
 ]
 
-Progress = Callable[[str], None]
 # A builder gets the `go` binary, its work folder, the folder to leave its binaries in, the component's version,
 # the binaries wanted and a progress callback.
 Builder = Callable[[str, Path, Path, str, Sequence[str], Progress], None]
-
-
-class BuildFailed(RuntimeError):
-    """The toolchain could not build a pinned binary; the message carries the tail of its output."""
 
 
 def build(component: str, version: str, wanted: Sequence[str], work: Path, target: Path, progress: Progress) -> None:
@@ -68,109 +61,15 @@ def build(component: str, version: str, wanted: Sequence[str], work: Path, targe
     builder = _BUILDERS.get(component)
     if builder is None:
         raise BuildFailed(f"no builder for component {component!r}")
-    go = _go()
+    go = gotool.go()
     work.mkdir(parents=True, exist_ok=True)
     out = work / "out"
     out.mkdir(exist_ok=True)
     progress(f"building {component} v{version} ({', '.join(wanted)}) in {work}")
     started = time.monotonic()
     builder(go, work, out, version, wanted, progress)
-    _install(out, target, wanted, progress)
+    gotool.install(out, target, wanted, progress)
     progress(f"built {', '.join(wanted)} v{version} in {time.monotonic() - started:.0f} s")
-
-
-# --- the toolchain ------------------------------------------------------------------------------------------------
-
-
-def _go() -> str:
-    go = shutil.which("go")
-    if not go:
-        raise BuildFailed("the Go toolchain (`go`) is not on PATH; install Go 1.24+ to build the pinned binaries")
-    return go
-
-
-def _go_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, **extra)
-    env.setdefault("GOFLAGS", "-buildvcs=false")
-    env["CGO_ENABLED"] = "0"
-    return env
-
-
-def _run(cmd: Sequence[str], cwd: Path, what: str, **extra_env: str) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=_go_env(**extra_env), capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
-        raise BuildFailed(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
-    return proc.stdout
-
-
-def _compile_with_progress(
-    cmd: Sequence[str],
-    cwd: Path,
-    what: str,
-    total: int | None,
-    progress: Progress,
-    *,
-    counts_packages: bool = True,
-    **extra_env: str,
-) -> None:
-    """Run ``go build -v``-style ``cmd``, reporting every few seconds how many packages it has compiled (or, for a
-    command that does not list them, ``counts_packages=False``, only that it still runs)."""
-    started = time.monotonic()
-    env = _go_env(**extra_env)
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    compiled = 0
-    tail: list[str] = []
-    done = threading.Event()
-
-    def heartbeat() -> None:
-        while not done.wait(10.0):
-            of = f"/{total}" if total else ""
-            done_so_far = f"{compiled}{of} packages compiled" if counts_packages else "running"
-            progress(f"  {what}: {done_so_far}, {time.monotonic() - started:.0f} s")
-
-    ticker = threading.Thread(target=heartbeat, daemon=True)
-    ticker.start()
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        line = line.rstrip()
-        tail = [*tail, line][-25:]
-        # `go build -v` prints one import path per compiled package; anything else is a message.
-        if line and " " not in line:
-            compiled += 1
-    rc = proc.wait()
-    done.set()
-    ticker.join()
-    if rc != 0:
-        raise BuildFailed(f"{what} failed (exit {rc}): {' '.join(cmd)}\n" + "\n".join(tail))
-    progress(f"  {what}: done in {time.monotonic() - started:.0f} s")
-
-
-def _install(built: Path, target: Path, wanted: Sequence[str], progress: Progress) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for name in wanted:
-        staged = target / f".{name}.new"
-        shutil.copy2(built / name, staged)
-        staged.chmod(0o755)
-        staged.replace(target / name)
-        progress(f"  installed {target / name}")
-
-
-# --- source modules in the Go module cache ------------------------------------------------------------------------
-
-
-def _download(go: str, module: str, version: str, cwd: Path) -> dict[str, str]:
-    """``go mod download -json MODULE@vVERSION``: the module's paths in the Go module cache (``Dir``, ``GoMod``...)."""
-    out = _run([go, "mod", "download", "-json", f"{module}@v{version}"], cwd, f"go mod download {module}@v{version}")
-    info: dict[str, str] = json.loads(out)
-    return info
-
-
-def module_dir(module: str, version: str) -> Path:
-    """The folder of ``module`` at ``version`` in the Go module cache, downloaded through the Go module proxy."""
-    # An empty folder, so no go.mod around (a toolchain line, a workspace) can get in the way.
-    with tempfile.TemporaryDirectory(prefix="chaoscontour-go-") as neutral:
-        return Path(_download(_go(), module, version, Path(neutral))["Dir"])
 
 
 def contour_module_dir() -> Path:
@@ -204,7 +103,7 @@ def kubernetes_package(binary: str) -> str:
 def _build_kubernetes(go: str, work: Path, out: Path, version: str, wanted: Sequence[str], progress: Progress) -> None:
     staging_version = "v0." + version.split(".", 1)[1]
     progress(f"  fetching k8s.io/kubernetes@v{version} through the Go module proxy")
-    info = _download(go, "k8s.io/kubernetes", version, work)
+    info = gotool.download(go, "k8s.io/kubernetes", version, work)
     staging = staging_modules(Path(info["GoMod"]).read_text())
     if not staging:
         raise BuildFailed(f"no staging replace lines found in {info['GoMod']}; cannot build the wrapper module")
@@ -217,8 +116,8 @@ def _build_kubernetes(go: str, work: Path, out: Path, version: str, wanted: Sequ
     )
     progress(f"  wrapper module replaces {len(staging)} staging modules with {staging_version}")
     packages = [kubernetes_package(name) for name in wanted]
-    _run([go, "get", *(f"{p}@v{version}" for p in packages)], work, "go get")
-    deps = _run([go, "list", "-deps", *packages], work, "go list -deps").split()
+    gotool.run([go, "get", *(f"{p}@v{version}" for p in packages)], work, "go get")
+    deps = gotool.run([go, "list", "-deps", *packages], work, "go list -deps").split()
     ldflags = [
         "-s -w",
         f"-X k8s.io/component-base/version.gitVersion=v{version}",
@@ -231,7 +130,7 @@ def _build_kubernetes(go: str, work: Path, out: Path, version: str, wanted: Sequ
         # agnhost's own version (test/images/agnhost/VERSION), set as its image build does; other mains lack the var.
         agnhost_version = (Path(info["Dir"]) / _KUBERNETES_PACKAGE_DIRS["agnhost"] / "VERSION").read_text().strip()
         ldflags.append(f"-X main.Version={agnhost_version}")
-    _compile_with_progress(
+    gotool.compile_with_progress(
         [go, "build", "-v", "-trimpath", "-ldflags", " ".join(ldflags), "-o", str(out) + "/", *packages],
         work,
         f"go build {', '.join(wanted)}",
@@ -253,10 +152,10 @@ def _build_etcd(go: str, work: Path, out: Path, version: str, wanted: Sequence[s
         "func main() { etcdmain.Main(os.Args) }\n"
     )
     progress(f"  fetching go.etcd.io/etcd/server/v3@v{version} through the Go module proxy")
-    _run([go, "get", f"go.etcd.io/etcd/server/v3@v{version}"], work, "go get")
-    _run([go, "mod", "tidy"], work, "go mod tidy")
-    deps = _run([go, "list", "-deps", "."], work, "go list -deps").split()
-    _compile_with_progress(
+    gotool.run([go, "get", f"go.etcd.io/etcd/server/v3@v{version}"], work, "go get")
+    gotool.run([go, "mod", "tidy"], work, "go mod tidy")
+    deps = gotool.run([go, "list", "-deps", "."], work, "go list -deps").split()
+    gotool.compile_with_progress(
         [go, "build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"), "."],
         work,
         "go build etcd",
@@ -271,7 +170,7 @@ def _build_contour(go: str, work: Path, out: Path, version: str, wanted: Sequenc
     ldflags = f"-s -w -X github.com/projectcontour/contour/internal/build.Version=v{version}"
     # `go install pkg@version` works for Contour (its go.mod has no replace lines); GOBIN points at the staging dir.
     cmd = [go, "install", "-v", "-trimpath", "-ldflags", ldflags, package]
-    _compile_with_progress(cmd, work, "go install contour", None, progress, GOBIN=str(out))
+    gotool.compile_with_progress(cmd, work, "go install contour", None, progress, GOBIN=str(out))
 
 
 # --- plain `go install` -------------------------------------------------------------------------------------------
@@ -303,7 +202,7 @@ def _go_install(component: str) -> Builder:
     def install(go: str, work: Path, out: Path, version: str, wanted: Sequence[str], progress: Progress) -> None:
         progress(f"  go install {package}@v{version}")
         cmd = [go, "install", "-v", "-trimpath", "-ldflags", "-s -w", f"{package}@v{version}"]
-        _compile_with_progress(cmd, work, f"go install {component}", None, progress, GOBIN=str(out))
+        gotool.compile_with_progress(cmd, work, f"go install {component}", None, progress, GOBIN=str(out))
         installed = go_install_name(package)
         if installed != component:  # kube-network-policies' main package is `cmd`, so Go names the binary `cmd`
             (out / installed).replace(out / component)
@@ -353,7 +252,9 @@ def _build_otelcol(go: str, work: Path, out: Path, version: str, wanted: Sequenc
     progress(f"  go install {builder}")
     bin_dir = work / "bin"
     cmd = [go, "install", "-v", "-trimpath", "-ldflags", "-s -w", builder]
-    _compile_with_progress(cmd, work, "go install builder", None, progress, GOBIN=str(bin_dir), GOTOOLCHAIN=toolchain)
+    gotool.compile_with_progress(
+        cmd, work, "go install builder", None, progress, GOBIN=str(bin_dir), GOTOOLCHAIN=toolchain
+    )
     sources = work / "src"
     manifest = work / "manifest.yaml"
     manifest.write_text(yaml.safe_dump(collector_manifest(version, sources), sort_keys=False))
@@ -361,11 +262,11 @@ def _build_otelcol(go: str, work: Path, out: Path, version: str, wanted: Sequenc
     # The builder runs `go mod tidy` and checks versions; compiling it ourselves (`go build -v`) reports progress,
     # which the builder's own compile step, buffering go's output, cannot.
     cmd = [str(bin_dir / go_install_name(OTELCOL_BUILDER)), f"--config={manifest}", "--skip-compilation"]
-    _compile_with_progress(cmd, work, "builder", None, progress, counts_packages=False, GOTOOLCHAIN=toolchain)
-    deps = _run([go, "list", "-deps", "."], sources, "go list -deps", GOTOOLCHAIN=toolchain).split()
+    gotool.compile_with_progress(cmd, work, "builder", None, progress, counts_packages=False, GOTOOLCHAIN=toolchain)
+    deps = gotool.run([go, "list", "-deps", "."], sources, "go list -deps", GOTOOLCHAIN=toolchain).split()
     ldflags = "-s -w"
     cmd = [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(out / "otelcol"), "."]
-    _compile_with_progress(cmd, sources, "go build otelcol", len(deps), progress, GOTOOLCHAIN=toolchain)
+    gotool.compile_with_progress(cmd, sources, "go build otelcol", len(deps), progress, GOTOOLCHAIN=toolchain)
 
 
 # --- pause: C, with gcc -------------------------------------------------------------------------------------------
@@ -387,7 +288,7 @@ def _build_pause(go: str, work: Path, out: Path, version: str, wanted: Sequence[
     if not gcc:
         raise BuildFailed("gcc is not on PATH; pause is C, built statically: `apt-get install gcc libc6-dev`")
     progress(f"  fetching k8s.io/kubernetes@v{versions.KUBERNETES} (for {PAUSE_SOURCE}) through the Go module proxy")
-    source = Path(_download(go, "k8s.io/kubernetes", versions.KUBERNETES, work)["Dir"]) / PAUSE_SOURCE
+    source = Path(gotool.download(go, "k8s.io/kubernetes", versions.KUBERNETES, work)["Dir"]) / PAUSE_SOURCE
     cmd = pause_compile_command(gcc, source, out / "pause", version)
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, check=False)

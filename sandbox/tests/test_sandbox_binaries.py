@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chaoscontour_sandbox import binaries, builds, versions
+from chaoscontour_sandbox import binaries, builds, gotool, versions
 
 
 def test_kubernetes_binaries_map_to_their_main_packages() -> None:
@@ -117,7 +117,7 @@ def test_go_install_names_kube_network_policies_after_its_component(
         assert env["GOBIN"] == str(tmp_path)
         (tmp_path / "cmd").write_text("binary")
 
-    monkeypatch.setattr(builds, "_compile_with_progress", fake_compile)
+    monkeypatch.setattr(gotool, "compile_with_progress", fake_compile)
     builds._BUILDERS["kube-network-policies"]("go", tmp_path, tmp_path, "0.8.0", ["kube-network-policies"], print)
     assert commands[0][-1] == "sigs.k8s.io/kube-network-policies/cmd@v0.8.0"
     assert (tmp_path / "kube-network-policies").read_text() == "binary"
@@ -173,8 +173,8 @@ def test_the_collector_is_built_with_its_builder_from_a_generated_manifest(
         assert env == {"GOTOOLCHAIN": "local"}
         return "fmt\nos\n"
 
-    monkeypatch.setattr(builds, "_compile_with_progress", fake_compile)
-    monkeypatch.setattr(builds, "_run", fake_run)
+    monkeypatch.setattr(gotool, "compile_with_progress", fake_compile)
+    monkeypatch.setattr(gotool, "run", fake_run)
     out = tmp_path / "out"
     builds._BUILDERS["otelcol"]("go", tmp_path, out, "0.165.0", ["otelcol"], lambda _m: None)
     install, builder, compile_ = commands
