@@ -11,7 +11,6 @@ else on the machine, may hold).
 
 from __future__ import annotations
 
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import yaml
 
 from chaoscontour_sandbox import binaries
-from chaoscontour_sandbox.process import Process
+from chaoscontour_sandbox.process import Process, free_port
 
 __all__ = ["CONFIG_FILE", "LOG_FILE", "collector_config", "start_collector"]
 
@@ -43,12 +42,6 @@ def collector_config(host: str, port: int) -> dict[str, Any]:
     }
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
 def start_collector(directory: Path, *, port: int = 0, timeout_s: float = 30.0) -> tuple[Process, str]:
     """Start the pinned Collector with its configuration in ``directory`` and its output in ``directory/logs``;
     return the process and its OTLP endpoint (``http://127.0.0.1:PORT``, what ``OTEL_EXPORTER_OTLP_ENDPOINT``
@@ -59,7 +52,7 @@ def start_collector(directory: Path, *, port: int = 0, timeout_s: float = 30.0) 
     does not come up; the process is stopped then."""
     program = binaries.ensure_binaries(["otelcol"], build=False)["otelcol"]
     host = "127.0.0.1"
-    port = port or _free_port(host)
+    port = port or free_port(host)
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / CONFIG_FILE
     config.write_text(yaml.safe_dump(collector_config(host, port), sort_keys=False))

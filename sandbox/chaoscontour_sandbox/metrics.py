@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -26,7 +25,7 @@ import yaml
 
 from chaoscontour_sandbox import deploy, workloads
 from chaoscontour_sandbox.kubeapi import KubeApi
-from chaoscontour_sandbox.process import Process
+from chaoscontour_sandbox.process import Process, free_port
 
 __all__ = ["DATA_DIR", "SCRAPE_INTERVAL_S", "Targets", "pod_targets", "scrape_config", "start_prometheus"]
 
@@ -91,12 +90,6 @@ class Targets:
         self.write(pod_targets(deploy.pods(api, self.namespace, "")))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def start_prometheus(directory: Path, timeout_s: float = 60.0) -> tuple[Process, Targets, str]:
     """Start Prometheus for the sandbox in ``directory``; return it, its :class:`Targets` (to follow the pods) and
     its URL once it answers ``/-/ready``.
@@ -110,7 +103,7 @@ def start_prometheus(directory: Path, timeout_s: float = 60.0) -> tuple[Process,
     config = home / "prometheus.yml"
     targets = Targets(home)
     config.write_text(yaml.safe_dump(scrape_config(targets.path), sort_keys=False))
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     argv = [program, f"--config.file={config}", f"--storage.tsdb.path={home / 'data'}"]
     argv += [f"--web.listen-address={url.removeprefix('http://')}", "--storage.tsdb.retention.time=2d"]
     proc = Process.start("prometheus", argv, directory / "logs" / "prometheus.log")

@@ -27,13 +27,24 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-__all__ = ["Process", "ProcessExited", "ProcessTimeout", "alive", "identity", "is_same", "stop_pid", "tail"]
+__all__ = [
+    "free_port",
+    "Process",
+    "ProcessExited",
+    "ProcessTimeout",
+    "alive",
+    "identity",
+    "is_same",
+    "stop_pid",
+    "tail",
+]
 
 LOG_TAIL_LINES = 30
 T = TypeVar("T")
@@ -249,3 +260,10 @@ def stop_pid(pid: int, grace_s: float, *, say: Callable[[str], None] | None = No
         for kill in (os.killpg, os.kill):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 kill(pid, signal.SIGKILL)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on now (the kernel's pick), for a server about to start."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.backend import Backend
-from tests.support.envoy import EnvoyProcess, static_bootstrap
+from tests.support.envoy import EnvoyProcess, static_bootstrap, status_through
 from tests.support.paths import ROOT
 
 PAGE = ROOT / "docs" / "dashboards.md"
@@ -79,14 +77,6 @@ def counted(series: list[Series], selector: str) -> float:
     return sum(value for labels, value in of_name if all(accepts(m, labels.get(m[0], "")) for m in matchers))
 
 
-def request(url: str) -> int:
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers={"Host": VHOST}), timeout=5) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-
-
 @pytest.fixture(scope="module")
 def scraped() -> Iterator[tuple[list[Series], list[str]]]:
     """Envoy's ``/stats/prometheus`` after the three requests, and the status class of each answer."""
@@ -95,10 +85,10 @@ def scraped() -> Iterator[tuple[list[Series], list[str]]]:
         bootstrap["static_resources"]["clusters"][0]["alt_stat_name"] = CLUSTER_STAT_NAME
         with EnvoyProcess(bootstrap) as envoy:
             url = envoy.url("/")
-            statuses = [request(url)]
+            statuses = [status_through(url, VHOST)]
             for mode in ("status", "close"):
                 backend.fail_in(0, 30, mode=mode)
-                statuses.append(request(url))
+                statuses.append(status_through(url, VHOST))
                 backend.heal()
             assert statuses == [200, 503, 503]
             # Envoy flushes its counters to the admin handler at once, but give a slow machine a moment.

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,20 +15,12 @@ from chaoslib.exceptions import ActivityFailed
 from chaoscontour.activities.metrics import prometheus_success_ratio
 from chaoscontour.edges import prometheus
 from tests.support.backend import Backend
-from tests.support.envoy import EnvoyProcess, static_bootstrap
+from tests.support.envoy import EnvoyProcess, static_bootstrap, status_through
 from tests.support.prometheus import PrometheusProcess
 
 VHOST = "echo.local"
 CLUSTER = "default_echo_80"
 BY_CLASS = f'sum by (envoy_response_code_class) (envoy_cluster_upstream_rq_xx{{envoy_cluster_name="{CLUSTER}"}})'
-
-
-def request(url: str) -> int:
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers={"Host": VHOST}), timeout=5) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
 
 
 @dataclass(frozen=True)
@@ -51,9 +41,9 @@ def scraped() -> Iterator[Scraped]:
         with EnvoyProcess(bootstrap) as envoy, PrometheusProcess([envoy.admin_url[7:]], "/stats/prometheus") as prom:
             prom.wait_scraped()
             start = time.time()
-            statuses = [request(envoy.url("/")) for _ in range(7)]
+            statuses = [status_through(envoy.url("/"), VHOST) for _ in range(7)]
             backend.fail_in(0, 30, mode="status")
-            statuses += [request(envoy.url("/")) for _ in range(3)]
+            statuses += [status_through(envoy.url("/"), VHOST) for _ in range(3)]
             backend.heal()
             assert statuses == [200] * 7 + [503] * 3
             time.sleep(3)  # two scrapes after the traffic
@@ -99,9 +89,9 @@ def test_the_probe_counts_exactly_the_requests_of_its_window(scraped: Scraped) -
     worker = threading.Thread(target=probe)
     worker.start()
     time.sleep(2.5)  # the window's first scrape is stored before the traffic
-    statuses = [request(scraped.envoy_url) for _ in range(12)]
+    statuses = [status_through(scraped.envoy_url, VHOST) for _ in range(12)]
     scraped.backend.fail_in(0, 30, mode="status")
-    statuses += [request(scraped.envoy_url) for _ in range(4)]
+    statuses += [status_through(scraped.envoy_url, VHOST) for _ in range(4)]
     scraped.backend.heal()
     assert statuses == [200] * 12 + [503] * 4
     worker.join(30)

@@ -33,6 +33,7 @@ __all__ = [
     "grpc_xds_bootstrap",
     "running_envoy",
     "static_bootstrap",
+    "status_through",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -342,3 +343,12 @@ def running_envoy(bootstrap: dict[str, Any], **kwargs: Any) -> Iterator[EnvoyPro
         yield envoy
     finally:
         envoy.stop()
+
+
+def status_through(url: str, host: str) -> int:
+    """The status of one GET through Envoy's listener at ``url`` with Host ``host`` (an error status too)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Host": host}), timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import tempfile
 import time
 import urllib.error
@@ -16,15 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from chaoscontour_sandbox.process import Process
+from chaoscontour_sandbox.process import Process, free_port
 
 __all__ = ["PrometheusProcess"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class PrometheusProcess:
@@ -43,7 +36,7 @@ class PrometheusProcess:
         job = {"job_name": "test", "metrics_path": self.metrics_path, "static_configs": [{"targets": self.targets}]}
         config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [job]}
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.url = f"http://127.0.0.1:{free_port()}"
         argv = [program, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}"]
         self.proc = Process.start("Prometheus", [*argv, f"--web.listen-address={self.url[7:]}"], self.dir / "log")
         deadline = time.monotonic() + timeout_s
