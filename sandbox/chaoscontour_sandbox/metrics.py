@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,7 +26,15 @@ from chaoscontour_sandbox import deploy, workloads
 from chaoscontour_sandbox.kubeapi import KubeApi
 from chaoscontour_sandbox.process import Process, free_port
 
-__all__ = ["DATA_DIR", "SCRAPE_INTERVAL_S", "Targets", "pod_targets", "scrape_config", "start_prometheus"]
+__all__ = [
+    "DATA_DIR",
+    "SCRAPE_INTERVAL_S",
+    "Targets",
+    "pod_targets",
+    "run_prometheus",
+    "scrape_config",
+    "start_prometheus",
+]
 
 DATA_DIR = "prometheus"
 TARGETS_FILE = "targets.json"
@@ -90,36 +97,40 @@ class Targets:
         self.write(pod_targets(deploy.pods(api, self.namespace, "")))
 
 
-def start_prometheus(directory: Path, timeout_s: float = 60.0) -> tuple[Process, Targets, str]:
-    """Start Prometheus for the sandbox in ``directory``; return it, its :class:`Targets` (to follow the pods) and
-    its URL once it answers ``/-/ready``.
+def run_prometheus(home: Path, config: dict[str, object], log: Path, timeout_s: float = 60.0) -> tuple[Process, str]:
+    """Start Debian's ``prometheus`` with ``config`` (written to ``home/prometheus.yml``), its data in
+    ``home/data``, on a free loopback port; return it and its URL once ``/-/ready`` answers 200.
 
-    Raises :class:`deploy.SandboxError` naming the Debian package when there is no ``prometheus`` to run."""
+    Raises :class:`deploy.SandboxError` naming the Debian package when there is no ``prometheus`` to run, and
+    :class:`~chaoscontour_sandbox.process.ProcessExited` or ``ProcessTimeout`` (with the log's tail) when it does
+    not come up; the process is stopped then."""
     program = shutil.which("prometheus")
     if program is None:
-        raise deploy.SandboxError("the sandbox's Prometheus needs Debian's prometheus: apt-get install -y prometheus")
-    home = directory / DATA_DIR
+        raise deploy.SandboxError("Prometheus needs Debian's prometheus: apt-get install -y prometheus")
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "prometheus.yml"
-    targets = Targets(home)
-    config.write_text(yaml.safe_dump(scrape_config(targets.path), sort_keys=False))
+    (home / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     url = f"http://127.0.0.1:{free_port()}"
-    argv = [program, f"--config.file={config}", f"--storage.tsdb.path={home / 'data'}"]
+    argv = [program, f"--config.file={home / 'prometheus.yml'}", f"--storage.tsdb.path={home / 'data'}"]
     argv += [f"--web.listen-address={url.removeprefix('http://')}", "--storage.tsdb.retention.time=2d"]
-    proc = Process.start("prometheus", argv, directory / "logs" / "prometheus.log")
+    proc = Process.start("prometheus", argv, log)
 
     def ready() -> bool:
-        if not proc.running:
-            raise deploy.SandboxError(proc.exited_message())
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as answer:
-                return bool(answer.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as answer:
+            return bool(answer.status == 200)
 
     try:
-        deploy.wait_for(f"Prometheus at {url}", timeout_s, ready)
+        proc.wait_ready(ready, timeout_s, what=f"Prometheus at {url}")
     except BaseException:
         proc.stop(5.0)
         raise
+    return proc, url
+
+
+def start_prometheus(directory: Path, timeout_s: float = 60.0) -> tuple[Process, Targets, str]:
+    """Start the sandbox's Prometheus in ``directory`` (:func:`run_prometheus` with :func:`scrape_config`); return
+    it, its :class:`Targets` (to follow the pods) and its URL."""
+    home = directory / DATA_DIR
+    home.mkdir(parents=True, exist_ok=True)
+    targets = Targets(home)
+    proc, url = run_prometheus(home, scrape_config(targets.path), directory / "logs" / "prometheus.log", timeout_s)
     return proc, targets, url

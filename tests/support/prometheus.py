@@ -7,15 +7,13 @@ import json
 import shutil
 import tempfile
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
-from chaoscontour_sandbox.process import Process, free_port
+from chaoscontour_sandbox.metrics import run_prometheus
+from chaoscontour_sandbox.process import Process
 
 __all__ = ["PrometheusProcess"]
 
@@ -30,22 +28,14 @@ class PrometheusProcess:
         self.url = ""
 
     def start(self, timeout_s: float = 30.0) -> PrometheusProcess:
-        program = shutil.which("prometheus")
-        assert program, "Debian's prometheus is not installed: run `make system-deps`"
         self.dir = Path(tempfile.mkdtemp(prefix="chaoscontour-prometheus-"))
         job = {"job_name": "test", "metrics_path": self.metrics_path, "static_configs": [{"targets": self.targets}]}
         config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [job]}
-        (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.url = f"http://127.0.0.1:{free_port()}"
-        argv = [program, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}"]
-        self.proc = Process.start("Prometheus", [*argv, f"--web.listen-address={self.url[7:]}"], self.dir / "log")
-        deadline = time.monotonic() + timeout_s
-        while not self._ready():
-            if not self.proc.running or time.monotonic() > deadline:
-                tail = self.proc.tail()
-                self.stop()
-                raise RuntimeError(f"Prometheus did not become ready:\n{tail}")
-            time.sleep(0.1)
+        try:
+            self.proc, self.url = run_prometheus(self.dir, config, self.dir / "log", timeout_s)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def wait_scraped(self, timeout_s: float = 30.0) -> None:
@@ -59,13 +49,6 @@ class PrometheusProcess:
                     return
             assert time.monotonic() < deadline, f"Prometheus scraped not all of {self.targets} in {timeout_s} s"
             time.sleep(0.2)
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as answer:
-                return bool(answer.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
 
     def stop(self) -> None:
         if self.proc is not None:
