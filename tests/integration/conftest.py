@@ -17,6 +17,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from bench.contour_like import create_pod
 from chaoscontour_sandbox import binaries
 from chaoscontour_sandbox.controlplane import ControlPlane
 from tests.support.ci import unavailable
@@ -118,3 +119,12 @@ def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator
     except ApiException as exc:
         if exc.status != 404:
             raise
+
+
+@pytest.fixture
+def contour(api: client.ApiClient, namespace: str) -> str:
+    """Two running Contour-labelled pods in ``namespace``."""
+    core = client.CoreV1Api(api)
+    for pod in ("contour-a", "contour-b"):
+        create_pod(core, namespace, pod)
+    return namespace

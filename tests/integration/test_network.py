@@ -36,15 +36,6 @@ def batch(api: client.ApiClient) -> client.BatchV1Api:
 
 
 @pytest.fixture
-def contour(api: client.ApiClient, namespace: str) -> str:
-    """Two running Contour-labelled pods in ``namespace``."""
-    core = client.CoreV1Api(api)
-    for pod in ("contour-a", "contour-b"):
-        create_pod(core, namespace, pod)
-    return namespace
-
-
-@pytest.fixture
 def leader(api: client.ApiClient, contour: str) -> Iterator[Candidate]:
     """contour-a holding a 4 s Lease and renewing it every 0.25 s, as a live leader does."""
     candidate = Candidate(api, contour, "contour-a", duration_s=4)

@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
 
-from bench.contour_like import create_pod
 from chaoscontour.tools.journal import load_journal
 from chaoscontour_sandbox.collector import LOG_FILE, start_collector
 from chaoscontour_sandbox.process import Process
@@ -140,15 +138,6 @@ def play(tmp_path: Path, kubeconfig: Path, namespace: str, endpoint: str, *, int
             proc.kill()
             proc.communicate()
     return Played(proc.returncode, output, load_journal(journal), time.monotonic() - started)
-
-
-@pytest.fixture
-def contour(api: client.ApiClient, namespace: str) -> str:
-    """Two running Contour-labelled pods in ``namespace``."""
-    core = client.CoreV1Api(api)
-    for pod in ("contour-a", "contour-b"):
-        create_pod(core, namespace, pod)
-    return namespace
 
 
 @pytest.fixture
