@@ -162,7 +162,9 @@ def test_apiserver_outage_envoy_keeps_routing_while_every_contour_replica_restar
     # Envoy's own counters, read directly and through the sandbox's Prometheus, agree with the sampler.
     direct = activity(journal, "envoy-success-ratio-across-the-fault")["output"]
     assert direct["ratio"] >= 0.999 and direct["clusters"] == ["demo_echo_80"], direct["not_computable"]
-    assert direct["requests"] >= availability["requests"]
+    # Every answer the sampler got was counted by Envoy's routed cluster. Not every request: a connection reset before
+    # routing (one in 15,000 in a CI run, at the heal) reaches no cluster's counters.
+    assert direct["successes"] >= availability["successes"], (direct, availability["error_kinds"])
     prom = activity(journal, "prometheus-success-ratio-across-the-fault")["output"]
     assert prom["source"] == "prometheus" and prom["skipped"] is None and prom["ratio"] >= 0.999, prom
     # Prometheus' window is up to one 2 s scrape early at both ends: at 200 requests/s, about 400 requests apart.
