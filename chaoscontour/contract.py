@@ -24,6 +24,7 @@ __all__ = [
     "BLOCK_APISERVER_EGRESS",
     "BLOCK_XDS_EGRESS",
     "CONTOUR_RESTART_COUNT",
+    "CONTOUR_XDS_CLIENTS",
     "ENVOY_AVAILABILITY",
     "ENVOY_BACKEND_VIEW",
     "ENVOY_ENDPOINTS_CONVERGED",
@@ -58,6 +59,7 @@ __all__ = [
     "Kind",
     "Latency",
     "LeaseHolderOutput",
+    "LeaderXds",
     "NoKeysRead",
     "PrometheusRatioOutput",
     "RestartCountOutput",
@@ -67,6 +69,7 @@ __all__ = [
     "Termination",
     "TrafficInterval",
     "UnblockOutput",
+    "XdsClientsOutput",
     "XdsConnectedOutput",
     "XdsStream",
     "XdsSubscription",
@@ -143,10 +146,29 @@ class LeaseHolderOutput(TypedDict, total=False):
     held: bool
 
 
+class LeaderXds(TypedDict, total=False):
+    """Where Envoy's xDS streams were when the leader was killed, and where they went (``kill_leader``'s ``xds``)."""
+
+    known: bool
+    reason: str | None
+    streams_before: dict[str, int]
+    on_killed_pod: int | None
+    reconnected_after_s: float | None
+    reconnected_to: list[str]
+
+
 class KillLeaderOutput(TypedDict, total=False):
     old_pod: str
     new_pod: str | None
     failover_s: float | None
+    xds: LeaderXds
+
+
+class XdsClientsOutput(TypedDict, total=False):
+    """``contour_xds_clients``: the replicas serving Envoy's xDS streams."""
+
+    serving: list[str]
+    envoy_streams: int
 
 
 class Termination(TypedDict, total=False):
@@ -332,6 +354,7 @@ BLOCK_APISERVER_EGRESS = Activity("block_apiserver_egress", "action", "network",
 UNBLOCK_APISERVER_EGRESS = Activity("unblock_apiserver_egress", "action", "network", UnblockOutput)
 KILL_LEADER = Activity("kill_leader", "action", "leader", KillLeaderOutput)
 LEASE_HOLDER = Activity("lease_holder", "probe", "leader", LeaseHolderOutput)
+CONTOUR_XDS_CLIENTS = Activity("contour_xds_clients", "probe", "leader", XdsClientsOutput)
 CONTOUR_RESTART_COUNT = Activity("contour_restart_count", "probe", "pods", RestartCountOutput)
 ENVOY_AVAILABILITY = Activity("envoy_availability", "probe", "envoy", AvailabilityOutput)
 ENVOY_SERVING = Activity("envoy_serving", "probe", "envoy", bool)
@@ -355,6 +378,7 @@ ACTIVITIES: tuple[Activity[Any], ...] = (
     UNBLOCK_APISERVER_EGRESS,
     KILL_LEADER,
     LEASE_HOLDER,
+    CONTOUR_XDS_CLIENTS,
     CONTOUR_RESTART_COUNT,
     ENVOY_AVAILABILITY,
     ENVOY_SERVING,

@@ -3,10 +3,13 @@
 Contour elects its leader with a coordination.k8s.io/v1 Lease named ``leader-elect`` in its namespace (flags
 ``--leader-election-resource-name`` / ``--leader-election-resource-namespace``; Gateway-provisioned Contours use
 ``leader-elect-<gateway>``). Lease duration 15 s, renew deadline 10 s, retry period 2 s. Only the leader writes
-status; every replica serves xDS, so Envoy keeps its configuration whoever leads.
+status; every replica serves xDS, so Envoy keeps its configuration whoever leads. Which replica holds Envoy's xDS
+stream is read from Contour's own gRPC metrics (:mod:`chaoscontour.domain.xds_clients`): Envoy's
+``control_plane.identifier`` stays empty with Contour.
 """
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Dict
 
@@ -20,11 +23,22 @@ from chaoscontour.domain.identity import parse_holder_identity
 from chaoscontour.domain.inputs import parse_bool, parse_count, parse_seconds, require_name, require_namespace
 from chaoscontour.domain.lease import lease_summary, new_holder
 from chaoscontour.domain.selectors import format_label_selector, parse_label_selector, selector_matches
+from chaoscontour.domain.xds_clients import envoy_streams, open_xds_streams
 from chaoscontour.edges import stop
 from chaoscontour.edges.clock import poll_until
-from chaoscontour.edges.kube import ApiUnavailable, call, kube, read_lease, read_lease_at, to_dict
+from chaoscontour.edges.kube import (
+    ApiUnavailable,
+    Kube,
+    call,
+    kube,
+    list_pods,
+    pod_proxy_get,
+    read_lease,
+    read_lease_at,
+    to_dict,
+)
 
-__all__ = ["kill_leader", "lease_holder"]
+__all__ = ["contour_xds_clients", "kill_leader", "lease_holder"]
 
 _POLL_S = 0.25
 
@@ -90,6 +104,7 @@ def kill_leader(
     timeout_s: float = 60,
     max_failover_s: float = 0,
     lease_namespace: str = "",
+    metrics_port: int = 8000,
     secrets: Secrets = None,
 ) -> Dict[str, Any]:
     """Delete the Contour pod that holds the leader Lease, and measure how fast another replica takes over.
@@ -112,6 +127,14 @@ def kill_leader(
     client-go (tools/leaderelection) polls every retry period x [1, 2.2) (`JitterFactor` 1.2) and counts the lease
     duration from when the candidate *observed* the last renewal, so 4.4 + 15 + 4.4 s after it. On SIGINT,
     SIGTERM or SIGUSR1 the wait ends at once and returns what it has, with `stopped_early`.
+
+    Whether Envoy felt it: before the delete, each replica's open xDS streams are read from its metrics on
+    `metrics_port` (as `contour_xds_clients` does; 0 skips this). `xds` in the output says how many Envoy streams
+    were on the killed pod (`on_killed_pod`, of `streams_before`) and, when there were some, the seconds from the
+    delete call until the other replicas held them all (`reconnected_after_s`, polled with the Lease; null when not
+    seen within `timeout_s`) and on which pods (`reconnected_to`). `known` is false, with a `reason`, when the
+    killed pod's metrics could not be read (RBAC without `get` on `pods/proxy`, another metrics port): the kill
+    goes on, and the output says the stream's place is unknown rather than guessing.
     """
     require_namespace(namespace)
     require_name(lease_name, "lease_name")
@@ -121,6 +144,7 @@ def kill_leader(
     waiting = parse_bool(wait_for_new_leader, "wait_for_new_leader")
     timeout = parse_seconds(timeout_s, "timeout_s", maximum=3600)
     max_failover = parse_seconds(max_failover_s, "max_failover_s", maximum=3600, allow_zero=True)
+    port = parse_count(metrics_port, "metrics_port", maximum=65535)
 
     k = kube(secrets)
     lease = read_lease(k, lease_ns, lease_name)
@@ -145,6 +169,7 @@ def kill_leader(
             "nothing was deleted. Set label_selector to Contour's pod labels"
         )
 
+    xds = _xds_before(k, namespace, format_label_selector(labels), port, old_pod)
     deleted_at = datetime.now(UTC)
     started = time.monotonic()
     call(
@@ -163,35 +188,46 @@ def kill_leader(
         "new_holder": None,
         "new_pod": None,
         "failover_s": None,
+        "xds": xds,
     }
     if not waiting:
         return result
 
     progress = Progress()
 
+    taken: Dict[str, Any] = {}
+    moved = _StreamWatch(k, namespace, format_label_selector(labels), port, old_pod, xds, started)
+
     def taken_over() -> tuple[str, Dict[str, Any]] | None:
-        try:
-            current = read_lease(k, lease_ns, lease_name)
-        except ApiUnavailable:
-            current = {}
-        holder = new_holder(current, old_holder)
-        return (holder, current) if holder else None
+        if not taken:
+            try:
+                current = read_lease(k, lease_ns, lease_name)
+            except ApiUnavailable:
+                current = {}
+            holder = new_holder(current, old_holder)
+            if holder:
+                taken.update(holder=holder, lease=current, after_s=time.monotonic() - started)
+        moved.check()
+        return (taken["holder"], taken["lease"]) if taken and moved.done else None
 
     def report(elapsed: float) -> None:
         progress(f"kill_leader: waiting for a new holder of {lease_ns}/{lease_name}: {elapsed:.0f}/{timeout:.0f} s")
 
     polled = poll_until(taken_over, timeout, _POLL_S, started=started, on_wait=report, check_after_stop=True)
-    elapsed = polled.elapsed_s
+    elapsed = taken.get("after_s", polled.elapsed_s)
+    if taken and not moved.done:
+        logger.warning(f"kill_leader: Envoy's xDS streams were not all on the other replicas within {timeout:.0f} s")
     if polled.stopped:
-        logger.warning(f"kill_leader: {stop.reason()}: stopped waiting for a new leader after {elapsed:.1f} s")
+        logger.warning(f"kill_leader: {stop.reason()}: stopped waiting after {elapsed:.1f} s")
         result["stopped_early"] = True
-        return result
-    if not polled.value:
+        if not taken:
+            return result
+    if not taken:
         raise ActivityFailed(
             f"no other Contour replica took over Lease {lease_ns}/{lease_name} within {timeout:.0f} s of "
             f"deleting {old_pod}; is more than one replica running?"
         )
-    holder, current = polled.value
+    holder, current = taken["holder"], taken["lease"]
     result.update(
         new_holder=holder,
         new_pod=parse_holder_identity(holder).pod_name,
@@ -205,3 +241,131 @@ def kill_leader(
             f"(old leader {old_pod}, new leader {result['new_pod']})"
         )
     return result
+
+
+def _xds_readings(k: Kube, namespace: str, selector: str, port: int, skip: str = "") -> list[Dict[str, Any]]:
+    """Each pod of ``selector`` (but ``skip``) with the xDS streams its metrics show open, or why they could not
+    be read (a pod not running, a metrics port that does not answer, RBAC without ``pods/proxy``)."""
+    readings: list[Dict[str, Any]] = []
+    for pod in list_pods(k, namespace, selector):
+        name = str(pod["metadata"]["name"])
+        status = pod.get("status") or {}
+        if name == skip:
+            continue
+        if status.get("phase") != "Running" or not status.get("podIP"):
+            phase = status.get("phase") or "not scheduled"
+            why = "has no IP yet" if phase == "Running" else f"is {phase}, not Running"
+            readings.append({"pod": name, "error": f"the pod {why}"})
+            continue
+        try:
+            opened = open_xds_streams(pod_proxy_get(k, namespace, name, port, "metrics"))
+        except ActivityFailed as exc:
+            readings.append({"pod": name, "error": str(exc)})
+            continue
+        readings.append({"pod": name, "envoy_streams": envoy_streams(opened), "open_streams": opened})
+    return readings
+
+
+def _streams(readings: list[Dict[str, Any]]) -> int:
+    return sum(int(r.get("envoy_streams") or 0) for r in readings)
+
+
+def _xds_before(k: Kube, namespace: str, selector: str, port: int, killed: str) -> Dict[str, Any]:
+    """Where Envoy's xDS streams are before ``killed`` is deleted: ``kill_leader``'s ``xds`` output, to be
+    completed by :class:`_StreamWatch`."""
+    xds: Dict[str, Any] = {
+        "known": False,
+        "reason": None,
+        "streams_before": {},
+        "on_killed_pod": None,
+        "reconnected_after_s": None,
+        "reconnected_to": [],
+    }
+    if port == 0:
+        xds["reason"] = "not read (metrics_port 0)"
+        return xds
+    try:
+        readings = _xds_readings(k, namespace, selector, port)
+    except ActivityFailed as exc:
+        xds["reason"] = str(exc)
+        return xds
+    xds["streams_before"] = {r["pod"]: r["envoy_streams"] for r in readings if "error" not in r}
+    [mine] = [r for r in readings if r["pod"] == killed] or [{"error": "the pod is not among the selector's pods"}]
+    if "error" in mine:
+        xds["reason"] = f"the metrics of {killed} could not be read: {mine['error']}"
+    else:
+        xds.update(known=True, on_killed_pod=mine["envoy_streams"])
+    return xds
+
+
+@dataclass
+class _StreamWatch:
+    """After the delete: once the other replicas hold every Envoy stream counted before, record when and where."""
+
+    k: Kube
+    namespace: str
+    selector: str
+    port: int
+    killed: str
+    xds: Dict[str, Any]
+    t0: float
+
+    def __post_init__(self) -> None:
+        self.wanted = sum(self.xds["streams_before"].values())
+        self.done = not self.xds["known"] or not self.xds["on_killed_pod"]
+
+    def check(self) -> None:
+        if self.done:
+            return
+        try:
+            readings = _xds_readings(self.k, self.namespace, self.selector, self.port, skip=self.killed)
+        except ActivityFailed:  # the API server busy with the failover: look again at the next poll
+            return
+        if _streams(readings) >= self.wanted:
+            self.xds["reconnected_after_s"] = round(time.monotonic() - self.t0, 3)
+            self.xds["reconnected_to"] = [r["pod"] for r in readings if r.get("envoy_streams")]
+            self.done = True
+
+
+@user_errors
+def contour_xds_clients(
+    namespace: str = "projectcontour",
+    label_selector: str = "app=contour",
+    metrics_port: int = 8000,
+    secrets: Secrets = None,
+) -> Dict[str, Any]:
+    """Tell which Contour replicas serve Envoy's xDS streams, and how many Envoys each serves.
+
+    Every replica serves xDS (only status writing needs the leader), and Envoy's own `control_plane.identifier`
+    stats stay empty with Contour, so the answer comes from Contour's side: each pod's gRPC server metrics
+    (`grpc_server_started_total` minus `grpc_server_handled_total` for the `envoy.service.*DiscoveryService`
+    streams), read on `metrics_port` (Contour's `--http-port`, 8000 in the release manifest) through the API
+    server's pod proxy, which needs `get` on `pods/proxy`.
+
+    Returns `pods` (one entry per pod of `label_selector` in `namespace`: `pod`, `envoy_streams`, the number of
+    Envoys it serves, and `open_streams` per gRPC method; or `pod` and `error` when its metrics could not be read),
+    `serving` (the pods with at least one Envoy), `envoy_streams` (the total) and `unreadable` (pods with an
+    error). Fails when no pod matches or none could be read, with the reasons.
+    """
+    require_namespace(namespace)
+    labels = parse_label_selector(label_selector)
+    port = parse_count(metrics_port, "metrics_port", maximum=65535)
+    if port == 0:
+        raise ActivityFailed("contour_xds_clients: metrics_port must be Contour's metrics port (1-65535), not 0")
+    selector = format_label_selector(labels)
+    readings = _xds_readings(kube(secrets), namespace, selector, port)
+    unreadable = [r["pod"] for r in readings if "error" in r]
+    if not readings:
+        raise ActivityFailed(f"contour_xds_clients: no pod matches {selector!r} in namespace {namespace}")
+    if len(unreadable) == len(readings):
+        reasons = "; ".join(f"{r['pod']}: {r['error']}" for r in readings)
+        raise ActivityFailed(f"contour_xds_clients: no Contour pod's metrics could be read on port {port}: {reasons}")
+    serving = [r["pod"] for r in readings if r.get("envoy_streams")]
+    logger.info(f"contour_xds_clients: {_streams(readings)} Envoy stream(s), on {', '.join(serving) or 'no replica'}")
+    return {
+        "pods": readings,
+        "serving": serving,
+        "envoy_streams": _streams(readings),
+        "unreadable": unreadable,
+        "metrics_port": port,
+    }

@@ -35,6 +35,7 @@ __all__ = [
     "list_pods",
     "delete_in_background",
     "patch_job_deadline",
+    "pod_proxy_get",
     "read_if_present",
 ]
 
@@ -244,6 +245,22 @@ def list_pods(k: Kube, namespace: str, label_selector: str) -> list[dict[str, An
         label_selector=label_selector,
     )
     return list(to_dict(k, pods).get("items") or [])
+
+
+def pod_proxy_get(k: Kube, namespace: str, pod: str, port: int, path: str, timeout_s: float = 2.0) -> str:
+    """GET ``path`` from ``port`` of a pod through the API server's pod proxy (``pods/proxy``, verb get): how a
+    probe running outside the cluster reads a pod's metrics. Whatever the pod answers other than 2xx, or a pod that
+    does not answer, comes back as an explained ``ActivityFailed`` (the API server answers 503 for a pod it cannot
+    reach)."""
+    text = call(
+        f"read {path} from port {port} of pod {namespace}/{pod} through the API server's pod proxy",
+        k.core.connect_get_namespaced_pod_proxy_with_path,
+        f"{pod}:{port}",
+        namespace,
+        path,
+        _request_timeout=timeout_s,
+    )
+    return str(text)
 
 
 def delete_in_background(k: Kube, kind: str, namespace: str, name: str, doing: str = "") -> bool:

@@ -208,8 +208,29 @@ def _finding(func: str | None, run: Mapping[str, Any], after_fault_removed: bool
     if func == KILL_LEADER:
         kill = output_of(run, contract.KILL_LEADER)
         if kill.get("new_pod"):
-            return f"leader {kill.get('old_pod')} killed; {kill.get('new_pod')} took over in {kill.get('failover_s')} s"
+            took_over = (
+                f"leader {kill.get('old_pod')} killed; {kill.get('new_pod')} took over in {kill.get('failover_s')} s"
+            )
+            return took_over + _xds_of_kill(kill.get("xds"))
     return None
+
+
+def _xds_of_kill(xds: contract.LeaderXds | None) -> str:
+    """What the kill did to Envoy's xDS streams, as the end of the kill's sentence ("" for an older journal)."""
+    if not xds:
+        return ""
+    if not xds.get("known"):
+        return f"; which replica served Envoy's xDS is unknown ({xds.get('reason')})"
+    before = sum((xds.get("streams_before") or {}).values())
+    on_killed = xds.get("on_killed_pod") or 0
+    if not on_killed:
+        serving = sorted(pod for pod, n in (xds.get("streams_before") or {}).items() if n)
+        return f"; Envoy's xDS stream was on {', '.join(serving) or 'no replica'}, not on the killed pod: not cut"
+    where = f"{on_killed} of {before} Envoy xDS stream(s) were on the killed pod"
+    if xds.get("reconnected_after_s") is None:
+        return f"; {where} and were not all back on another replica by the end of the wait"
+    back_on = ", ".join(xds.get("reconnected_to") or [])
+    return f"; {where}, back on {back_on} {xds['reconnected_after_s']} s after the delete"
 
 
 def fault_findings(journal: Mapping[str, Any]) -> list[str]:

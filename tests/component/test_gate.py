@@ -704,6 +704,43 @@ def test_a_kill_leader_finding_names_both_leaders():
     assert fault_findings(journal) == ["leader contour-a killed; contour-b took over in 17.3 s"]
 
 
+KILL = {"old_pod": "contour-a", "new_pod": "contour-b", "failover_s": 0.8}
+
+
+@pytest.mark.parametrize(
+    ("xds", "ending"),
+    [
+        (
+            {
+                "known": True,
+                "streams_before": {"contour-a": 1, "contour-c": 0},
+                "on_killed_pod": 1,
+                "reconnected_after_s": 0.314,
+                "reconnected_to": ["contour-c"],
+            },
+            "; 1 of 1 Envoy xDS stream(s) were on the killed pod, back on contour-c 0.314 s after the delete",
+        ),
+        (
+            {"known": True, "streams_before": {"contour-a": 1}, "on_killed_pod": 1, "reconnected_after_s": None},
+            "; 1 of 1 Envoy xDS stream(s) were on the killed pod and were not all back on another replica by the "
+            "end of the wait",
+        ),
+        (
+            {"known": True, "streams_before": {"contour-a": 0, "contour-c": 2}, "on_killed_pod": 0},
+            "; Envoy's xDS stream was on contour-c, not on the killed pod: not cut",
+        ),
+        (
+            {"known": False, "reason": "the metrics of contour-a could not be read: RBAC forbids it (403)"},
+            "; which replica served Envoy's xDS is unknown (the metrics of contour-a could not be read: RBAC "
+            "forbids it (403))",
+        ),
+    ],
+)
+def test_a_kill_leader_finding_says_where_envoys_xds_stream_was(xds: dict[str, Any], ending: str) -> None:
+    journal = {"run": [_run("kill_leader", KILL | {"xds": xds})]}
+    assert fault_findings(journal) == ["leader contour-a killed; contour-b took over in 0.8 s" + ending]
+
+
 def with_method(*entries: dict) -> dict[str, Any]:
     """A passing hand-made journal whose method is ``entries`` (run entries), all planned and all succeeded."""
     entries = tuple({"status": "succeeded", "duration": 0.1, **e} for e in entries)

@@ -242,9 +242,21 @@ def test_leader_kill_fails_over_within_client_go_worst_case(
     assert out["new_pod"] != out["old_pod"]
     # client-go: lease duration 15 s counted from the candidate's observation, polls every 2 s x [1, 2.2).
     assert out["failover_s"] <= 2.2 * 2 + 15 + 2.2 * 2, out
+    # Where Envoy's one xDS stream was (the replica kube-proxy picked when Envoy connected) and, if on the killed
+    # pod, that another replica held it afterwards: read from Contour's gRPC metrics through the pod proxy.
+    xds = out["xds"]
+    assert xds["known"] is True and sum(xds["streams_before"].values()) == 1, xds
+    assert set(xds["streams_before"]) >= {out["old_pod"]}, xds
+    if xds["on_killed_pod"]:
+        assert xds["reconnected_after_s"] is not None and 0 < xds["reconnected_after_s"] <= 30, xds
+        assert xds["reconnected_to"] and out["old_pod"] not in xds["reconnected_to"], xds
+    else:
+        assert xds["on_killed_pod"] == 0 and xds["reconnected_after_s"] is None, xds
     availability = activity(journal, "envoy-availability-across-the-failover")["output"]
     assert availability["availability"] >= 0.999, availability
     figures["leader-kill"] = {
+        "xds_on_killed_pod": xds["on_killed_pod"],
+        "xds_reconnected_after_s": xds["reconnected_after_s"],
         "failover_s": out["failover_s"],
         "availability": availability["availability"],
         "longest_outage_s": availability["longest_outage_s"],

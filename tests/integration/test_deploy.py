@@ -41,10 +41,19 @@ GROUPS = {
     "discovery": "discovery.k8s.io",
     "batch": "batch",
 }
-VERBS = {"read": "get", "list": "list", "create": "create", "delete": "delete", "patch": "patch", "replace": "update"}
+VERBS = {
+    "read": "get",
+    "list": "list",
+    "create": "create",
+    "delete": "delete",
+    "patch": "patch",
+    "replace": "update",
+    "connect_get": "get",
+}
 RESOURCES = {
     "lease": "leases",
     "pod": "pods",
+    "pod_proxy": "pods/proxy",
     "network_policy": "networkpolicies",
     "job": "jobs",
     "endpoint_slice": "endpointslices",
@@ -113,7 +122,10 @@ def calls_in_activities() -> set[tuple[str, str, str, str]]:
     """``(namespace, api group, resource, verb)`` for every ``k.<group>.<verb>_namespaced_<kind>`` call."""
     found = set()
     # `..._with_http_info` is the same API call, returning the status and headers as well.
-    pattern = re.compile(r"\bk\.(\w+)\.(read|list|create|delete|patch|replace)_namespaced_(\w+?)(?:_with_http_info)?\b")
+    pattern = re.compile(
+        r"\bk\.(\w+)\.(read|list|create|delete|patch|replace|connect_get)_namespaced_(\w+?)"
+        r"(?:_with_path)?(?:_with_http_info)?\b"
+    )
     for path in ACTIVITY_SOURCES:
         for group, verb, kind in pattern.findall(path.read_text(encoding="utf-8")):
             resource = RESOURCES[kind]  # a KeyError here means a new kind: add it to RESOURCES and to rbac.yaml
@@ -312,7 +324,10 @@ def allowed(
     name: str | None = None,
     subresource: str | None = None,
 ) -> bool:
-    """What the API server's authorizer answers for the ServiceAccount (a SubjectAccessReview)."""
+    """What the API server's authorizer answers for the ServiceAccount (a SubjectAccessReview); ``resource`` may
+    name a subresource as RBAC does (``pods/proxy``)."""
+    resource, _, sub = resource.partition("/")
+    subresource = subresource or sub or None
     attributes = client.V1ResourceAttributes(
         namespace=namespace, group=group, resource=resource, verb=verb, name=name, subresource=subresource
     )

@@ -75,6 +75,10 @@ def test_the_service_account_runs_every_kubernetes_activity(
 
         killed = kill_leader(namespace=namespace, timeout_s=30)
         assert (killed["old_pod"], killed["new_pod"]) == ("contour-a", "contour-b")
+        # No node runs these pods (no IP), so where Envoy's xDS stream was is unknown, and the output says why
+        # (test_deploy asks the authorizer that the ServiceAccount may get pods/proxy; e2e reads it for real).
+        assert killed["xds"]["known"] is False, killed["xds"]
+        assert killed["xds"]["reason"] == "the metrics of contour-a could not be read: the pod has no IP yet"
 
         restarted = block_apiserver_egress(
             namespace=namespace, run_id="sa3", open_connections="restart-pods", verify=False
