@@ -257,6 +257,7 @@ class XdsSubscription(TypedDict, total=False):
 
 class XdsConnectedOutput(TypedDict, total=False):
     connected: bool
+    control_plane_identifier: str | None
     cds_update_age_s: float | None
     cds: XdsSubscription | None
     lds: XdsSubscription | None

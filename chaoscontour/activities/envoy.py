@@ -19,7 +19,15 @@ from logzero import logger
 from chaoscontour.activities._common import user_errors
 from chaoscontour.domain.availability import summarize
 from chaoscontour.domain.clock import format_utc
-from chaoscontour.domain.envoy_stats import CDS, LDS, XDS_CLUSTER_FILTER, describe_xds_stats, parse_stats, xds_state
+from chaoscontour.domain.envoy_stats import (
+    CDS,
+    LDS,
+    XDS_CLUSTER_FILTER,
+    control_plane_identifier,
+    describe_xds_stats,
+    parse_stats,
+    xds_state,
+)
 from chaoscontour.domain.inputs import (
     InvalidInput,
     parse_bool,
@@ -283,7 +291,9 @@ def envoy_xds_connected(stats_url: str = STATS_EXAMPLE, timeout_s: float = 2.0) 
     no xDS stream still waits for a connection on it: Envoy sets a gauge to 1 when it starts a stream, so a 1 alone
     also reads while Envoy dials an address that never answers), `connected_states` (each gauge found), `stream`
     (that cluster's `xds_cluster`, `streams_waiting_for_connection` and `streams_open`; null without its stats),
-    `cds_update_age_s` and `lds_update_age_s` (seconds since the last
+    `control_plane_identifier` (the management server named in Envoy's last CDS or LDS response; null when it names
+    none, as with Contour, whose xDS server leaves the field empty: `contour_xds_clients` finds the replica from
+    Contour's side), `cds_update_age_s` and `lds_update_age_s` (seconds since the last
     accepted cluster / listener update, from `update_time`; `null` when none was ever accepted), and `cds` / `lds`
     with `update_success`, `update_rejected`, `update_failure`, `update_attempt`, `version` and `version_text`.
     While Contour is unreachable Envoy keeps serving its last configuration: expect `connected` false and growing
@@ -338,6 +348,7 @@ def envoy_xds_connected(stats_url: str = STATS_EXAMPLE, timeout_s: float = 2.0) 
         "lds_update_age_s": lds["update_age_s"] if lds else None,
         "cds": cds,
         "lds": lds,
+        "control_plane_identifier": control_plane_identifier(stats),
         "stats_url": shown,
         "checked_at": format_utc(now, "milliseconds"),
     }

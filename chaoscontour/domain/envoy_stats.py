@@ -39,6 +39,7 @@ __all__ = [
     "StatValue",
     "Subscription",
     "XdsState",
+    "control_plane_identifier",
     "describe_xds_stats",
     "parse_stats",
     "subscription",
@@ -76,6 +77,16 @@ def parse_stats(text: str) -> dict[str, StatValue]:
                 value = raw
         stats[name] = value
     return stats
+
+
+def control_plane_identifier(stats: dict[str, StatValue]) -> str | None:
+    """The management server named in Envoy's last CDS or LDS response (``control_plane.identifier``, a text
+    readout), or ``None`` when it names none: Contour's xDS server leaves the field empty."""
+    for name in (f"{CDS}.control_plane.identifier", f"{LDS}.control_plane.identifier", "control_plane.identifier"):
+        value = stats.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _int(stats: dict[str, StatValue], name: str) -> int | None:

