@@ -118,7 +118,9 @@ def prometheus_success_ratio(
     asked = {
         "rq_xx": prometheus_traffic.RQ_XX_QUERY.format(clusters=clusters),
         "rq_total": prometheus_traffic.CLUSTER_TOTAL_QUERY.format(clusters=clusters),
-        "listener_5xx": prometheus_traffic.LISTENER_5XX_QUERY.format(prefixes="|".join(re.escape(p) for p in prefixes)),
+        # PREFIX_NAME allows letters, digits, '_' and '-', none special in a regex outside brackets; re.escape's
+        # "\-" would be an escape PromQL's string literals reject ("unknown escape sequence").
+        "listener_5xx": prometheus_traffic.LISTENER_5XX_QUERY.format(prefixes="|".join(prefixes)),
         "uptime": prometheus_traffic.UPTIME_QUERY,
         "start_times": prometheus_traffic.START_TIMES_QUERY.format(selector=selector),
         "dag_rebuilds": prometheus_traffic.DAG_REBUILDS_QUERY.format(selector=selector),
