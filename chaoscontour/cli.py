@@ -17,6 +17,10 @@ _SUBCOMMANDS = {
     ),
     "cleanup": ("chaoscontour.tools.cleanup", "remove every object chaoscontour created in a cluster"),
     "gate": ("chaoscontour.tools.gate", "judge a chaos journal for CI: exit code, JUnit XML, Markdown summary"),
+    "gateway-env": (
+        "chaoscontour.tools.gateway_env",
+        "print the experiments' settings for a Gateway served by Contour's Gateway provisioner",
+    ),
     "report": ("chaoscontour.tools.report", "render a journal as a PNG timeline and an HTML page"),
 }
 
