@@ -16,6 +16,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo        start the local Contour sandbox, run experiments/apiserver-outage.json, print the verdict and the report"
 	@echo "                 (EXPERIMENT=<name> runs experiments/<name>.json instead: $(DEMO_EXPERIMENTS))"
+	@echo "                 (GATEWAY=1: on Contour provisioned through Gateway API instead of the release manifest)"
 	@echo "make test        run every test: unit, component, integration (real kube-apiserver) and end-to-end (sandbox)"
 	@echo "make test-unit   only the fast tiers: unit, component and the sandbox's own tests (no root, no binaries)"
 	@echo "make docs        regenerate docs/activities.md (the activity reference) from the extension's discovery"
@@ -87,7 +88,7 @@ compat-311: $(VENV311)/.installed
 	$(VENV311)/bin/python -m pytest -ra -m "not integration and not e2e" -p no:cacheprovider $(PYTEST_ARGS)
 
 sandbox-up: venv system-deps binaries
-	$(VENV)/bin/chaoscontour-sandbox up --dir $(SANDBOX_DIR)
+	$(VENV)/bin/chaoscontour-sandbox up --dir $(SANDBOX_DIR)$(if $(GATEWAY), --gateway)
 
 # examples/my-app's image (Kubernetes' agnhost under the example's name), for `chaoscontour-sandbox load`.
 example-image: venv binaries
@@ -97,7 +98,8 @@ sandbox-down: venv
 	$(VENV)/bin/chaoscontour-sandbox down --dir $(SANDBOX_DIR)
 
 # The main job: a real control plane, real Contour and real Envoy on this machine, and one of experiments/*.json
-# (EXPERIMENT=<name>, default the API-server outage). The name is checked when make reads this file, before any
+# (EXPERIMENT=<name>, default the API-server outage; GATEWAY=1 runs it on the Contour that Gateway API's provisioner
+# made, from settings-gateway.env). The name is checked when make reads this file, before any
 # sandbox starts. Files: $(SANDBOX_DIR)/{journal,junit,summary}-<name>.*, chaostoolkit-<name>.log and the report
 # in $(SANDBOX_DIR)/reports/; they outlive `sandbox down`. make exits 0 when the gate passed and 2 (make's status for a
 # failed recipe) when it failed or could not judge; the last lines print the gate's own status.
@@ -110,7 +112,7 @@ endif
 endif
 
 demo: sandbox-up
-	@set -a && . $(SANDBOX_DIR)/settings.env && set +a && \
+	@set -a && . $(SANDBOX_DIR)/settings.env && $(if $(GATEWAY),. $(SANDBOX_DIR)/settings-gateway.env &&) set +a && \
 	name=$(EXPERIMENT) && journal=$(SANDBOX_DIR)/journal-$$name.json && \
 	rc=0; $(VENV)/bin/chaos --log-file $(SANDBOX_DIR)/chaostoolkit-$$name.log run \
 	  --journal-path $$journal experiments/$$name.json || rc=$$?; \

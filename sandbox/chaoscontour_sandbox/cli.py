@@ -120,6 +120,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p_up.add_argument("--mode", choices=nodeplane.MODES, default="per-packet", help="NetworkPolicy enforcement mode")
     p_up.add_argument(
+        "--gateway",
+        action="store_true",
+        help="also Contour provisioned through Gateway API (Gateway gateway/contour, HTTPRoute demo/echo); "
+        "its settings in DIR/settings-gateway.env",
+    )
+    p_up.add_argument(
         "--project",
         type=Path,
         default=Path("."),
@@ -149,7 +155,8 @@ def _up(directory: Path, args: argparse.Namespace) -> None:
     if os.geteuid() != 0:
         raise SandboxError("the sandbox needs root (containerd, cgroups, network namespaces, iptables)")
     try:
-        lifecycle.up(directory, args.mode, user, runner=partial(_runner_image, args.project.resolve()))
+        runner = partial(_runner_image, args.project.resolve())
+        lifecycle.up(directory, args.mode, user, runner=runner, with_gateway=args.gateway)
     except BaseException:
         print(f"sandbox up failed; cleaning up (logs kept in {directory / 'logs'})", file=sys.stderr, flush=True)
         with contextlib.suppress(Exception):

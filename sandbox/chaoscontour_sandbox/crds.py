@@ -15,7 +15,7 @@ import yaml
 
 from chaoscontour_sandbox import binaries
 
-__all__ = ["CrdError", "read_crds", "install_crds", "install_contour_crds"]
+__all__ = ["CrdError", "read_crds", "install_crds", "install_crd_documents", "install_contour_crds"]
 
 
 class CrdError(RuntimeError):
@@ -46,10 +46,20 @@ def install_crds(
 
     Returns the CRD names. Documents of other kinds are refused before any is sent.
     """
+    return install_crd_documents(kubeconfig, read_crds(paths), timeout_s=timeout_s, progress=progress)
+
+
+def install_crd_documents(
+    kubeconfig: Path,
+    crds: list[dict[str, Any]],
+    *,
+    timeout_s: float = 60.0,
+    progress: Callable[[str], None] | None = None,
+) -> list[str]:
+    """:func:`install_crds` for CRDs already read (say, the CRDs of a manifest that holds other objects too)."""
     from kubernetes import client, config
     from kubernetes.client.rest import ApiException
 
-    crds = read_crds(paths)
     with config.new_client_from_config(config_file=str(kubeconfig)) as api:
         ext = client.ApiextensionsV1Api(api)
         for crd in crds:

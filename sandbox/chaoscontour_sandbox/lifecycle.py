@@ -32,6 +32,7 @@ from chaoscontour_sandbox import (
     collector,
     deploy,
     dns,
+    gateway,
     manifests,
     metrics,
     nodehost,
@@ -90,12 +91,18 @@ def _preflight(directory: Path) -> None:
 
 
 def up(
-    directory: Path, mode: str, user: manifests.Plan | None = None, runner: Callable[[Say], Path | None] | None = None
+    directory: Path,
+    mode: str,
+    user: manifests.Plan | None = None,
+    runner: Callable[[Say], Path | None] | None = None,
+    with_gateway: bool = False,
 ) -> dict[str, str]:
     """Bring the sandbox up in ``directory`` with NetworkPolicy ``mode``; return the settings written.
 
     ``user``: a user's manifests, checked already, applied once the demo route answers. ``runner``: builds the
-    game-day runner image's archive (loaded into the node before the game day can run)."""
+    game-day runner image's archive (loaded into the node before the game day can run). ``with_gateway``: also
+    Contour provisioned through Gateway API (:mod:`chaoscontour_sandbox.gateway`), its settings in
+    ``settings-gateway.env``."""
     began = time.monotonic()
     say = clock(began)
     _preflight(directory)
@@ -163,6 +170,10 @@ def up(
         _check_images(directory, user)
         settings.update(applier.serve(api, user, url, say, stats_url=settings["ENVOY_STATS_URL"]))
     write_settings(directory, settings)
+    if with_gateway:
+        gateway_ip = gateway.deploy_gateway(api, directory / "kubeconfig", say, check, READY_TIMEOUT_S)
+        write_settings(directory, gateway.gateway_settings(settings, gateway_ip), stem=gateway.SETTINGS)
+        say(f"gateway settings: {directory / gateway.SETTINGS}.env")
     state.update(envoy_url=url, apiserver=ready["url"], up_s=round(time.monotonic() - began, 1))
     (directory / STATE_FILE).write_text(json.dumps(state, indent=1))
     say(f"ready: curl -H 'Host: {settings['ENVOY_HOST']}' {settings['ENVOY_URL']}")
@@ -298,7 +309,8 @@ def down(directory: Path, *, keep_logs: bool = False) -> None:
                 shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             layout.directory.rmdir()
-    ours = (STATE_FILE, nodeplane.READY_FILE, nodeplane.MODE_FILE, SETTINGS_ENV, SETTINGS_JSON, "kubeconfig")
+    ours = [STATE_FILE, nodeplane.READY_FILE, nodeplane.MODE_FILE, SETTINGS_ENV, SETTINGS_JSON, "kubeconfig"]
+    ours += [f"{gateway.SETTINGS}.env", f"{gateway.SETTINGS}.json"]
     for name in (*ours, nodeplane.MODE_FILE + ".applied", collector.CONFIG_FILE):
         (directory / name).unlink(missing_ok=True)
     if not keep_logs:

@@ -7,7 +7,8 @@ PodMonitor). Debian builds Prometheus without Kubernetes discovery (its config p
 ``kubernetes_sd_configs``), so the sandbox does that part itself: :class:`Targets` lists the pods through the API
 server and writes them to a file Prometheus reads (``file_sd_configs``), with the labels prometheus-operator's
 PodMonitor would give (``namespace``, ``pod``, ``container``), and ``app``. Targets follow the pods: a restarted
-Contour is the same target, a replaced pod a new one. The data lives in ``DIR/prometheus`` and goes with
+Contour is the same target, a replaced pod a new one. The pods of ``projectcontour`` and, with ``up --gateway``, of
+the Gateway's namespace are listed. The data lives in ``DIR/prometheus`` and goes with
 ``down``; the server listens on loopback only.
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from chaoscontour_sandbox import deploy, workloads
+from chaoscontour_sandbox.gateway import NAMESPACE as GATEWAY_NAMESPACE
 from chaoscontour_sandbox.kubeapi import KubeApi
 from chaoscontour_sandbox.process import Process, free_port
 
@@ -59,7 +61,7 @@ def scrape_config(targets_file: Path) -> dict[str, object]:
 
 def pod_targets(pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Prometheus target groups for the containers' ports named ``metrics`` of the pods that have an address;
-    Envoy's (label ``app=envoy``) are read at ``/stats/prometheus``, the others at ``/metrics``."""
+    Envoy's (its container ``envoy``) are read at ``/stats/prometheus``, the others at ``/metrics``."""
     groups = []
     for pod in pods:
         meta, ip = pod["metadata"], pod.get("status", {}).get("podIP")
@@ -71,7 +73,8 @@ def pod_targets(pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 if port.get("name") == METRICS_PORT_NAME:
                     labels = {"namespace": meta["namespace"], "pod": meta["name"], "container": container["name"]}
                     labels["app"] = app
-                    labels["__metrics_path__"] = ENVOY_METRICS_PATH if app == "envoy" else "/metrics"
+                    envoy = container["name"] == "envoy"
+                    labels["__metrics_path__"] = ENVOY_METRICS_PATH if envoy else "/metrics"
                     groups.append({"targets": [f"{ip}:{port['containerPort']}"], "labels": labels})
     return sorted(groups, key=lambda g: g["targets"][0])
 
@@ -79,8 +82,8 @@ def pod_targets(pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 class Targets:
     """The target file of one sandbox's Prometheus, rewritten (atomically) when the pods change."""
 
-    def __init__(self, home: Path, namespace: str = workloads.CONTOUR_NAMESPACE) -> None:
-        self.path, self.namespace = home / TARGETS_FILE, namespace
+    def __init__(self, home: Path, namespaces: tuple[str, ...] = (workloads.CONTOUR_NAMESPACE, GATEWAY_NAMESPACE)):
+        self.path, self.namespaces = home / TARGETS_FILE, namespaces
         self._written: list[dict[str, Any]] | None = None
         self.write([])
 
@@ -93,8 +96,9 @@ class Targets:
         self._written = groups
 
     def follow(self, api: KubeApi) -> None:
-        """List the namespace's pods and write their targets if they changed."""
-        self.write(pod_targets(deploy.pods(api, self.namespace, "")))
+        """List the namespaces' pods (Contour's release manifest's, and a Gateway's) and write their targets if they
+        changed."""
+        self.write(pod_targets([pod for ns in self.namespaces for pod in deploy.pods(api, ns, "")]))
 
 
 def run_prometheus(home: Path, config: dict[str, object], log: Path, timeout_s: float = 60.0) -> tuple[Process, str]:

@@ -34,11 +34,12 @@ def experiment_settings(kubeconfig: Path, envoy_ip: str, mode: str) -> dict[str,
     }
 
 
-def write_settings(directory: Path, settings: dict[str, str]) -> None:
-    """Write both files. ``settings.env`` is sourced by a shell (``make demo`` does, as root), so every value is
-    shell-quoted: a route or path from a user's manifests is data, never a command."""
+def write_settings(directory: Path, settings: dict[str, str], stem: str = "settings") -> None:
+    """Write both files (``<stem>.env`` and ``<stem>.json``). The ``.env`` is sourced by a shell (``make demo``
+    does, as root), so every value is shell-quoted: a route or path from a user's manifests is data, never a
+    command."""
     for key in settings:
         if not key.isidentifier() or not key.isascii():
             raise ValueError(f"settings key {key!r} is not a shell variable name")
-    (directory / SETTINGS_ENV).write_text("".join(f"{k}={shlex.quote(str(v))}\n" for k, v in settings.items()))
-    (directory / SETTINGS_JSON).write_text(json.dumps(settings, indent=1) + "\n")
+    (directory / f"{stem}.env").write_text("".join(f"{k}={shlex.quote(str(v))}\n" for k, v in settings.items()))
+    (directory / f"{stem}.json").write_text(json.dumps(settings, indent=1) + "\n")

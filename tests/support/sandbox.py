@@ -98,10 +98,10 @@ def run_cli(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
     )
 
 
-def contour_pods(k: Any) -> list[client.V1Pod]:
+def contour_pods(k: Any, namespace: str = NS, selector: str = "app=contour") -> list[client.V1Pod]:
     return [
         p
-        for p in k.core.list_namespaced_pod(NS, label_selector="app=contour").items
+        for p in k.core.list_namespaced_pod(namespace, label_selector=selector).items
         if not p.metadata.deletion_timestamp
     ]
 
@@ -121,11 +121,14 @@ def wait_until(what: str, check: Any, timeout_s: float, every_s: float = 0.5) ->
 
 
 def contour_healthy(k: Any, settings: dict[str, str]) -> bool:
-    pods = contour_pods(k)
+    """Two Ready Contour pods, a live leader, Envoy serving and its xDS stream up, for the layout of ``settings``
+    (the release manifest's or a Gateway's)."""
+    namespace = settings.get("CONTOUR_NAMESPACE", NS)
+    pods = contour_pods(k, namespace, settings.get("CONTOUR_SELECTOR", "app=contour"))
     ready = [p for p in pods if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
     if len(pods) != 2 or len(ready) != 2:
         return False
-    if not lease_holder(namespace=NS)["held"]:
+    if not lease_holder(namespace=namespace, lease_name=settings.get("CONTOUR_LEASE", "leader-elect"))["held"]:
         return False
     return envoy_serving(settings["ENVOY_URL"], host=settings["ENVOY_HOST"], timeout_s=2.0) and xds_stream_up(
         settings["ENVOY_STATS_URL"]

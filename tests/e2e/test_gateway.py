@@ -1,0 +1,122 @@
+"""Contour provisioned through Gateway API: the session's sandbox runs it beside the release manifest (``up
+--gateway``), and the API-server outage is judged on it as on the release manifest, with the settings a user gets
+from the Gateway's name alone (``chaoscontour gateway-env``: the provisioned names, the Lease
+``leader-elect-<gateway>``, Envoy's listener ``http-80``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaoscontour.activities.envoy import envoy_serving
+from tests.e2e.test_experiments import assert_steady_before_and_after, gate_verdict
+from tests.support.chaosrun import EXPERIMENTS, ChaosRun, activity, as_vars, keep_journal
+from tests.support.sandbox import HEALTHY_TIMEOUT_S, Sandbox, contour_healthy, contour_pods, leftovers, wait_until
+
+GATEWAY_API = "/apis/gateway.networking.k8s.io/v1"
+
+
+def gateway_env_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chaoscontour.cli", "gateway-env", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def written(sandbox: Sandbox, sandbox_env: dict[str, str]) -> dict[str, str]:
+    """What ``up --gateway`` wrote for the provisioned layout (over the release manifest's settings)."""
+    return {k: str(v) for k, v in json.loads((sandbox.dir / "settings-gateway.json").read_text()).items()}
+
+
+@pytest.fixture(scope="module")
+def gateway_env(sandbox_env: dict[str, str], written: dict[str, str]) -> dict[str, str]:
+    """The experiments' settings for the Gateway as a user gets them: the Gateway's name given to
+    ``chaoscontour gateway-env``, which reads the rest from the cluster; the route's Host is the user's own."""
+    derived = gateway_env_cli(written["CONTOUR_GATEWAY"], "--json")
+    assert derived.returncode == 0, derived.stderr
+    return sandbox_env | json.loads(derived.stdout) | {"ENVOY_HOST": written["ENVOY_HOST"]}
+
+
+def test_gateway_env_reads_what_the_sandbox_set_up_from_the_gateway_alone(
+    written: dict[str, str], gateway_env: dict[str, str]
+) -> None:
+    keys = ["CONTOUR_NAMESPACE", "CONTOUR_SELECTOR", "ENVOY_SELECTOR", "CONTOUR_LEASE", "ENVOY_URL", "ENVOY_STATS_URL"]
+    keys += ["ENVOY_LISTENER_PREFIXES"]
+    assert {key: gateway_env[key] for key in keys} == {key: written[key] for key in keys}
+    assert gateway_env["CONTOUR_LEASE_NAMESPACE"] == written["CONTOUR_NAMESPACE"]
+    missing = gateway_env_cli(f"{written['CONTOUR_NAMESPACE']}/no-such-gateway")
+    assert missing.returncode == 2 and "Gateway gateway/no-such-gateway does not exist" in missing.stderr, missing
+    other = gateway_env_cli("demo/echo")  # a namespace with no Gateway of that name
+    assert other.returncode == 2 and "demo/echo" in other.stderr
+
+
+def condition(obj: dict[str, Any], kind: str) -> str | None:
+    return next((c["status"] for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind), None)
+
+
+def test_the_provisioned_gateway_is_programmed_and_serves_its_httproute(
+    sandbox: Sandbox, gateway_env: dict[str, str], k: Any
+) -> None:
+    namespace, name = gateway_env["CONTOUR_GATEWAY"].split("/")
+    gateway = sandbox.get(f"{GATEWAY_API}/namespaces/{namespace}/gateways/{name}")
+    assert condition(gateway, "Programmed") == "True", gateway.get("status")
+    route = sandbox.get(f"{GATEWAY_API}/namespaces/{gateway_env['ROUTE_NAMESPACE']}/httproutes/echo")
+    [parent] = route["status"]["parents"]
+    assert {c["type"]: c["status"] for c in parent["conditions"]} == {"Accepted": "True", "ResolvedRefs": "True"}
+    # The provisioner's own objects, found under the names the settings give: two Contour replicas and the Lease.
+    pods = contour_pods(k, namespace, gateway_env["CONTOUR_SELECTOR"])
+    assert len(pods) == 2 and all(p.metadata.labels["gateway.networking.k8s.io/gateway-name"] == name for p in pods)
+    assert envoy_serving(gateway_env["ENVOY_URL"], host=gateway_env["ENVOY_HOST"], timeout_s=5)
+    wait_until("the Gateway's Contour healthy", lambda: contour_healthy(k, gateway_env), HEALTHY_TIMEOUT_S)
+
+
+def test_apiserver_outage_on_the_provisioned_gateway_passes_the_gate(
+    gateway_env: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    wait_until("the Gateway's Contour healthy", lambda: contour_healthy(k, gateway_env), HEALTHY_TIMEOUT_S)
+    experiment = EXPERIMENTS / "apiserver-outage.json"
+    overrides = {"fault_window_s": "40", "sampling_s": "75", "fault_expiry_s": "240", "recovery_timeout_s": "150"}
+    run = ChaosRun(
+        experiment,
+        tmp_path,
+        gateway_env,
+        name="gateway-apiserver-outage",
+        variables=as_vars(experiment, overrides, gateway_env),
+    )
+    journal = run.run(timeout_s=420)
+    keep_journal(run)
+    assert_steady_before_and_after(journal)
+
+    namespace = gateway_env["CONTOUR_NAMESPACE"]
+    verification = activity(journal, "block-apiserver-egress")["output"]["verification"]
+    assert verification["confirmed"] is True, verification
+    assert verification["lease"] == f"Lease {namespace}/{gateway_env['CONTOUR_LEASE']}", verification
+    restarts = activity(journal, "contour-restarts-during-the-fault")["output"]
+    assert {t["pod"] for t in restarts["terminations"]} == {p["name"] for p in restarts["pods"]}, restarts
+    assert all(p["name"].startswith("contour-contour-") for p in restarts["pods"]), restarts["pods"]
+    availability = activity(journal, "envoy-availability-across-the-fault")["output"]
+    assert availability["availability"] >= 0.999 and availability["requests"] >= 14_000, availability
+    direct = activity(journal, "envoy-success-ratio-across-the-fault")["output"]
+    assert direct["ratio"] >= 0.999 and direct["clusters"] == ["demo_echo_80"], direct
+    assert direct["listener_prefixes"] == ["http-80"], direct
+    prom = activity(journal, "prometheus-success-ratio-across-the-fault")["output"]
+    assert prom["ratio"] is not None and prom["ratio"] >= 0.999, prom
+    gate = gate_verdict(run.journal_path)
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    assert leftovers(k) == []
+    wait_until("the Gateway's Contour healthy again", lambda: contour_healthy(k, gateway_env), HEALTHY_TIMEOUT_S)
+    figures["gateway-apiserver-outage"] = {
+        "confirmed_after_s": verification["confirmed_after_s"],
+        "availability": availability["availability"],
+        "requests": availability["requests"],
+        "envoy_counted": direct["requests"],
+        "prometheus_counted": prom["requests"],
+    }
