@@ -348,7 +348,7 @@ class EndpointsConvergedOutput(TypedDict, total=False):
     since: EndpointChange
 
 
-# -- the activities, module by module in discovery's order ---------------------------------------------------------
+# -- the activities, module by module in discovery's order (so ACTIVITIES lists them) ----------------------------
 
 APISERVER_EGRESS_FAULT = Activity("apiserver_egress_fault", "probe", "network", FaultHeldOutput)
 BLOCK_APISERVER_EGRESS = Activity("block_apiserver_egress", "action", "network", BlockOutput)
@@ -373,30 +373,8 @@ ENVOY_ENDPOINTS_CONVERGED = Activity("envoy_endpoints_converged", "probe", "endp
 ENVOY_SUCCESS_RATIO = Activity("envoy_success_ratio", "probe", "traffic", SuccessRatioOutput)
 PROMETHEUS_SUCCESS_RATIO = Activity("prometheus_success_ratio", "probe", "metrics", PrometheusRatioOutput)
 
-ACTIVITIES: tuple[Activity[Any], ...] = (
-    APISERVER_EGRESS_FAULT,
-    BLOCK_APISERVER_EGRESS,
-    UNBLOCK_APISERVER_EGRESS,
-    KILL_LEADER,
-    LEASE_HOLDER,
-    CONTOUR_XDS_CLIENTS,
-    CONTOUR_RESTART_COUNT,
-    ENVOY_AVAILABILITY,
-    ENVOY_SERVING,
-    ENVOY_XDS_CONNECTED,
-    WAIT,
-    BLOCK_XDS_EGRESS,
-    UNBLOCK_XDS_EGRESS,
-    XDS_EGRESS_FAULT,
-    ENVOY_XDS_TIMELINE,
-    REMOVE_ROUTE_MARKER,
-    ROUTE_CHANGE_PROPAGATION,
-    ROUTE_CONFIG_CONVERGED,
-    ENVOY_BACKEND_VIEW,
-    ENVOY_ENDPOINTS_CONVERGED,
-    ENVOY_SUCCESS_RATIO,
-    PROMETHEUS_SUCCESS_RATIO,
-)
+# Every declaration above, in the order written (discovery's order).
+ACTIVITIES: tuple[Activity[Any], ...] = tuple(v for v in list(globals().values()) if isinstance(v, Activity))
 
 # The activity modules, in the order discovery lists them (and docs/activities.md has their sections).
 MODULES: tuple[str, ...] = tuple(dict.fromkeys(a.module for a in ACTIVITIES))
