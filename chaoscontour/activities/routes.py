@@ -1,7 +1,8 @@
 """The route marker: how long a route change takes to reach Envoy, and putting the route back afterwards.
 
-`route_change_propagation` writes a marker response header into a test HTTPProxy through the API server and
-measures when Envoy serves it (before the fault: the baseline; during it: it must not arrive);
+`route_change_propagation` writes a marker response header into a test HTTPProxy (or Gateway API HTTPRoute)
+through the API server and measures when Envoy serves it (before the fault: the baseline; during it: it must not
+arrive);
 `route_config_converged` waits after the heal until Envoy serves what the HTTPProxy says; `remove_route_marker`
 (the rollback) puts back what the route had.
 
@@ -28,123 +29,17 @@ from chaoslib.types import Secrets
 from logzero import logger
 
 from chaoscontour.activities._common import process_run_id, user_errors
+from chaoscontour.activities._route_target import DEFAULT_HEADER, expiry_args, route_args, wait_served
 from chaoscontour.activities._xds_state import fault_events
 from chaoscontour.activities.envoy import LISTENER_EXAMPLE
 from chaoscontour.domain import route_marker
 from chaoscontour.domain.clock import format_api_time, format_utc
-from chaoscontour.domain.inputs import (
-    InvalidInput,
-    parse_bool,
-    parse_count,
-    parse_host,
-    parse_http_url,
-    parse_seconds,
-    redact_url,
-    require_name,
-    require_namespace,
-    require_run_id,
-)
+from chaoscontour.domain.inputs import InvalidInput, parse_bool, parse_count, parse_seconds, redact_url, require_run_id
 from chaoscontour.edges import stop
-from chaoscontour.edges.clock import poll_until
-from chaoscontour.edges.httpproxy import read_at, update_proxy
 from chaoscontour.edges.kube import kube
 from chaoscontour.edges.run_state import RUN
-from chaoscontour.edges.served_header import served_header
 
 __all__ = ["remove_route_marker", "route_change_propagation", "route_config_converged"]
-
-POLL_S = 0.1
-MARKER_PREFIX = route_marker.MARKER_PREFIX
-DEFAULT_HEADER = MARKER_PREFIX + "config"
-
-
-def _not_found(ns: str, name: str) -> str:
-    return f"HTTPProxy {ns}/{name} not found; set namespace and httpproxy to the test route"
-
-
-def _record(proxy: Dict[str, Any], header: str, activity: str) -> route_marker.MarkerRecord | None:
-    try:
-        return route_marker.read_record(proxy, header)
-    except route_marker.InvalidRecord as exc:
-        raise ActivityFailed(f"{activity}: {exc}") from None
-
-
-def _wait_served(url: str, host: str, header: str, value: str, timeout_s: float, verify_tls: bool) -> float | None:
-    """Seconds until Envoy serves ``header: value`` (``None`` after ``timeout_s`` or a stop request)."""
-    polled = poll_until(
-        lambda: served_header(url, host, header, min(2.0, timeout_s), verify_tls) == value, timeout_s, POLL_S
-    )
-    return polled.elapsed_s if polled.done else None
-
-
-def _route_args(
-    namespace: str, httpproxy: str, url: str, host: str, header_name: str
-) -> tuple[str, str, str, str, str]:
-    header = header_name.strip().lower() if isinstance(header_name, str) else ""
-    if not header or not all(c.isascii() and (c.isalnum() or c == "-") for c in header):
-        raise InvalidInput(f"header_name must be a header name such as {DEFAULT_HEADER!r}, got {header_name!r}")
-    # Only headers of our own prefix: a typo naming a real header such as strict-transport-security would have the
-    # marker overwrite it, and any mistake in restoring it would touch what the routes really serve.
-    if not header.startswith(MARKER_PREFIX) or header == MARKER_PREFIX:
-        raise InvalidInput(
-            f"header_name must start with {MARKER_PREFIX!r} (e.g. {DEFAULT_HEADER!r}), got {header_name!r}: the marker "
-            "and its removal would otherwise touch a header your routes really set"
-        )
-    return (
-        require_namespace(namespace),
-        require_name(httpproxy, "httpproxy"),
-        parse_http_url(url, "url", LISTENER_EXAMPLE),
-        parse_host(host, "host"),
-        header,
-    )
-
-
-def _expiry_args(run_id: str, expire_after_s: float) -> tuple[str, float]:
-    run = require_run_id(run_id or process_run_id())
-    expire = parse_seconds(
-        expire_after_s,
-        "expire_after_s",
-        minimum=route_marker.MIN_EXPIRE_AFTER_S,
-        maximum=route_marker.MAX_EXPIRE_AFTER_S,
-    )
-    return run, expire
-
-
-def _refusal(ns: str, name: str, record: route_marker.MarkerRecord) -> ActivityFailed:
-    return ActivityFailed(
-        f"route_change_propagation: HTTPProxy {ns}/{name} already carries a {record.describe()}, not expired: "
-        "another run is measuring on this route, and the two would overwrite each other's marker. Nothing was "
-        f"written. Wait until it ends, use another header_name, or, if that run is dead, restore the route with "
-        f"remove_route_marker(run_id={record.run_id!r}) or `chaoscontour cleanup --namespace {ns}`"
-    )
-
-
-def _write(
-    k: Any, ns: str, name: str, header: str, index: int, marker: str, run: str, expire: float
-) -> tuple[route_marker.MarkerRecord, route_marker.Restored | None]:
-    """Write the marker and its record in one resourceVersion-safe update; an expired record of another run is
-    restored first, in the same update; an unexpired one is refused before anything is written."""
-
-    Written = tuple[route_marker.MarkerRecord, route_marker.Restored | None]
-
-    def change(proxy: Dict[str, Any] | None, now: datetime) -> tuple[Written, bool]:
-        if proxy is None:
-            raise ActivityFailed(_not_found(ns, name))
-        stale = None
-        record = _record(proxy, header, "route_change_propagation")
-        if record is not None and record.run_id != run:
-            if not record.expired(now):
-                raise _refusal(ns, name, record)
-            stale = route_marker.restore(proxy, record)
-        try:
-            written = route_marker.write_marker(
-                proxy, index=index, header=header, marker=marker, run_id=run, now=now, expire_after_s=expire
-            )
-        except ValueError as exc:
-            raise InvalidInput(str(exc)) from None
-        return (written, stale), True
-
-    return update_proxy(k, ns, name, change)
 
 
 @user_errors
@@ -160,16 +55,18 @@ def route_change_propagation(
     verify_tls: bool = True,
     run_id: str = "",
     expire_after_s: float = route_marker.DEFAULT_EXPIRE_AFTER_S,
+    httproute: str = "",
     secrets: Secrets = None,
 ) -> Dict[str, Any]:
     """Change a test route and measure how long Envoy takes to serve the change.
 
     Writes a fresh marker value into the response header `header_name` (default `x-chaoscontour-config`, it must
-    start with `x-chaoscontour-`) of route `route_index` of the HTTPProxy `httpproxy` in `namespace`, through the
-    API server, then sends a GET to `url` (the Envoy listener, with `host` as the Host header) every 0.1 s until
-    Envoy answers with that header value.
+    start with `x-chaoscontour-`) of route `route_index` of the HTTPProxy `httpproxy` in `namespace` (or of rule
+    `route_index` of the Gateway API HTTPRoute `httproute`, as a `set` entry of its `ResponseHeaderModifier`
+    filter, added when the rule has none), through the API server, then sends a GET to `url` (the Envoy listener,
+    with `host` as the Host header) every 0.1 s until Envoy answers with that header value.
 
-    The same update stores the annotation `chaoscontour.io/route-marker-<header>` on the HTTPProxy: `run_id`
+    The same update stores the annotation `chaoscontour.io/route-marker-<header>` on the route object: `run_id`
     (default: this `chaos run` process's id), the header's previous entries on that route (saved on the run's first
     write; `remove_route_marker` puts them back) and an expiry `expire_after_s` (default 600, 10 to 14400) after
     the write, on the API server's clock. The expiry is no dead-man switch: a field edit cannot be
@@ -187,22 +84,22 @@ def route_change_propagation(
     `expires_at`, `previous` (the saved entries of that route) and, when a stale marker was restored first,
     `restored_stale` are returned too.
     """
-    ns, name, target, host_header, header = _route_args(namespace, httpproxy, url, host, header_name)
+    route, target, host_header, header = route_args(namespace, httpproxy, httproute, url, host, header_name)
     expect = parse_bool(expect_arrival, "expect_arrival")
     timeout = parse_seconds(timeout_s, "timeout_s", maximum=3600)
     index = parse_count(route_index, "route_index", maximum=1000)
     verify = parse_bool(verify_tls, "verify_tls")
-    run, expire = _expiry_args(run_id, expire_after_s)
+    run, expire = expiry_args(run_id, expire_after_s)
     k = kube(secrets)
     marker = "c" + uuid.uuid4().hex[:12]
-    record, stale = _write(k, ns, name, header, index, marker, run, expire)
+    record, stale = route.write(k, header, index, marker, run, expire)
     written = time.time()
-    RUN.route_markers[(ns, name, header)] = (marker, written)
+    RUN.route_markers[(route.namespace, route.name, header)] = (marker, written)
     if stale is not None:
         logger.warning(f"route_change_propagation: restored the expired {stale.record.describe()} before writing")
-    served_after = _wait_served(target, host_header, header, marker, timeout, verify)
+    served_after = wait_served(target, host_header, header, marker, timeout, verify)
     result: Dict[str, Any] = {
-        "httpproxy": f"{ns}/{name}",
+        **route.key,
         "header": header,
         "marker": marker,
         "written_at": format_utc(written, "microseconds"),
@@ -219,7 +116,7 @@ def route_change_propagation(
     if expect and served_after is None:
         raise ActivityFailed(
             f"route_change_propagation: Envoy at {where} did not serve {header}: {marker} within {timeout:g} s of "
-            f"the change to HTTPProxy {ns}/{name}" + (f" (stopped early: {stop.reason()})" if stop.requested() else "")
+            f"the change to {route}" + (f" (stopped early: {stop.reason()})" if stop.requested() else "")
         )
     if not expect and served_after is None and stop.requested():
         # Watched for less than asked: say so rather than claim the whole window.
@@ -230,7 +127,7 @@ def route_change_propagation(
         return result
     if not expect and served_after is not None:
         raise ActivityFailed(
-            f"route_change_propagation: the change to HTTPProxy {ns}/{name} reached Envoy {served_after:.2f} s after "
+            f"route_change_propagation: the change to {route} reached Envoy {served_after:.2f} s after "
             "it was written although Envoy should be cut off from Contour: the xDS black hole leaks"
         )
     if expect:
@@ -252,33 +149,34 @@ def route_config_converged(
     timeout_s: float = 60,
     route_index: int = 0,
     verify_tls: bool = True,
+    httproute: str = "",
     secrets: Secrets = None,
 ) -> Dict[str, Any]:
     """Wait until Envoy serves the route configuration the API server holds: after the heal, within `timeout_s`.
 
-    Reads the marker value of `header_name` in route `route_index` of the HTTPProxy (what
+    Reads the marker value of `header_name` in route `route_index` of the HTTPProxy or HTTPRoute (what
     `route_change_propagation` wrote, perhaps during the fault) and sends a GET to `url` every 0.1 s until Envoy
     answers with it. Returns `converged_after_s` (from this call), `since_heal_s` (from `unblock_xds_egress` in
     this process, when it ran) and `since_change_s` (from the write, when this process made it). Fails when Envoy
     does not serve it within `timeout_s`, the bound the experiment states.
     """
-    ns, name, target, host_header, header = _route_args(namespace, httpproxy, url, host, header_name)
+    route, target, host_header, header = route_args(namespace, httpproxy, httproute, url, host, header_name)
     timeout = parse_seconds(timeout_s, "timeout_s", maximum=3600)
     index = parse_count(route_index, "route_index", maximum=1000)
     verify = parse_bool(verify_tls, "verify_tls")
     k = kube(secrets)
-    marker = _marker(k, ns, name, header, index)
+    marker = route.marker(k, header, index)
     if marker is None:
         raise ActivityFailed(
-            f"route_config_converged: route {index} of HTTPProxy {ns}/{name} has no {header} response header; run "
+            f"route_config_converged: route {index} of {route} has no {header} response header; run "
             "route_change_propagation first"
         )
-    after = _wait_served(target, host_header, header, marker, timeout, verify)
+    after = wait_served(target, host_header, header, marker, timeout, verify)
     now = time.time()
     healed = fault_events().get("healed_at")
-    written = RUN.route_markers.get((ns, name, header))
+    written = RUN.route_markers.get((route.namespace, route.name, header))
     result: Dict[str, Any] = {
-        "httpproxy": f"{ns}/{name}",
+        **route.key,
         "marker": marker,
         "converged": after is not None,
         "converged_after_s": round(after, 3) if after is not None else None,
@@ -288,25 +186,16 @@ def route_config_converged(
     }
     if after is None:
         raise ActivityFailed(
-            f"route_config_converged: Envoy did not serve {header}: {marker} (HTTPProxy {ns}/{name}) within "
+            f"route_config_converged: Envoy did not serve {header}: {marker} ({route}) within "
             f"{timeout:g} s"
             + (f", {now - healed:.1f} s after the heal" if healed else "")
             + (f" (stopped early: {stop.reason()})" if stop.requested() else "")
         )
     logger.info(
-        f"route_config_converged: Envoy serves the HTTPProxy's configuration after {after:.3f} s"
+        f"route_config_converged: Envoy serves the configuration of {route} after {after:.3f} s"
         + (f" ({result['since_heal_s']} s after the heal)" if healed else "")
     )
     return result
-
-
-def _marker(k: Any, ns: str, name: str, header: str, index: int) -> str | None:
-    proxy, _ = read_at(k, ns, name)
-    if proxy is None:
-        raise ActivityFailed(_not_found(ns, name))
-    routes = (proxy.get("spec") or {}).get("routes") or []
-    entries = route_marker.header_entries(routes[index], header) if index < len(routes) else []
-    return str(entries[-1].get("value")) if entries else None
 
 
 @user_errors
@@ -316,9 +205,10 @@ def remove_route_marker(
     header_name: str = DEFAULT_HEADER,
     run_id: str = "",
     all_runs: bool = False,
+    httproute: str = "",
     secrets: Secrets = None,
 ) -> Dict[str, Any]:
-    """Put the routes of the HTTPProxy back as they were before `route_change_propagation` (a rollback).
+    """Put the routes of the HTTPProxy (or HTTPRoute) back as they were before `route_change_propagation` (a rollback).
 
     Reads the annotation `chaoscontour.io/route-marker-<header_name>` that the marker's write stored on the
     HTTPProxy, so it works from another process, after a crash too: on each route still carrying the marker it
@@ -330,22 +220,22 @@ def remove_route_marker(
     Returns `removed`, `run_id` (the marker's), `restored_routes`, `previous` (per route) and `missing_routes`
     (routes whose marker someone changed since: left as they are).
     """
-    ns, name, _, _, header = _route_args(namespace, httpproxy, LISTENER_EXAMPLE, "", header_name)
+    route, _, _, header = route_args(namespace, httpproxy, httproute, LISTENER_EXAMPLE, "", header_name)
     every_run = parse_bool(all_runs, "all_runs")
     if every_run and run_id:
         raise InvalidInput("give either run_id or all_runs=true, not both")
     run = "" if every_run else require_run_id(run_id or process_run_id())
     k = kube(secrets)
-    base: Dict[str, Any] = {"httpproxy": f"{ns}/{name}", "header": header, "removed": False}
+    base: Dict[str, Any] = {**route.key, "header": header, "removed": False}
 
     def change(proxy: Dict[str, Any] | None, now: datetime) -> tuple[Dict[str, Any], bool]:
         if proxy is None:
-            return {**base, "note": f"HTTPProxy {ns}/{name} does not exist: nothing to restore"}, False
-        record = _record(proxy, header, "remove_route_marker")
+            return {**base, "note": f"{route} does not exist: nothing to restore"}, False
+        record = route.record(proxy, header, "remove_route_marker")
         if record is None:
-            routes = (proxy.get("spec") or {}).get("routes") or []
-            carrying = [i for i, route in enumerate(routes) if route_marker.header_entries(route, header)]
-            note = f"no route marker recorded for {header} on HTTPProxy {ns}/{name}: nothing to restore"
+            routes = route_marker.route_list(proxy)
+            carrying = [i for i, r in enumerate(routes) if route_marker.header_entries(r, header, route.kind.kind)]
+            note = f"no route marker recorded for {header} on {route}: nothing to restore"
             if carrying:
                 note += (
                     f"; route(s) {', '.join(map(str, carrying))} set {header} with no record of ours (set by hand, "
@@ -354,7 +244,7 @@ def remove_route_marker(
             return {**base, "note": note}, False
         if run and record.run_id != run and not record.expired(now):
             note = (
-                f"HTTPProxy {ns}/{name} carries the {record.describe()}: another run's, not expired, left in place "
+                f"{route} carries the {record.describe()}: another run's, not expired, left in place "
                 f"(run_id={record.run_id!r} or all_runs=true restores it)"
             )
             return {**base, "run_id": record.run_id, "note": note}, False
@@ -369,14 +259,14 @@ def remove_route_marker(
             "missing_routes": list(done.missing_routes),
         }, True
 
-    result = update_proxy(k, ns, name, change)
+    result: Dict[str, Any] = route.update(k, change)
     if result.get("note"):
         logger.warning(f"remove_route_marker: {result['note']}")
     if result.get("missing_routes"):
         logger.warning(
-            f"remove_route_marker: route(s) {result['missing_routes']} of HTTPProxy {ns}/{name} no longer carry the "
+            f"remove_route_marker: route(s) {result['missing_routes']} of {route} no longer carry the "
             f"marker (changed since it was written): left as they are"
         )
     if result["removed"]:
-        logger.info(f"remove_route_marker: restored route(s) {result['restored_routes']} of HTTPProxy {ns}/{name}")
+        logger.info(f"remove_route_marker: restored route(s) {result['restored_routes']} of {route}")
     return result

@@ -1,4 +1,8 @@
-"""The route marker's record on its HTTPProxy: what was there before, whose marker it is, and until when.
+"""The route marker's record on its route object: what was there before, whose marker it is, and until when.
+
+The route object is an HTTPProxy (the marker is a ``responseHeadersPolicy.set`` entry of one of its ``routes``) or a
+Gateway API HTTPRoute (a ``set`` entry of the ``ResponseHeaderModifier`` filter of one of its ``rules``, the filter
+added when the rule has none and removed again when it held only our entry); everything else is the same.
 
 `route_change_propagation` writes a marker value into a response header of a route; its rollback must put back what
 the route had, even when it runs in another process after the runner died. So the write also stores, on the
@@ -40,6 +44,7 @@ __all__ = [
     "read_record",
     "records",
     "restore",
+    "route_list",
     "write_marker",
 ]
 
@@ -161,20 +166,58 @@ def records(proxy: Mapping[str, Any]) -> list[tuple[str, MarkerRecord | InvalidR
     return found
 
 
-def _routes(proxy: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return list((proxy.get("spec") or {}).get("routes") or [])
+HTTPROUTE = "HTTPRoute"
+_MODIFIER = "ResponseHeaderModifier"
 
 
-def header_entries(route: Mapping[str, Any], header: str) -> list[dict[str, Any]]:
+def route_list(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The routes of an HTTPProxy (``spec.routes``) or the rules of an HTTPRoute (``spec.rules``), by index."""
+    return list((obj.get("spec") or {}).get("rules" if obj.get("kind") == HTTPROUTE else "routes") or [])
+
+
+def _modifier(route: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    """The mapping that holds the route's response-header ``set`` list (empty when there is none)."""
+    if kind != HTTPROUTE:
+        return route.get("responseHeadersPolicy") or {}
+    found = [f for f in route.get("filters") or [] if f.get("type") == _MODIFIER]
+    return (found[0].get("responseHeaderModifier") or {}) if found else {}
+
+
+def header_entries(route: Mapping[str, Any], header: str, kind: str = "HTTPProxy") -> list[dict[str, Any]]:
     """The route's response-header ``set`` entries named ``header`` (any case), as written."""
-    entries = (route.get("responseHeadersPolicy") or {}).get("set") or []
+    entries = _modifier(route, kind).get("set") or []
     return [dict(e) for e in entries if str(e.get("name", "")).lower() == header]
 
 
-def _replace_entries(route: dict[str, Any], header: str, entries: list[dict[str, Any]]) -> None:
+def _holder(route: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The route's ``set`` holder, created when missing (an HTTPRoute rule gets a ResponseHeaderModifier filter)."""
+    if kind != HTTPROUTE:
+        return route.setdefault("responseHeadersPolicy", {})
+    filters = route.setdefault("filters", [])
+    found = [f for f in filters if f.get("type") == _MODIFIER]
+    if not found:
+        found = [{"type": _MODIFIER, "responseHeaderModifier": {}}]
+        filters.append(found[0])
+    return found[0].setdefault("responseHeaderModifier", {})
+
+
+def _prune(route: dict[str, Any], kind: str) -> None:
+    """Remove the holder we may have created, once it holds nothing."""
+    if kind != HTTPROUTE:
+        if not route.get("responseHeadersPolicy"):
+            route.pop("responseHeadersPolicy", None)
+        return
+    route["filters"] = [
+        f for f in route.get("filters") or [] if f.get("type") != _MODIFIER or f.get("responseHeaderModifier")
+    ]
+    if not route["filters"]:
+        route.pop("filters")
+
+
+def _replace_entries(route: dict[str, Any], header: str, entries: list[dict[str, Any]], kind: str) -> None:
     """Put ``entries`` in place of every ``set`` entry named ``header``, where the first of them was (appended when
     there was none), so a write and its restore keep the order of the list; empty parts are removed."""
-    policy = route.setdefault("responseHeadersPolicy", {})
+    policy = _holder(route, kind)
     current = list(policy.get("set") or [])
     named = [i for i, e in enumerate(current) if str(e.get("name", "")).lower() == header]
     at = named[0] if named else len(current)
@@ -184,8 +227,7 @@ def _replace_entries(route: dict[str, Any], header: str, entries: list[dict[str,
         policy["set"] = kept
     else:
         policy.pop("set", None)
-    if not policy:
-        route.pop("responseHeadersPolicy", None)
+    _prune(route, kind)
 
 
 def write_marker(
@@ -204,26 +246,26 @@ def write_marker(
     finds its own marker there, not the user's value). The caller has already dealt with another run's record:
     here one is a ``ValueError``, as is a route index out of range.
     """
-    routes = _routes(proxy)
+    routes, kind = route_list(proxy), str(proxy.get("kind") or "HTTPProxy")
     if index >= len(routes):
-        raise ValueError(f"route_index {index} is out of range: the HTTPProxy has {len(routes)} route(s)")
+        raise ValueError(f"route_index {index} is out of range: the {kind} has {len(routes)} route(s)")
     record = read_record(proxy, header)
     if record is not None and record.run_id != run_id:
-        raise ValueError(f"the HTTPProxy already carries a {record.describe()}")
+        raise ValueError(f"the {kind} already carries a {record.describe()}")
     if record is None:
         record = MarkerRecord(run_id, header, now, now)
     if index not in record.routes:
-        record.routes[index] = {"marker": marker, "previous": header_entries(routes[index], header)}
+        record.routes[index] = {"marker": marker, "previous": header_entries(routes[index], header, kind)}
     record.routes[index]["marker"] = marker
     record.written_at = now
     record.expires_at = now + timedelta(seconds=expire_after_s)
-    _replace_entries(routes[index], header, [{"name": header, "value": marker}])
+    _replace_entries(routes[index], header, [{"name": header, "value": marker}], kind)
     proxy.setdefault("metadata", {}).setdefault("annotations", {})[annotation_key(header)] = record.to_json()
     return record
 
 
-def _carries(route: Mapping[str, Any], header: str, marker: str) -> bool:
-    return any(str(e.get("value")) == marker for e in header_entries(route, header))
+def _carries(route: Mapping[str, Any], header: str, marker: str, kind: str) -> bool:
+    return any(str(e.get("value")) == marker for e in header_entries(route, header, kind))
 
 
 def restore(proxy: dict[str, Any], record: MarkerRecord) -> Restored:
@@ -232,20 +274,20 @@ def restore(proxy: dict[str, Any], record: MarkerRecord) -> Restored:
     The route is found at its recorded index, or (routes were inserted or removed since) as the one route carrying
     that marker value. A route whose marker is gone (someone changed the header since) is left as it is.
     """
-    routes = _routes(proxy)
+    routes, kind = route_list(proxy), str(proxy.get("kind") or "HTTPProxy")
     restored: list[int] = []
     missing: list[int] = []
     for index, saved in sorted(record.routes.items()):
         marker = str(saved["marker"])
-        if index < len(routes) and _carries(routes[index], record.header, marker):
+        if index < len(routes) and _carries(routes[index], record.header, marker, kind):
             where = index
         else:
-            found = [i for i, route in enumerate(routes) if _carries(route, record.header, marker)]
+            found = [i for i, route in enumerate(routes) if _carries(route, record.header, marker, kind)]
             if len(found) != 1:
                 missing.append(index)
                 continue
             where = found[0]
-        _replace_entries(routes[where], record.header, [dict(e) for e in saved["previous"]])
+        _replace_entries(routes[where], record.header, [dict(e) for e in saved["previous"]], kind)
         restored.append(where)
     annotations = (proxy.get("metadata") or {}).get("annotations") or {}
     annotations.pop(annotation_key(record.header), None)

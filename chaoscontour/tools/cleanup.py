@@ -2,7 +2,7 @@
 
 Finds NetworkPolicies and expiry Jobs labelled ``app.kubernetes.io/managed-by=chaoscontour`` in every namespace
 (or one), optionally only those older than a duration, and deletes them (Jobs with background propagation, so
-anything they own goes too). It also finds the HTTPProxies carrying a route marker's annotation
+anything they own goes too). It also finds the HTTPProxies and HTTPRoutes carrying a route marker's annotation
 (``chaoscontour.io/route-marker-*``, see ``chaoscontour.domain.route_marker``) and restores their routes as
 `remove_route_marker` does, expired or not, as it deletes faults whatever their deadline (``--older-than`` counts
 from the marker's last write). ``--dry-run`` lists what would go. Deleting what is already gone is success; an
@@ -21,7 +21,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoscontour.domain import route_marker
 from chaoscontour.domain.lease import format_api_time, parse_api_time
 from chaoscontour.domain.policy import FAULT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, RUN_ID_LABEL
-from chaoscontour.edges import heartbeat, httpproxy
+from chaoscontour.edges import heartbeat, route_objects
 from chaoscontour.edges.kube import Kube, call, delete_in_background, kube, to_dict
 
 __all__ = ["parse_duration_s", "older_than", "main"]
@@ -65,22 +65,27 @@ def _ours(k: Kube, namespace: str | None) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-_Found = list[tuple[str, str, route_marker.MarkerRecord | route_marker.InvalidRecord]]
+_Found = list[tuple[route_objects.RouteKind, str, str, route_marker.MarkerRecord | route_marker.InvalidRecord]]
 
 
 def _markers(k: Kube, namespace: str | None) -> tuple[_Found, datetime]:
-    """Every route-marker annotation on the HTTPProxies in ``namespace`` (or all): (namespace, name, record or why it
-    cannot be read), and the API server's clock."""
-    proxies, now = httpproxy.list_at(k, namespace)
+    """Every route-marker annotation on the HTTPProxies and HTTPRoutes in ``namespace`` (or all): (kind, namespace,
+    name, record or why it cannot be read), and the API server's clock."""
     found: _Found = []
-    for proxy in proxies:
-        meta = proxy.get("metadata") or {}
-        for _key, record in route_marker.records(proxy):
-            found.append((str(meta.get("namespace")), str(meta.get("name")), record))
+    now = None
+    for kind in route_objects.KINDS:
+        objects, now = route_objects.list_at(k, namespace, kind)
+        for obj in objects:
+            meta = obj.get("metadata") or {}
+            for _key, record in route_marker.records(obj):
+                found.append((kind, str(meta.get("namespace")), str(meta.get("name")), record))
+    assert now is not None
     return found, now
 
 
-def _restore_marker(k: Kube, namespace: str, name: str, listed: route_marker.MarkerRecord) -> bool:
+def _restore_marker(
+    k: Kube, kind: route_objects.RouteKind, namespace: str, name: str, listed: route_marker.MarkerRecord
+) -> bool:
     """Restore the marker listed (still the same run's), resourceVersion-safely; whether it was still there."""
 
     def change(proxy: dict[str, Any] | None, _now: datetime) -> tuple[bool, bool]:
@@ -93,16 +98,16 @@ def _restore_marker(k: Kube, namespace: str, name: str, listed: route_marker.Mar
         route_marker.restore(proxy or {}, record)
         return True, True
 
-    return httpproxy.update_proxy(k, namespace, name, change)
+    return route_objects.update_route(k, namespace, name, change, kind)
 
 
 def _clean_markers(k: Kube, args: argparse.Namespace, min_age_s: float) -> tuple[int, int, int]:
     """Restore (or list) the route markers; (restored or listed, kept as too young, unreadable)."""
     found, now = _markers(k, args.namespace)
     done = young = bad = 0
-    for namespace, name, record in found:
+    for kind, namespace, name, record in found:
         if isinstance(record, route_marker.InvalidRecord):
-            print(f"cannot restore HTTPProxy {namespace}/{name}: {record}", file=sys.stderr)
+            print(f"cannot restore {kind.kind} {namespace}/{name}: {record}", file=sys.stderr)
             bad += 1
             continue
         if (now - record.written_at).total_seconds() < min_age_s:
@@ -110,13 +115,13 @@ def _clean_markers(k: Kube, args: argparse.Namespace, min_age_s: float) -> tuple
             continue
         state = "expired" if record.expired(now) else "expires"
         where = (
-            f"route marker {record.header} on HTTPProxy {namespace}/{name} (run {record.run_id}, {state} at "
+            f"route marker {record.header} on {kind.kind} {namespace}/{name} (run {record.run_id}, {state} at "
             f"{format_api_time(record.expires_at)})"
         )
         if args.dry_run:
             print(f"would restore {where}")
         else:
-            gone = not _restore_marker(k, namespace, name, record)
+            gone = not _restore_marker(k, kind, namespace, name, record)
             print(f"{'already gone' if gone else 'restored'}: {where}")
         done += 1
     return done, young, bad
@@ -126,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="chaoscontour cleanup",
         description="Remove the NetworkPolicies and expiry Jobs that chaoscontour created "
-        f"(label {MANAGED_BY_LABEL}={MANAGED_BY}) and restore the HTTPProxy routes carrying a route marker "
+        f"(label {MANAGED_BY_LABEL}={MANAGED_BY}) and restore the HTTPProxy and HTTPRoute routes carrying a route "
+        "marker "
         f"(annotation {route_marker.ANNOTATION_PREFIX}*). Uses KUBECONFIG / KUBERNETES_CONTEXT like the activities.",
     )
     parser.add_argument("--namespace", "-n", help="only this namespace (default: all namespaces)")

@@ -18,7 +18,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from bench.contour_like import create_pod
-from chaoscontour_sandbox import binaries
+from chaoscontour_sandbox import binaries, crds, gateway
 from chaoscontour_sandbox.controlplane import ControlPlane
 from tests.support.ci import unavailable
 
@@ -79,6 +79,15 @@ def control_plane() -> Iterator[ControlPlane]:
 def contour_crds(control_plane: ControlPlane) -> list[str]:
     """Contour's CRDs, installed once from the pinned Contour module in the Go module cache."""
     return control_plane.install_contour_crds()
+
+
+@pytest.fixture(scope="session")
+def gateway_api_crds(control_plane: ControlPlane) -> list[str]:
+    """Gateway API's CRDs, as the sandbox's ``up --gateway`` installs them (from the pinned Contour module's Gateway
+    provisioner manifest)."""
+    path = binaries.contour_module_dir() / gateway.PROVISIONER
+    documents, _ = gateway.provisioner_objects(path.read_text(), source=str(path))
+    return crds.install_crd_documents(control_plane.kubeconfig, documents)
 
 
 @pytest.fixture

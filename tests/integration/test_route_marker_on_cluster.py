@@ -148,3 +148,55 @@ def test_cleanup_restores_an_expired_marker(api, namespace, echo, stats, capsys)
     after = echo()
     assert first_route_headers(after) == THEIRS and KEY not in (after["metadata"].get("annotations") or {})
     assert cleanup(["--namespace", namespace]) == 0 and "restored 0 route marker(s)" in capsys.readouterr().out
+
+
+@pytest.fixture
+def echo_route(api: client.ApiClient, gateway_api_crds: list[str], namespace: str) -> Callable[[], dict[str, Any]]:
+    """A Gateway API HTTPRoute ``echo``: rule 0 with a request-header filter, rule 1 with a ResponseHeaderModifier
+    that already sets the marker's header; returns a reader of it."""
+    routes = client.CustomObjectsApi(api)
+    request = {"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x-a", "value": "1"}]}}
+    theirs = {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"set": THEIRS}}
+    body: Any = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "echo"},
+        "spec": {
+            "parentRefs": [{"name": "contour", "namespace": "gateway"}],
+            "rules": [
+                {"filters": [request], "backendRefs": [{"name": "echo", "port": 80}]},
+                {"filters": [theirs], "backendRefs": [{"name": "echo", "port": 80}]},
+            ],
+        },
+    }
+    args = ("gateway.networking.k8s.io", "v1", namespace, "httproutes")
+    routes.create_namespaced_custom_object(*args, body)
+    return lambda: routes.get_namespaced_custom_object(*args, "echo")
+
+
+def test_an_httproute_gets_the_marker_as_a_response_header_filter_and_comes_back_as_it_was(
+    api, namespace, echo_route, stats, capsys
+):
+    before = echo_route()["spec"]["rules"]
+    route = {"namespace": namespace, "httproute": "echo", "url": stats.url, "expect_arrival": False, "timeout_s": 0.2}
+    first = route_change_propagation(**route, run_id="rm-gw")
+    second = route_change_propagation(**route, run_id="rm-gw", route_index=1)
+    assert first["httproute"] == f"{namespace}/echo" and "httpproxy" not in first
+    rules = echo_route()["spec"]["rules"]  # what the API server stored, defaulting applied
+    modifiers = [[f for f in rule["filters"] if f["type"] == "ResponseHeaderModifier"] for rule in rules]
+    assert modifiers[0][0]["responseHeaderModifier"]["set"] == [{"name": HEADER, "value": first["marker"]}]
+    assert {"name": HEADER, "value": second["marker"]} in modifiers[1][0]["responseHeaderModifier"]["set"]
+    assert second["previous"] == [THEIRS[0]]
+    with pytest.raises(ActivityFailed, match="give either httpproxy or httproute"):
+        route_change_propagation(**route, httpproxy="echo", run_id="rm-gw")
+
+    removed = remove_route_marker(namespace=namespace, httproute="echo", run_id="rm-gw")
+    assert removed["removed"] is True and removed["restored_routes"] == [0, 1]
+    after = echo_route()
+    assert after["spec"]["rules"] == before and KEY not in (after["metadata"].get("annotations") or {})
+
+    # cleanup finds a marker on an HTTPRoute as on an HTTPProxy
+    route_change_propagation(**route, run_id="rm-gw-2")
+    assert cleanup(["--namespace", namespace]) == 0
+    assert "restored: route marker x-chaoscontour-config on HTTPRoute" in capsys.readouterr().out
+    assert echo_route()["spec"]["rules"] == before

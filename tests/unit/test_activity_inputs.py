@@ -133,8 +133,10 @@ def test_the_marker_expiry_from_a_var_string_parses_and_reaches_the_write():
     """``--var expire_after_s=600`` arrives as the string "600"; it must parse, not be refused nor taken as text."""
     with (
         mock.patch("chaoscontour.activities.routes.kube", autospec=True),
-        mock.patch("chaoscontour.activities.routes._write", autospec=True, side_effect=RuntimeError("stop")) as write,
+        mock.patch(
+            "chaoscontour.activities._route_target.RouteTarget.write", autospec=True, side_effect=RuntimeError("stop")
+        ) as write,
         pytest.raises(RuntimeError, match="stop"),
     ):
         routes.route_change_propagation(**_ROUTE, expire_after_s=" 600 ", run_id="r1")
-    assert write.call_args.args[6:] == ("r1", 600.0)
+    assert write.call_args.args[5:] == ("r1", 600.0)  # (self, k, header, index, marker, run, expire)

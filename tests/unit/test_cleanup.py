@@ -46,7 +46,7 @@ def test_markers_that_cannot_be_listed_fail_after_the_faults_are_dealt_with(caps
     with (
         mock.patch("chaoscontour.tools.cleanup.kube", autospec=True),
         mock.patch("chaoscontour.tools.cleanup._ours", autospec=True, return_value=[]),
-        mock.patch("chaoscontour.edges.httpproxy.list_at", autospec=True, side_effect=denied),
+        mock.patch("chaoscontour.edges.route_objects.list_at", autospec=True, side_effect=denied),
     ):
         assert main(["--namespace", "demo"]) == 1
     out, err = capsys.readouterr()

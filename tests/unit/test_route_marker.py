@@ -136,3 +136,42 @@ def test_a_header_that_makes_no_valid_key_gets_a_digest(header):
     name = key.split("/", 1)[1]
     assert key.startswith(rm.ANNOTATION_PREFIX) and len(name) <= 63 and name[-1].isalnum()
     assert rm.annotation_key(header) == key != rm.annotation_key(header + "b")
+
+
+def httproute(*rule_filters: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """An HTTPRoute with one rule per argument: that rule's ``filters`` (``None``: none)."""
+    rules: list[dict[str, Any]] = []
+    for filters in rule_filters:
+        rule: dict[str, Any] = {"backendRefs": [{"name": "echo", "port": 80}]}
+        if filters is not None:
+            rule["filters"] = filters
+        rules.append(rule)
+    return {"kind": "HTTPRoute", "metadata": {"name": "echo", "namespace": "demo"}, "spec": {"rules": rules}}
+
+
+def modifier(*entries: dict[str, str], **more: Any) -> dict[str, Any]:
+    return {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"set": list(entries), **more}}
+
+
+def test_on_an_httproute_the_marker_is_a_response_header_modifier_entry_and_the_rule_comes_back_as_it_was():
+    redirect = {"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x-a", "value": "1"}]}}
+    theirs = modifier({"name": HEADER, "value": "v1"}, {"name": "cache-control", "value": "no-store"})
+    p = httproute(None, [copy.deepcopy(redirect)], [copy.deepcopy(redirect), copy.deepcopy(theirs)])
+    original = copy.deepcopy(p)
+    for index in (0, 1, 2):
+        write(p, f"c{index}", index=index)
+    rules = p["spec"]["rules"]
+    assert rules[0]["filters"] == [modifier({"name": HEADER, "value": "c0"})]
+    assert rules[1]["filters"] == [redirect, modifier({"name": HEADER, "value": "c1"})]
+    assert rules[2]["filters"][1]["responseHeaderModifier"]["set"][0] == {"name": HEADER, "value": "c2"}
+    assert rm.header_entries(rules[2], HEADER, "HTTPRoute") == [{"name": HEADER, "value": "c2"}]
+    assert rm.header_entries(rules[2], HEADER) == [], "an HTTPProxy's path is not an HTTPRoute's"
+    record = rm.read_record(p, HEADER)
+    assert record is not None and record.routes[2]["previous"] == [{"name": HEADER, "value": "v1"}]
+    done = rm.restore(p, record)
+    assert done.restored_routes == (0, 1, 2) and p["spec"] == original["spec"]
+
+
+def test_an_httproute_rule_out_of_range_names_the_kind():
+    with pytest.raises(ValueError, match="the HTTPRoute has 1 route"):
+        write(httproute(None), "c1", index=1)

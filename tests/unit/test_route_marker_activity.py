@@ -46,7 +46,7 @@ class FakeProxies:
 def fake() -> Any:
     api = FakeProxies()
     with (
-        mock.patch("chaoscontour.edges.httpproxy.client.CustomObjectsApi", return_value=api),
+        mock.patch("chaoscontour.edges.route_objects.client.CustomObjectsApi", return_value=api),
         mock.patch("chaoscontour.activities.routes.kube", autospec=True),
     ):
         yield api
