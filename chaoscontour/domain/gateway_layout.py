@@ -70,6 +70,8 @@ class GatewayLayout:
             "CONTOUR_LEASE": self.lease_name,
             "CONTOUR_LEASE_NAMESPACE": self.lease_namespace,
             "ENVOY_LISTENER_PREFIXES": ",".join(self.listener_prefixes),
+            # as prometheus-operator's PodMonitor labels the targets; another Contour's restarts are not this one's
+            "CONTOUR_METRICS_SELECTOR": f'container="contour",namespace="{self.namespace}"',
         }
         if envoy_ip:
             host = f"[{envoy_ip}]" if ":" in envoy_ip else envoy_ip

@@ -119,6 +119,7 @@ def gateway_settings(base: dict[str, str], envoy_ip: str) -> dict[str, str]:
         "ENVOY_HOST": ROUTE_FQDN,
         "ENVOY_STATS_URL": f"http://{envoy_ip}:8002/stats",
         "ENVOY_LISTENER_PREFIXES": LISTENER_PREFIX,
+        "CONTOUR_METRICS_SELECTOR": f'container="contour",namespace="{NAMESPACE}"',
         "ROUTE_NAMESPACE": workloads.DEMO_NAMESPACE,
         "ROUTE_HTTPROUTE": "echo",
     }

@@ -31,6 +31,8 @@ def experiment_settings(kubeconfig: Path, envoy_ip: str, mode: str) -> dict[str,
         "ENVOY_HOST": workloads.ECHO_FQDN,
         "ENVOY_STATS_URL": f"http://{envoy_ip}:8002/stats",
         "SANDBOX_NETPOL_MODE": mode,
+        # Prometheus scrapes every layout's Contour (with `up --gateway`, two): name this one's.
+        "CONTOUR_METRICS_SELECTOR": f'container="contour",namespace="{workloads.CONTOUR_NAMESPACE}"',
     }
 
 

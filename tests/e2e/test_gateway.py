@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from chaoscontour.activities.envoy import envoy_serving
+from chaoscontour.activities.routes import remove_route_marker, route_change_propagation, route_config_converged
 from tests.e2e.test_experiments import assert_steady_before_and_after, gate_verdict
 from tests.support.chaosrun import EXPERIMENTS, ChaosRun, activity, as_vars, keep_journal
 from tests.support.sandbox import HEALTHY_TIMEOUT_S, Sandbox, contour_healthy, contour_pods, leftovers, wait_until
@@ -49,7 +50,7 @@ def test_gateway_env_reads_what_the_sandbox_set_up_from_the_gateway_alone(
     written: dict[str, str], gateway_env: dict[str, str]
 ) -> None:
     keys = ["CONTOUR_NAMESPACE", "CONTOUR_SELECTOR", "ENVOY_SELECTOR", "CONTOUR_LEASE", "ENVOY_URL", "ENVOY_STATS_URL"]
-    keys += ["ENVOY_LISTENER_PREFIXES"]
+    keys += ["ENVOY_LISTENER_PREFIXES", "CONTOUR_METRICS_SELECTOR"]
     assert {key: gateway_env[key] for key in keys} == {key: written[key] for key in keys}
     assert gateway_env["CONTOUR_LEASE_NAMESPACE"] == written["CONTOUR_NAMESPACE"]
     missing = gateway_env_cli(f"{written['CONTOUR_NAMESPACE']}/no-such-gateway")
@@ -120,3 +121,25 @@ def test_apiserver_outage_on_the_provisioned_gateway_passes_the_gate(
         "envoy_counted": direct["requests"],
         "prometheus_counted": prom["requests"],
     }
+
+
+def test_a_route_change_on_the_httproute_reaches_the_provisioned_envoy_and_is_put_back(
+    sandbox: Sandbox, gateway_env: dict[str, str], written: dict[str, str], figures: dict[str, Any]
+) -> None:
+    namespace, name = gateway_env["ROUTE_NAMESPACE"], written["ROUTE_HTTPROUTE"]
+    path = f"{GATEWAY_API}/namespaces/{namespace}/httproutes/{name}"
+    before = sandbox.get(path)["spec"]["rules"]
+    route = {
+        "namespace": namespace,
+        "httproute": name,
+        "url": gateway_env["ENVOY_URL"],
+        "host": gateway_env["ENVOY_HOST"],
+    }
+    changed = route_change_propagation(**route, run_id="gw-route", timeout_s=30)
+    assert changed["arrived"] is True and changed["httproute"] == f"{namespace}/{name}", changed
+    converged = route_config_converged(**route, timeout_s=10)
+    assert converged["converged"] is True and converged["marker"] == changed["marker"]
+    removed = remove_route_marker(namespace=namespace, httproute=name, run_id="gw-route")
+    assert removed["removed"] is True and removed["restored_routes"] == [0]
+    assert sandbox.get(path)["spec"]["rules"] == before
+    figures["gateway-route-change"] = {"propagation_s": changed["propagation_s"]}
