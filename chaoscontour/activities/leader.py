@@ -169,7 +169,8 @@ def kill_leader(
             "nothing was deleted. Set label_selector to Contour's pod labels"
         )
 
-    xds = _xds_before(k, namespace, format_label_selector(labels), port, old_pod)
+    selector = format_label_selector(labels)
+    xds = _xds_before(k, namespace, selector, port, old_pod)
     deleted_at = datetime.now(UTC)
     started = time.monotonic()
     call(
@@ -196,7 +197,7 @@ def kill_leader(
     progress = Progress()
 
     taken: Dict[str, Any] = {}
-    moved = _StreamWatch(k, namespace, format_label_selector(labels), port, old_pod, xds, started)
+    moved = _StreamWatch(k, namespace, selector, port, old_pod, xds, started)
 
     def taken_over() -> tuple[str, Dict[str, Any]] | None:
         if not taken:
@@ -361,11 +362,12 @@ def contour_xds_clients(
         reasons = "; ".join(f"{r['pod']}: {r['error']}" for r in readings)
         raise ActivityFailed(f"contour_xds_clients: no Contour pod's metrics could be read on port {port}: {reasons}")
     serving = [r["pod"] for r in readings if r.get("envoy_streams")]
-    logger.info(f"contour_xds_clients: {_streams(readings)} Envoy stream(s), on {', '.join(serving) or 'no replica'}")
+    total = _streams(readings)
+    logger.info(f"contour_xds_clients: {total} Envoy stream(s), on {', '.join(serving) or 'no replica'}")
     return {
         "pods": readings,
         "serving": serving,
-        "envoy_streams": _streams(readings),
+        "envoy_streams": total,
         "unreadable": unreadable,
         "metrics_port": port,
     }

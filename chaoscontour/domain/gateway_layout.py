@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaoscontour.domain.inputs import InvalidInput
+from chaoscontour.domain.selectors import format_label_selector
 
 __all__ = ["GATEWAY_LABEL", "GatewayLayout", "GatewayLayoutError", "layout_of", "parse_gateway_ref"]
 
@@ -86,8 +87,7 @@ def _containers(workload: Obj) -> list[Obj]:
 
 
 def _selector(workload: Obj) -> str:
-    labels = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return format_label_selector(((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})
 
 
 def _arg(args: Sequence[str], flag: str) -> str | None:
@@ -164,8 +164,7 @@ def _target_port(services: Sequence[Obj], envoy_selector: str, prefixes: Sequenc
     http = [p for p in prefixes if p.startswith("http-")]
     for service in services:
         spec = service.get("spec") or {}
-        selector = ",".join(f"{k}={v}" for k, v in sorted((spec.get("selector") or {}).items()))
-        if selector != envoy_selector:
+        if format_label_selector(spec.get("selector") or {}) != envoy_selector:
             continue
         for port in spec.get("ports") or []:
             if http and port.get("name") == http[0] and isinstance(port.get("targetPort"), int):

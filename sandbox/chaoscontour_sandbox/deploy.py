@@ -70,6 +70,12 @@ def pods(api: KubeApi, namespace: str, selector: str) -> list[Obj]:
     return list(api.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector).get("items", []))
 
 
+def ready_pod_ip(api: KubeApi, namespace: str, selector: str) -> str:
+    """The address of a Ready pod of ``selector`` in ``namespace``, ``""`` while none is."""
+    ready = [p for p in pods(api, namespace, selector) if pod_ready(p)]
+    return str(ready[0]["status"].get("podIP") or "") if ready else ""
+
+
 def pod_ready(pod: Obj) -> bool:
     conditions = pod.get("status", {}).get("conditions") or []
     return not pod["metadata"].get("deletionTimestamp") and any(
@@ -132,8 +138,7 @@ def wait_serving(api: KubeApi, say: Say, check: Check, timeout_s: float) -> str:
 
     def envoy_ip() -> str:
         check()
-        ready = [p for p in pods(api, workloads.CONTOUR_NAMESPACE, workloads.ENVOY_SELECTOR) if pod_ready(p)]
-        return str(ready[0]["status"].get("podIP") or "") if ready else ""
+        return ready_pod_ip(api, workloads.CONTOUR_NAMESPACE, workloads.ENVOY_SELECTOR)
 
     ip = str(wait_for("the Envoy pod to be Ready", timeout_s, envoy_ip))
     say(f"envoy: Ready at {ip}")

@@ -148,8 +148,7 @@ def deploy_gateway(api: Any, kubeconfig: Path, say: Say, check: Callable[[], Non
 
     def envoy_ip() -> str:
         check()
-        ready = [p for p in deploy.pods(api, NAMESPACE, f"app=envoy-{NAME}") if deploy.pod_ready(p)]
-        return str(ready[0]["status"].get("podIP") or "") if ready else ""
+        return deploy.ready_pod_ip(api, NAMESPACE, f"app=envoy-{NAME}")
 
     ip = str(deploy.wait_for(f"the Envoy pod of Gateway {GATEWAY} to be Ready", timeout_s, envoy_ip))
     url = f"http://{ip}:8080/"
