@@ -1,17 +1,12 @@
 """The activity contract: every activity chaoscontour offers, declared once.
 
-Each :class:`Activity` names a function of ``chaoscontour.activities.<module>``, says whether Chaos Toolkit should
-treat it as a probe or an action, and gives its output's type: ``bool``, or a ``TypedDict`` of the keys that
-chaoscontour's own tools (``gate``, ``report``) read from it in a journal. An output carries more keys than these
-(docs/activities.md and the activity's docstring list them all); these are the ones the tools depend on, so a change
-to one of them is a change to the contract. The TypedDicts are not ``total``: the tools read journals defensively,
-and a journal may come from an older release.
-
-From this declaration come the probe/action types :func:`chaoscontour.discover` gives, the modules it lists (in
-this order), the activity names :mod:`chaoscontour.tools.journal` recognises, the type under which the tools read
-each output (:func:`chaoscontour.tools.journal.output_of`), and the "Output" line of each activity in
-docs/activities.md. ``tests/unit/test_contract.py`` fails when the declaration and the activity modules
-disagree.
+Each :class:`Activity` names a function of ``chaoscontour.activities.<module>``, a probe or an action, and its
+output's type: ``bool``, or a ``TypedDict`` of the keys chaoscontour's tools (``gate``, ``report``) read from it in a
+journal (an output carries more: docs/activities.md lists them; these are the ones the tools depend on). The
+TypedDicts are not ``total``: the tools read journals defensively, and a journal may come from an older release.
+From this declaration come discovery's probe/action types and module order, the activity names and output types
+:mod:`chaoscontour.tools.journal` reads, and the "Output" line of each activity in docs/activities.md.
+``tests/unit/test_contract.py`` fails when the declaration and the activity modules disagree.
 """
 
 from dataclasses import dataclass
@@ -33,6 +28,7 @@ __all__ = [
     "ENVOY_XDS_CONNECTED",
     "ENVOY_XDS_TIMELINE",
     "KILL_LEADER",
+    "RESTART_ENVOY_POD",
     "LEASE_HOLDER",
     "MODULES",
     "PROMETHEUS_SUCCESS_RATIO",
@@ -53,6 +49,7 @@ __all__ = [
     "EndpointChange",
     "EndpointComparison",
     "EndpointsConvergedOutput",
+    "EnvoyRestartOutput",
     "FaultHeldOutput",
     "FaultVerification",
     "KillLeaderOutput",
@@ -87,10 +84,8 @@ Output = TypeVar("Output")
 
 @dataclass(frozen=True)
 class Activity(Generic[Output]):
-    """One activity: ``chaoscontour.activities.<module>.<name>``, a probe or an action, returning ``output``.
-
-    Generic in its output's type, so that a tool reading a journal gets the run's output typed as declared here
-    (:func:`chaoscontour.tools.journal.output_as`)."""
+    """One activity: ``chaoscontour.activities.<module>.<name>``, a probe or an action, returning ``output`` (generic
+    in it: a tool reading a journal gets the output as declared, :func:`chaoscontour.tools.journal.output_as`)."""
 
     name: str
     kind: Kind
@@ -171,6 +166,19 @@ class XdsClientsOutput(TypedDict, total=False):
     envoy_streams: int
 
 
+class EnvoyRestartOutput(TypedDict, total=False):
+    deleted_pod: str
+    replacement_pod: str | None
+    heal_seen: bool
+    served_before_heal: bool
+    ready_before_heal: bool
+    stats_before_heal: bool
+    first_200_after_heal_s: float | None
+    ready_after_heal_s: float | None
+    availability: float | None
+    meets_availability: bool
+
+
 class Termination(TypedDict, total=False):
     pod: str
     container: str
@@ -236,8 +244,8 @@ class SuccessRatioOutput(TypedDict, total=False):
 
 
 class PrometheusRatioOutput(SuccessRatioOutput, total=False):
-    """``prometheus_success_ratio``: the same figures from a user's Prometheus, and Contour's restarts in the window
-    (per pod, the start times of processes that started in it) and DAG rebuilds; ``skipped`` when no Prometheus."""
+    """``prometheus_success_ratio``: the same figures from a user's Prometheus, Contour's restarts in the window (per
+    pod, the start times of processes that started in it) and DAG rebuilds; ``skipped`` when no Prometheus."""
 
     source: str
     skipped: str | None
@@ -360,6 +368,7 @@ CONTOUR_RESTART_COUNT = Activity("contour_restart_count", "probe", "pods", Resta
 ENVOY_AVAILABILITY = Activity("envoy_availability", "probe", "envoy", AvailabilityOutput)
 ENVOY_SERVING = Activity("envoy_serving", "probe", "envoy", bool)
 ENVOY_XDS_CONNECTED = Activity("envoy_xds_connected", "probe", "envoy", XdsConnectedOutput)
+RESTART_ENVOY_POD = Activity("restart_envoy_pod", "action", "envoy_restart", EnvoyRestartOutput)
 WAIT = Activity("wait", "action", "timing", NoKeysRead)
 BLOCK_XDS_EGRESS = Activity("block_xds_egress", "action", "xds", BlockXdsOutput)
 UNBLOCK_XDS_EGRESS = Activity("unblock_xds_egress", "action", "xds", UnblockOutput)
@@ -385,9 +394,7 @@ UNBLOCK_OF: dict[str, str] = {
     BLOCK_XDS_EGRESS.name: UNBLOCK_XDS_EGRESS.name,
 }
 
-_BY_NAME: dict[str, Activity[Any]] = {a.name: a for a in ACTIVITIES}
-
 
 def by_name(name: str) -> Activity[Any] | None:
     """The declared activity called ``name``, ``None`` for a name chaoscontour does not offer."""
-    return _BY_NAME.get(name)
+    return next((a for a in ACTIVITIES if a.name == name), None)

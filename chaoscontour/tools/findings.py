@@ -22,6 +22,7 @@ from chaoscontour.tools.journal import (
     KILL_LEADER,
     LEASE_HOLDER,
     RESTART_COUNT,
+    RESTART_ENVOY,
     ROUTE_CONVERGED,
     ROUTE_PROPAGATION,
     UNBLOCK_APISERVER,
@@ -212,7 +213,26 @@ def _finding(func: str | None, run: Mapping[str, Any], after_fault_removed: bool
                 f"leader {kill.get('old_pod')} killed; {kill.get('new_pod')} took over in {kill.get('failover_s')} s"
             )
             return took_over + _xds_of_kill(kill.get("xds"))
+    if func == RESTART_ENVOY:
+        return _restart_finding(run)
     return None
+
+
+def _restart_finding(run: Mapping[str, Any]) -> str:
+    """What the Envoy restarted during the outage did, before and after the heal."""
+    lane = output_of(run, contract.RESTART_ENVOY_POD)
+    before = run["output"].get("requests_before_heal") or {}
+    ready = "became Ready" if lane.get("ready_before_heal") else "was not Ready"
+    stats = "answered" if lane.get("stats_before_heal") else "did not answer"
+    first = lane.get("first_200_after_heal_s")
+    after = f"first 200 {first} s after the heal" if first is not None else "no 200 after the heal"
+    if lane.get("ready_after_heal_s") is not None:
+        after += f", Ready {lane['ready_after_heal_s']} s after it"
+    return (
+        f"Envoy pod {lane.get('deleted_pod')} deleted once every Contour had restarted since the cut; its replacement "
+        f"{lane.get('replacement_pod')} served {before.get('ok', 0)} of {before.get('sent', 0)} requests before the "
+        f"heal, {ready} and its stats listener (configured by Contour) {stats}; {after}"
+    )
 
 
 def _xds_of_kill(xds: contract.LeaderXds | None) -> str:

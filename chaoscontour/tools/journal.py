@@ -34,6 +34,7 @@ __all__ = [
     "ENDPOINTS_CONVERGED",
     "ENDPOINT_VIEW",
     "ENVOY_AVAILABILITY",
+    "RESTART_ENVOY",
     "ENVOY_SERVING",
     "ENVOY_XDS",
     "KILL_LEADER",
@@ -87,6 +88,8 @@ RESTART_COUNT = contract.CONTOUR_RESTART_COUNT.name
 ENVOY_SERVING = contract.ENVOY_SERVING.name
 ENVOY_AVAILABILITY = contract.ENVOY_AVAILABILITY.name
 ENVOY_XDS = contract.ENVOY_XDS_CONNECTED.name
+# chaoscontour.activities.envoy_restart
+RESTART_ENVOY = contract.RESTART_ENVOY_POD.name
 # chaoscontour.activities.timing: a strict, interruptible pause in place of chaostoolkit's `pauses`.
 WAIT = contract.WAIT.name
 # chaoscontour.activities.xds: the xDS black hole (Envoy's egress to Contour's xDS port) and its end-of-window probe

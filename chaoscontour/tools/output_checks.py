@@ -22,6 +22,7 @@ from chaoscontour.tools.journal import (
     ENVOY_AVAILABILITY,
     ENVOY_XDS,
     LEASE_HOLDER,
+    RESTART_ENVOY,
     XDS_FAULT,
     XDS_TIMELINE,
     number,
@@ -110,6 +111,31 @@ def _contradicting_evidence(method: list[ActivityResult]) -> list[str]:
     return reasons
 
 
+def _restart_reasons(r: ActivityResult) -> list[str]:
+    """Why a ``restart_envoy_pod`` run fails the gate: evidence that a Contour still served xDS while cut off (the
+    replacement got configuration before the heal), a follow that ended before the heal or before any 200, and, by
+    design of that experiment, a replacement that served too little: that Envoy's traffic failed until the heal."""
+    lane = output_as(r.output, contract.RESTART_ENVOY_POD) or {}
+    got = [what for what, key in (("was served", "served_before_heal"), ("became Ready", "ready_before_heal"),
+           ("answered on its stats listener", "stats_before_heal")) if lane.get(key) is True]  # fmt: skip
+    if got:
+        return [
+            f"{r.name!r}: the replacement Envoy {lane.get('replacement_pod')} {' and '.join(got)} before the heal, "
+            "which the fault makes impossible: a Contour outside contour_selector, or one not cut off, served it xDS"
+        ]
+    if lane.get("heal_seen") is not True:
+        return [f"{r.name!r} stopped following the replacement Envoy before the heal: lengthen follow_s"]
+    if lane.get("first_200_after_heal_s") is None:
+        return [f"{r.name!r}: the replacement Envoy {lane.get('replacement_pod')} served nothing, even after the heal"]
+    if lane.get("meets_availability") is False:
+        return [
+            f"{r.name!r}: the Envoy restarted during the outage ({lane.get('replacement_pod')}) served nothing until "
+            f"{lane.get('first_200_after_heal_s')} s after the heal (availability {lane.get('availability')}): its "
+            "traffic failed while Contour was cut off"
+        ]
+    return []
+
+
 def chaoscontour_reasons(
     results: list[ActivityResult], *, allow_unverified: bool
 ) -> tuple[list[str], list[str], list[str]]:
@@ -168,6 +194,8 @@ def chaoscontour_reasons(
                 reasons.append(
                     f"the fault did not hold for the whole window ({r.name!r}): {'; '.join(fault_reasons(fault))}"
                 )
+    reasons += [why for r in method if r.ours == RESTART_ENVOY and r.ran and r.status == "succeeded"
+                for why in _restart_reasons(r)]  # fmt: skip
     reasons += _contradicting_evidence(method)
     reasons += pod_kill_reasons(method)
     for block, probe in ((BLOCK_APISERVER, APISERVER_FAULT), (BLOCK_XDS, XDS_FAULT)):

@@ -37,6 +37,7 @@ _COLOURS = {
     "endpoints": "#2e86c1",
     "xds": "#7d3c98",
     "route": "#117a65",
+    "restarted-envoy": "#a04000",
     "stop": "#000000",
     "envoy-requests": "#1a5276",
     "envoy-5xx": "#c0392b",
@@ -51,6 +52,7 @@ _STYLES: dict[str, Any] = {
     "endpoints": "-.",
     "xds": "-.",
     "route": "-.",
+    "restarted-envoy": "-.",
     "stop": "-",
 }
 _SPAN_COLOURS = {"ok": "#58d68d", "bad": "#e74c3c", "held": "#f5b041", "unknown": "#d5dbdb"}

@@ -34,6 +34,7 @@ from chaoscontour.tools.journal import (
     steady_state_runs,
     walk,
 )
+from chaoscontour.tools.restart_track import track_restart
 from chaoscontour.tools.tracks import TrackBuilder, Tracks
 from chaoscontour.tools.verdict import Verdict, judge
 from chaoscontour.tools.xds_track import track_xds
@@ -59,6 +60,7 @@ MARKER_NAMES = {
     "endpoints": "endpoint event",
     "xds": "xDS event",
     "route": "route change",
+    "restarted-envoy": "restarted Envoy event",
     "stop": "stop condition tripped",
 }
 
@@ -67,7 +69,7 @@ MARKER_NAMES = {
 class Marker:
     """A moment to mark on the plot: ``kind`` is ``fault``, ``fault-end``, ``restart`` or ``stop`` (a stop condition's
     failing result), or the lane of a
-    :class:`chaoscontour.tools.tracks.Event` (``endpoints``, ``xds``, ``route``)."""
+    :class:`chaoscontour.tools.tracks.Event` (``endpoints``, ``xds``, ``route``, ``restarted-envoy``)."""
 
     kind: str
     label: str
@@ -168,13 +170,14 @@ def restart_times(output: Any) -> list[tuple[float, str]]:
 
 
 def _tracks(journal: Mapping[str, Any], origin: float | None, lo: float, hi: float) -> Tracks:
-    """The churn and xDS timeline of ``journal`` on the report's axis (offsets from ``origin``); events outside
-    ``[lo, hi]`` (epoch seconds: the run's time range) are left out. Empty for a journal without those probes."""
+    """The churn, xDS and restarted-Envoy timeline of ``journal`` on the report's axis (offsets from ``origin``);
+    events outside ``[lo, hi]`` (epoch seconds: the run's time range) are left out. Empty without those probes."""
     if origin is None:
         return Tracks()
     b = TrackBuilder(origin, lo, hi)
     rows, causes = track_churn(journal, b)
     age, failed = track_xds(journal, b)
+    track_restart(journal, b)
     lanes = tuple(dict.fromkeys(s.lane for s in b.spans))
     return Tracks(
         events=tuple(sorted(dict.fromkeys(b.events), key=lambda e: e.epoch_s)),

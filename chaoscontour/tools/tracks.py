@@ -34,6 +34,7 @@ __all__ = [
     "LANE_ENDPOINTS",
     "LANE_GAUGE",
     "LANE_NAMES",
+    "LANE_RESTARTED",
     "LANE_ROUTE",
     "LANE_SLICES",
     "LANE_XDS",
@@ -52,6 +53,7 @@ LANE_SLICES = "slices"
 LANE_XDS = "xds"
 LANE_GAUGE = "xds-gauge"
 LANE_ROUTE = "route"
+LANE_RESTARTED = "restarted-envoy"
 # Each lane as the plot's axis and the HTML page name it.
 LANE_NAMES = {
     LANE_SLICES: "EndpointSlices",
@@ -59,12 +61,13 @@ LANE_NAMES = {
     LANE_XDS: "xDS stream",
     LANE_GAUGE: "xDS gauge",
     LANE_ROUTE: "route change",
+    LANE_RESTARTED: "restarted Envoy",
 }
 
 
 @dataclass(frozen=True)
 class Event:
-    lane: str  # "endpoints", "xds" or "route"
+    lane: str  # one of LANE_NAMES
     label: str
     epoch_s: float
 
