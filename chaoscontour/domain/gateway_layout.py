@@ -68,12 +68,17 @@ class GatewayLayout:
             "CONTOUR_NAMESPACE": self.namespace,
             "CONTOUR_SELECTOR": self.contour_selector,
             "ENVOY_SELECTOR": self.envoy_selector,
+            "ENVOY_NAMESPACE": self.namespace,
             "CONTOUR_LEASE": self.lease_name,
             "CONTOUR_LEASE_NAMESPACE": self.lease_namespace,
             "ENVOY_LISTENER_PREFIXES": ",".join(self.listener_prefixes),
             # as prometheus-operator's PodMonitor labels the targets; another Contour's restarts are not this one's
             "CONTOUR_METRICS_SELECTOR": f'container="contour",namespace="{self.namespace}"',
+            # the ports of an Envoy pod itself, for restart_envoy_pod's replacement
+            "ENVOY_POD_STATS_PORT": str(self.envoy_stats_port),
         }
+        if self.envoy_http_port:
+            found["ENVOY_POD_PORT"] = str(self.envoy_http_port)
         if envoy_ip:
             host = f"[{envoy_ip}]" if ":" in envoy_ip else envoy_ip
             if self.envoy_http_port:

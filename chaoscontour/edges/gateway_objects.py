@@ -57,8 +57,8 @@ def read_gateway_objects(k: Kube, namespace: str, name: str) -> GatewayObjects:
 
 
 def envoy_pod_ip(k: Kube, namespace: str, envoy_selector: str) -> str | None:
-    """The address of a Ready Envoy pod of the layout, or ``None`` when none is Ready."""
-    for pod in list_pods(k, namespace, envoy_selector):
+    """The address of a Ready Envoy pod of the layout (the first by name), or ``None`` when none is Ready."""
+    for pod in sorted(list_pods(k, namespace, envoy_selector), key=lambda p: str(p["metadata"]["name"])):
         status = pod.get("status") or {}
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
         if ready and status.get("podIP"):

@@ -3,20 +3,24 @@
 Contour's documentation leads new users here: the Gateway provisioner (``examples/render/contour-gateway-provisioner
 .yaml`` of the pinned Contour module, read from the Go module cache; it carries Gateway API's CRDs) watches Gateways
 of its GatewayClass and creates, in each Gateway's namespace, a Contour Deployment ``contour-<gateway>`` (labels
-``app=contour-<gateway>``, Lease ``leader-elect-<gateway>``) and an Envoy DaemonSet ``envoy-<gateway>``
-(``app=envoy-<gateway>``) with its Services and Secrets. Envoy names its HTTP listener after the Gateway's
-listener (``http-80``, its stats prefix too) and listens on the port plus 8000.
+``app=contour-<gateway>``, Lease ``leader-elect-<gateway>``) and Envoy ``envoy-<gateway>`` (``app=envoy-<gateway>``)
+with its Services and Secrets. Envoy names its HTTP listener after the Gateway's listener (``http-80``, its stats
+prefix too) and listens on the port plus 8000.
 
-The sandbox applies the provisioner as written, then a GatewayClass, the Gateway ``gateway/contour`` (one HTTP
-listener on 80, routes from every namespace) and the HTTPRoute ``demo/echo`` (``echo-gw.sandbox.local`` to the demo
-backend), waits until the Gateway is Programmed and the route answers through the provisioned Envoy, and writes
-``settings-gateway.env``: the release-manifest settings with this layout's Contour, Envoy and route.
+The sandbox applies the provisioner as written, then a GatewayClass whose parameters (a ContourDeployment) ask for
+Envoy as a Deployment of two replicas behind a ClusterIP Service (the sandbox has one node and no load balancer; two
+Envoys let ``envoy-restart-during-outage`` restart one while the other keeps serving), the Gateway
+``gateway/contour`` (one HTTP listener on 80, routes from every namespace) and the HTTPRoute ``demo/echo``
+(``echo-gw.sandbox.local`` to the demo backend). It waits until the Gateway is Programmed and the route answers
+through both Envoys, and writes ``settings-gateway.env``: the release-manifest settings with this layout's Contour,
+Envoy and route.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,8 @@ NAME = "contour"
 GATEWAY = f"{NAMESPACE}/{NAME}"
 CLASS = "contour"
 CONTROLLER = "projectcontour.io/gateway-controller"  # the provisioner's default --gateway-controller-name
+PARAMETERS = "contour-params"  # the GatewayClass's ContourDeployment, in NAMESPACE
+ENVOY_REPLICAS = 2
 ROUTE_FQDN = "echo-gw.sandbox.local"
 LISTENER_PREFIX = "http-80"  # Contour's name for the Envoy listener of the Gateway's HTTP listener on port 80
 SETTINGS = "settings-gateway"  # .env and .json beside the release manifest's settings
@@ -76,10 +82,30 @@ def gateway_objects() -> list[Obj]:
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": workloads.MANAGED_BY}},
         {
+            "apiVersion": "projectcontour.io/v1alpha1",
+            "kind": "ContourDeployment",
+            "metadata": {"name": PARAMETERS, "namespace": NAMESPACE},
+            "spec": {
+                "envoy": {
+                    "workloadType": "Deployment",
+                    "deployment": {"replicas": ENVOY_REPLICAS},
+                    "networkPublishing": {"type": "ClusterIPService"},
+                }
+            },
+        },
+        {
             "apiVersion": gateway_api,
             "kind": "GatewayClass",
             "metadata": {"name": CLASS},
-            "spec": {"controllerName": CONTROLLER},
+            "spec": {
+                "controllerName": CONTROLLER,
+                "parametersRef": {
+                    "group": "projectcontour.io",
+                    "kind": "ContourDeployment",
+                    "name": PARAMETERS,
+                    "namespace": NAMESPACE,
+                },
+            },
         },
         {
             "apiVersion": gateway_api,
@@ -114,6 +140,7 @@ def gateway_settings(base: dict[str, str], envoy_ip: str) -> dict[str, str]:
         "CONTOUR_NAMESPACE": NAMESPACE,
         "CONTOUR_SELECTOR": f"app=contour-{NAME}",
         "ENVOY_SELECTOR": f"app=envoy-{NAME}",
+        "ENVOY_NAMESPACE": NAMESPACE,
         "CONTOUR_LEASE": f"leader-elect-{NAME}",
         "ENVOY_URL": f"http://{envoy_ip}:8080/",
         "ENVOY_HOST": ROUTE_FQDN,
@@ -146,15 +173,16 @@ def deploy_gateway(api: Any, kubeconfig: Path, say: Say, check: Callable[[], Non
 
     deploy.wait_for(f"Gateway {GATEWAY} to be Programmed", timeout_s, programmed)
 
-    def envoy_ip() -> str:
+    def envoy_ips() -> list[str]:
         check()
-        return deploy.ready_pod_ip(api, NAMESPACE, f"app=envoy-{NAME}")
+        found = sorted(deploy.pods(api, NAMESPACE, f"app=envoy-{NAME}"), key=lambda p: p["metadata"]["name"])
+        ips = [str(p["status"].get("podIP") or "") for p in found if deploy.pod_ready(p)]
+        return ips if len(ips) == ENVOY_REPLICAS and all(ips) else []
 
-    ip = str(deploy.wait_for(f"the Envoy pod of Gateway {GATEWAY} to be Ready", timeout_s, envoy_ip))
-    url = f"http://{ip}:8080/"
-    deploy.wait_for(
-        f"{url} (Host {ROUTE_FQDN}) to answer 200", timeout_s, lambda: applier.route_answers(url, ROUTE_FQDN)
-    )
+    ips = deploy.wait_for(f"the {ENVOY_REPLICAS} Envoy pods of Gateway {GATEWAY} to be Ready", timeout_s, envoy_ips)
+    for url in [f"http://{ip}:8080/" for ip in ips]:
+        answers = partial(applier.route_answers, url, ROUTE_FQDN)
+        deploy.wait_for(f"{url} (Host {ROUTE_FQDN}) to answer 200", timeout_s, answers)
     took = time.monotonic() - began
-    say(f"gateway: Programmed; HTTPRoute demo/echo answers through envoy-{NAME} at {ip} ({took:.1f} s)")
-    return ip
+    say(f"gateway: Programmed; HTTPRoute demo/echo answers through envoy-{NAME} at {', '.join(ips)} ({took:.1f} s)")
+    return str(ips[0])

@@ -141,6 +141,7 @@ _PLURALS = {
     "GatewayClass": "gatewayclasses",
     "Gateway": "gateways",
     "HTTPRoute": "httproutes",
+    "ContourDeployment": "contourdeployments",
 }
 
 

@@ -62,6 +62,16 @@ def test_the_route_attaches_to_the_gateway_of_the_class_the_provisioner_serves()
         assert workloads.api_path(obj).endswith("/" + obj["metadata"]["name"])
 
 
+def test_the_class_asks_for_two_envoys_so_one_can_restart_while_the_other_serves() -> None:
+    objects = {o["kind"]: o for o in gateway.gateway_objects()}
+    ref = objects["GatewayClass"]["spec"]["parametersRef"]
+    params = objects["ContourDeployment"]
+    assert (ref["kind"], ref["name"], ref["namespace"]) == ("ContourDeployment", params["metadata"]["name"], "gateway")
+    envoy = params["spec"]["envoy"]
+    assert envoy["workloadType"] == "Deployment" and envoy["deployment"]["replicas"] == 2
+    assert envoy["networkPublishing"]["type"] == "ClusterIPService"
+
+
 def test_the_gateway_settings_name_the_provisioned_contour_envoy_and_route() -> None:
     base = {"KUBECONFIG": "/k", "CONTOUR_NAMESPACE": "projectcontour", "PROMETHEUS_URL": "http://127.0.0.1:1"}
     base["ROUTE_HTTPPROXY"] = "echo"

@@ -65,10 +65,13 @@ def test_the_layout_is_read_from_the_provisioners_objects() -> None:
         "CONTOUR_NAMESPACE": "ingress",
         "CONTOUR_SELECTOR": "app=contour-web",
         "ENVOY_SELECTOR": "app=envoy-web",
+        "ENVOY_NAMESPACE": "ingress",
         "CONTOUR_LEASE": "leader-elect-web",
         "CONTOUR_LEASE_NAMESPACE": "ingress",
         "ENVOY_LISTENER_PREFIXES": "http-80,https-443",
         "CONTOUR_METRICS_SELECTOR": 'container="contour",namespace="ingress"',
+        "ENVOY_POD_PORT": "8080",
+        "ENVOY_POD_STATS_PORT": "8002",
         "ENVOY_URL": "http://10.1.2.3:8080/",
         "ENVOY_STATS_URL": "http://10.1.2.3:8002/stats",
     }
