@@ -143,3 +143,58 @@ def test_a_route_change_on_the_httproute_reaches_the_provisioned_envoy_and_is_pu
     assert removed["removed"] is True and removed["restored_routes"] == [0]
     assert sandbox.get(path)["spec"]["rules"] == before
     figures["gateway-route-change"] = {"propagation_s": changed["propagation_s"]}
+
+
+def test_an_envoy_restarted_during_the_outage_serves_nothing_until_the_heal_while_the_other_keeps_routing(
+    sandbox: Sandbox, gateway_env: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    """The provisioned Envoy is a Deployment of two: one is deleted once every Contour restarted since the cut. Its
+    replacement has no listener and is not Ready until Contour is back; the other, sampled throughout, keeps routing.
+    The gate fails by design, on the restarted Envoy's availability. Last in this module: it replaces an Envoy pod
+    (never the one ``ENVOY_URL`` names)."""
+    wait_until("the Gateway's Contour healthy", lambda: contour_healthy(k, gateway_env), HEALTHY_TIMEOUT_S)
+    namespace = gateway_env["ENVOY_NAMESPACE"]
+    envoys_before = {p.metadata.name for p in contour_pods(k, namespace, gateway_env["ENVOY_SELECTOR"])}
+    assert len(envoys_before) == 2, envoys_before
+    experiment = EXPERIMENTS / "envoy-restart-during-outage.json"
+    overrides = {"fault_window_s": "60", "sampling_s": "80", "fault_expiry_s": "300", "recovery_timeout_s": "150"}
+    run = ChaosRun(
+        experiment,
+        tmp_path,
+        gateway_env,
+        name="gateway-envoy-restart-during-outage",
+        variables=as_vars(experiment, overrides, gateway_env),
+    )
+    journal = run.run(timeout_s=600)
+    keep_journal(run)
+    assert_steady_before_and_after(journal)
+
+    verification = activity(journal, "block-apiserver-egress")["output"]["verification"]
+    assert verification["confirmed"] is True, verification
+    assert activity(journal, "the-fault-held-for-the-whole-window")["output"]["held"] is True
+    lane = activity(journal, "restart-an-envoy-during-the-outage")["output"]
+    kept = gateway_env["ENVOY_URL"].split("//")[1].split(":")[0]
+    assert lane["deleted_pod"] in envoys_before and lane["deleted_pod"] not in lane["kept_pods"], lane
+    assert lane["replacement_pod"] not in envoys_before and lane["replacement_ip"] != kept, lane
+    # No Contour that ran before the cut ran at the delete: none had a cache to serve the new Envoy from.
+    assert lane["contours"] and all(c["started_after_cut"] for c in lane["contours"]), lane["contours"]
+    # The evidence the fault bit: the replacement was asked many times before the heal and never answered; it was not
+    # Ready and its stats listener (which only Contour configures) did not answer. Afterwards it served.
+    before = lane["requests_before_heal"]
+    assert before["sent"] >= 50 and before["ok"] == 0, before
+    assert not lane["served_before_heal"] and not lane["ready_before_heal"] and not lane["stats_before_heal"], lane
+    assert lane["heal_seen"] and lane["first_200_after_heal_s"] is not None, lane
+    assert lane["xds_after_heal"] and lane["xds_after_heal"]["lds_update_success"] >= 1, lane
+    surviving = activity(journal, "surviving-envoy-availability-across-the-fault")["output"]
+    assert surviving["availability"] >= 0.999 and surviving["requests"] >= 10_000, surviving
+    gate = gate_verdict(run.journal_path)
+    assert gate.returncode == 1, gate.stdout + gate.stderr
+    assert "served nothing until" in gate.stdout and "its traffic failed while Contour was cut off" in gate.stdout
+    assert leftovers(k) == []
+    wait_until("the Gateway's Contour healthy again", lambda: contour_healthy(k, gateway_env), HEALTHY_TIMEOUT_S)
+    figures["gateway-envoy-restart"] = {
+        "requests_before_heal": before["sent"],
+        "first_200_after_heal_s": lane["first_200_after_heal_s"],
+        "ready_after_heal_s": lane["ready_after_heal_s"],
+        "surviving_availability": surviving["availability"],
+    }

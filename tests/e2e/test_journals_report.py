@@ -35,6 +35,11 @@ EXPECTED = {
         0,
         "test_apiserver_outage_on_the_provisioned_gateway_passes_the_gate (test_gateway.py)",
     ),
+    "journal-gateway-envoy-restart-during-outage.json": (
+        1,
+        "test_an_envoy_restarted_during_the_outage_serves_nothing_until_the_heal_while_the_other_keeps_routing "
+        "(test_gateway.py)",
+    ),
     "journal-conntrack-restart-pods.json": (0, "test_in_conntrack_mode_restarting_the_pods_makes_the_fault_real"),
     "journal-conntrack-naive.json": (1, "test_in_conntrack_mode_a_naive_block_is_caught_by_verification_and_removed"),
     "journal-xds-blackhole.json": (
@@ -56,6 +61,7 @@ EXPECTED = {
 FAILS_FOR = {
     "journal-conntrack-naive.json": ("method action 'block-apiserver-egress' failed:", "did not take effect"),
     "journal-endpoint-churn-plain.json": ("below min_availability",),
+    "journal-gateway-envoy-restart-during-outage.json": ("its traffic failed while Contour was cut off",),
 }
 
 
@@ -109,6 +115,9 @@ def test_sandbox_journal_gets_its_expected_verdict_and_a_report_with_markers_at_
         check_xds_timeline(journal, data, page)
     elif name.startswith("journal-endpoint-churn-"):
         check_churn_timeline(journal, data, page)
+    elif name == "journal-gateway-envoy-restart-during-outage.json":
+        assert [s.kind for s in data.tracks.spans if s.lane == "restarted-envoy"] == ["bad", "ok"]
+        assert "restarted Envoy" in page
     else:
         assert data.tracks.empty and "Timeline of endpoints and xDS state" not in page
 
