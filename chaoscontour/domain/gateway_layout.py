@@ -59,6 +59,7 @@ class GatewayLayout:
     listener_prefixes: tuple[str, ...]
     envoy_http_port: int | None
     envoy_stats_port: int
+    contour_service: str | None = None  # the Service Envoy reaches Contour's xDS through
 
     def settings(self, envoy_ip: str | None) -> dict[str, str]:
         """The experiments' environment for this layout; Envoy's URLs only when a Ready Envoy pod's address is
@@ -77,6 +78,8 @@ class GatewayLayout:
             # the ports of an Envoy pod itself, for restart_envoy_pod's replacement
             "ENVOY_POD_STATS_PORT": str(self.envoy_stats_port),
         }
+        if self.contour_service:
+            found["CONTOUR_SERVICE"] = self.contour_service
         if self.envoy_http_port:
             found["ENVOY_POD_PORT"] = str(self.envoy_http_port)
         if envoy_ip:
@@ -161,6 +164,14 @@ def layout_of(gateway: Obj, workloads: Sequence[Obj], services: Sequence[Obj]) -
         listener_prefixes=prefixes,
         envoy_http_port=_target_port(services, envoy_selector, prefixes),
         envoy_stats_port=int(stats[0]["containerPort"]) if stats else 8002,
+        contour_service=next(
+            (
+                str(s["metadata"]["name"])
+                for s in services
+                if format_label_selector((s.get("spec") or {}).get("selector") or {}) == contour_selector
+            ),
+            None,
+        ),
     )
 
 

@@ -16,6 +16,7 @@ import pytest
 from chaoscontour.activities.envoy import envoy_serving
 from chaoscontour.activities.routes import remove_route_marker, route_change_propagation, route_config_converged
 from tests.e2e.test_experiments import assert_steady_before_and_after, gate_verdict
+from tests.e2e.test_xds_blackhole import VARIABLES as XDS_VARIABLES
 from tests.support.chaosrun import EXPERIMENTS, ChaosRun, activity, as_vars, keep_journal
 from tests.support.sandbox import HEALTHY_TIMEOUT_S, Sandbox, contour_healthy, contour_pods, leftovers, wait_until
 
@@ -120,6 +121,78 @@ def test_apiserver_outage_on_the_provisioned_gateway_passes_the_gate(
         "requests": availability["requests"],
         "envoy_counted": direct["requests"],
         "prometheus_counted": prom["requests"],
+    }
+
+
+def test_leader_kill_on_the_provisioned_gateway_fails_over_and_says_where_both_envoys_streams_went(
+    gateway_env: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    wait_until("the Gateway's Contour healthy", lambda: contour_healthy(k, gateway_env), HEALTHY_TIMEOUT_S)
+    experiment = EXPERIMENTS / "leader-kill.json"
+    variables = as_vars(experiment, {"sampling_s": "30"}, gateway_env)
+    run = ChaosRun(experiment, tmp_path, gateway_env, name="gateway-leader-kill", variables=variables)
+    journal = run.run(timeout_s=240)
+    assert_steady_before_and_after(journal)
+    kill = activity(journal, "kill-the-contour-leader")
+    assert kill["status"] == "succeeded", kill.get("exception")
+    out = kill["output"]
+    assert out["new_pod"] != out["old_pod"] and out["old_pod"].startswith("contour-contour-"), out
+    assert out["failover_s"] <= 2.2 * 2 + 15 + 2.2 * 2, out
+    # Two Envoys, one xDS stream each, on the replicas kube-proxy picked behind the Service contour-contour.
+    xds = out["xds"]
+    assert xds["known"] is True and sum(xds["streams_before"].values()) == 2, xds
+    if xds["on_killed_pod"]:
+        assert xds["reconnected_after_s"] is not None and 0 < xds["reconnected_after_s"] <= 30, xds
+        assert xds["reconnected_to"] and out["old_pod"] not in xds["reconnected_to"], xds
+    else:
+        assert xds["reconnected_after_s"] is None, xds
+    availability = activity(journal, "envoy-availability-across-the-failover")["output"]
+    assert availability["availability"] >= 0.999, availability
+    gate = gate_verdict(run.journal_path)
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    figures["gateway-leader-kill"] = {
+        "xds_on_killed_pod": xds["on_killed_pod"],
+        "xds_reconnected_after_s": xds["reconnected_after_s"],
+        "failover_s": out["failover_s"],
+    }
+
+
+def test_xds_blackhole_on_the_provisioned_gateway_holds_back_an_httproute_change_until_the_heal(
+    sandbox: Sandbox, gateway_env: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    """Both provisioned Envoys cut off from the Service gateway-env names (``contour-contour``); the marker goes into
+    the HTTPRoute. The same verdict as on the release manifest: Envoy routes on, the change arrives after the heal."""
+    wait_until("the Gateway's Contour healthy", lambda: contour_healthy(k, gateway_env), HEALTHY_TIMEOUT_S)
+    assert gateway_env["CONTOUR_SERVICE"] == "contour-contour"
+    experiment = EXPERIMENTS / "xds-blackhole.json"
+    overrides = {**XDS_VARIABLES, "route_httpproxy": "", "route_httproute": "echo"}
+    run = ChaosRun(
+        experiment,
+        tmp_path,
+        gateway_env,
+        name="gateway-xds-blackhole",
+        variables=as_vars(experiment, overrides, gateway_env),
+    )
+    journal = run.run(timeout_s=360)
+    assert_steady_before_and_after(journal)
+    block = activity(journal, "block-xds-egress")["output"]
+    assert len(block["selected_pods"]) == 2 and block["verification"]["confirmed"] is True, block
+    during = activity(journal, "route-change-during-the-fault")["output"]
+    assert during["arrived"] is False and during["httproute"] == "demo/echo", during
+    converged = activity(journal, "route-config-converged-after-the-heal")
+    assert converged["status"] == "succeeded", converged.get("exception")
+    assert converged["output"]["marker"] == during["marker"]
+    availability = activity(journal, "envoy-availability-across-the-fault")["output"]
+    assert availability["availability"] >= 0.999, availability
+    gate = gate_verdict(run.journal_path)
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    assert leftovers(k) == []
+    path = f"{GATEWAY_API}/namespaces/demo/httproutes/echo"
+    assert "filters" not in str(sandbox.get(path)["spec"]["rules"]), "the rollback takes the marker out of the route"
+    wait_until("the Gateway's Contour healthy again", lambda: contour_healthy(k, gateway_env), HEALTHY_TIMEOUT_S)
+    figures["gateway-xds-blackhole"] = {
+        "confirmed_after_s": block["verification"]["confirmed_after_s"],
+        "converged_after_heal_s": converged["output"]["since_heal_s"],
     }
 
 

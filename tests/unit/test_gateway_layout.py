@@ -48,12 +48,16 @@ ENVOY = workload(
     ],
 )
 SERVICES = [
-    {"spec": {"selector": {"app": "contour-web"}, "ports": [{"name": "xds", "port": 8001, "targetPort": 8001}]}},
     {
+        "metadata": {"name": "contour-web"},
+        "spec": {"selector": {"app": "contour-web"}, "ports": [{"name": "xds", "port": 8001, "targetPort": 8001}]},
+    },
+    {
+        "metadata": {"name": "envoy-web"},
         "spec": {
             "selector": {"app": "envoy-web"},
             "ports": [{"name": "http-80", "port": 80, "targetPort": 8080}, {"name": "https-443", "targetPort": 8443}],
-        }
+        },
     },
 ]
 
@@ -72,6 +76,7 @@ def test_the_layout_is_read_from_the_provisioners_objects() -> None:
         "CONTOUR_METRICS_SELECTOR": 'container="contour",namespace="ingress"',
         "ENVOY_POD_PORT": "8080",
         "ENVOY_POD_STATS_PORT": "8002",
+        "CONTOUR_SERVICE": "contour-web",
         "ENVOY_URL": "http://10.1.2.3:8080/",
         "ENVOY_STATS_URL": "http://10.1.2.3:8002/stats",
     }
