@@ -123,6 +123,12 @@ def _restart_reasons(r: ActivityResult) -> list[str]:
             f"{r.name!r}: the replacement Envoy {lane.get('replacement_pod')} {' and '.join(got)} before the heal, "
             "which the fault makes impossible: a Contour outside contour_selector, or one not cut off, served it xDS"
         ]
+    if not lane.get("replacement_pod"):
+        return [
+            f"{r.name!r}: no replacement of the deleted Envoy pod {lane.get('deleted_pod')} appeared while it followed "
+            "(a DaemonSet replaces a pod only once it is gone: its grace period and drain): lengthen follow_s or set "
+            "grace_period_s"
+        ]
     if lane.get("heal_seen") is not True:
         return [f"{r.name!r} stopped following the replacement Envoy before the heal: lengthen follow_s"]
     if lane.get("first_200_after_heal_s") is None:

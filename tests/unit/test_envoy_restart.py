@@ -177,6 +177,8 @@ def test_a_follow_that_ended_before_the_heal_or_before_any_200_fails_with_its_ca
     assert "before the heal: lengthen follow_s" in early
     (never,) = judge(journal_with(output(refused(12.0, 70.0), heal_at=52.0))).reasons
     assert "served nothing, even after the heal" in never
+    (absent,) = judge(journal_with(output([], heal_at=52.0, replacement_pod=None))).reasons
+    assert "no replacement of the deleted Envoy pod envoy-a appeared" in absent and "grace_period_s" in absent
 
 
 def test_a_replacement_that_served_from_the_heal_on_meets_the_floor_and_passes() -> None:
