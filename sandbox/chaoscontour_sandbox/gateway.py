@@ -132,13 +132,15 @@ def gateway_objects() -> list[Obj]:
 
 
 def gateway_settings(base: dict[str, str], envoy_ip: str) -> dict[str, str]:
-    """``base`` (the release manifest's settings) with this layout's Contour, Envoy and route instead (the
-    HTTPProxy's key dropped: the route is an HTTPRoute)."""
-    kept = {key: value for key, value in base.items() if key != "ROUTE_HTTPPROXY"}
-    return kept | {
+    """``base`` (the release manifest's settings) with this layout's Contour, Envoy and route instead. The
+    HTTPProxy's key is emptied, not dropped: ``make demo GATEWAY=1`` sources this file over ``settings.env``, and a
+    route probe given both an HTTPProxy and an HTTPRoute refuses."""
+    return base | {
+        "ROUTE_HTTPPROXY": "",
         "CONTOUR_GATEWAY": GATEWAY,
         "CONTOUR_NAMESPACE": NAMESPACE,
         "CONTOUR_SELECTOR": f"app=contour-{NAME}",
+        "CONTOUR_SERVICE": f"contour-{NAME}",
         "ENVOY_SELECTOR": f"app=envoy-{NAME}",
         "ENVOY_NAMESPACE": NAMESPACE,
         "CONTOUR_LEASE": f"leader-elect-{NAME}",

@@ -86,4 +86,5 @@ def test_the_gateway_settings_name_the_provisioned_contour_envoy_and_route() -> 
     assert settings["ENVOY_STATS_URL"] == "http://10.217.0.12:8002/stats"
     assert settings["ENVOY_LISTENER_PREFIXES"] == "http-80"
     assert settings["CONTOUR_METRICS_SELECTOR"] == 'container="contour",namespace="gateway"'
-    assert "ROUTE_HTTPPROXY" not in settings and settings["ROUTE_HTTPROUTE"] == "echo"
+    assert settings["ROUTE_HTTPPROXY"] == "" and settings["ROUTE_HTTPROUTE"] == "echo"
+    assert settings["CONTOUR_SERVICE"] == "contour-contour"

@@ -51,7 +51,7 @@ def test_gateway_env_reads_what_the_sandbox_set_up_from_the_gateway_alone(
     written: dict[str, str], gateway_env: dict[str, str]
 ) -> None:
     keys = ["CONTOUR_NAMESPACE", "CONTOUR_SELECTOR", "ENVOY_SELECTOR", "CONTOUR_LEASE", "ENVOY_URL", "ENVOY_STATS_URL"]
-    keys += ["ENVOY_LISTENER_PREFIXES", "CONTOUR_METRICS_SELECTOR"]
+    keys += ["ENVOY_LISTENER_PREFIXES", "CONTOUR_METRICS_SELECTOR", "CONTOUR_SERVICE", "ENVOY_NAMESPACE"]
     assert {key: gateway_env[key] for key in keys} == {key: written[key] for key in keys}
     assert gateway_env["CONTOUR_LEASE_NAMESPACE"] == written["CONTOUR_NAMESPACE"]
     missing = gateway_env_cli(f"{written['CONTOUR_NAMESPACE']}/no-such-gateway")
