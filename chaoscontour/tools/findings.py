@@ -170,13 +170,10 @@ def _finding(func: str | None, run: Mapping[str, Any], after_fault_removed: bool
         )
     if func == ROUTE_PROPAGATION:
         change = output_of(run, contract.ROUTE_CHANGE_PROPAGATION)
-        return f"route change ({change.get('httpproxy')}): {change['summary']}" if change.get("summary") else None
+        return f"route change ({_route_of(run)}): {change['summary']}" if change.get("summary") else None
     if func == ROUTE_CONVERGED:
         route = output_of(run, contract.ROUTE_CONFIG_CONVERGED)
-        return (
-            f"after the heal Envoy served {route.get('httpproxy')}'s configuration in "
-            f"{route.get('converged_after_s')} s"
-        )
+        return f"after the heal Envoy served {_route_of(run)}'s configuration in {route.get('converged_after_s')} s"
     if func in (APISERVER_FAULT, XDS_FAULT):
         fault = output_of(run, contract.APISERVER_EGRESS_FAULT)
         if fault.get("held") is True:
@@ -216,6 +213,14 @@ def _finding(func: str | None, run: Mapping[str, Any], after_fault_removed: bool
     if func == RESTART_ENVOY:
         return _restart_finding(run)
     return None
+
+
+def _route_of(run: Mapping[str, Any]) -> str:
+    """The route object a route probe wrote to: ``HTTPProxy ns/name`` or ``HTTPRoute ns/name``."""
+    output = run["output"]
+    if output.get("httproute"):
+        return f"HTTPRoute {output['httproute']}"
+    return f"HTTPProxy {output.get('httpproxy')}"
 
 
 def _restart_finding(run: Mapping[str, Any]) -> str:
