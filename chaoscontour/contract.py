@@ -2,10 +2,9 @@
 
 Each :class:`Activity` names a function of ``chaoscontour.activities.<module>``, a probe or an action, and its
 output's type: ``bool``, or a ``TypedDict`` of the keys chaoscontour's tools (``gate``, ``report``) read from it in a
-journal (an output carries more: docs/activities.md lists them; these are the ones the tools depend on). The
-TypedDicts are not ``total``: the tools read journals defensively, and a journal may come from an older release.
-From this declaration come discovery's probe/action types and module order, the activity names and output types
-:mod:`chaoscontour.tools.journal` reads, and the "Output" line of each activity in docs/activities.md.
+journal (docs/activities.md lists them all). The TypedDicts are not ``total``: a journal may come from an older
+release. From this declaration come discovery's probe/action types and module order, the names and output types
+:mod:`chaoscontour.tools.journal` reads, and each activity's "Output" line in docs/activities.md;
 ``tests/unit/test_contract.py`` fails when the declaration and the activity modules disagree.
 """
 
@@ -302,6 +301,7 @@ class XdsTimelineOutput(TypedDict, total=False):
 
 class RoutePropagationOutput(TypedDict, total=False):
     httpproxy: str
+    httproute: str
     marker: str
     written_at: str
     arrived: bool
@@ -312,6 +312,7 @@ class RoutePropagationOutput(TypedDict, total=False):
 
 class RouteConvergedOutput(TypedDict, total=False):
     httpproxy: str
+    httproute: str
     marker: str
     converged_after_s: float
     since_heal_s: float | None
@@ -389,10 +390,8 @@ ACTIVITIES: tuple[Activity[Any], ...] = tuple(v for v in list(globals().values()
 MODULES: tuple[str, ...] = tuple(dict.fromkeys(a.module for a in ACTIVITIES))
 
 # The action that removes the fault each block action puts in place (by name).
-UNBLOCK_OF: dict[str, str] = {
-    BLOCK_APISERVER_EGRESS.name: UNBLOCK_APISERVER_EGRESS.name,
-    BLOCK_XDS_EGRESS.name: UNBLOCK_XDS_EGRESS.name,
-}
+_PAIRS = ((BLOCK_APISERVER_EGRESS, UNBLOCK_APISERVER_EGRESS), (BLOCK_XDS_EGRESS, UNBLOCK_XDS_EGRESS))
+UNBLOCK_OF: dict[str, str] = {block.name: unblock.name for block, unblock in _PAIRS}
 
 
 def by_name(name: str) -> Activity[Any] | None:
