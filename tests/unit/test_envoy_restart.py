@@ -22,6 +22,7 @@ from chaoscontour.tools.report_html import render_html
 from chaoscontour.tools.report_png import render_png
 from chaoscontour.tools.timeline import report_data
 from chaoscontour.tools.verdict import judge
+from tests.support.journals import activity, completed_journal, ran
 
 CUT = datetime(2026, 12, 6, 21, 0, 0, tzinfo=UTC)
 
@@ -118,27 +119,14 @@ def test_a_lane_without_a_heal_or_without_requests_says_so() -> None:
 
 
 def journal_with(output: dict[str, Any]) -> dict[str, Any]:
-    serve = {"type": "probe", "name": "serves", "tolerance": True, "provider": {"type": "python", "func": "f"}}
-    restart = {
-        "type": "action",
-        "name": "restart-an-envoy-during-the-outage",
-        "background": True,
-        "provider": {"type": "python", "module": "chaoscontour.activities.envoy_restart", "func": "restart_envoy_pod"},
-    }
-    ran = {"activity": restart, "output": output, "status": "succeeded", "start": "2026-12-06T21:00:01", "duration": 9}
-    checked = {"activity": serve, "output": True, "status": "succeeded", "tolerance_met": True}
-    return {
-        "experiment": {"title": "t", "steady-state-hypothesis": {"title": "h", "probes": [serve]}, "method": [restart]},
-        "status": "completed",
-        "deviated": False,
-        "steady_states": {
-            "before": {"steady_state_met": True, "probes": [checked]},
-            "after": {"steady_state_met": True, "probes": [checked]},
-            "during": [],
-        },
-        "run": [ran],
-        "rollbacks": [],
-    }
+    restart = activity(
+        "restart-an-envoy-during-the-outage",
+        "chaoscontour.activities.envoy_restart",
+        "restart_envoy_pod",
+        kind="action",
+        background=True,
+    )
+    return completed_journal([ran(restart, output, "2026-12-06T21:00:01", duration=9)])
 
 
 def output(attempts: list[Attempt], heal_at: float | None, **extra: Any) -> dict[str, Any]:

@@ -5,26 +5,12 @@ from typing import Any
 import pytest
 
 from chaoscontour.tools.verdict import judge
+from tests.support.journals import activity, completed_journal, ran
 
 
 def journal_with(func: str, output: dict[str, Any]) -> dict[str, Any]:
-    serve = {"type": "probe", "name": "serves", "tolerance": True, "provider": {"type": "python", "func": "f"}}
-    probe = {
-        "type": "probe",
-        "name": "route-probe",
-        "provider": {"type": "python", "module": "chaoscontour.activities.routes", "func": func},
-    }
-    ran = {"activity": probe, "output": output, "status": "succeeded", "start": "2026-12-06T22:00:00", "duration": 1}
-    checked = {"activity": serve, "output": True, "status": "succeeded", "tolerance_met": True}
-    steady = {"steady_state_met": True, "probes": [checked]}
-    return {
-        "experiment": {"title": "t", "steady-state-hypothesis": {"title": "h", "probes": [serve]}, "method": [probe]},
-        "status": "completed",
-        "deviated": False,
-        "steady_states": {"before": steady, "after": steady, "during": []},
-        "run": [ran],
-        "rollbacks": [],
-    }
+    probe = activity("route-probe", "chaoscontour.activities.routes", func)
+    return completed_journal([ran(probe, output, "2026-12-06T22:00:00")])
 
 
 @pytest.mark.parametrize("key, named", [("httproute", "HTTPRoute demo/echo"), ("httpproxy", "HTTPProxy demo/echo")])

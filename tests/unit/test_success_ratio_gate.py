@@ -18,6 +18,7 @@ from chaoscontour.tools.report_png import envoy_rates, render_png
 from chaoscontour.tools.summary import markdown_summary
 from chaoscontour.tools.timeline import report_data
 from chaoscontour.tools.verdict import judge
+from tests.support.journals import activity, completed_journal, ran
 
 T0 = 1_790_000_000.0
 CLUSTER = "default_echo_80"
@@ -43,45 +44,26 @@ def probe_output(*readings: dict[str, int]) -> dict[str, Any]:
 
 
 def journal_with(ratio_output: dict[str, Any], tolerance: Any = RATIO_TOLERANCE) -> dict[str, Any]:
-    serve = {"type": "probe", "name": "serves", "tolerance": True, "provider": {"type": "python", "func": "f"}}
-    sampler = {
-        "type": "probe",
-        "name": "envoy-availability-across-the-fault",
-        "background": True,
-        "provider": {"type": "python", "module": "chaoscontour.activities.envoy", "func": "envoy_availability"},
-    }
-    ratio: dict[str, Any] = {
-        "type": "probe",
-        "name": "envoy-success-ratio-across-the-fault",
-        "background": True,
-        "provider": {"type": "python", "module": "chaoscontour.activities.traffic", "func": "envoy_success_ratio"},
-    }
-    if tolerance is not None:
-        ratio["tolerance"] = tolerance
+    sampler = activity(
+        "envoy-availability-across-the-fault", "chaoscontour.activities.envoy", "envoy_availability", background=True
+    )
+    declared = {"tolerance": tolerance} if tolerance is not None else {}
+    ratio = activity(
+        "envoy-success-ratio-across-the-fault",
+        "chaoscontour.activities.traffic",
+        "envoy_success_ratio",
+        background=True,
+        **declared,
+    )
     timeline = [{"epoch_s": T0 + s, "requests": 1000, "successes": 1000 - (s == 2)} for s in range(3)]
     availability = {"requests": 3000, "successes": 2999, "availability": 2999 / 3000, "timeline": timeline}
-
-    def ran(activity: dict[str, Any], output: Any, start: float) -> dict[str, Any]:
-        iso = f"2026-09-21T{int(start - T0) // 3600 + 14:02d}:13:20.000000"
-        return {"activity": activity, "output": output, "status": "succeeded", "start": iso, "duration": 3.0}
-
-    return {
-        "experiment": {
-            "title": "counters beside the sampler",
-            "steady-state-hypothesis": {"title": "h", "probes": [serve]},
-            "method": [sampler, ratio],
-        },
-        "status": "completed",
-        "deviated": False,
-        "duration": 4.0,
-        "steady_states": {
-            "before": {"steady_state_met": True, "probes": [ran(serve, True, T0) | {"tolerance_met": True}]},
-            "after": {"steady_state_met": True, "probes": [ran(serve, True, T0) | {"tolerance_met": True}]},
-            "during": [],
-        },
-        "run": [ran(sampler, availability, T0), ran(ratio, ratio_output, T0)],
-        "rollbacks": [],
-    }
+    start = "2026-09-21T14:13:20.000000"  # T0
+    return completed_journal(
+        [ran(sampler, availability, start, 3.0), ran(ratio, ratio_output, start, 3.0)],
+        steady_start=start,
+        title="counters beside the sampler",
+        duration=4.0,
+    )
 
 
 HEALTHY = probe_output(counters(100, 10), counters(101, 1010), counters(102, 2010), counters(103, 3109, 1))
