@@ -18,22 +18,13 @@ from datetime import datetime
 from typing import Any
 
 from chaoscontour.domain.clock import format_api_time, parse_api_time
+from chaoscontour.domain.pods import pod_ready
 
-__all__ = ["NoSecondEnvoy", "Attempt", "contours_restarted_since", "lane_summary", "pick_envoy_to_delete", "pod_ready"]
+__all__ = ["NoSecondEnvoy", "Attempt", "contours_restarted_since", "lane_summary", "pick_envoy_to_delete"]
 
 
 class NoSecondEnvoy(ValueError):
     """No Envoy pod can be deleted while the one the experiment keeps sampling survives."""
-
-
-def _ready(pod: Mapping[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
-def pod_ready(pod: Mapping[str, Any] | None) -> bool:
-    """Whether the pod's ``Ready`` condition is ``True`` (a missing pod is not Ready)."""
-    return bool(pod) and _ready(pod or {})
 
 
 def pick_envoy_to_delete(pods: Iterable[Mapping[str, Any]], keep_address: str) -> tuple[Mapping[str, Any], list[str]]:
@@ -56,9 +47,8 @@ def pick_envoy_to_delete(pods: Iterable[Mapping[str, Any]], keep_address: str) -
             f"no Envoy pod is at {keep_address} (pod or node address); keep_url must reach the Envoy that survives. "
             f"Envoy pods: {names or 'none'}"
         )
-    others = sorted(
-        (p for p in live if p["metadata"]["name"] not in kept and _ready(p)), key=lambda p: str(p["metadata"]["name"])
-    )
+    others = [p for p in live if p["metadata"]["name"] not in kept and pod_ready(p)]
+    others.sort(key=lambda p: str(p["metadata"]["name"]))
     if not others:
         raise NoSecondEnvoy(
             f"every Ready Envoy pod is at {keep_address} ({', '.join(sorted(kept))}): the experiment needs a second "

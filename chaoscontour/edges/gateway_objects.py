@@ -11,6 +11,7 @@ from typing import Any
 from kubernetes import client
 
 from chaoscontour.domain.gateway_layout import GATEWAY_LABEL
+from chaoscontour.domain.pods import pod_ready
 from chaoscontour.edges.kube import Kube, call, list_pods, to_dict
 
 __all__ = ["GatewayObjects", "envoy_pod_ip", "read_gateway_objects"]
@@ -57,10 +58,9 @@ def read_gateway_objects(k: Kube, namespace: str, name: str) -> GatewayObjects:
 
 
 def envoy_pod_ip(k: Kube, namespace: str, envoy_selector: str) -> str | None:
-    """The address of a Ready Envoy pod of the layout (the first by name), or ``None`` when none is Ready."""
+    """The address of a Ready Envoy pod of the layout (the first by name, not terminating), or ``None`` when none
+    is Ready."""
     for pod in sorted(list_pods(k, namespace, envoy_selector), key=lambda p: str(p["metadata"]["name"])):
-        status = pod.get("status") or {}
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-        if ready and status.get("podIP"):
-            return str(status["podIP"])
+        if pod_ready(pod) and pod["status"].get("podIP"):
+            return str(pod["status"]["podIP"])
     return None

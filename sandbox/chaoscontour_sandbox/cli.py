@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 
 from chaoscontour_sandbox import applier, binaries, lifecycle, manifests, nodeplane, runnerimage, workloads
-from chaoscontour_sandbox.deploy import SandboxError
+from chaoscontour_sandbox.deploy import SandboxError, pod_ready
 from chaoscontour_sandbox.kubeapi import ApiError, KubeApi
 from chaoscontour_sandbox.process import is_same
 
@@ -66,11 +66,8 @@ def status(directory: Path) -> int:
             restarts = sum(int(c.get("restartCount", 0)) for c in statuses)
             waiting = [c["state"]["waiting"].get("reason", "") for c in statuses if "waiting" in c.get("state", {})]
             name = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
-            ready = (
-                "Ready"
-                if any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
-                else "not ready"
-            )
+            ready = "terminating" if pod["metadata"].get("deletionTimestamp") else "not ready"
+            ready = "Ready" if pod_ready(pod) else ready
             print(
                 f"  {name:<48} {pod['status'].get('podIP', '-'):<13} {pod['status'].get('phase', '?'):<8} "
                 f"{ready:<10} restarts {restarts} {' '.join(waiting)}"

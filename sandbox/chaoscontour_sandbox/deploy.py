@@ -16,6 +16,7 @@ from typing import Any
 
 import requests
 
+from chaoscontour.domain.pods import pod_ready
 from chaoscontour_sandbox import binaries, release, workloads
 from chaoscontour_sandbox.kubeapi import ApiError, KubeApi
 
@@ -74,13 +75,6 @@ def ready_pod_ip(api: KubeApi, namespace: str, selector: str) -> str:
     """The address of a Ready pod of ``selector`` in ``namespace``, ``""`` while none is."""
     ready = [p for p in pods(api, namespace, selector) if pod_ready(p)]
     return str(ready[0]["status"].get("podIP") or "") if ready else ""
-
-
-def pod_ready(pod: Obj) -> bool:
-    conditions = pod.get("status", {}).get("conditions") or []
-    return not pod["metadata"].get("deletionTimestamp") and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in conditions
-    )
 
 
 def _job_done(api: KubeApi, job: Obj, check: Check) -> bool:
