@@ -48,6 +48,7 @@ __all__ = [
     "engage",
     "inject",
     "parse_fault_inputs",
+    "read_policy",
     "remove",
     "unblock",
     "window_state",
@@ -343,16 +344,21 @@ class WindowState:
         }
 
 
+def read_policy(k: Kube, spec: FaultSpec, namespace: str, run_id: str) -> dict[str, Any] | None:
+    """The run's NetworkPolicy of this fault, or ``None`` once it is gone."""
+    name = spec.policy_name(run_id)
+    return read_if_present(
+        f"read NetworkPolicy {namespace}/{name}", k.networking.read_namespaced_network_policy, name, namespace
+    )
+
+
 def window_state(spec: FaultSpec, namespace: Any, run_id: Any, secrets: Secrets) -> tuple[Kube, WindowState]:
     """The opening of an end-of-window probe: parse ``namespace`` and ``run_id`` (default: this process's), then
     read the run's policy, its expiry Job and its heartbeat."""
     require_namespace(namespace)
     run = require_run_id(run_id or process_run_id())
     k = kube(secrets)
-    name = spec.policy_name(run)
-    found = read_if_present(
-        f"read NetworkPolicy {namespace}/{name}", k.networking.read_namespaced_network_policy, name, namespace
-    )
+    found = read_policy(k, spec, namespace, run)
     job_name = spec.job_name(run)
     job = read_if_present(f"read Job {namespace}/{job_name}", k.batch.read_namespaced_job, job_name, namespace)
     annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}

@@ -18,6 +18,8 @@ from chaoslib.types import Secrets
 from logzero import logger
 
 from chaoscontour.activities._common import Progress, process_run_id, user_errors
+from chaoscontour.activities._fault import read_policy
+from chaoscontour.activities.network import ApiServerCut
 from chaoscontour.domain.clock import format_utc, parse_api_time
 from chaoscontour.domain.envoy_restart import (
     Attempt,
@@ -25,7 +27,6 @@ from chaoscontour.domain.envoy_restart import (
     contours_restarted_since,
     lane_summary,
     pick_envoy_to_delete,
-    pod_ready,
 )
 from chaoscontour.domain.envoy_stats import parse_stats, xds_state
 from chaoscontour.domain.inputs import (
@@ -37,22 +38,15 @@ from chaoscontour.domain.inputs import (
     require_namespace,
     require_run_id,
 )
-from chaoscontour.domain.policy import policy_name
+from chaoscontour.domain.pods import pod_ready
 from chaoscontour.domain.selectors import format_label_selector, parse_label_selector
 from chaoscontour.edges import http, stop
 from chaoscontour.edges.clock import poll_until
-from chaoscontour.edges.kube import Kube, call, kube, list_pods, read_if_present
+from chaoscontour.edges.kube import call, kube, list_pods
 
 __all__ = ["restart_envoy_pod"]
 
 _LIST_EVERY_S = 1.0  # how often the replacement pod, its readiness and the fault's policy are read while following
-
-
-def _cut_policy(k: Kube, namespace: str, run_id: str) -> Dict[str, Any] | None:
-    name = policy_name(run_id)
-    return read_if_present(
-        f"read NetworkPolicy {namespace}/{name}", k.networking.read_namespaced_network_policy, name, namespace
-    )
 
 
 def _stats(url: str, timeout_s: float) -> Dict[str, Any] | None:
@@ -133,7 +127,11 @@ def restart_envoy_pod(
     grace = parse_count(grace_period_s, "grace_period_s", minimum=-1, maximum=3600)
 
     k = kube(secrets)
-    policy = _cut_policy(k, contour_namespace, run)
+
+    def cut_policy() -> Dict[str, Any] | None:
+        return read_policy(k, ApiServerCut.spec, contour_namespace, run)
+
+    policy = cut_policy()
     if policy is None:
         raise ActivityFailed(
             f"restart_envoy_pod: no API-server fault of run {run!r} in namespace {contour_namespace!r}: run it after "
@@ -151,7 +149,7 @@ def restart_envoy_pod(
 
     def restarted() -> bool:
         nonlocal states
-        if _cut_policy(k, contour_namespace, run) is None:
+        if cut_policy() is None:
             raise ActivityFailed("restart_envoy_pod: the API-server fault was removed before every Contour restarted")
         done, states = contours_restarted_since(list_pods(k, contour_namespace, contour_sel), cut)
         return done
@@ -191,12 +189,14 @@ def restart_envoy_pod(
     ready_at: float | None = None
     ready_before_heal = stats_before_heal = False
     xds_after: Dict[str, Any] | None = None
+    ok_after_heal = 0  # the replacement's 200s since the heal: the follow ends at `settle` of them, once Ready
     next_read = 0.0
     while time.monotonic() - deleted_at < follow and not stop.requested():
         now = time.monotonic()
-        if now >= next_read:
+        tick = now >= next_read  # once a second: the policy, the pods, and the stats listener until the heal
+        if tick:
             next_read = now + _LIST_EVERY_S
-            if heal_at is None and _cut_policy(k, contour_namespace, run) is None:
+            if heal_at is None and cut_policy() is None:
                 heal_at = time.monotonic()
                 logger.info(f"restart_envoy_pod: the fault is gone, {heal_at - deleted_at:.1f} s after the delete")
             fresh = [
@@ -209,21 +209,20 @@ def restart_envoy_pod(
             if replacement is not None and pod_ready(replacement) and ready_at is None:
                 ready_at = time.monotonic()
                 ready_before_heal = heal_at is None
-            ip = (replacement or {}).get("status", {}).get("podIP")
-            if ip and heal_at is None and not stats_before_heal:
-                stats_before_heal = _stats(f"http://{ip}:{stats_port}/stats", request_timeout) is not None
         ip = (replacement or {}).get("status", {}).get("podIP")
+        if tick and ip and heal_at is None and not stats_before_heal:
+            stats_before_heal = _stats(f"http://{ip}:{stats_port}/stats", request_timeout) is not None
         if ip:
             try:
                 answer = http.get(f"http://{ip}:{port}/", host=host, timeout_s=request_timeout)
                 attempts.append(Attempt(time.monotonic(), answer.status))
             except http.RequestFailed as exc:
                 attempts.append(Attempt(time.monotonic(), None, exc.kind))
-            if attempts[-1].ok and heal_at is not None and xds_after is None:
-                xds_after = _stats(f"http://{ip}:{stats_port}/stats", request_timeout)
-            after_heal = [a for a in attempts if heal_at is not None and a.at >= heal_at]
-            first = next((i for i, a in enumerate(after_heal) if a.ok), None)
-            if first is not None and sum(a.ok for a in after_heal[first:]) >= settle and ready_at is not None:
+            if attempts[-1].ok and heal_at is not None:
+                ok_after_heal += 1
+                if xds_after is None:
+                    xds_after = _stats(f"http://{ip}:{stats_port}/stats", request_timeout)
+            if ok_after_heal >= settle and ready_at is not None:
                 break
         stop.wait(max(0.0, interval - (time.monotonic() - now)))
 
