@@ -47,6 +47,30 @@ def gateway_env(sandbox_env: dict[str, str], written: dict[str, str]) -> dict[st
     return sandbox_env | json.loads(derived.stdout) | {"ENVOY_HOST": written["ENVOY_HOST"]}
 
 
+def run_on_gateway(
+    experiment_file: str,
+    name: str,
+    overrides: dict[str, str],
+    gateway_env: dict[str, str],
+    k: Any,
+    tmp_path: Path,
+    timeout_s: float,
+    keep: bool = False,
+) -> tuple[ChaosRun, dict[str, Any]]:
+    """Run a shipped experiment on the Gateway's layout, from a healthy Contour, with ``overrides`` over the
+    settings as `--var`s; keep its journal for test_journals_report.py when ``keep``. Its steady state must have held
+    before and after; return the run and its journal."""
+    wait_until("the Gateway's Contour healthy", lambda: contour_healthy(k, gateway_env), HEALTHY_TIMEOUT_S)
+    experiment = EXPERIMENTS / experiment_file
+    variables = as_vars(experiment, overrides, gateway_env)
+    run = ChaosRun(experiment, tmp_path, gateway_env, name=f"gateway-{name}", variables=variables)
+    journal = run.run(timeout_s=timeout_s)
+    if keep:
+        keep_journal(run)
+    assert_steady_before_and_after(journal)
+    return run, journal
+
+
 def test_gateway_env_reads_what_the_sandbox_set_up_from_the_gateway_alone(
     written: dict[str, str], gateway_env: dict[str, str]
 ) -> None:
@@ -83,19 +107,10 @@ def test_the_provisioned_gateway_is_programmed_and_serves_its_httproute(
 def test_apiserver_outage_on_the_provisioned_gateway_passes_the_gate(
     gateway_env: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
-    wait_until("the Gateway's Contour healthy", lambda: contour_healthy(k, gateway_env), HEALTHY_TIMEOUT_S)
-    experiment = EXPERIMENTS / "apiserver-outage.json"
     overrides = {"fault_window_s": "40", "sampling_s": "75", "fault_expiry_s": "240", "recovery_timeout_s": "150"}
-    run = ChaosRun(
-        experiment,
-        tmp_path,
-        gateway_env,
-        name="gateway-apiserver-outage",
-        variables=as_vars(experiment, overrides, gateway_env),
+    run, journal = run_on_gateway(
+        "apiserver-outage.json", "apiserver-outage", overrides, gateway_env, k, tmp_path, 420, keep=True
     )
-    journal = run.run(timeout_s=420)
-    keep_journal(run)
-    assert_steady_before_and_after(journal)
 
     namespace = gateway_env["CONTOUR_NAMESPACE"]
     verification = activity(journal, "block-apiserver-egress")["output"]["verification"]
@@ -127,12 +142,8 @@ def test_apiserver_outage_on_the_provisioned_gateway_passes_the_gate(
 def test_leader_kill_on_the_provisioned_gateway_fails_over_and_says_where_both_envoys_streams_went(
     gateway_env: dict[str, str], k: Any, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
-    wait_until("the Gateway's Contour healthy", lambda: contour_healthy(k, gateway_env), HEALTHY_TIMEOUT_S)
-    experiment = EXPERIMENTS / "leader-kill.json"
-    variables = as_vars(experiment, {"sampling_s": "30"}, gateway_env)
-    run = ChaosRun(experiment, tmp_path, gateway_env, name="gateway-leader-kill", variables=variables)
-    journal = run.run(timeout_s=240)
-    assert_steady_before_and_after(journal)
+    overrides = {"sampling_s": "30"}
+    run, journal = run_on_gateway("leader-kill.json", "leader-kill", overrides, gateway_env, k, tmp_path, 240)
     kill = activity(journal, "kill-the-contour-leader")
     assert kill["status"] == "succeeded", kill.get("exception")
     out = kill["output"]
@@ -162,19 +173,9 @@ def test_xds_blackhole_on_the_provisioned_gateway_holds_back_an_httproute_change
 ) -> None:
     """Both provisioned Envoys cut off from the Service gateway-env names (``contour-contour``); the marker goes into
     the HTTPRoute. The same verdict as on the release manifest: Envoy routes on, the change arrives after the heal."""
-    wait_until("the Gateway's Contour healthy", lambda: contour_healthy(k, gateway_env), HEALTHY_TIMEOUT_S)
     assert gateway_env["CONTOUR_SERVICE"] == "contour-contour"
-    experiment = EXPERIMENTS / "xds-blackhole.json"
     overrides = {**XDS_VARIABLES, "route_httpproxy": "", "route_httproute": "echo"}
-    run = ChaosRun(
-        experiment,
-        tmp_path,
-        gateway_env,
-        name="gateway-xds-blackhole",
-        variables=as_vars(experiment, overrides, gateway_env),
-    )
-    journal = run.run(timeout_s=360)
-    assert_steady_before_and_after(journal)
+    run, journal = run_on_gateway("xds-blackhole.json", "xds-blackhole", overrides, gateway_env, k, tmp_path, 360)
     block = activity(journal, "block-xds-egress")["output"]
     assert len(block["selected_pods"]) == 2 and block["verification"]["confirmed"] is True, block
     during = activity(journal, "route-change-during-the-fault")["output"]
@@ -225,22 +226,12 @@ def test_an_envoy_restarted_during_the_outage_serves_nothing_until_the_heal_whil
     replacement has no listener and is not Ready until Contour is back; the other, sampled throughout, keeps routing.
     The gate fails by design, on the restarted Envoy's availability. Last in this module: it replaces an Envoy pod
     (never the one ``ENVOY_URL`` names)."""
-    wait_until("the Gateway's Contour healthy", lambda: contour_healthy(k, gateway_env), HEALTHY_TIMEOUT_S)
     namespace = gateway_env["ENVOY_NAMESPACE"]
     envoys_before = {p.metadata.name for p in contour_pods(k, namespace, gateway_env["ENVOY_SELECTOR"])}
     assert len(envoys_before) == 2, envoys_before
-    experiment = EXPERIMENTS / "envoy-restart-during-outage.json"
     overrides = {"fault_window_s": "60", "sampling_s": "80", "fault_expiry_s": "300", "recovery_timeout_s": "150"}
-    run = ChaosRun(
-        experiment,
-        tmp_path,
-        gateway_env,
-        name="gateway-envoy-restart-during-outage",
-        variables=as_vars(experiment, overrides, gateway_env),
-    )
-    journal = run.run(timeout_s=600)
-    keep_journal(run)
-    assert_steady_before_and_after(journal)
+    name = "envoy-restart-during-outage"
+    run, journal = run_on_gateway(f"{name}.json", name, overrides, gateway_env, k, tmp_path, 600, keep=True)
 
     verification = activity(journal, "block-apiserver-egress")["output"]["verification"]
     assert verification["confirmed"] is True, verification
