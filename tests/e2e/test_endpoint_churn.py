@@ -26,11 +26,11 @@ from kubernetes import client
 from chaoscontour.activities.envoy import envoy_serving
 from chaoscontour.tools.journal import epoch_of
 from chaoscontour.tools.stop_condition import stop_condition
+from tests.support.admin_relay import admin_relay
 from tests.support.chaosrun import CHURN_WINDOWS, EXPERIMENTS, ChaosRun, activity, keep_journal
 from tests.support.sandbox import NS, Sandbox, leftovers, wait_until
 
 EXPERIMENT = EXPERIMENTS / "endpoint-churn-during-outage.json"
-ADMIN_RELAY_PORT = 19001
 VARIABLES = {**CHURN_WINDOWS, "backend_port": "80", "dead_man_s": "20", "fault_expiry_s": "300"}
 RESILIENT = {
     # Retry a request whose connection failed (on another endpoint: Contour's default load balancer is round
@@ -44,33 +44,6 @@ RESILIENT = {
         "healthyThresholdCount": 1,
     },
 }
-
-# A TCP relay from the Envoy pod's address to Envoy's read-only admin listener on its loopback (what
-# `kubectl port-forward` does in a cluster; the sandbox has no port-forward).
-RELAY = """
-import socket, sys, threading
-def pump(a, b):
-    try:
-        while True:
-            data = a.recv(65536)
-            if not data:
-                break
-            b.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-server = socket.create_server((sys.argv[1], int(sys.argv[2])), reuse_port=False)
-while True:
-    client, _ = server.accept()
-    upstream = socket.create_connection(("127.0.0.1", 9001))
-    threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
-    threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
-"""
 
 
 def _proxies(k: Any) -> client.CustomObjectsApi:
@@ -91,34 +64,12 @@ def _ready_echo_pods(k: Any) -> list[client.V1Pod]:
 
 
 @pytest.fixture(scope="module")
-def admin_url(sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def admin_url(sandbox: Sandbox, sandbox_env: dict[str, str]) -> Iterator[str]:
     from chaoscontour.edges.kube import kube
 
-    k = kube()
-    envoy = k.core.list_namespaced_pod(NS, label_selector="app=envoy").items[0]
-    pid = sandbox.container_pid(NS, envoy.metadata.name, "envoy")
-    ip = envoy.status.pod_ip
-    relay = subprocess.Popen(
-        ["nsenter", "-t", str(pid), "-n", sys.executable, "-c", RELAY, ip, str(ADMIN_RELAY_PORT)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://{ip}:{ADMIN_RELAY_PORT}/clusters"
-    try:
-        import requests
-
-        wait_until("the admin relay", lambda: _answers(requests, url), 15)
+    envoy = kube().core.list_namespaced_pod(NS, label_selector="app=envoy").items[0]
+    with admin_relay(sandbox, NS, envoy.metadata.name) as url:
         yield url
-    finally:
-        relay.terminate()
-        relay.wait(10)
-
-
-def _answers(requests: Any, url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 @pytest.fixture

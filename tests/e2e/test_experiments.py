@@ -646,3 +646,22 @@ def test_unblock_of_nothing_is_success(sandbox_env: dict[str, str]) -> None:
     result = unblock_apiserver_egress(namespace=NS, run_id="never-blocked")
     assert (result["run_id"], result["removed_policies"], result["removed_jobs"]) == ("never-blocked", [], [])
     assert "nothing of run never-blocked" in result["note"] and result["other_runs"] == []
+
+
+def test_restarting_an_envoy_with_only_one_refuses_and_deletes_nothing(healthy_contour: dict[str, str], k: Any) -> None:
+    """The release manifest's Envoy is a DaemonSet: on the sandbox's one node there is one Envoy, the one
+    ENVOY_URL reaches. restart_envoy_pod, given a real cut, refuses at once and says what would do; no pod goes."""
+    from chaoscontour.activities.envoy_restart import restart_envoy_pod
+
+    envoys = {p.metadata.name: p.metadata.uid for p in k.core.list_namespaced_pod(NS, label_selector="app=envoy").items}
+    assert len(envoys) == 1, envoys
+    block_apiserver_egress(namespace=NS, run_id="one-envoy", duration_s="60", verify="false", dead_man_s="0")
+    try:
+        with pytest.raises(ActivityFailed, match="needs a second Envoy") as refused:
+            restart_envoy_pod(keep_url=healthy_contour["ENVOY_URL"], namespace=NS, run_id="one-envoy")
+    finally:
+        unblock_apiserver_egress(namespace=NS, run_id="one-envoy")
+    assert "Deployment with 2 replicas" in str(refused.value), refused.value
+    after = {p.metadata.name: p.metadata.uid for p in k.core.list_namespaced_pod(NS, label_selector="app=envoy").items}
+    assert after == envoys
+    assert leftovers(k) == []

@@ -1,22 +1,28 @@
 """Contour provisioned through Gateway API: the session's sandbox runs it beside the release manifest (``up
---gateway``), and the API-server outage is judged on it as on the release manifest, with the settings a user gets
-from the Gateway's name alone (``chaoscontour gateway-env``: the provisioned names, the Lease
-``leader-elect-<gateway>``, Envoy's listener ``http-80``)."""
+--gateway``), and the shipped experiments (apiserver-outage, leader-kill, xds-blackhole, endpoint-churn and
+envoy-restart) are judged on it as on the release manifest, with the settings a user gets from the Gateway's name
+alone (``chaoscontour gateway-env``: the provisioned names, the Lease ``leader-elect-<gateway>``, Envoy's listener
+``http-80``)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from chaoscontour.activities.envoy import envoy_serving
 from chaoscontour.activities.routes import remove_route_marker, route_change_propagation, route_config_converged
+from chaoscontour.edges.kube import kube
+from tests.e2e import test_endpoint_churn as churn
 from tests.e2e.test_experiments import assert_steady_before_and_after, gate_verdict
 from tests.e2e.test_xds_blackhole import VARIABLES as XDS_VARIABLES
+from tests.support.admin_relay import admin_relay
 from tests.support.chaosrun import EXPERIMENTS, ChaosRun, activity, as_vars, keep_journal
 from tests.support.sandbox import HEALTHY_TIMEOUT_S, Sandbox, contour_healthy, contour_pods, leftovers, wait_until
 
@@ -217,6 +223,38 @@ def test_a_route_change_on_the_httproute_reaches_the_provisioned_envoy_and_is_pu
     assert removed["removed"] is True and removed["restored_routes"] == [0]
     assert sandbox.get(path)["spec"]["rules"] == before
     figures["gateway-route-change"] = {"propagation_s": changed["propagation_s"]}
+
+
+@pytest.fixture(scope="module")
+def gateway_admin_url(sandbox: Sandbox, gateway_env: dict[str, str]) -> Iterator[str]:
+    """The read-only admin ``/clusters`` of the provisioned Envoy that ENVOY_URL reaches (the one sampled)."""
+    namespace, address = gateway_env["ENVOY_NAMESPACE"], urlsplit(gateway_env["ENVOY_URL"]).hostname
+    pods = kube().core.list_namespaced_pod(namespace, label_selector=gateway_env["ENVOY_SELECTOR"]).items
+    sampled = next(p.metadata.name for p in pods if p.status.pod_ip == address)
+    with admin_relay(sandbox, namespace, sampled) as url:
+        yield url
+
+
+def test_endpoint_churn_on_the_provisioned_gateway_fails_the_gate_as_on_the_release_manifest(
+    sandbox: Sandbox, gateway_env: dict[str, str], gateway_admin_url: str, k: Any, tmp_path: Path, figures: dict
+) -> None:
+    """The HTTPRoute demo/echo as it is (no retries, no health checks): an echo pod killed while the Gateway's
+    Contour is cut off stays in the provisioned Envoy's endpoints, its requests fail with 503 UF, and the gate fails
+    below min_availability by design, with the same evidence as on the release manifest."""
+    two = lambda: len(churn._ready_echo_pods(k)) == 2 and len(churn._echo_pods(k)) == 2  # noqa: E731
+    wait_until("two Ready echo pods", two, 120)
+    overrides = {**churn.VARIABLES, "envoy_admin_url": gateway_admin_url}
+    name = "endpoint-churn-during-outage"
+    run, journal = run_on_gateway(f"{name}.json", "endpoint-churn-plain", overrides, gateway_env, k, tmp_path, 300)
+    churn._record(figures, "gateway_endpoint_churn_plain_route", journal)
+    churn._common_checks(k, run, journal)
+    assert activity(journal, "block-apiserver-egress")["output"]["namespace"] == gateway_env["CONTOUR_NAMESPACE"]
+    window = activity(journal, "envoy-view-of-the-backend-at-the-end-of-the-window")["output"]
+    assert any("UF" in cause for cause in window["since"]["failure_causes"]), window["since"]["failure_causes"]
+    availability = activity(journal, "envoy-availability-across-the-fault")["output"]
+    assert availability["meets_min_availability"] is False, availability
+    gate = gate_verdict(run.journal_path)
+    assert gate.returncode == 1 and "below min_availability" in gate.stdout, gate.stdout + gate.stderr
 
 
 def test_an_envoy_restarted_during_the_outage_serves_nothing_until_the_heal_while_the_other_keeps_routing(
