@@ -14,8 +14,6 @@ The figures are docs/measurements.md's.
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +21,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from chaoscontour.activities.envoy import envoy_serving
 from chaoscontour.tools.journal import epoch_of
 from chaoscontour.tools.stop_condition import stop_condition
 from tests.support.admin_relay import admin_relay
-from tests.support.chaosrun import CHURN_WINDOWS, EXPERIMENTS, ChaosRun, activity, keep_journal
-from tests.support.sandbox import NS, Sandbox, leftovers, wait_until
+from tests.support.chaosrun import CHURN_WINDOWS, EXPERIMENTS, ChaosRun, activity, gate_verdict, keep_journal
+from tests.support.sandbox import NS, Sandbox, envoy_serves_in_a_row, leftovers, wait_until
 
 EXPERIMENT = EXPERIMENTS / "endpoint-churn-during-outage.json"
 VARIABLES = {**CHURN_WINDOWS, "backend_port": "80", "dead_man_s": "20", "fault_expiry_s": "300"}
@@ -115,20 +112,6 @@ def _health_checks_running(stats_url: str) -> bool:
     return any(
         line.startswith("cluster.demo_echo_80.health_check.success:") and not line.endswith(": 0")
         for line in text.splitlines()
-    )
-
-
-def _serves(settings: dict[str, str], times: int) -> bool:
-    return all(envoy_serving(settings["ENVOY_URL"], host=settings["ENVOY_HOST"], timeout_s=2.0) for _ in range(times))
-
-
-def _gate(journal: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "chaoscontour.cli", "gate", str(journal)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
 
 
@@ -225,7 +208,7 @@ def test_the_demo_route_as_it_is_fails_the_gate_when_a_backend_pod_dies_while_co
     assert availability["meets_min_availability"] is False, availability
     assert availability["error_kinds"].get("http_503", 0) >= 1, availability["error_kinds"]
 
-    gate = _gate(run.journal_path)
+    gate = gate_verdict(run.journal_path)
     assert gate.returncode == 1, gate.stdout + gate.stderr
     assert "below min_availability" in gate.stdout, gate.stdout
 
@@ -245,7 +228,7 @@ def test_the_same_route_with_retries_on_connect_failure_and_health_checks_passes
         # The health-checked route is a new cluster (Contour names clusters by their policy), and without ADS
         # Envoy may take the route that names it before the cluster has warmed: a moment of 503s. The experiment's
         # steady state asks the route to serve, so start once it does, ten times in a row.
-        wait_until("Envoy serving the route with its new policy", lambda: _serves(backend_ready, times=10), 60)
+        wait_until("Envoy serving the route with its new policy", lambda: envoy_serves_in_a_row(backend_ready), 60)
         run, journal = _run(tmp_path, "endpoint-churn-resilient", admin_url)
     finally:
         _proxies(k).patch_namespaced_custom_object("projectcontour.io", "v1", "demo", "httpproxies", "echo", restore)
@@ -260,7 +243,7 @@ def test_the_same_route_with_retries_on_connect_failure_and_health_checks_passes
     availability = activity(journal, "envoy-availability-across-the-fault")["output"]
     assert availability["meets_min_availability"] is True, availability
 
-    gate = _gate(run.journal_path)
+    gate = gate_verdict(run.journal_path)
     assert gate.returncode == 0, gate.stdout + gate.stderr
 
 
@@ -292,6 +275,6 @@ def test_a_stop_condition_aborts_the_churn_run_and_the_fault_is_gone_within_the_
     assert removed_after_s <= (stop.check_s or 0) + 4.0, removed_after_s
     assert leftovers(k) == []
 
-    gate = _gate(run.journal_path)
+    gate = gate_verdict(run.journal_path)
     assert gate.returncode == 1, gate.stdout + gate.stderr
     assert "ABORTED by stop condition 'stop-when-envoy-availability-drops'" in gate.stdout, gate.stdout

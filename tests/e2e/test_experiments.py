@@ -27,7 +27,17 @@ from chaoscontour.activities.leader import lease_holder
 from chaoscontour.activities.network import block_apiserver_egress, unblock_apiserver_egress
 from chaoscontour.domain.clock import parse_utc
 from chaoscontour.domain.lease import parse_api_time
-from tests.support.chaosrun import EXPERIMENTS, HOLDING, ChaosRun, activity, as_vars, keep_journal, variant, write
+from tests.support.chaosrun import (
+    EXPERIMENTS,
+    HOLDING,
+    ChaosRun,
+    activity,
+    as_vars,
+    gate_verdict,
+    keep_journal,
+    variant,
+    write,
+)
 from tests.support.otel_log import MS, journal_ns, wait_for_spans
 from tests.support.sandbox import (
     HEALTHY_TIMEOUT_S,
@@ -364,18 +374,6 @@ def test_sigterm_without_rollbacks_leaves_a_fault_that_ends_by_itself_or_by_clea
         assert "removed: Job" in cleanup.stdout, cleanup.stdout
         assert leftovers(k) == []
     wait_until("Contour to recover", lambda: contour_healthy(k, healthy_contour), HEALTHY_TIMEOUT_S, every_s=1.0)
-
-
-def gate_verdict(journal: Path) -> Any:
-    import subprocess
-    import sys
-
-    return subprocess.run(
-        [sys.executable, "-m", "chaoscontour.cli", "gate", str(journal)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def sandbox_cleanup(env: dict[str, str]) -> Any:

@@ -4,8 +4,6 @@ token (TokenRequest), as the game-day pod does; the admission policies refuse an
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from tests.support.chaosrun import EXPERIMENTS, ChaosRun, activity, as_vars
+from tests.support.chaosrun import EXPERIMENTS, ChaosRun, activity, as_vars, gate_verdict
 from tests.support.game_day_identity import (
     SERVICE_ACCOUNT,
     admission_documents,
@@ -56,12 +54,6 @@ def game_day_kubeconfig(
         yield path, token.status.token
 
 
-def gate(journal: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "chaoscontour.cli", "gate", str(journal)], capture_output=True, text=True, timeout=60
-    )
-
-
 @pytest.mark.parametrize(
     ("name", "overrides"),
     [
@@ -82,7 +74,7 @@ def test_shipped_experiment_passes_as_the_game_day_service_account_under_the_adm
         variables=as_vars(experiment, overrides),
     )
     journal = run.run(timeout_s=360)
-    verdict = gate(run.journal_path)
+    verdict = gate_verdict(run.journal_path)
     assert verdict.returncode == 0, verdict.stdout + verdict.stderr
     assert journal["status"] == "completed" and journal["deviated"] is False
     if name == "apiserver-outage":

@@ -20,10 +20,10 @@ from chaoscontour.activities.envoy import envoy_serving
 from chaoscontour.activities.routes import remove_route_marker, route_change_propagation, route_config_converged
 from chaoscontour.edges.kube import kube
 from tests.e2e import test_endpoint_churn as churn
-from tests.e2e.test_experiments import assert_steady_before_and_after, gate_verdict
+from tests.e2e.test_experiments import assert_steady_before_and_after
 from tests.e2e.test_xds_blackhole import VARIABLES as XDS_VARIABLES
 from tests.support.admin_relay import admin_relay
-from tests.support.chaosrun import EXPERIMENTS, ChaosRun, activity, as_vars, keep_journal
+from tests.support.chaosrun import EXPERIMENTS, ChaosRun, activity, as_vars, gate_verdict, keep_journal
 from tests.support.sandbox import HEALTHY_TIMEOUT_S, Sandbox, contour_healthy, contour_pods, leftovers, wait_until
 
 GATEWAY_API = "/apis/gateway.networking.k8s.io/v1"

@@ -29,7 +29,7 @@ import pytest
 import requests
 import yaml
 
-from tests.support.chaosrun import CHURN_WINDOWS, EXPERIMENTS, ChaosRun, activity
+from tests.support.chaosrun import CHURN_WINDOWS, EXPERIMENTS, ChaosRun, activity, gate_verdict
 from tests.support.paths import FIXTURES, ROOT
 from tests.support.sandbox import Sandbox, leftovers, wait_until
 
@@ -150,14 +150,7 @@ def _churn(
         "failure_causes": (window.get("since") or {}).get("failure_causes"),
         "converged_after_s": converged.get("converged_after_s"),
     }
-    gate = subprocess.run(
-        [sys.executable, "-m", "chaoscontour.cli", "gate", str(run.journal_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return run, journal, gate
+    return run, journal, gate_verdict(run.journal_path)
 
 
 def _common_checks(run: ChaosRun, journal: dict[str, Any], k: Any) -> None:
