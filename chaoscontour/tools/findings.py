@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaoscontour import contract
-from chaoscontour.contract import AvailabilityOutput, FaultHeldOutput, FaultVerification, Latency, PrometheusRatioOutput
+from chaoscontour.contract import (
+    AvailabilityOutput,
+    FaultHeldOutput,
+    FaultVerification,
+    Latency,
+    PrometheusRatioOutput,
+    RouteConvergedOutput,
+    RoutePropagationOutput,
+)
 from chaoscontour.tools.journal import (
     APISERVER_FAULT,
     BLOCK_APISERVER,
@@ -170,10 +178,10 @@ def _finding(func: str | None, run: Mapping[str, Any], after_fault_removed: bool
         )
     if func == ROUTE_PROPAGATION:
         change = output_of(run, contract.ROUTE_CHANGE_PROPAGATION)
-        return f"route change ({_route_of(run)}): {change['summary']}" if change.get("summary") else None
+        return f"route change ({_route_of(change)}): {change['summary']}" if change.get("summary") else None
     if func == ROUTE_CONVERGED:
         route = output_of(run, contract.ROUTE_CONFIG_CONVERGED)
-        return f"after the heal Envoy served {_route_of(run)}'s configuration in {route.get('converged_after_s')} s"
+        return f"after the heal Envoy served {_route_of(route)}'s configuration in {route.get('converged_after_s')} s"
     if func in (APISERVER_FAULT, XDS_FAULT):
         fault = output_of(run, contract.APISERVER_EGRESS_FAULT)
         if fault.get("held") is True:
@@ -215,9 +223,8 @@ def _finding(func: str | None, run: Mapping[str, Any], after_fault_removed: bool
     return None
 
 
-def _route_of(run: Mapping[str, Any]) -> str:
+def _route_of(output: RoutePropagationOutput | RouteConvergedOutput) -> str:
     """The route object a route probe wrote to: ``HTTPProxy ns/name`` or ``HTTPRoute ns/name``."""
-    output = run["output"]
     if output.get("httproute"):
         return f"HTTPRoute {output['httproute']}"
     return f"HTTPProxy {output.get('httpproxy')}"
