@@ -516,16 +516,15 @@ def _runs_with(k: Any, extra: list[str]) -> bool:
 def test_a_slow_renewing_leader_on_a_cluster_without_enforcement_is_never_confirmed(
     slow_leader_election: None, k: Any, figures: dict[str, Any]
 ) -> None:
-    """Issue 9.1: the old 8 s quiet window confirmed this fault in 3 runs out of 3; the Lease's 30 s duration never."""
-    outcomes = []
-    for attempt in range(3):
-        started = time.monotonic()
-        with pytest.raises(ActivityFailed, match="did not take effect") as failure:
-            block_apiserver_egress(namespace=NS, run_id=f"slow-{attempt}", verify_timeout_s=80)
-        outcomes.append(round(time.monotonic() - started, 1))
-        assert "longer than its 30 s duration" in str(failure.value), str(failure.value)
-        assert leftovers(k) == []
-    figures["slow-leader-no-enforcement"] = {"refused_after_s": outcomes}
+    """Issue 9.1: the old 8 s quiet window confirmed this fault in 3 runs out of 3 (every attempt), so one attempt per
+    run is enough to catch it coming back; the Lease's 30 s duration never confirms it."""
+    started = time.monotonic()
+    with pytest.raises(ActivityFailed, match="did not take effect") as failure:
+        block_apiserver_egress(namespace=NS, run_id="slow-0", verify_timeout_s=80)
+    refused_after_s = round(time.monotonic() - started, 1)
+    assert "longer than its 30 s duration" in str(failure.value), str(failure.value)
+    assert leftovers(k) == []
+    figures["slow-leader-no-enforcement"] = {"refused_after_s": refused_after_s}
 
 
 # --- rollbacks under every outcome, with the shipped experiment's rollbacks ------------------------------------------

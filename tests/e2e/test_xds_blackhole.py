@@ -24,7 +24,7 @@ EXPERIMENT = EXPERIMENTS / "xds-blackhole.json"
 VARIABLES = {
     "route_namespace": "demo",
     "route_httpproxy": "echo",
-    "sampling_s": "130",
+    "sampling_s": "105",
     "held_back_s": "10",
     "fault_window_s": "0",
     "detection_bound_s": "60",
