@@ -216,10 +216,6 @@ class ControlPlane:
     def running(self) -> bool:
         return self._started and all(p.running for p in self._processes)
 
-    def exited_logs(self) -> dict[str, str]:
-        """The log tails of the processes that have exited (for a ``running`` that turned false)."""
-        return {p.name: p.tail() for p in self._processes if not p.running}
-
     # --- life cycle ------------------------------------------------------------------------------------------------
 
     def __enter__(self) -> ControlPlane:

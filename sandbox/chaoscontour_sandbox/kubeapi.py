@@ -125,13 +125,6 @@ class KubeApi:
         except requests.RequestException as exc:
             raise ApiError(0, f"WATCH {path}: {exc}") from exc
 
-    def write_ca(self, directory: Path) -> Path:
-        """Copy the API server's CA bundle into ``directory`` and return the file (for kubeconfigs we write)."""
-        target = directory / "ca.crt"
-        if self.ca_file:
-            target.write_bytes(Path(self.ca_file).read_bytes())
-        return target
-
 
 class Informer:
     """List then watch one collection, keep a cache of its objects by ``namespace/name``, and call ``on_change``.
