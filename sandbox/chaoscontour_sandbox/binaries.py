@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaoscontour_sandbox import builds, versions
+from chaoscontour_sandbox import builds, corednsbuild, versions
 from chaoscontour_sandbox.builds import (
     BuildFailed,
     Progress,
@@ -51,15 +51,20 @@ class BinaryNotFound(RuntimeError):
 
 @dataclass(frozen=True)
 class Component:
-    """One thing we build: a name for the cache folder, its version and the binaries it yields."""
+    """One thing we build: a name for the cache folder, its version and the binaries it yields.
+
+    ``recipe``, when a component is not built as released, names how in the cache folder (``coredns-v1.15.0-<recipe>``),
+    so a binary built another way, or by an older recipe, is not taken for it.
+    """
 
     name: str
     version: str
     binaries: tuple[str, ...]
+    recipe: str = ""
 
     @property
     def cache_folder(self) -> str:
-        return f"{self.name}-v{self.version}"
+        return f"{self.name}-v{self.version}" + (f"-{self.recipe}" if self.recipe else "")
 
 
 COMPONENTS: dict[str, Component] = {
@@ -71,8 +76,9 @@ COMPONENTS: dict[str, Component] = {
     ),
     "etcd": Component("etcd", versions.ETCD, ("etcd",)),
     "contour": Component("contour", versions.CONTOUR, ("contour",)),
-    # The sandbox's cluster DNS (a CoreDNS Deployment behind Service kube-system/kube-dns).
-    "coredns": Component("coredns", versions.COREDNS, ("coredns",)),
+    # The sandbox's cluster DNS (a CoreDNS Deployment behind Service kube-system/kube-dns), with only the plugins of its
+    # Corefile: the folder names that set (coredns-v1.15.0-plugins-<hash>), not the full build `go install` made.
+    "coredns": Component("coredns", versions.COREDNS, ("coredns",), recipe=corednsbuild.CACHE_RECIPE),
     # The node's NetworkPolicy engine, and the pod sandbox program containerd runs in each pod (C, built with gcc).
     "kube-network-policies": Component(
         "kube-network-policies", versions.KUBE_NETWORK_POLICIES, ("kube-network-policies",)

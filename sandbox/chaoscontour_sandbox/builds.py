@@ -15,6 +15,9 @@ a package of the main ``k8s.io/kubernetes`` module (``test/images/agnhost``, no 
 ``pause`` is Kubernetes' own pod sandbox program, ``build/pause/linux/pause.c`` of the pinned ``k8s.io/kubernetes``
 module, compiled statically with the flags of Kubernetes' ``build/pause/Makefile``.
 
+``coredns`` is built with only the plugins of the sandbox's Corefile, from a wrapper module of its own
+(:mod:`chaoscontour_sandbox.corednsbuild`), not ``go install``-ed with every plugin CoreDNS ships.
+
 ``otelcol``, the OpenTelemetry Collector the traces control is tested against, is made the way the Collector's
 project says to make one: its builder (``go.opentelemetry.io/collector/cmd/builder``, at the pinned release) reads a
 manifest of components, generated here (:func:`collector_manifest`), and writes the distribution's sources.
@@ -33,6 +36,7 @@ from typing import Any
 import yaml
 
 from chaoscontour_sandbox import gotool, versions
+from chaoscontour_sandbox.corednsbuild import build_coredns
 from chaoscontour_sandbox.gotool import BuildFailed, Progress, module_dir
 
 __all__ = [
@@ -178,8 +182,6 @@ def _build_contour(go: str, work: Path, out: Path, version: str, wanted: Sequenc
 # Components whose go.mod has no replace lines, so `go install PACKAGE@VERSION` builds them as released; each yields
 # one binary named after its component and reports its version from the module's build information.
 _GO_INSTALL_PACKAGES = {
-    # CoreDNS's main package is the module root; its plugin list (plugin.cfg) is compiled in, `kubernetes` included.
-    "coredns": "github.com/coredns/coredns",
     # The NetworkPolicy engine of the node (nftables + nfqueue over netlink, pure Go); its main package is `cmd/`.
     "kube-network-policies": "sigs.k8s.io/kube-network-policies/cmd",
     "kustomize": "sigs.k8s.io/kustomize/kustomize/v5",
@@ -305,6 +307,7 @@ _BUILDERS: dict[str, Builder] = {
     "kubernetes": _build_kubernetes,
     "etcd": _build_etcd,
     "contour": _build_contour,
+    "coredns": build_coredns,
     "pause": _build_pause,
     "otelcol": _build_otelcol,
     **{component: _go_install(component) for component in _GO_INSTALL_PACKAGES},

@@ -23,8 +23,10 @@ __all__ = [
     "CLUSTER_DNS_IP",
     "CLUSTER_DOMAIN",
     "COREDNS_IMAGE",
+    "COREDNS_PLUGINS",
     "COREDNS_SELECTOR",
     "corefile",
+    "corefile_plugins",
     "coredns_objects",
 ]
 
@@ -37,6 +39,9 @@ CLUSTER_DNS_IP = "10.0.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 COREDNS_SELECTOR = "k8s-app=kube-dns"
 _LABELS = {"k8s-app": "kube-dns"}
+# The plugins :func:`corefile` names, and the only ones the sandbox's CoreDNS is built with
+# (:mod:`chaoscontour_sandbox.corednsbuild`); a unit test fails when the two differ.
+COREDNS_PLUGINS = ("errors", "health", "ready", "kubernetes", "prometheus", "cache", "loadbalance")
 
 
 def corefile(cluster_domain: str = CLUSTER_DOMAIN) -> str:
@@ -58,6 +63,18 @@ def corefile(cluster_domain: str = CLUSTER_DOMAIN) -> str:
         "    loadbalance\n"
         "}\n"
     )
+
+
+def corefile_plugins(text: str) -> list[str]:
+    """The plugins a Corefile names: the first word of each line directly inside a server block, in order."""
+    names: list[str] = []
+    depth = 0
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if depth == 1 and line and not line.startswith("}"):
+            names.append(line.split()[0])
+        depth += line.count("{") - line.count("}")
+    return names
 
 
 def coredns_objects(

@@ -40,3 +40,18 @@ def test_the_coredns_image_is_the_one_the_node_has_and_runs_with_the_deployments
     container = by_kind(dns.coredns_objects())["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert images.qualified_reference(container["image"]) == images.qualified_reference(nodeimages.COREDNS_IMAGE)
     assert container["args"] == ["-conf", "/etc/coredns/Corefile"]
+
+
+def test_the_corefile_names_exactly_the_plugins_coredns_is_built_with() -> None:
+    # CoreDNS is built with COREDNS_PLUGINS only (corednsbuild): a plugin the Corefile names and the build lacks
+    # would stop CoreDNS at start ("unknown directive"); one built and never named only makes the build longer.
+    assert sorted(dns.corefile_plugins(dns.corefile())) == sorted(dns.COREDNS_PLUGINS)
+    assert len(set(dns.COREDNS_PLUGINS)) == len(dns.COREDNS_PLUGINS)
+
+
+def test_corefile_plugins_are_the_server_blocks_directives_not_their_options() -> None:
+    corefile = (
+        ".:53 {\n    errors # comment {\n    kubernetes cluster.local {\n       pods insecure\n    }\n"
+        "    cache 30\n}\nexample.org:53 {\n    whoami\n}\n"
+    )
+    assert dns.corefile_plugins(corefile) == ["errors", "kubernetes", "cache", "whoami"]

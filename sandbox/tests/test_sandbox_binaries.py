@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chaoscontour_sandbox import binaries, builds, gotool, versions
+from chaoscontour_sandbox import binaries, builds, corednsbuild, dns, gotool, versions
 
 
 def test_kubernetes_binaries_map_to_their_main_packages() -> None:
@@ -28,7 +28,6 @@ def test_the_kubernetes_component_has_the_node_binaries_and_agnhost() -> None:
 def test_go_install_names_binaries_after_the_last_path_element_without_a_major_version() -> None:
     assert builds.go_install_name("sigs.k8s.io/kube-network-policies/cmd") == "cmd"
     assert builds.go_install_name("sigs.k8s.io/kustomize/kustomize/v5") == "kustomize"
-    assert builds.go_install_name("github.com/coredns/coredns") == "coredns"
     assert builds.go_install_name("github.com/rhysd/actionlint/cmd/actionlint") == "actionlint"
 
 
@@ -198,3 +197,109 @@ def test_the_collector_is_a_pinned_component_in_the_cache() -> None:
     assert versions.pinned_versions()["OTELCOL_VERSION"] == versions.OTELCOL
     assert binaries.COMPONENTS["otelcol"].binaries == ("otelcol",)
     assert binaries.COMPONENTS["otelcol"].cache_folder == f"otelcol-v{versions.OTELCOL}"
+
+
+PLUGIN_CFG = """# Directives are registered in the order they should be executed.
+#
+# <plugin-name>:<package-name>
+# <plugin-name>:<fully-qualified-package-name>
+
+root:root
+cache:cache
+prometheus:metrics
+errors:errors
+on:github.com/coredns/caddy/onevent
+kubernetes:kubernetes
+"""
+
+
+def test_plugin_cfg_is_read_as_coredns_reads_it(tmp_path: Path) -> None:
+    for folder in ("root", "cache", "metrics", "errors", "kubernetes"):
+        (tmp_path / "plugin" / folder).mkdir(parents=True)
+    plugin = "github.com/coredns/coredns/plugin/"
+    assert corednsbuild.plugin_cfg_entries(PLUGIN_CFG, tmp_path) == [
+        ("root", plugin + "root"),
+        ("cache", plugin + "cache"),
+        ("prometheus", plugin + "metrics"),  # the directive is not always its package's folder
+        ("errors", plugin + "errors"),
+        ("on", "github.com/coredns/caddy/onevent"),  # no such folder: an import path of its own
+        ("kubernetes", plugin + "kubernetes"),
+    ]
+
+
+def test_coredns_directives_keep_plugin_cfgs_order_not_the_wanted_ones() -> None:
+    entries = corednsbuild.plugin_cfg_entries(PLUGIN_CFG)
+    chosen = corednsbuild.directives(entries, ["kubernetes", "errors", "cache", "prometheus"])
+    assert [name for name, _ in chosen] == ["cache", "prometheus", "errors", "kubernetes"]
+    with pytest.raises(builds.BuildFailed, match="no plugin route53"):
+        corednsbuild.directives(entries, ["errors", "route53"])
+
+
+def test_coredns_main_imports_only_the_chosen_plugins_and_sets_their_order() -> None:
+    chosen = corednsbuild.directives(corednsbuild.plugin_cfg_entries(PLUGIN_CFG), ["kubernetes", "prometheus"])
+    main = corednsbuild.main_go(chosen)
+    imports = [line.strip() for line in main.splitlines() if line.strip().startswith('_ "')]
+    assert imports == [
+        '_ "github.com/coredns/coredns/plugin/kubernetes"',
+        '_ "github.com/coredns/coredns/plugin/metrics"',
+    ]
+    assert '"github.com/coredns/coredns/core/dnsserver"' in main
+    assert 'dnsserver.Directives = []string{\n\t\t"prometheus",\n\t\t"kubernetes",\n\t}' in main
+    assert main.index("dnsserver.Directives") < main.index("coremain.Run()")
+
+
+def test_coredns_is_built_from_a_wrapper_module_with_the_corefiles_plugins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "coredns@v1.15.0"
+    for folder in ("root", "cache", "metrics", "errors", "kubernetes"):
+        (module / "plugin" / folder).mkdir(parents=True)
+    everything = "\n".join(f"{name}:{name}" for name in ("health", "ready", "loadbalance", "route53", "etcd"))
+    (module / "plugin.cfg").write_text(PLUGIN_CFG + everything + "\n")
+    for folder in ("health", "ready", "loadbalance", "route53", "etcd"):
+        (module / "plugin" / folder).mkdir()
+    runs: list[list[str]] = []
+    compiles: list[tuple[list[str], int | None]] = []
+
+    def fake_run(cmd: Sequence[str], cwd: Path, what: str, **env: str) -> str:
+        runs.append(list(cmd))
+        return "fmt\nos\n"
+
+    def fake_compile(
+        cmd: Sequence[str], cwd: Path, what: str, total: int | None, progress: builds.Progress, **env: str
+    ) -> None:
+        compiles.append((list(cmd), total))
+
+    monkeypatch.setattr(gotool, "download", lambda go, module_, version, cwd: {"Dir": str(module)})
+    monkeypatch.setattr(gotool, "run", fake_run)
+    monkeypatch.setattr(gotool, "compile_with_progress", fake_compile)
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    builds._BUILDERS["coredns"]("go", work, out, "1.15.0", ["coredns"], lambda _m: None)
+    assert runs[0] == ["go", "get", "github.com/coredns/coredns@v1.15.0"]
+    assert runs[1] == ["go", "mod", "tidy"]
+    main = (work / "main.go").read_text()
+    assert "route53" not in main and "etcd" not in main
+    directives = main.split("dnsserver.Directives = []string{", 1)[1].split("}", 1)[0].split()
+    # The Corefile's seven, in this plugin.cfg's order (root, cache, prometheus, errors, on, kubernetes, health...).
+    assert [d.strip('",') for d in directives] == [
+        "cache",
+        "prometheus",
+        "errors",
+        "kubernetes",
+        "health",
+        "ready",
+        "loadbalance",
+    ]
+    ((cmd, total),) = compiles
+    assert cmd[:3] == ["go", "build", "-v"] and cmd[cmd.index("-o") + 1] == str(out / "coredns")
+    assert total == 2
+
+
+def test_the_coredns_cache_folder_names_its_plugin_set_not_the_full_build() -> None:
+    folder = binaries.COMPONENTS["coredns"].cache_folder
+    assert folder.startswith(f"coredns-v{versions.COREDNS}-plugins-")
+    assert folder != f"coredns-v{versions.COREDNS}"  # the old full build, `go install`-ed, is not reused
+    assert "coredns" not in builds._GO_INSTALL_PACKAGES
+    assert corednsbuild.cache_recipe(reversed(dns.COREDNS_PLUGINS)) == corednsbuild.CACHE_RECIPE
+    assert corednsbuild.cache_recipe([*dns.COREDNS_PLUGINS, "forward"]) != corednsbuild.CACHE_RECIPE
