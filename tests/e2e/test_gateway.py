@@ -267,7 +267,7 @@ def test_an_envoy_restarted_during_the_outage_serves_nothing_until_the_heal_whil
     namespace = gateway_env["ENVOY_NAMESPACE"]
     envoys_before = {p.metadata.name for p in contour_pods(k, namespace, gateway_env["ENVOY_SELECTOR"])}
     assert len(envoys_before) == 2, envoys_before
-    overrides = {"fault_window_s": "60", "sampling_s": "80", "fault_expiry_s": "300", "recovery_timeout_s": "150"}
+    overrides = {"fault_window_s": "45", "sampling_s": "65", "fault_expiry_s": "300", "recovery_timeout_s": "150"}
     name = "envoy-restart-during-outage"
     run, journal = run_on_gateway(f"{name}.json", name, overrides, gateway_env, k, tmp_path, 600, keep=True)
 
