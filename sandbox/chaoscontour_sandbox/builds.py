@@ -156,16 +156,7 @@ def _build_etcd(go: str, work: Path, out: Path, version: str, wanted: Sequence[s
         "func main() { etcdmain.Main(os.Args) }\n"
     )
     progress(f"  fetching go.etcd.io/etcd/server/v3@v{version} through the Go module proxy")
-    gotool.run([go, "get", f"go.etcd.io/etcd/server/v3@v{version}"], work, "go get")
-    gotool.run([go, "mod", "tidy"], work, "go mod tidy")
-    deps = gotool.run([go, "list", "-deps", "."], work, "go list -deps").split()
-    gotool.compile_with_progress(
-        [go, "build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"), "."],
-        work,
-        "go build etcd",
-        len(deps),
-        progress,
-    )
+    gotool.build_main(go, work, f"go.etcd.io/etcd/server/v3@v{version}", out / "etcd", progress)
 
 
 def _build_contour(go: str, work: Path, out: Path, version: str, wanted: Sequence[str], progress: Progress) -> None:

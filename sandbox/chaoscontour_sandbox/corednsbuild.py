@@ -92,13 +92,4 @@ def build_coredns(go: str, work: Path, out: Path, version: str, wanted: Sequence
     progress(f"  CoreDNS plugins, in plugin.cfg's order: {', '.join(name for name, _ in chosen)}")
     (work / "go.mod").write_text("module chaoscontour.local/coredns-build\n\ngo 1.24.0\n")
     (work / "main.go").write_text(main_go(chosen))
-    gotool.run([go, "get", f"{MODULE}@v{version}"], work, "go get")
-    gotool.run([go, "mod", "tidy"], work, "go mod tidy")
-    deps = gotool.run([go, "list", "-deps", "."], work, "go list -deps").split()
-    gotool.compile_with_progress(
-        [go, "build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "coredns"), "."],
-        work,
-        "go build coredns",
-        len(deps),
-        progress,
-    )
+    gotool.build_main(go, work, f"{MODULE}@v{version}", out / "coredns", progress)

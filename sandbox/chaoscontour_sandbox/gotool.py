@@ -99,6 +99,16 @@ def compile_with_progress(
     progress(f"  {what}: done in {time.monotonic() - started:.0f} s")
 
 
+def build_main(go: str, work: Path, requirement: str, output: Path, progress: Progress) -> None:
+    """Build the ``main`` package of the wrapper module in ``work`` (its go.mod and main.go written by the caller)
+    against ``requirement`` (``module@vX.Y.Z``) into ``output``, with the package count as progress."""
+    run([go, "get", requirement], work, "go get")
+    run([go, "mod", "tidy"], work, "go mod tidy")
+    deps = run([go, "list", "-deps", "."], work, "go list -deps").split()
+    cmd = [go, "build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", str(output), "."]
+    compile_with_progress(cmd, work, f"go build {output.name}", len(deps), progress)
+
+
 def install(built: Path, target: Path, wanted: Sequence[str], progress: Progress) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for name in wanted:
