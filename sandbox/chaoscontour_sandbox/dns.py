@@ -39,9 +39,6 @@ CLUSTER_DNS_IP = "10.0.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 COREDNS_SELECTOR = "k8s-app=kube-dns"
 _LABELS = {"k8s-app": "kube-dns"}
-# The plugins :func:`corefile` names, and the only ones the sandbox's CoreDNS is built with
-# (:mod:`chaoscontour_sandbox.corednsbuild`); a unit test fails when the two differ.
-COREDNS_PLUGINS = ("errors", "health", "ready", "kubernetes", "prometheus", "cache", "loadbalance")
 
 
 def corefile(cluster_domain: str = CLUSTER_DOMAIN) -> str:
@@ -75,6 +72,11 @@ def corefile_plugins(text: str) -> list[str]:
             names.append(line.split()[0])
         depth += line.count("{") - line.count("}")
     return names
+
+
+# The plugins :func:`corefile` names, read from it: the only ones the sandbox's CoreDNS is built with
+# (:mod:`chaoscontour_sandbox.corednsbuild`), so the Corefile and the build cannot drift apart.
+COREDNS_PLUGINS = tuple(corefile_plugins(corefile()))
 
 
 def coredns_objects(
